@@ -1,0 +1,251 @@
+/* pb_hash.c -- hashing buffers and files: instruction-set dispatch, the
+ * read/mmap strategy, the thread pool and the batch entry point. */
+#define _GNU_SOURCE
+#include "pivothash.h"
+#include "pb_internal.h"
+#include "pb_pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- instruction-set dispatch ------------------------------------------ */
+
+static const pb_xxh_impl *pb_chosen;
+
+static const pb_xxh_impl *pb_best_impl(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+        return &pb_xxh_avx512;
+    if (__builtin_cpu_supports("avx2"))
+        return &pb_xxh_avx2;
+#endif
+    return &pb_xxh_sse2;
+}
+
+const pb_xxh_impl *pb_xxh(void)
+{
+    const pb_xxh_impl *impl = __atomic_load_n(&pb_chosen, __ATOMIC_ACQUIRE);
+    if (!impl) {
+        impl = pb_best_impl();
+        __atomic_store_n(&pb_chosen, impl, __ATOMIC_RELEASE);
+    }
+    return impl;
+}
+
+int pb_set_simd(const char *name)
+{
+    const pb_xxh_impl *impl = NULL;
+    if (strcmp(name, "auto") == 0)
+        impl = pb_best_impl();
+    else if (strcmp(name, "sse2") == 0)
+        impl = &pb_xxh_sse2;
+#if defined(__x86_64__) && defined(__GNUC__)
+    else if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2"))
+        impl = &pb_xxh_avx2;
+    else if (strcmp(name, "avx512") == 0 && __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512bw"))
+        impl = &pb_xxh_avx512;
+#endif
+    if (!impl)
+        return -1;
+    __atomic_store_n(&pb_chosen, impl, __ATOMIC_RELEASE);
+    return 0;
+}
+
+const char *pb_simd_name(void) { return pb_xxh()->name; }
+
+void pb_hash_buffer(const void *data, size_t len, uint8_t *digest_out)
+{
+    pb_xxh()->oneshot(data, len, digest_out);
+}
+
+/* ---- tuning and counters ----------------------------------------------- */
+
+/* Measured with benchmarks/mmap_crossover.py (see benchmarks/README.md):
+ * below this size read() into a reused buffer wins, above it mmap does. */
+static uint64_t pb_mmap_threshold = 1u << 20;
+static uint64_t pb_read_count;
+
+void pb_set_mmap_threshold(uint64_t bytes) { __atomic_store_n(&pb_mmap_threshold, bytes, __ATOMIC_RELAXED); }
+uint64_t pb_get_mmap_threshold(void) { return __atomic_load_n(&pb_mmap_threshold, __ATOMIC_RELAXED); }
+uint64_t pb_files_read(void) { return __atomic_load_n(&pb_read_count, __ATOMIC_RELAXED); }
+
+/* ---- SIGBUS guard --------------------------------------------------------
+ * A file truncated while it is mapped raises SIGBUS on the next access. So
+ * that a shrinking file is an I/O error rather than a dead process, mmap
+ * hashing runs under a thread-local jump buffer; a SIGBUS outside it goes to
+ * whatever handler was installed before ours. */
+
+static __thread sigjmp_buf *pb_bus_jump;
+static struct sigaction pb_prev_bus;
+static pthread_once_t pb_bus_once = PTHREAD_ONCE_INIT;
+
+static void pb_on_sigbus(int sig, siginfo_t *info, void *uctx)
+{
+    if (pb_bus_jump)
+        siglongjmp(*pb_bus_jump, 1);
+    if (pb_prev_bus.sa_flags & SA_SIGINFO) {
+        pb_prev_bus.sa_sigaction(sig, info, uctx);
+    } else if (pb_prev_bus.sa_handler != SIG_DFL && pb_prev_bus.sa_handler != SIG_IGN) {
+        pb_prev_bus.sa_handler(sig);
+    } else {
+        signal(SIGBUS, SIG_DFL);
+        raise(SIGBUS);
+    }
+}
+
+static void pb_install_bus_handler(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = pb_on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &pb_prev_bus);
+}
+
+/* Hash size bytes of fd through a mapping. Returns 0, or an errno value. */
+static int pb_hash_mapped(int fd, uint64_t size, uint8_t *out)
+{
+    pthread_once(&pb_bus_once, pb_install_bus_handler);
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (map == MAP_FAILED)
+        return errno ? errno : EIO;
+    madvise(map, size, MADV_SEQUENTIAL);
+    sigjmp_buf jump;
+    int rc = 0;
+    if (sigsetjmp(jump, 1) == 0) {
+        pb_bus_jump = &jump;
+        pb_xxh()->oneshot(map, size, out);
+    } else {
+        rc = EIO; /* the file shrank under us */
+    }
+    pb_bus_jump = NULL;
+    munmap(map, size);
+    return rc;
+}
+
+/* Read until buf is full or EOF. Returns bytes read, or -1 with errno set. */
+static ssize_t pb_read_full(int fd, uint8_t *buf, size_t cap)
+{
+    size_t got = 0;
+    while (got < cap) {
+        ssize_t r = read(fd, buf + got, cap - got);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+/* Hash an open regular file. Small files go through one read() into the
+ * worker's buffer and the one-shot hash; large ones are mapped; anything that
+ * outgrows the buffer is streamed. Returns 0 or an errno value. */
+int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *hashed)
+{
+    __atomic_fetch_add(&pb_read_count, 1, __ATOMIC_RELAXED);
+    if (st_size >= pb_get_mmap_threshold() && st_size > 0) {
+        int rc = pb_hash_mapped(fd, st_size, out);
+        if (rc == 0) {
+            *hashed = st_size;
+            return 0;
+        }
+        if (rc != ENODEV && rc != EINVAL && rc != ENOMEM)
+            return rc;
+        /* mapping not possible on this file system: read it instead */
+        if (lseek(fd, 0, SEEK_SET) < 0)
+            return errno;
+    }
+    const pb_xxh_impl *impl = pb_xxh();
+    ssize_t got = pb_read_full(fd, w->buf, w->cap);
+    if (got < 0)
+        return errno;
+    if ((size_t)got < w->cap) {
+        impl->oneshot(w->buf, (size_t)got, out);
+        *hashed = (uint64_t)got;
+        return 0;
+    }
+    impl->reset(&w->state);
+    uint64_t total = 0;
+    while (got > 0) {
+        impl->update(&w->state, w->buf, (size_t)got);
+        total += (uint64_t)got;
+        got = pb_read_full(fd, w->buf, w->cap);
+        if (got < 0)
+            return errno;
+    }
+    impl->digest(&w->state, out);
+    *hashed = total;
+    return 0;
+}
+
+/* Open path and hash it, filling the stat fields. Returns a PB_* status and
+ * sets *err. O_NONBLOCK keeps a fifo that replaced a file from blocking us. */
+int pb_hash_path(const char *path, pb_worker *w, uint8_t *digest, uint64_t *size,
+                 int64_t *mtime_ns, uint64_t *ino, uint32_t *mode, int *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+        *err = errno;
+        return PB_ERR_IO;
+    }
+    struct stat st;
+    int status = PB_OK;
+    if (fstat(fd, &st) != 0) {
+        *err = errno;
+        status = PB_ERR_IO;
+    } else if (!S_ISREG(st.st_mode)) {
+        *err = 0;
+        status = PB_ERR_NOT_REGULAR;
+    } else {
+        *mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        *ino = (uint64_t)st.st_ino;
+        *mode = (uint32_t)st.st_mode;
+        int rc = pb_hash_fd(fd, (uint64_t)st.st_size, w, digest, size);
+        if (rc != 0) {
+            *err = rc;
+            status = PB_ERR_IO;
+        }
+    }
+    close(fd);
+    return status;
+}
+
+/* ---- batch of files ------------------------------------------------------ */
+
+static void pb_hash_one_file(void *ctx, size_t i, pb_worker *w)
+{
+    pb_file *f = (pb_file *)ctx + i;
+    int err = 0;
+    f->status = pb_hash_path(f->path, w, f->digest, &f->size, &f->mtime_ns, &f->ino,
+                             &f->mode, &err);
+    f->err = err;
+}
+
+size_t pb_hash_files(pb_file *files, size_t n, int nthreads)
+{
+    for (size_t i = 0; i < n; i++) { /* what the pool could not reach stays an error */
+        files[i].status = PB_ERR_IO;
+        files[i].err = ENOMEM;
+    }
+    pb_parallel_for(n, nthreads, pb_hash_one_file, files);
+    size_t failed = 0;
+    for (size_t i = 0; i < n; i++)
+        failed += files[i].status != PB_OK;
+    return failed;
+}

@@ -1,0 +1,27 @@
+/* pb_pool.h -- the core's thread pool: run fn(ctx, i, worker) for i in [0, n)
+ * on up to nthreads threads, each with its own read buffer and hash state. */
+#ifndef PB_POOL_H
+#define PB_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "pb_internal.h"
+
+typedef struct {
+    pb_xxh_state state;
+    uint8_t *buf;
+    size_t cap;
+    char path[4096 + 256]; /* scratch for building absolute paths */
+} pb_worker;
+
+typedef void (*pb_task_fn)(void *ctx, size_t i, pb_worker *w);
+
+/* nthreads <= 0 means one per online CPU. Blocks until every item is done. */
+void pb_parallel_for(size_t n, int nthreads, pb_task_fn fn, void *ctx);
+
+/* Shared by the batch and the tree code (pb_hash.c). */
+int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *hashed);
+int pb_hash_path(const char *path, pb_worker *w, uint8_t *digest, uint64_t *size,
+                 int64_t *mtime_ns, uint64_t *ino, uint32_t *mode, int *err);
+
+#endif

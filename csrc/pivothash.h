@@ -1,0 +1,115 @@
+/* pivothash.h -- the whole C API of pivotbuild's hashing core.
+ *
+ * The cffi build script (pivotbuild/_core_build.py) reads the declarations
+ * between the PB_CDEF markers below, so they are written once, here.
+ *
+ * Rules every function follows:
+ *  - the caller owns every buffer it passes in; the only memory the core
+ *    allocates is a pb_tree (its size is not known before the walk), which the
+ *    caller releases with pb_tree_free;
+ *  - per-item failures are reported in the item (status + errno), never by
+ *    aborting the batch;
+ *  - no function touches Python objects, so cffi releases the GIL around all
+ *    of them.
+ *
+ * Digests are XXH3-128 in xxHash's canonical (big-endian) byte order: the hex
+ * of the 16 bytes is what `xxhsum -H2` prints.
+ */
+#ifndef PIVOTHASH_H
+#define PIVOTHASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* PB_CDEF_BEGIN */
+#define PB_DIGEST_LEN 16
+
+/* Status of one file or tree entry. */
+#define PB_OK 0
+#define PB_ERR_IO 1            /* a system call failed: see err (errno) */
+#define PB_ERR_NOT_REGULAR 2   /* a fifo, socket or device */
+#define PB_ERR_LINK_OUTSIDE 3  /* a symlink whose target lies outside the bound */
+#define PB_ERR_LINK_DANGLING 4 /* a symlink whose target does not exist */
+#define PB_ERR_LINK_LOOP 5     /* a symlink that loops, or leads back to a parent */
+
+/* Entry flags. */
+#define PB_FLAG_FROM_MEMO 1    /* digest came from the memo snapshot: file not read */
+#define PB_FLAG_PENDING 2      /* internal: not yet hashed */
+
+/* One file of a batch: path in, digest and stat out. */
+typedef struct {
+    const char *path;
+    uint64_t size;       /* bytes hashed */
+    int64_t mtime_ns;    /* from fstat of the open file */
+    uint64_t ino;
+    uint32_t mode;
+    int32_t status;      /* PB_OK or PB_ERR_* */
+    int32_t err;         /* errno when status is PB_ERR_IO */
+    uint8_t digest[16];
+} pb_file;
+
+/* One file below a walked directory. */
+typedef struct {
+    uint64_t size;
+    int64_t mtime_ns;
+    uint64_t ino;
+    uint32_t mode;
+    uint32_t path_off;   /* offset of the NUL-terminated relative path in names */
+    uint32_t path_len;
+    int32_t status;
+    int32_t err;
+    uint32_t flags;
+    uint8_t digest[16];
+} pb_entry;
+
+/* A walked directory. Entries are sorted by relative path (bytes, '/'-separated). */
+typedef struct {
+    char *root;              /* the walked directory, as given */
+    pb_entry *entries;
+    size_t n;
+    char *names;
+    size_t names_len;
+    char *manifest;          /* after pb_tree_hash: the manifest bytes (see manifest.py) */
+    size_t manifest_len;
+    uint8_t digest[16];      /* after pb_tree_hash: XXH3-128 of the manifest */
+    uint64_t total_size;     /* sum of file sizes */
+    size_t nerrors;          /* entries whose status is not PB_OK */
+    size_t nread;            /* files read by pb_tree_hash (the rest came from the memo) */
+    int64_t started_ns;      /* wall clock when pb_tree_hash began (for the racy check) */
+    size_t entries_cap;
+    size_t names_cap;
+} pb_tree;
+
+/* Hash a buffer in memory. */
+void pb_hash_buffer(const void *data, size_t len, uint8_t *digest_out);
+
+/* Hash n files with up to nthreads threads (<= 0: all cores).
+ * Returns the number of files whose status is not PB_OK. */
+size_t pb_hash_files(pb_file *files, size_t n, int nthreads);
+
+/* List every file below dir. Symlinks are followed when their target lies
+ * inside bound (an absolute, symlink-free path); other links are entries with
+ * a PB_ERR_LINK_* status. Returns NULL with errno set if dir cannot be read. */
+pb_tree *pb_tree_walk(const char *dir, const char *bound);
+
+/* Stat and hash every entry of t, taking the digest of a file whose size,
+ * mtime and inode match its record in the memo snapshot (from
+ * pb_tree_snapshot; NULL/0 for none) instead of reading it. Then builds the
+ * manifest and its digest. Returns the number of failed entries. */
+size_t pb_tree_hash(pb_tree *t, const void *memo, size_t memo_len, int nthreads);
+
+/* Serialise t's good entries whose mtime is before racy_cutoff_ns into buf as
+ * a memo snapshot. Returns the size needed; writes only if cap suffices. */
+size_t pb_tree_snapshot(const pb_tree *t, int64_t racy_cutoff_ns, void *buf, size_t cap);
+
+void pb_tree_free(pb_tree *t);
+
+/* Tuning and introspection, for tests and benchmarks. */
+void pb_set_mmap_threshold(uint64_t bytes);  /* files at least this big are mmapped */
+uint64_t pb_get_mmap_threshold(void);
+int pb_set_simd(const char *name);            /* "sse2", "avx2", "avx512" or "auto"; 0 ok */
+const char *pb_simd_name(void);
+uint64_t pb_files_read(void);                 /* files opened for reading since load */
+/* PB_CDEF_END */
+
+#endif

@@ -1,0 +1,3 @@
+"""pivotbuild: a declarative, content-hashed build system."""
+
+__version__ = "0.1.0"

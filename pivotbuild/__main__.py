@@ -1,0 +1,5 @@
+"""``python -m pivotbuild`` runs the command line."""
+
+from pivotbuild.cli import main
+
+main()

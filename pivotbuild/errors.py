@@ -1,0 +1,63 @@
+"""The exception tree and the exit code each kind maps to.
+
+Three kinds are kept apart:
+- ``UsageError`` (exit 2): the user's mistake -- a bad pivot.toml, an unknown
+  stage, a bad flag. Raised at the boundary with its location.
+- ``OperationError`` (exit 1): something that could not be done -- a missing
+  output, a missing cache object, an unreadable file. Names the path and, where
+  there is one, what to do next.
+- A stage whose command ran and failed is not an exception at all: it is a
+  result value carrying its exit code (see execute.py).
+
+The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``;
+no traceback ever reaches the user for these.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class PivotError(Exception):
+    """Base of every error pivotbuild reports to the user."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(PivotError):
+    """The user asked for something invalid (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A problem in pivot.toml or params.toml, located by file and key path.
+
+    ``str()`` is ``"<file>: <key path>: <problem>"``, e.g.
+    ``pivot.toml: stages.train.outs[1]: path escapes the project root: '../x'``.
+    """
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        where = f"{file}: {key}: " if key else f"{file}: "
+        super().__init__(f"{where}{problem}")
+
+
+class OperationError(PivotError):
+    """Something could not be done (exit 1); the message names the path."""
+
+    exit_code = EXIT_FAILED
+
+
+class HashError(OperationError):
+    """A file or directory could not be hashed."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
