@@ -89,6 +89,7 @@ typedef struct {
     size_t root_len;          /* path[0..root_len) is the walked directory */
     const char *bound;
     size_t bound_len;
+    const char *skip;         /* a directory to leave out, or NULL */
     dev_t dev[PB_MAX_DEPTH];  /* the directories being walked, for loop checks */
     ino_t ino[PB_MAX_DEPTH];
     int depth;
@@ -272,8 +273,10 @@ static void pb_walk_dir(pb_walk *w, size_t len)
         w->path[len] = '/';
         memcpy(w->path + len + 1, c->name, clen - len - 1);
         w->path[clen] = '\0';
-        if (c->kind == PB_KIND_DIR)
-            pb_walk_dir(w, clen);
+        if (c->kind == PB_KIND_DIR) {
+            if (!w->skip || strcmp(w->path, w->skip) != 0)
+                pb_walk_dir(w, clen);
+        }
         else
             pb_add_at(w, clen, c->status, c->err);
     }
@@ -284,7 +287,7 @@ static void pb_walk_dir(pb_walk *w, size_t len)
     w->path[len] = '\0';
 }
 
-pb_tree *pb_tree_walk(const char *dir, const char *bound)
+pb_tree *pb_tree_walk(const char *dir, const char *bound, const char *skip)
 {
     size_t dlen = strlen(dir);
     while (dlen > 1 && dir[dlen - 1] == '/')
@@ -312,6 +315,7 @@ pb_tree *pb_tree_walk(const char *dir, const char *bound)
     memcpy(w->path, dir, dlen);
     w->root_len = dlen;
     w->bound = bound;
+    w->skip = skip;
     w->bound_len = strlen(bound);
     while (w->bound_len > 1 && bound[w->bound_len - 1] == '/')
         w->bound_len--;

@@ -89,8 +89,10 @@ size_t pb_hash_files(pb_file *files, size_t n, int nthreads);
 
 /* List every file below dir. Symlinks are followed when their target lies
  * inside bound (an absolute, symlink-free path); other links are entries with
- * a PB_ERR_LINK_* status. Returns NULL with errno set if dir cannot be read. */
-pb_tree *pb_tree_walk(const char *dir, const char *bound);
+ * a PB_ERR_LINK_* status. A directory whose path (as walked) equals skip is
+ * left out (pivotbuild's own state directory; NULL: none). Returns NULL with
+ * errno set if dir cannot be read. */
+pb_tree *pb_tree_walk(const char *dir, const char *bound, const char *skip);
 
 /* Stat and hash every entry of t, taking the digest of a file whose size,
  * mtime and inode match its record in the memo snapshot (from

@@ -1,0 +1,447 @@
+"""Hashing files and directory trees: the only importer of the compiled core.
+
+Two backends compute identical results:
+- ``CoreBackend`` calls the C core (csrc/pivothash.h) once per batch; it
+  walks, stats, reads or maps and hashes with its own thread pool, with the GIL
+  released;
+- ``PythonBackend`` does the same with ``os.scandir`` and the ``xxhash``
+  package. It is used when the core was not built (with one warning saying how
+  to get it) or when ``PIVOTBUILD_PURE_PYTHON=1`` forces it (tests, benchmarks).
+
+Both take and produce the same memo snapshots (format: csrc/pb_tree.c), so a
+state.db written by one is read by the other.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import stat
+import struct
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import xxhash
+
+from pivotbuild import manifest
+
+PURE_PYTHON_ENV = "PIVOTBUILD_PURE_PYTHON"
+
+# A file whose mtime lies within this window of the moment hashing began may
+# still change without its mtime moving (file systems stamp with a coarse
+# clock; some only to the second or two). Such "racy" entries are never
+# trusted by the memo: they are read again next time.
+RACY_WINDOW_NS = 2_000_000_000
+
+# Statuses shared with the C core (pivothash.h).
+OK, ERR_IO, ERR_NOT_REGULAR, ERR_LINK_OUTSIDE, ERR_LINK_DANGLING, ERR_LINK_LOOP = range(6)
+
+_STATUS_TEXT = {
+    ERR_NOT_REGULAR: "not a regular file",
+    ERR_LINK_OUTSIDE: "symlink points outside {bound}",
+    ERR_LINK_DANGLING: "dangling symlink",
+    ERR_LINK_LOOP: "symlink loop",
+}
+
+
+def describe(status: int, err: int, bound_name: str = "the project") -> str:
+    """One human phrase for a failed file, e.g. 'Permission denied'."""
+    if status == ERR_IO:
+        return os.strerror(err) if err else "I/O error"
+    return _STATUS_TEXT[status].format(bound=bound_name)
+
+
+@dataclass(slots=True)
+class FileDigest:
+    """The hash of one file, or why there is none (``error``)."""
+
+    path: str
+    hash: str | None
+    size: int = 0
+    mtime_ns: int = 0
+    ino: int = 0
+    mode: int = 0
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class TreeDigest:
+    """The hash of one directory, its manifest, and a snapshot for the memo."""
+
+    path: str
+    hash: str | None  # "<32 hex>.dir", or None when errors is not empty
+    manifest: bytes = b""
+    size: int = 0
+    nfiles: int = 0
+    nread: int = 0  # files actually read (the rest came from the memo)
+    snapshot: bytes = b""
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (relative path, problem)
+
+
+class Backend(Protocol):
+    name: str
+
+    def hash_bytes(self, data: bytes) -> str: ...
+
+    def hash_files(self, paths: Sequence[str], jobs: int = 0) -> list[FileDigest]: ...
+
+    def hash_tree(
+        self, path: str, bound: str, memo: bytes | None = None, jobs: int = 0,
+        bound_name: str = "the project", skip: str | None = None,
+    ) -> TreeDigest: ...
+
+    def files_read(self) -> int: ...
+
+
+# ---- memo snapshot (same bytes as pb_tree_snapshot writes) ------------------
+
+_SNAP_MAGIC = b"PBSNAP01"
+_SNAP_HEADER = struct.Struct("=8sQQ")
+_SNAP_RECORD = struct.Struct("=QqQII16s")
+
+
+def _pack_snapshot(records: list[tuple[bytes, int, int, int, int, bytes]]) -> bytes:
+    """records: (raw relative path, size, mtime_ns, ino, mode, digest), sorted by path."""
+    names = b"".join(r[0] + b"\0" for r in records)
+    body = b"".join(
+        _SNAP_RECORD.pack(size, mtime, ino, mode, len(raw), digest)
+        for raw, size, mtime, ino, mode, digest in records
+    )
+    return _SNAP_HEADER.pack(_SNAP_MAGIC, len(records), len(names)) + body + names
+
+
+def _unpack_snapshot(data: bytes | None) -> dict[bytes, tuple[int, int, int, bytes]]:
+    """raw relative path -> (size, mtime_ns, ino, digest); {} if absent or corrupt."""
+    if not data or len(data) < _SNAP_HEADER.size:
+        return {}
+    magic, count, names_len = _SNAP_HEADER.unpack_from(data)
+    if magic != _SNAP_MAGIC or _SNAP_HEADER.size + count * _SNAP_RECORD.size + names_len != len(
+        data
+    ):
+        return {}
+    names = data[_SNAP_HEADER.size + count * _SNAP_RECORD.size :].split(b"\0")
+    out = {}
+    for i in range(count):
+        size, mtime, ino, _mode, plen, digest = _SNAP_RECORD.unpack_from(
+            data, _SNAP_HEADER.size + i * _SNAP_RECORD.size
+        )
+        if i >= len(names) or len(names[i]) != plen:
+            return {}
+        out[names[i]] = (size, mtime, ino, digest)
+    return out
+
+
+# ---- the compiled core --------------------------------------------------------
+
+
+class CoreBackend:
+    """The C core through cffi: one call per batch, GIL released."""
+
+    name = "core"
+
+    def __init__(self) -> None:
+        from pivotbuild._core import ffi, lib  # noqa: PLC0415 - optional import
+
+        self._ffi = ffi
+        self._lib = lib
+
+    @property
+    def simd(self) -> str:
+        return self._ffi.string(self._lib.pb_simd_name()).decode()
+
+    def hash_bytes(self, data: bytes) -> str:
+        out = self._ffi.new("uint8_t[16]")
+        self._lib.pb_hash_buffer(data, len(data), out)
+        return bytes(out).hex()
+
+    def hash_files(self, paths: Sequence[str], jobs: int = 0) -> list[FileDigest]:
+        ffi = self._ffi
+        n = len(paths)
+        if n == 0:
+            return []
+        files = ffi.new("pb_file[]", n)
+        keep = [ffi.new("char[]", os.fsencode(p)) for p in paths]  # alive for the call
+        for i, c_path in enumerate(keep):
+            files[i].path = c_path
+        self._lib.pb_hash_files(files, n, jobs)
+        results = []
+        for i, path in enumerate(paths):
+            f = files[i]
+            if f.status != OK:
+                results.append(FileDigest(path, None, error=describe(f.status, f.err)))
+            else:
+                results.append(
+                    FileDigest(path, bytes(ffi.buffer(f.digest)).hex(), f.size, f.mtime_ns,
+                               f.ino, f.mode)
+                )
+        return results
+
+    def hash_tree(
+        self, path: str, bound: str, memo: bytes | None = None, jobs: int = 0,
+        bound_name: str = "the project", skip: str | None = None,
+    ) -> TreeDigest:
+        ffi, lib = self._ffi, self._lib
+        tree = lib.pb_tree_walk(
+            os.fsencode(path), os.fsencode(bound), os.fsencode(skip) if skip else ffi.NULL
+        )
+        if tree == ffi.NULL:
+            err = ffi.errno
+            return TreeDigest(path, None, errors=[("", os.strerror(err))])
+        try:
+            memo_buf = memo if memo else ffi.NULL
+            lib.pb_tree_hash(tree, memo_buf, len(memo) if memo else 0, jobs)
+            result = TreeDigest(path, None, size=tree.total_size, nread=tree.nread)
+            if tree.nerrors:
+                names = ffi.buffer(tree.names, tree.names_len)
+                for i in range(tree.n):
+                    e = tree.entries[i]
+                    if e.status != OK:
+                        raw = names[e.path_off : e.path_off + e.path_len]
+                        result.errors.append(
+                            (os.fsdecode(raw), describe(e.status, e.err, bound_name))
+                        )
+                if not result.errors:  # only an allocation failure can get here
+                    result.errors.append(("", os.strerror(errno_mod.ENOMEM)))
+                return result
+            result.manifest = ffi.buffer(tree.manifest, tree.manifest_len)[:]
+            result.hash = bytes(ffi.buffer(tree.digest)).hex() + manifest.DIR_SUFFIX
+            result.nfiles = tree.n
+            cutoff = tree.started_ns - RACY_WINDOW_NS
+            need = lib.pb_tree_snapshot(tree, cutoff, ffi.NULL, 0)
+            snap = bytearray(need)
+            lib.pb_tree_snapshot(tree, cutoff, ffi.from_buffer(snap), need)
+            result.snapshot = bytes(snap)
+            return result
+        finally:
+            lib.pb_tree_free(tree)
+
+    def files_read(self) -> int:
+        return int(self._lib.pb_files_read())
+
+
+# ---- the pure-Python fallback -------------------------------------------------
+
+
+def _hash_file_py(path: str | bytes) -> tuple[bytes, os.stat_result, int]:
+    """Digest, fstat and bytes hashed of one regular file; raises OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegular()
+        hasher = xxhash.xxh3_128()
+        total = 0
+        while chunk := os.read(fd, 1 << 20):
+            hasher.update(chunk)
+            total += len(chunk)
+        return hasher.digest(), st, total
+    finally:
+        os.close(fd)
+
+
+class _NotRegular(Exception):
+    pass
+
+
+class PythonBackend:
+    """os.scandir + the xxhash package: identical results, slower."""
+
+    name = "python"
+    simd = "none"
+
+    def __init__(self) -> None:
+        self._reads = 0
+
+    def hash_bytes(self, data: bytes) -> str:
+        return xxhash.xxh3_128_hexdigest(data)
+
+    def _hash_one(self, path: str | bytes) -> tuple[int, int, bytes, os.stat_result | None, int]:
+        """(status, errno, digest, stat, size) of one file."""
+        self._reads += 1
+        try:
+            digest, st, total = _hash_file_py(path)
+        except _NotRegular:
+            return ERR_NOT_REGULAR, 0, b"", None, 0
+        except OSError as exc:
+            return ERR_IO, exc.errno or 0, b"", None, 0
+        return OK, 0, digest, st, total
+
+    def _map(self, fn, items: Sequence, jobs: int) -> list:
+        workers = jobs if jobs > 0 else (os.cpu_count() or 1)
+        if workers == 1 or len(items) < 2:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, items, chunksize=16))
+
+    def hash_files(self, paths: Sequence[str], jobs: int = 0) -> list[FileDigest]:
+        results = []
+        for path, (status, err, digest, st, size) in zip(
+            paths, self._map(self._hash_one, paths, jobs)
+        ):
+            if status != OK or st is None:
+                results.append(FileDigest(path, None, error=describe(status, err)))
+            else:
+                results.append(
+                    FileDigest(path, digest.hex(), size, st.st_mtime_ns, st.st_ino, st.st_mode)
+                )
+        return results
+
+    def hash_tree(
+        self, path: str, bound: str, memo: bytes | None = None, jobs: int = 0,
+        bound_name: str = "the project", skip: str | None = None,
+    ) -> TreeDigest:
+        started = time.time_ns()
+        root = os.fsencode(path).rstrip(b"/") or b"/"
+        try:
+            listing = _walk_py(
+                root, os.fsencode(bound), os.stat(root), os.fsencode(skip) if skip else None
+            )
+        except OSError as exc:
+            return TreeDigest(path, None, errors=[("", exc.strerror or str(exc))])
+        known = _unpack_snapshot(memo)
+
+        def work(item: tuple[bytes, int, int]) -> tuple:
+            rel, status, err = item
+            if status != OK:
+                return rel, status, err, b"", None, 0, False
+            full = root + b"/" + rel
+            record = known.get(rel)
+            if record is not None:
+                try:
+                    st = os.stat(full)
+                except OSError:
+                    st = None
+                if (st is not None and stat.S_ISREG(st.st_mode)
+                        and (st.st_size, st.st_mtime_ns, st.st_ino) == record[:3]):
+                    return rel, OK, 0, record[3], st, st.st_size, True
+            status, err, digest, st, size = self._hash_one(full)
+            return rel, status, err, digest, st, size, False
+
+        result = TreeDigest(path, None)
+        good = []
+        for rel, status, err, digest, st, size, from_memo in self._map(work, listing, jobs):
+            if status != OK or st is None:
+                result.errors.append((os.fsdecode(rel), describe(status, err, bound_name)))
+                continue
+            good.append((rel, size, st.st_mtime_ns, st.st_ino, st.st_mode, digest))
+            result.size += size
+            result.nread += not from_memo
+        if result.errors:
+            return result
+        entries = [
+            manifest.ManifestEntry(os.fsdecode(rel), digest.hex(), size, bool(mode & stat.S_IXUSR))
+            for rel, size, _mtime, _ino, mode, digest in good
+        ]
+        result.manifest = manifest.build(entries)
+        result.hash = self.hash_bytes(result.manifest) + manifest.DIR_SUFFIX
+        result.nfiles = len(good)
+        cutoff = started - RACY_WINDOW_NS
+        result.snapshot = _pack_snapshot([g for g in good if g[2] < cutoff])
+        return result
+
+    def files_read(self) -> int:
+        return self._reads
+
+
+def _child_key(name: bytes, is_dir: bool) -> bytes:
+    # Directories sort as if named "name/", so a depth-first visit in this
+    # order lists files sorted by their whole relative path.
+    return name + b"/" if is_dir else name
+
+
+def _walk_py(
+    root: bytes, bound: bytes, root_stat: os.stat_result, skip: bytes | None
+) -> list[tuple[bytes, int, int]]:
+    """Every file below root as (relative path, status, errno), sorted as the core sorts."""
+    out: list[tuple[bytes, int, int]] = []
+    stack_ids = [(root_stat.st_dev, root_stat.st_ino)]
+    bound_prefix = bound if bound.endswith(b"/") else bound + b"/"
+
+    def classify(entry: os.DirEntry) -> tuple[str, int, int, os.stat_result | None]:
+        try:
+            if entry.is_symlink():
+                try:
+                    real = os.path.realpath(entry.path, strict=True)
+                except FileNotFoundError:
+                    return "bad", ERR_LINK_DANGLING, errno_mod.ENOENT, None
+                except NotADirectoryError:
+                    return "bad", ERR_LINK_DANGLING, errno_mod.ENOTDIR, None
+                except OSError as exc:
+                    if exc.errno == errno_mod.ELOOP:
+                        return "bad", ERR_LINK_LOOP, exc.errno, None
+                    return "bad", ERR_IO, exc.errno or 0, None
+                if real != bound and not real.startswith(bound_prefix) and bound != b"/":
+                    return "bad", ERR_LINK_OUTSIDE, 0, None
+                st = os.stat(entry.path)
+                if stat.S_ISDIR(st.st_mode):
+                    if (st.st_dev, st.st_ino) in stack_ids:
+                        return "bad", ERR_LINK_LOOP, 0, None
+                    return "dir", OK, 0, st
+                if stat.S_ISREG(st.st_mode):
+                    return "file", OK, 0, None
+                return "bad", ERR_NOT_REGULAR, 0, None
+            if entry.is_dir(follow_symlinks=False):
+                return "dir", OK, 0, None
+            if entry.is_file(follow_symlinks=False):
+                return "file", OK, 0, None
+            return "bad", ERR_NOT_REGULAR, 0, None
+        except OSError as exc:
+            return "bad", ERR_IO, exc.errno or 0, None
+
+    def visit(directory: bytes, prefix: bytes) -> None:
+        try:
+            with os.scandir(directory) as it:
+                kids = [(entry, classify(entry)) for entry in it]
+        except OSError as exc:
+            if not prefix:
+                raise
+            out.append((prefix[:-1], ERR_IO, exc.errno or 0))
+            return
+        kids.sort(key=lambda k: _child_key(k[0].name, k[1][0] == "dir"))
+        for entry, (kind, status, err, _st) in kids:
+            rel = prefix + entry.name
+            if kind == "dir":
+                if skip is not None and directory + b"/" + entry.name == skip:
+                    continue
+                try:
+                    st = os.stat(entry.path)
+                except OSError as exc:
+                    out.append((rel, ERR_IO, exc.errno or 0))
+                    continue
+                stack_ids.append((st.st_dev, st.st_ino))
+                visit(entry.path, rel + b"/")
+                stack_ids.pop()
+            else:
+                out.append((rel, status, err))
+
+    visit(root, b"")
+    return out
+
+
+# ---- choosing a backend -------------------------------------------------------
+
+_backend: Backend | None = None
+
+
+def get_backend() -> Backend:
+    """The process-wide backend: the core unless it is missing or forced off."""
+    global _backend
+    if _backend is None:
+        if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+            _backend = PythonBackend()
+        else:
+            try:
+                _backend = CoreBackend()
+            except ImportError as exc:
+                print(
+                    "pivotbuild: warning: the compiled hashing core is not available "
+                    f"({exc}); hashing with the slower pure-Python xxhash. For full speed "
+                    "install gcc and libxxhash-dev (apt-get install gcc libxxhash-dev), then "
+                    "reinstall pivotbuild.",
+                    file=sys.stderr,
+                )
+                _backend = PythonBackend()
+    return _backend
