@@ -1,0 +1,53 @@
+"""Helpers for whole-command tests: run pivotbuild as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+_PR_CAPBSET_DROP = 24
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+
+
+def _drop_dac_capabilities() -> None:
+    """Make root obey file permissions in the child: drop the capabilities that
+    bypass them from the bounding set, so exec does not grant them back."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+        obey_permissions: bool = False) -> Result:
+    """Run pivotbuild; obey_permissions: as root, without the power to ignore them."""
+    full_env = {**os.environ, **(env or {})}
+    preexec = _drop_dac_capabilities if obey_permissions and os.geteuid() == 0 else None
+    proc = subprocess.run(
+        [sys.executable, "-m", "pivotbuild", *args], cwd=cwd, env=full_env,
+        capture_output=True, text=True, preexec_fn=preexec, timeout=300,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "pivot.toml").write_text("")
+    return root

@@ -1,0 +1,201 @@
+"""Directory hashing: manifest, invariance and sensitivity, symlink rules; both backends."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pivotbuild import hashing, manifest
+
+# Names with the characters that break naive formats: spaces, backslashes,
+# newlines, dots, dashes (which sort before '/'), non-ASCII.
+NAME = st.text(
+    alphabet=st.sampled_from(list("abcAB-_. \\\n\u00e9z0")), min_size=1, max_size=6
+).filter(lambda n: n not in (".", ".."))
+
+
+def _valid(tree: dict[tuple[str, ...], tuple[bytes, bool]]) -> bool:
+    paths = set(tree)
+    return not any(p[:i] in paths for p in paths for i in range(1, len(p)))
+
+
+TREES = st.dictionaries(
+    keys=st.lists(NAME, min_size=1, max_size=3).map(tuple),
+    values=st.tuples(st.binary(max_size=300), st.booleans()),
+    min_size=1,
+    max_size=12,
+).filter(_valid)
+
+SETTINGS = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def materialise(root: Path, tree: dict, order_seed: int = 0) -> None:
+    items = list(tree.items())
+    random.Random(order_seed).shuffle(items)
+    for parts, (content, executable) in items:
+        path = root.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(0o755 if executable else 0o644)
+
+
+def tree_hash(backend, root: Path, jobs: int = 0) -> hashing.TreeDigest:
+    result = backend.hash_tree(str(root), str(root), None, jobs)
+    assert result.errors == [], result.errors
+    return result
+
+
+@SETTINGS
+@given(tree=TREES, seed=st.integers(0, 1000))
+def test_hash_independent_of_order_threads_and_location(backend, tree, seed):
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        materialise(Path(a) / "x", tree, 0)
+        materialise(Path(b) / "deeper" / "y", tree, seed)
+        first = tree_hash(backend, Path(a) / "x", jobs=1)
+        second = tree_hash(backend, Path(b) / "deeper" / "y", jobs=4)
+        assert first.hash == second.hash
+        assert first.manifest == second.manifest
+        assert first.hash == backend.hash_bytes(first.manifest) + ".dir"
+        assert first.nfiles == len(tree)
+        assert first.size == sum(len(c) for c, _ in tree.values())
+        entries = manifest.parse(first.manifest)
+        assert {tuple(e.path.split("/")): (e.size, e.executable) for e in entries} == {
+            p: (len(c), x) for p, (c, x) in tree.items()
+        }
+
+
+@SETTINGS
+@given(tree=TREES)
+def test_core_and_python_build_identical_manifests(core, tree):
+    with tempfile.TemporaryDirectory() as a:
+        materialise(Path(a), tree)
+        assert tree_hash(core, Path(a)).manifest == tree_hash(hashing.PythonBackend(), Path(a)).manifest
+
+
+@SETTINGS
+@given(tree=TREES, pick=st.integers(0, 100), data=st.data())
+def test_hash_changes_with_content_name_mode_and_set(backend, tree, pick, data):
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        materialise(root, tree)
+        base = tree_hash(backend, root).hash
+        parts = sorted(tree)[pick % len(tree)]
+        path = root.joinpath(*parts)
+        content, executable = tree[parts]
+
+        path.write_bytes(content + b"!")  # content
+        assert tree_hash(backend, root).hash != base
+        path.write_bytes(content)
+        assert tree_hash(backend, root).hash == base
+
+        path.chmod(0o644 if executable else 0o755)  # executable bit
+        assert tree_hash(backend, root).hash != base
+        path.chmod(0o755 if executable else 0o644)
+
+        renamed = path.with_name(path.name + "~")  # name
+        path.rename(renamed)
+        assert tree_hash(backend, root).hash != base
+        renamed.rename(path)
+
+        extra = root / "zz-new-file"  # the set of files
+        extra.write_bytes(b"")
+        assert tree_hash(backend, root).hash != base
+        extra.unlink()
+        (root / "empty-dir" / "nested").mkdir(parents=True)  # empty dirs are not recorded
+        assert tree_hash(backend, root).hash == base
+        if len(tree) > 1:
+            path.unlink()
+            assert tree_hash(backend, root).hash != base
+
+
+def test_manifest_format_is_documented_bytes(backend, tmp_path):
+    (tmp_path / "b").write_bytes(b"bb")
+    (tmp_path / "a-c").write_bytes(b"")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x y").write_bytes(b"1")
+    (tmp_path / "a" / "x y").chmod(0o755)
+    (tmp_path / "new\nline\\").write_bytes(b"z")
+    result = tree_hash(backend, tmp_path)
+    h = backend.hash_bytes
+    assert result.manifest == (
+        b"pivotbuild-manifest 1\n"
+        + f"{h(b'')} - 0 a-c\n".encode()
+        + f"{h(b'1')} x 1 a/x y\n".encode()
+        + f"{h(b'bb')} - 2 b\n".encode()
+        + f"{h(b'z')} - 1 new\\nline\\\\\n".encode()
+    )
+
+
+def test_symlinks_inside_are_followed_like_copies(backend, tmp_path):
+    project = tmp_path / "p"
+    (project / "data" / "real").mkdir(parents=True)
+    (project / "data" / "real" / "f").write_bytes(b"content")
+    (project / "elsewhere").mkdir()
+    (project / "elsewhere" / "g").write_bytes(b"gg")
+    (project / "data" / "link-to-file").symlink_to("real/f")
+    (project / "data" / "link-to-dir").symlink_to("../elsewhere")
+    copy = tmp_path / "copy"
+    (copy / "real").mkdir(parents=True)
+    (copy / "real" / "f").write_bytes(b"content")
+    (copy / "link-to-file").write_bytes(b"content")
+    (copy / "link-to-dir").mkdir()
+    (copy / "link-to-dir" / "g").write_bytes(b"gg")
+    linked = backend.hash_tree(str(project / "data"), str(project))
+    assert linked.errors == []
+    assert linked.hash == tree_hash(backend, copy).hash
+
+
+@pytest.mark.parametrize(
+    "make_link, problem",
+    [
+        (lambda d, outside: (d / "out").symlink_to(outside), "symlink points outside the project"),
+        (lambda d, outside: (d / "dangling").symlink_to(d / "nothing"), "dangling symlink"),
+        (lambda d, outside: (d / "self").symlink_to("self"), "symlink loop"),
+        (lambda d, outside: (d / "up").symlink_to(".."), "symlink loop"),
+        (lambda d, outside: os.mkfifo(d / "fifo"), "not a regular file"),
+    ],
+)
+def test_bad_entries_are_named(backend, tmp_path, make_link, problem):
+    project = tmp_path / "p"
+    data = project / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "ok").write_bytes(b"fine")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"secret")
+    make_link(data / "sub", outside)
+    result = backend.hash_tree(str(data), str(project))
+    assert result.hash is None
+    assert len(result.errors) == 1
+    rel, message = result.errors[0]
+    assert rel.startswith("sub/") and message == problem
+
+
+def test_skip_leaves_out_the_state_directory(backend, tmp_path):
+    (tmp_path / "f").write_bytes(b"1")
+    before = tree_hash(backend, tmp_path).hash
+    (tmp_path / ".pivotbuild").mkdir()
+    (tmp_path / ".pivotbuild" / "state.db").write_bytes(b"changes all the time")
+    skipped = backend.hash_tree(
+        str(tmp_path), str(tmp_path), None, 0, skip=str(tmp_path / ".pivotbuild")
+    )
+    assert skipped.hash == before
+
+
+def test_manifest_parse_rejects_unsafe_paths():
+    good = "0" * 32
+    for bad in ["/abs", "../up", "a//b", "a/./b", "a/..", ""]:
+        data = manifest.HEADER + f"{good} - 1 {bad}\n".encode()
+        with pytest.raises(manifest.ManifestError):
+            manifest.parse(data)
+    with pytest.raises(manifest.ManifestError):
+        manifest.parse(manifest.HEADER + f"{good} - 1 b\n{good} - 1 a\n".encode())
+    with pytest.raises(manifest.ManifestError):
+        manifest.parse(b"garbage")
