@@ -20,9 +20,10 @@ import stat
 import struct
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import xxhash
 
@@ -143,7 +144,7 @@ class CoreBackend:
     name = "core"
 
     def __init__(self) -> None:
-        from pivotbuild._core import ffi, lib  # noqa: PLC0415 - optional import
+        from pivotbuild._core import ffi, lib
 
         self._ffi = ffi
         self._lib = lib

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 HEADER = b"pivotbuild-manifest 1\n"
 DIR_SUFFIX = ".dir"

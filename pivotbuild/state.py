@@ -20,8 +20,8 @@ read-only command in a project that never hashed anything creates nothing.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 SCHEMA_VERSION = 1
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from pivotbuild.hashing import RACY_WINDOW_NS, Backend, get_backend
 from pivotbuild.state import StateDB

@@ -38,7 +38,7 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
     full_env = {**os.environ, **(env or {})}
     preexec = _drop_dac_capabilities if obey_permissions and os.geteuid() == 0 else None
     proc = subprocess.run(
-        [sys.executable, "-m", "pivotbuild", *args], cwd=cwd, env=full_env,
+        [sys.executable, "-m", "pivotbuild", *args], check=False, cwd=cwd, env=full_env,
         capture_output=True, text=True, preexec_fn=preexec, timeout=300,
     )
     assert "Traceback" not in proc.stderr, proc.stderr
