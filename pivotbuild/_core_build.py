@@ -19,11 +19,11 @@ SOURCES = ["pb_hash.c", "pb_pool.c", "pb_tree.c", "pb_xxh_sse2.c", "pb_xxh_avx2.
 
 def _cdef_from_header() -> str:
     text = (CSRC / "pivothash.h").read_text()
-    match = re.search(r"/\* PB_CDEF_BEGIN \*/(.*)/\* PB_CDEF_END \*/", text, re.S)
+    match = re.search(r"/\* PB_CDEF_BEGIN \*/(.*)/\* PB_CDEF_END \*/", text, re.DOTALL)
     if match is None:
         raise RuntimeError("csrc/pivothash.h has no PB_CDEF_BEGIN/END block")
     # cffi's parser wants plain declarations: drop comments.
-    body = re.sub(r"/\*.*?\*/", "", match.group(1), flags=re.S)
+    body = re.sub(r"/\*.*?\*/", "", match.group(1), flags=re.DOTALL)
     return body
 
 

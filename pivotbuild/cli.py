@@ -25,14 +25,6 @@ class Context:
         self.quiet = quiet
 
 
-def find_project_root(start: Path) -> Path | None:
-    """The nearest directory from start upward holding pivot.toml, or None."""
-    for directory in (start, *start.parents):
-        if (directory / "pivot.toml").is_file():
-            return directory
-    return None
-
-
 def _jobs_option(function):
     return click.option(
         "-j", "--jobs", type=click.IntRange(min=1), default=None,
@@ -71,7 +63,7 @@ def hash_command(obj: Context, paths: tuple[str, ...], jobs: int | None, as_json
     (.pivotbuild/state.db) spares re-reading unchanged files.
     """
     from pivotbuild.state import StateDB
-    from pivotbuild.workspace import STATE_DIR, Hasher
+    from pivotbuild.workspace import STATE_DIR, Hasher, find_project_root
 
     root = find_project_root(Path.cwd())
     state = None if no_state or root is None else StateDB(root / STATE_DIR / "state.db")

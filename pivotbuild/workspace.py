@@ -20,6 +20,18 @@ from pivotbuild.hashing import RACY_WINDOW_NS, Backend, get_backend
 from pivotbuild.state import StateDB
 
 STATE_DIR = ".pivotbuild"
+PROJECT_FILE = "pivot.toml"
+
+
+def find_project_root(start: Path) -> Path | None:
+    """The nearest directory from start upward holding pivot.toml, or None.
+
+    Lives here rather than in config.py so that quick commands need not import
+    pydantic to find their project."""
+    for directory in (start, *start.parents):
+        if (directory / PROJECT_FILE).is_file():
+            return directory
+    return None
 
 
 @dataclass(slots=True)

@@ -1,0 +1,777 @@
+"""pivot.toml and params.toml → validated models: schema, templating, matrix, path rules.
+
+Loading happens in two passes. First the parsed TOML is checked against a strict pydantic schema
+(``_Raw*`` models: unknown keys and wrong types are errors), then every stage table is expanded
+(matrix / foreach), templated (``${...}``), and its paths normalised and checked, giving the public
+``Project`` / ``Stage`` / ``Out`` models the rest of pivotbuild works with. Every problem is raised
+as one ``ConfigError(file, key_path, problem)``; loading never writes anything to disk.
+
+Decisions worth knowing:
+- Paths are normalised lexically (``./a//b/`` → ``a/b``, ``a/../b`` → ``b``); symlinks are not
+  resolved here. A dep or out may not be the root itself nor lie inside ``.pivotbuild/``.
+- Duplicate deps, outs or params (after templating and normalisation) within a stage are errors.
+- Templating applies to cmd, deps, outs paths, params keys, wdir and desc; ``[vars]`` values are
+  taken literally (not templated themselves). ``item`` and ``params`` are reserved var names.
+- ``.pivotbuild/config.local.toml`` (per machine, not committed) may set ``[project]`` cache_dir,
+  jobs, checkout, default_remote and ``[remotes.NAME]`` url / endpoint_url / region / profile;
+  it overrides pivot.toml. ``PIVOTBUILD_CACHE_DIR`` overrides both (relative: to the cwd).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from pivotbuild.errors import ConfigError, UsageError
+
+PROJECT_FILE = "pivot.toml"
+PARAMS_FILE = "params.toml"
+STATE_DIR = ".pivotbuild"
+LOCAL_CONFIG_FILE = f"{STATE_DIR}/config.local.toml"
+CACHE_DIR_ENV = "PIVOTBUILD_CACHE_DIR"
+CHECKOUT_METHODS = ("reflink", "hardlink", "copy")
+
+STAGE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# Matrix axis names must be usable in ``${item.axis}``, so they follow the bare-key rule.
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+# One regex scans a template left to right: the ``$${`` escape, a ``${...}`` reference, or an
+# unterminated ``${``; anything else is copied through untouched.
+_TEMPLATE_RE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
+_EXPR_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+
+
+# ---------------------------------------------------------------------------------------------
+# Public models
+# ---------------------------------------------------------------------------------------------
+
+
+class Out(BaseModel):
+    """One declared output of a stage."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str  # project-relative, normalised
+    cache: bool = True  # False: hashed and locked, but never stored in the cache
+    persist: bool = False  # True: not deleted before the stage runs
+
+
+class Stage(BaseModel):
+    """One runnable stage: a plain stage table, or one instance of a matrix/foreach table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    cmd: list[str]
+    deps: list[str] = Field(default_factory=list)  # project-relative, normalised
+    outs: list[Out] = Field(default_factory=list)
+    params: list[str] = Field(default_factory=list)  # dotted keys of params.toml
+    param_values: dict[str, Any] = Field(default_factory=dict)
+    wdir: str = "."  # project-relative; "." is the root
+    desc: str | None = None
+    always_changed: bool = False
+    frozen: bool = False
+    base: str = ""  # the [stages.X] table it came from; defaults to name
+
+    @model_validator(mode="after")
+    def _default_base(self) -> Stage:
+        # Hand-built stages (tests, other modules) need not spell out base = name.
+        if not self.base:
+            object.__setattr__(self, "base", self.name)
+        return self
+
+
+class Remote(BaseModel):
+    """A place to push cache objects to and pull them from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    endpoint_url: str | None = None  # e.g. a MinIO endpoint for s3:// urls
+    region: str | None = None
+    profile: str | None = None  # credentials profile; only from config.local.toml
+
+
+class Project(BaseModel):
+    """A loaded, validated project: everything pivot.toml and params.toml say."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: Path
+    name: str | None = None
+    jobs: int | None = None
+    checkout: list[str] = Field(default_factory=lambda: list(CHECKOUT_METHODS))
+    cache_dir: Path = Path()  # absolute once validated; Path() means root/.pivotbuild/cache
+    default_remote: str | None = None
+    remotes: dict[str, Remote] = Field(default_factory=dict)
+    vars: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    stages: dict[str, Stage] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> Project:
+        # Downstream code compares and joins these; relative ones would silently depend on cwd,
+        # and a root reached through a symlink would fail containment checks on real paths.
+        self.root = self.root.resolve()
+        if self.cache_dir == Path():
+            self.cache_dir = self.root / STATE_DIR / "cache"
+        elif not self.cache_dir.is_absolute():
+            self.cache_dir = Path(os.path.abspath(self.root / self.cache_dir))
+        return self
+
+    @property
+    def state_dir(self) -> Path:
+        """The project's ``.pivotbuild/`` directory (it may not exist yet)."""
+        return self.root / STATE_DIR
+
+
+# ---------------------------------------------------------------------------------------------
+# Path rules
+# ---------------------------------------------------------------------------------------------
+
+
+class PathProblem(ValueError):
+    """A path broke a path rule; ``str()`` is the problem, without file or key."""
+
+
+def normalize_path(path: str, wdir: str = ".") -> str:
+    """Join ``path`` onto the project-relative ``wdir`` and normalise it lexically.
+
+    Returns a ``/``-separated project-relative path without ``.``, empty or trailing parts
+    (``"."`` for the root itself). Raises ``PathProblem`` for an empty or absolute path, a NUL
+    byte, or a path that leaves the project root.
+    """
+    if path == "":
+        raise PathProblem("path is empty")
+    if "\0" in path:
+        raise PathProblem(f"path contains a NUL byte: {path!r}")
+    if path.startswith("/"):
+        raise PathProblem(f"absolute paths are not allowed (use a path relative to the project "
+                          f"root): {path!r}")
+    parts: list[str] = [] if wdir in (".", "") else wdir.split("/")
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise PathProblem(f"path escapes the project root: {path!r}")
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts) if parts else "."
+
+
+def is_inside(path: str, ancestor: str) -> bool:
+    """True if normalised ``path`` equals ``ancestor`` or lies below it (by whole components)."""
+    if ancestor == ".":
+        return True
+    return path == ancestor or path.startswith(ancestor + "/")
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw schema: what the TOML may contain, before templating and expansion
+# ---------------------------------------------------------------------------------------------
+
+_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+def _toml_type(value: Any) -> str:
+    """The TOML name of a parsed value's type, for error messages."""
+    names: list[tuple[type, str]] = [
+        (bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"),
+        (list, "array"), (dict, "table"), (_dt.datetime, "datetime"), (_dt.date, "date"),
+        (_dt.time, "time"),
+    ]
+    for kind, name in names:
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _as_cmd_list(value: Any) -> Any:
+    # A string cmd is shorthand for a one-command list; the lock always stores a list.
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return value
+    raise PydanticCustomError("cmd_type", "expected a string or an array of strings, got {got}",
+                              {"got": _toml_type(value)})
+
+
+def _as_out_table(value: Any) -> Any:
+    # A plain string out is shorthand for { path = "..." } with default flags.
+    if isinstance(value, str):
+        return {"path": value}
+    if isinstance(value, dict):
+        return value
+    raise PydanticCustomError("out_type", "expected a path string or a table with a path, got "
+                              "{got}", {"got": _toml_type(value)})
+
+
+def _scalar(value: Any) -> Any:
+    # Matrix/foreach values end up in stage names and strings, so only plain scalars make sense.
+    if isinstance(value, (str, int, float)):  # bool is an int subclass
+        return value
+    raise PydanticCustomError("scalar_type", "expected a string, integer, float or boolean, "
+                              "got {got}", {"got": _toml_type(value)})
+
+
+_Scalar = Annotated[Any, BeforeValidator(_scalar)]
+
+
+class _RawOut(BaseModel):
+    model_config = _STRICT
+    path: str
+    cache: bool = True
+    persist: bool = False
+
+
+class _RawStage(BaseModel):
+    model_config = _STRICT
+    cmd: Annotated[list[str], BeforeValidator(_as_cmd_list)]
+    deps: list[str] = []
+    outs: list[Annotated[_RawOut, BeforeValidator(_as_out_table)]] = []
+    params: list[str] = []
+    wdir: str = "."
+    desc: str | None = None
+    always_changed: bool = False
+    frozen: bool = False
+    matrix: dict[str, list[_Scalar]] | None = None
+    foreach: list[_Scalar] | None = None
+
+
+class _RawProject(BaseModel):
+    model_config = _STRICT
+    name: str | None = None
+    jobs: Annotated[int, Field(ge=1)] | None = None
+    checkout: list[Literal["reflink", "hardlink", "copy"]] | None = None
+    cache_dir: str | None = None
+    default_remote: str | None = None
+
+
+class _RawRemote(BaseModel):
+    model_config = _STRICT
+    url: str
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class _RawFile(BaseModel):
+    model_config = _STRICT
+    project: _RawProject = _RawProject()
+    remotes: dict[str, _RawRemote] = {}
+    vars: dict[str, Any] = {}
+    stages: dict[str, _RawStage] = {}
+
+
+class _RawLocalProject(BaseModel):
+    model_config = _STRICT
+    jobs: Annotated[int, Field(ge=1)] | None = None
+    checkout: list[Literal["reflink", "hardlink", "copy"]] | None = None
+    cache_dir: str | None = None
+    default_remote: str | None = None
+
+
+class _RawLocalRemote(BaseModel):
+    model_config = _STRICT
+    url: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+
+class _RawLocalFile(BaseModel):
+    model_config = _STRICT
+    project: _RawLocalProject = _RawLocalProject()
+    remotes: dict[str, _RawLocalRemote] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files and translating pydantic's errors
+# ---------------------------------------------------------------------------------------------
+
+
+def key_path(*parts: str | int) -> str:
+    """Render a key path the way TOML spells it: ``stages.train.outs[1]``, ``stages."a.b".cmd``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        text = part if _BARE_KEY_RE.fullmatch(part) else '"' + part.replace('"', '\\"') + '"'
+        out = f"{out}.{text}" if out else text
+    return out
+
+
+def _describe(value: Any) -> str:
+    # Show short scalars so the user can find the offending value; never dump whole tables.
+    if isinstance(value, (dict, list)):
+        return _toml_type(value)
+    text = repr(value) if not isinstance(value, bool) else str(value).lower()
+    if len(text) > 40:
+        return _toml_type(value)
+    return f"{_toml_type(value)} {text}"
+
+
+_EXPECTED = {
+    "string_type": "a string",
+    "bool_type": "a boolean (true or false)",
+    "int_type": "an integer",
+    "list_type": "an array",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+}
+
+
+def _translate(file: str, error: ValidationError) -> ConfigError:
+    """Turn the first pydantic error into one ConfigError line with a TOML key path."""
+    first = error.errors()[0]
+    loc = tuple(part for part in first["loc"] if isinstance(part, (str, int)))
+    # BeforeValidator/function wrappers never add loc parts, but unions would (by member
+    # name); our schema avoids unions, so every loc part is a real key or index.
+    where = key_path(*loc)
+    kind = first["type"]
+    value = first.get("input")
+    if kind == "extra_forbidden":
+        problem = "unknown key"
+    elif kind == "missing":
+        problem = "required key is missing"
+    elif kind in _EXPECTED:
+        problem = f"expected {_EXPECTED[kind]}, got {_describe(value)}"
+    elif kind == "greater_than_equal":
+        problem = f"must be at least {first['ctx']['ge']}, got {_describe(value)}"
+    elif kind == "literal_error":
+        problem = (f"expected one of {', '.join(repr(m) for m in CHECKOUT_METHODS)}, "
+                   f"got {_describe(value)}")
+    elif kind in ("cmd_type", "out_type", "scalar_type"):
+        problem = first["msg"]
+    else:
+        problem = first["msg"].splitlines()[0]
+    return ConfigError(file, where, problem)
+
+
+def _read_toml(path: Path, label: str) -> dict[str, Any]:
+    """Parse one TOML file; syntax, encoding and I/O problems become ConfigError(label, ...)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(label, "", f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(label, "", f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # Python 3.11's TOMLDecodeError only carries its position inside the message text.
+        message = str(exc)
+        match = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", message, re.DOTALL)
+        if match:
+            raise ConfigError(label, f"line {match.group(2)}",
+                              f"{match.group(1)} (column {match.group(3)})") from None
+        match = re.fullmatch(r"(.*) \(at end of document\)", message, re.DOTALL)
+        if match:
+            raise ConfigError(label, "end of file", match.group(1)) from None
+        raise ConfigError(label, "", message) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Templating
+# ---------------------------------------------------------------------------------------------
+
+
+class TemplateProblem(ValueError):
+    """A ``${...}`` could not be resolved; ``str()`` is the problem, without file or key."""
+
+
+def _render_scalar(value: Any, ref: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"  # TOML spelling, not Python's True/False
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    raise TemplateProblem(f"cannot interpolate {_toml_type(value)} '{ref}' into a string "
+                           "(only strings, numbers and booleans can be)")
+
+
+def _lookup(context: Mapping[str, Any], expr: str) -> Any:
+    """Walk a dotted name through nested tables; KeyError if any step is missing."""
+    node: Any = context
+    for part in expr.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(expr)
+        node = node[part]
+    return node
+
+
+def render(template: str, context: Mapping[str, Any]) -> str:
+    """Substitute every ``${name}`` in ``template`` from ``context``; ``$${`` gives ``${``.
+
+    ``context`` maps the top-level names (vars, ``params``, ``item``) to values; dotted names
+    walk into tables. Raises ``TemplateProblem`` for undefined, malformed or non-scalar refs.
+    """
+    if "$" not in template:  # the common case: nothing to do
+        return template
+
+    def substitute(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text == "$${":
+            return "${"
+        expr = match.group(1)
+        if expr is None:
+            raise TemplateProblem("unterminated '${' (write '$${' for a literal '${')")
+        expr = expr.strip()
+        ref = "${" + expr + "}"
+        if not _EXPR_RE.fullmatch(expr):
+            raise TemplateProblem(f"malformed variable '{ref}' (write '$${{' for a literal "
+                                   "'${')")
+        try:
+            value = _lookup(context, expr)
+        except KeyError:
+            raise TemplateProblem(f"undefined variable '{ref}'") from None
+        return _render_scalar(value, ref)
+
+    return _TEMPLATE_RE.sub(substitute, template)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage expansion
+# ---------------------------------------------------------------------------------------------
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a generated stage name cannot be used (it names a lock file), or None."""
+    if "/" in name:
+        return f"generated stage name {name!r} contains '/'"
+    if any(ch.isspace() for ch in name):
+        return f"generated stage name {name!r} contains whitespace"
+    if any(not ch.isprintable() for ch in name):
+        return f"generated stage name {name!r} contains a control character"
+    if name.startswith("."):
+        return f"generated stage name {name!r} starts with '.'"
+    return None
+
+
+def _name_part(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _instances(base: str, raw: _RawStage) -> list[tuple[str, Any]]:
+    """The (stage name, item) pairs a stage table expands to, in expansion order."""
+    where = ("stages", base)
+    if raw.matrix is not None and raw.foreach is not None:
+        raise ConfigError(PROJECT_FILE, key_path(*where),
+                          "'matrix' and 'foreach' cannot both be set")
+    if raw.foreach is not None:
+        if not raw.foreach:
+            raise ConfigError(PROJECT_FILE, key_path(*where, "foreach"), "must not be empty")
+        axes: dict[str, list[Any]] = {"": list(raw.foreach)}
+    elif raw.matrix is not None:
+        if not raw.matrix:
+            raise ConfigError(PROJECT_FILE, key_path(*where, "matrix"),
+                              "must have at least one axis")
+        for axis, values in raw.matrix.items():
+            if not _BARE_KEY_RE.fullmatch(axis):
+                raise ConfigError(PROJECT_FILE, key_path(*where, "matrix", axis),
+                                  "axis names may only contain letters, digits, '_' and '-' "
+                                  "(so that ${item.<axis>} can name them)")
+            if not values:
+                raise ConfigError(PROJECT_FILE, key_path(*where, "matrix", axis),
+                                  "must not be empty")
+        axes = dict(raw.matrix)
+    else:
+        return [(base, None)]
+
+    names = list(axes)
+    seen: set[str] = set()
+    result: list[tuple[str, Any]] = []
+    # product() over index tuples lets an error point at the exact value that caused it.
+    for combo in itertools.product(*(range(len(axes[a])) for a in names)):
+        values = [axes[a][i] for a, i in zip(names, combo, strict=True)]
+        name = f"{base}@" + "-".join(_name_part(v) for v in values)
+        problem = _name_problem(name)
+        if problem is not None:
+            axis_i = next((k for k, v in enumerate(values) if _name_problem(_name_part(v))),
+                          0)
+            axis = names[axis_i]
+            key = (key_path(*where, "foreach", combo[axis_i]) if axis == "" else
+                   key_path(*where, "matrix", axis, combo[axis_i]))
+            raise ConfigError(PROJECT_FILE, key, problem)
+        if name in seen:
+            key = key_path(*where, "foreach" if "" in axes else "matrix")
+            raise ConfigError(PROJECT_FILE, key, f"generates the stage name {name!r} more "
+                              "than once")
+        seen.add(name)
+        item = values[0] if "" in axes else dict(zip(names, values, strict=True))
+        result.append((name, item))
+    return result
+
+
+class _StageBuilder:
+    """Turns one raw stage table into its Stage instances; holds what every instance shares."""
+
+    def __init__(self, variables: dict[str, Any], params: dict[str, Any], has_params: bool,
+                 forbidden: list[str]) -> None:
+        self.variables = variables
+        self.params = params
+        self.has_params = has_params
+        # Project-relative directories no dep or out may lie in (pivotbuild's own state).
+        self.forbidden = forbidden
+
+    def build(self, base: str, raw: _RawStage, cmd_is_str: bool) -> list[Stage]:
+        if not STAGE_NAME_RE.fullmatch(base):
+            raise ConfigError(PROJECT_FILE, key_path("stages", base),
+                              f"invalid stage name {base!r} (allowed: letters, digits, '_', "
+                              "'.', '-', not starting with '.' or '-')")
+        stages = []
+        for name, item in _instances(base, raw):
+            context: dict[str, Any] = dict(self.variables)
+            context["params"] = self.params
+            if item is not None:
+                context["item"] = item
+            stages.append(self._instance(base, name, raw, context, cmd_is_str))
+        return stages
+
+    def _instance(self, base: str, name: str, raw: _RawStage, context: dict[str, Any],
+                  cmd_is_str: bool) -> Stage:
+        suffix = f" (in {name})" if name != base else ""
+
+        def fail(key: str, problem: str) -> ConfigError:
+            return ConfigError(PROJECT_FILE, key, problem + suffix)
+
+        def tmpl(text: str, *key: str | int) -> str:
+            try:
+                return render(text, context)
+            except TemplateProblem as exc:
+                # Template problems do not depend on the item, so no instance suffix.
+                raise ConfigError(PROJECT_FILE, key_path("stages", base, *key),
+                                  str(exc)) from None
+
+        cmd: list[str] = []
+        if not raw.cmd:
+            raise fail(key_path("stages", base, "cmd"), "must not be empty")
+        for i, part in enumerate(raw.cmd):
+            # A string cmd is reported as `cmd`, an entry of a list as `cmd[i]`.
+            key: tuple[str | int, ...] = ("cmd",) if cmd_is_str else ("cmd", i)
+            text = tmpl(part, *key)
+            if not text.strip():
+                raise fail(key_path("stages", base, *key), "must not be empty")
+            cmd.append(text)
+
+        wdir_text = tmpl(raw.wdir, "wdir")
+        try:
+            wdir = normalize_path(wdir_text)
+        except PathProblem as exc:
+            raise fail(key_path("stages", base, "wdir"), str(exc)) from None
+
+        def path(text: str, *key: str | int) -> str:
+            rendered = tmpl(text, *key)
+            try:
+                result = normalize_path(rendered, wdir)
+            except PathProblem as exc:
+                raise fail(key_path("stages", base, *key), str(exc)) from None
+            if result == ".":
+                raise fail(key_path("stages", base, *key),
+                           f"path is the project root itself: {rendered!r}")
+            for bad in self.forbidden:
+                if is_inside(result, bad):
+                    raise fail(key_path("stages", base, *key),
+                               f"path lies inside {bad}/, which pivotbuild manages: "
+                               f"{rendered!r}")
+            return result
+
+        deps: list[str] = []
+        first_seen: dict[str, int] = {}
+        for i, dep in enumerate(raw.deps):
+            norm = path(dep, "deps", i)
+            if norm in first_seen:
+                raise fail(key_path("stages", base, "deps", i),
+                           f"{norm!r} is listed twice (also deps[{first_seen[norm]}])")
+            first_seen[norm] = i
+            deps.append(norm)
+
+        outs: list[Out] = []
+        out_seen: dict[str, int] = {}
+        for i, out in enumerate(raw.outs):
+            norm = path(out.path, "outs", i)
+            if norm in out_seen:
+                raise fail(key_path("stages", base, "outs", i),
+                           f"{norm!r} is listed twice (also outs[{out_seen[norm]}])")
+            out_seen[norm] = i
+            outs.append(Out(path=norm, cache=out.cache, persist=out.persist))
+
+        params: list[str] = []
+        values: dict[str, Any] = {}
+        for i, key_text in enumerate(raw.params):
+            dotted = tmpl(key_text, "params", i)
+            where = key_path("stages", base, "params", i)
+            if not _EXPR_RE.fullmatch(dotted):
+                raise fail(where, f"malformed params key {dotted!r} (expected dotted keys like "
+                           "'train.lr')")
+            if dotted in values:
+                raise fail(where, f"{dotted!r} is listed twice")
+            try:
+                values[dotted] = _lookup(self.params, dotted)
+            except KeyError:
+                hint = "" if self.has_params else f" (there is no {PARAMS_FILE})"
+                raise fail(where, f"{dotted!r} not found in {PARAMS_FILE}{hint}") from None
+            params.append(dotted)
+
+        desc = None if raw.desc is None else tmpl(raw.desc, "desc")
+        return Stage.model_construct(
+            # Everything was validated above; skipping re-validation keeps 5,000-stage
+            # projects quick to load.
+            name=name, cmd=cmd, deps=deps, outs=outs, params=params, param_values=values,
+            wdir=wdir, desc=desc, always_changed=raw.always_changed, frozen=raw.frozen,
+            base=base,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------------------------
+
+
+def find_root(start: Path) -> Path:
+    """The nearest directory from ``start`` upward that holds pivot.toml."""
+    from pivotbuild.workspace import find_project_root  # noqa: PLC0415 - light module
+
+    here = start.resolve()
+    root = find_project_root(here)
+    if root is not None:
+        return root
+    raise UsageError(f"no {PROJECT_FILE} found in {here} or any parent directory "
+                     "(run 'pivotbuild init')")
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], label: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _translate(label, exc) from None
+
+
+def _check_checkout(methods: list[str], file: str, key: str) -> list[str]:
+    if not methods:
+        raise ConfigError(file, key, "must name at least one of " + ", ".join(CHECKOUT_METHODS))
+    for i, method in enumerate(methods):
+        if method in methods[:i]:
+            raise ConfigError(file, f"{key}[{i}]", f"{method!r} is listed twice")
+    return list(methods)
+
+
+def _resolve_cache_dir(root: Path, from_toml: str | None, from_local: str | None) -> Path:
+    # Precedence: environment > per-machine config > pivot.toml > default.
+    env = os.environ.get(CACHE_DIR_ENV, "")
+    if env:
+        # An environment value is typed in a shell, so a relative one means the cwd.
+        return Path(os.path.abspath(os.path.expanduser(env)))
+    for value, label in ((from_local, LOCAL_CONFIG_FILE), (from_toml, PROJECT_FILE)):
+        if value is not None:
+            if not value:
+                raise ConfigError(label, "project.cache_dir", "must not be empty")
+            return Path(os.path.abspath(root / os.path.expanduser(value)))
+    return root / STATE_DIR / "cache"
+
+
+def _remotes(raw: _RawFile, local: _RawLocalFile | None) -> dict[str, Remote]:
+    merged: dict[str, dict[str, Any]] = {}
+    for name, remote in raw.remotes.items():
+        if not STAGE_NAME_RE.fullmatch(name):
+            raise ConfigError(PROJECT_FILE, key_path("remotes", name), "invalid remote name")
+        if not remote.url:
+            raise ConfigError(PROJECT_FILE, key_path("remotes", name, "url"), "must not be empty")
+        merged[name] = remote.model_dump()
+    if local is not None:
+        for name, over in local.remotes.items():
+            fields = {k: v for k, v in over.model_dump().items() if v is not None}
+            entry = {**merged.get(name, {}), **fields}
+            if not entry.get("url"):
+                raise ConfigError(LOCAL_CONFIG_FILE, key_path("remotes", name, "url"),
+                                  "required key is missing (no such remote in pivot.toml)")
+            merged[name] = entry
+    return {name: Remote(**entry) for name, entry in merged.items()}
+
+
+def load_project(root: Path) -> Project:
+    """Load and validate ``root/pivot.toml`` (and params.toml, config.local.toml if present)."""
+    root = root.resolve()
+    if not (root / PROJECT_FILE).is_file():
+        raise UsageError(f"no {PROJECT_FILE} in {root} (run 'pivotbuild init')")
+    document = _read_toml(root / PROJECT_FILE, PROJECT_FILE)
+    raw: _RawFile = _validate(_RawFile, document, PROJECT_FILE)
+
+    params_path = root / PARAMS_FILE
+    has_params = params_path.is_file()
+    params = _read_toml(params_path, PARAMS_FILE) if has_params else {}
+
+    local: _RawLocalFile | None = None
+    if (root / LOCAL_CONFIG_FILE).is_file():
+        local = _validate(_RawLocalFile, _read_toml(root / LOCAL_CONFIG_FILE, LOCAL_CONFIG_FILE),
+                          LOCAL_CONFIG_FILE)
+
+    for reserved in ("item", "params"):
+        if reserved in raw.vars:
+            raise ConfigError(PROJECT_FILE, key_path("vars", reserved),
+                              f"{reserved!r} is a reserved name in ${{...}} templates")
+
+    proj = raw.project
+    lproj = local.project if local is not None else _RawLocalProject()
+    checkout_src, checkout_file = ((lproj.checkout, LOCAL_CONFIG_FILE) if lproj.checkout is not None
+                                   else (proj.checkout, PROJECT_FILE))
+    checkout = (list(CHECKOUT_METHODS) if checkout_src is None else
+                _check_checkout(list(checkout_src), checkout_file, "project.checkout"))
+    cache_dir = _resolve_cache_dir(root, proj.cache_dir, lproj.cache_dir)
+
+    remotes = _remotes(raw, local)
+    default_remote = lproj.default_remote or proj.default_remote
+    if default_remote is not None and default_remote not in remotes:
+        file = LOCAL_CONFIG_FILE if lproj.default_remote else PROJECT_FILE
+        raise ConfigError(file, "project.default_remote",
+                          f"no remote named {default_remote!r} is defined (add "
+                          f"[remotes.{default_remote}] with a url)")
+
+    forbidden = [STATE_DIR]
+    try:
+        inside = cache_dir.relative_to(root).as_posix()
+    except ValueError:
+        inside = ""
+    if inside and inside != "." and not is_inside(inside, STATE_DIR):
+        forbidden.append(inside)  # a cache kept inside the project must not be an input
+
+    builder = _StageBuilder(raw.vars, params, has_params, forbidden)
+    stages: dict[str, Stage] = {}
+    for base, raw_stage in raw.stages.items():
+        cmd_is_str = isinstance(document["stages"][base].get("cmd"), str)
+        for stage in builder.build(base, raw_stage, cmd_is_str):
+            stages[stage.name] = stage
+
+    return Project(
+        root=root, name=proj.name, jobs=lproj.jobs or proj.jobs, checkout=checkout,
+        cache_dir=cache_dir, default_remote=default_remote, remotes=remotes, vars=raw.vars,
+        params=params, stages=stages,
+    )
+
+
+__all__ = [
+    "CHECKOUT_METHODS", "LOCAL_CONFIG_FILE", "PARAMS_FILE", "PROJECT_FILE", "Out", "PathProblem",
+    "Project", "Remote", "Stage", "TemplateProblem", "find_root", "is_inside", "key_path",
+    "load_project", "normalize_path", "render",
+]
