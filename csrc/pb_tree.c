@@ -351,6 +351,51 @@ typedef struct {
     const uint8_t **memo;  /* per entry: its snapshot record, or NULL */
 } pb_tree_job;
 
+/* Put the absolute path of entry e into w->path; 0, or -1 if it is too long. */
+static int pb_entry_path(const pb_tree_job *job, pb_entry *e, pb_worker *w)
+{
+    if (job->root_len + 1 + e->path_len >= sizeof w->path) {
+        e->status = PB_ERR_IO;
+        e->err = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(w->path, job->root, job->root_len);
+    w->path[job->root_len] = '/';
+    memcpy(w->path + job->root_len + 1, job->t->names + e->path_off, e->path_len + 1);
+    return 0;
+}
+
+static void pb_stat_entry(void *ctx, size_t i, pb_worker *w)
+{
+    pb_tree_job *job = ctx;
+    pb_entry *e = &job->t->entries[i];
+    if (e->status != PB_OK || pb_entry_path(job, e, w) != 0)
+        return;
+    struct stat st;
+    if (stat(w->path, &st) != 0) {
+        e->status = PB_ERR_IO;
+        e->err = errno;
+    } else if (!S_ISREG(st.st_mode)) {
+        e->status = PB_ERR_NOT_REGULAR;
+    } else {
+        e->size = (uint64_t)st.st_size;
+        e->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        e->ino = (uint64_t)st.st_ino;
+        e->mode = (uint32_t)st.st_mode;
+    }
+}
+
+size_t pb_tree_stat(pb_tree *t, int nthreads)
+{
+    pb_tree_job job = {t, t->root, strlen(t->root), NULL};
+    pb_parallel_for(t->n, nthreads, pb_stat_entry, &job);
+    size_t failed = 0;
+    for (size_t i = 0; i < t->n; i++)
+        failed += t->entries[i].status != PB_OK;
+    t->nerrors = failed;
+    return failed;
+}
+
 static void pb_hash_entry(void *ctx, size_t i, pb_worker *w)
 {
     pb_tree_job *job = ctx;
@@ -358,14 +403,8 @@ static void pb_hash_entry(void *ctx, size_t i, pb_worker *w)
     if (e->status != PB_OK)
         return;
     e->flags &= ~(uint32_t)PB_FLAG_PENDING;
-    if (job->root_len + 1 + e->path_len >= sizeof w->path) {
-        e->status = PB_ERR_IO;
-        e->err = ENAMETOOLONG;
+    if (pb_entry_path(job, e, w) != 0)
         return;
-    }
-    memcpy(w->path, job->root, job->root_len);
-    w->path[job->root_len] = '/';
-    memcpy(w->path + job->root_len + 1, job->t->names + e->path_off, e->path_len + 1);
 
     const uint8_t *rec = job->memo ? job->memo[i] : NULL;
     if (rec) {

@@ -94,6 +94,11 @@ size_t pb_hash_files(pb_file *files, size_t n, int nthreads);
  * errno set if dir cannot be read. */
 pb_tree *pb_tree_walk(const char *dir, const char *bound, const char *skip);
 
+/* Fill size, mtime_ns, ino and mode of every entry of t (following the
+ * symlinks the walk accepted), with up to nthreads threads. Returns the number
+ * of entries that could not be stat'ed (their status says why). */
+size_t pb_tree_stat(pb_tree *t, int nthreads);
+
 /* Stat and hash every entry of t, taking the digest of a file whose size,
  * mtime and inode match its record in the memo snapshot (from
  * pb_tree_snapshot; NULL/0 for none) instead of reading it. Then builds the

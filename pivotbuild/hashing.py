@@ -69,6 +69,18 @@ class FileDigest:
 
 
 @dataclass(slots=True)
+class WalkEntry:
+    """One file below a walked directory (stat of the target for followed symlinks)."""
+
+    path: str  # relative, '/'-separated
+    size: int = 0
+    mtime_ns: int = 0
+    ino: int = 0
+    mode: int = 0
+    error: str | None = None
+
+
+@dataclass(slots=True)
 class TreeDigest:
     """The hash of one directory, its manifest, and a snapshot for the memo."""
 
@@ -93,6 +105,14 @@ class Backend(Protocol):
         self, path: str, bound: str, memo: bytes | None = None, jobs: int = 0,
         bound_name: str = "the project", skip: str | None = None,
     ) -> TreeDigest: ...
+
+    def walk(
+        self, path: str, bound: str, skip: str | None = None, jobs: int = 0,
+        bound_name: str = "the project",
+    ) -> list[WalkEntry]:
+        """Every file below path, sorted like the manifest, with its stat; the
+        symlink rules of hash_tree apply. Raises OSError if path cannot be read."""
+        ...
 
     def files_read(self) -> int: ...
 
@@ -219,6 +239,32 @@ class CoreBackend:
         finally:
             lib.pb_tree_free(tree)
 
+    def walk(
+        self, path: str, bound: str, skip: str | None = None, jobs: int = 0,
+        bound_name: str = "the project",
+    ) -> list[WalkEntry]:
+        ffi, lib = self._ffi, self._lib
+        tree = lib.pb_tree_walk(
+            os.fsencode(path), os.fsencode(bound), os.fsencode(skip) if skip else ffi.NULL
+        )
+        if tree == ffi.NULL:
+            err = ffi.errno
+            raise OSError(err, os.strerror(err), path)
+        try:
+            lib.pb_tree_stat(tree, jobs)
+            names = ffi.buffer(tree.names, tree.names_len)
+            out = []
+            for i in range(tree.n):
+                e = tree.entries[i]
+                rel = os.fsdecode(names[e.path_off : e.path_off + e.path_len])
+                if e.status != OK:
+                    out.append(WalkEntry(rel, error=describe(e.status, e.err, bound_name)))
+                else:
+                    out.append(WalkEntry(rel, e.size, e.mtime_ns, e.ino, e.mode))
+            return out
+        finally:
+            lib.pb_tree_free(tree)
+
     def files_read(self) -> int:
         return int(self._lib.pb_files_read())
 
@@ -342,6 +388,30 @@ class PythonBackend:
         cutoff = started - RACY_WINDOW_NS
         result.snapshot = _pack_snapshot([g for g in good if g[2] < cutoff])
         return result
+
+    def walk(
+        self, path: str, bound: str, skip: str | None = None, jobs: int = 0,
+        bound_name: str = "the project",
+    ) -> list[WalkEntry]:
+        root = os.fsencode(path).rstrip(b"/") or b"/"
+        listing = _walk_py(
+            root, os.fsencode(bound), os.stat(root), os.fsencode(skip) if skip else None
+        )
+
+        def stat_one(item: tuple[bytes, int, int]) -> WalkEntry:
+            rel, status, err = item
+            name = os.fsdecode(rel)
+            if status != OK:
+                return WalkEntry(name, error=describe(status, err, bound_name))
+            try:
+                st = os.stat(root + b"/" + rel)
+            except OSError as exc:
+                return WalkEntry(name, error=describe(ERR_IO, exc.errno or 0))
+            if not stat.S_ISREG(st.st_mode):
+                return WalkEntry(name, error=describe(ERR_NOT_REGULAR, 0))
+            return WalkEntry(name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
+
+        return self._map(stat_one, listing, jobs)
 
     def files_read(self) -> int:
         return self._reads

@@ -199,3 +199,30 @@ def test_manifest_parse_rejects_unsafe_paths():
         manifest.parse(manifest.HEADER + f"{good} - 1 b\n{good} - 1 a\n".encode())
     with pytest.raises(manifest.ManifestError):
         manifest.parse(b"garbage")
+
+
+@SETTINGS
+@given(tree=TREES)
+def test_walk_lists_every_file_with_its_stat_in_manifest_order(backend, tree):
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        materialise(root, tree)
+        (root / "empty").mkdir(exist_ok=True)
+        entries = backend.walk(str(root), str(root))
+        expected = sorted(tree, key=lambda parts: "/".join(parts).encode())
+        assert [tuple(e.path.split("/")) for e in entries] == expected
+        for e in entries:
+            st = root.joinpath(*e.path.split("/")).stat()
+            assert e.error is None
+            assert (e.size, e.mtime_ns, e.ino, e.mode) == (
+                st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
+
+
+def test_walk_names_bad_entries(backend, tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ok").write_bytes(b"1")
+    (tmp_path / "d" / "gone").symlink_to("nowhere")
+    entries = backend.walk(str(tmp_path / "d"), str(tmp_path))
+    assert [(e.path, e.error) for e in entries] == [("gone", "dangling symlink"), ("ok", None)]
+    with pytest.raises(OSError):
+        backend.walk(str(tmp_path / "missing"), str(tmp_path))
