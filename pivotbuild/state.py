@@ -1,4 +1,4 @@
-"""SQLite state of one checkout (.pivotbuild/state.db): the stat → hash memo.
+"""SQLite state of one checkout (.pivotbuild/state.db): the stat → hash memo and run history.
 
 Tables (schema version in ``PRAGMA user_version``):
 - ``file_memo(path, size, mtime_ns, ino, hash)``: one row per file hashed on its
@@ -6,7 +6,9 @@ Tables (schema version in ``PRAGMA user_version``):
 - ``tree_memo(path, snapshot)``: one row per directory hashed as a whole, holding
   the snapshot blob the hashing backends produce and consume (format:
   csrc/pb_tree.c). A 100k-file directory is one row: loading and checking it
-  costs one read and a merge in C, not 100k Python lookups.
+  costs one read and a merge in C, not 100k Python lookups;
+- ``runs(run_id, stage, started_at, duration_s, status, input_hash, committed)``:
+  every stage run, committed or not (``repro --no-commit``), for ``history``.
 
 The memo only ever saves work: a missing, stale or corrupt row means a file is
 read again. Racy entries (mtime within hashing.RACY_WINDOW_NS of the moment
@@ -19,11 +21,17 @@ read-only command in a project that never hashed anything creates nothing.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_memo (
@@ -37,22 +45,71 @@ CREATE TABLE IF NOT EXISTS tree_memo (
     path TEXT PRIMARY KEY,
     snapshot BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stage TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    status TEXT NOT NULL,
+    input_hash TEXT,
+    committed INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_stage ON runs (stage, run_id);
 """
 
 
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(self: StateDB, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One row of the run history."""
+
+    run_id: int
+    stage: str
+    started_at: float  # seconds since the epoch
+    duration_s: float
+    status: str  # "ok", "failed" or "interrupted"
+    input_hash: str | None
+    committed: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id, "stage": self.stage, "started_at": self.started_at,
+            "duration_s": self.duration_s, "status": self.status,
+            "input_hash": self.input_hash, "committed": self.committed,
+        }
+
+
 class StateDB:
-    """The memo of one checkout; every method is a single batched statement."""
+    """The memo and history of one checkout; every method is one batched statement.
+
+    Stages commit from worker threads, so one connection is shared under a lock
+    (SQLite serialises writers anyway)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
 
     def _db(self, create: bool) -> sqlite3.Connection | None:
+        with self._lock:
+            return self._open(create)
+
+    def _open(self, create: bool) -> sqlite3.Connection | None:
         if self._conn is None:
             if not create and not self.path.exists():
                 return None
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -67,6 +124,7 @@ class StateDB:
             self._conn = conn
         return self._conn
 
+    @_locked
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -74,6 +132,7 @@ class StateDB:
 
     # ---- files ----------------------------------------------------------------
 
+    @_locked
     def get_files(self, paths: Iterable[str]) -> dict[str, tuple[int, int, int, str]]:
         """path -> (size, mtime_ns, ino, hash) for the paths that have a row."""
         db = self._db(create=False)
@@ -92,6 +151,7 @@ class StateDB:
                 found[path] = (size, mtime, ino, digest)
         return found
 
+    @_locked
     def put_files(self, rows: Iterable[tuple[str, int, int, int, str]]) -> None:
         """Store (path, size, mtime_ns, ino, hash) rows."""
         rows = list(rows)
@@ -103,6 +163,7 @@ class StateDB:
             db.execute("BEGIN")
             db.executemany("INSERT OR REPLACE INTO file_memo VALUES (?, ?, ?, ?, ?)", rows)
 
+    @_locked
     def forget_files(self, paths: Iterable[str]) -> None:
         db = self._db(create=False)
         if db is None:
@@ -113,6 +174,7 @@ class StateDB:
 
     # ---- trees ----------------------------------------------------------------
 
+    @_locked
     def get_tree(self, path: str) -> bytes | None:
         db = self._db(create=False)
         if db is None:
@@ -120,7 +182,43 @@ class StateDB:
         row = db.execute("SELECT snapshot FROM tree_memo WHERE path = ?", (path,)).fetchone()
         return bytes(row[0]) if row else None
 
+    @_locked
     def put_tree(self, path: str, snapshot: bytes) -> None:
         db = self._db(create=True)
         assert db is not None
         db.execute("INSERT OR REPLACE INTO tree_memo VALUES (?, ?)", (path, snapshot))
+
+    # ---- run history ------------------------------------------------------------
+
+    @_locked
+    def add_run(self, stage: str, started_at: float, duration_s: float, status: str,
+                input_hash: str | None, committed: bool) -> int:
+        db = self._db(create=True)
+        assert db is not None
+        cursor = db.execute(
+            "INSERT INTO runs (stage, started_at, duration_s, status, input_hash, committed)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (stage, started_at, duration_s, status, input_hash, int(committed)),
+        )
+        return int(cursor.lastrowid or 0)
+
+    @_locked
+    def mark_committed(self, run_id: int) -> None:
+        db = self._db(create=True)
+        assert db is not None
+        db.execute("UPDATE runs SET committed = 1 WHERE run_id = ?", (run_id,))
+
+    @_locked
+    def runs(self, stage: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        """Runs, oldest first (the last ``limit`` of them)."""
+        db = self._db(create=False)
+        if db is None:
+            return []
+        where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
+        query = f"SELECT * FROM runs {where} ORDER BY run_id DESC"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        rows = db.execute(query, args).fetchall()
+        return [
+            RunRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in reversed(rows)
+        ]

@@ -44,6 +44,7 @@ class PathDigest:
     nfiles: int | None = None  # None for a file
     manifest: bytes | None = None
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path as shown, problem)
+    missing: bool = False  # the path itself does not exist
 
     @property
     def is_dir(self) -> bool:
@@ -82,6 +83,7 @@ class Hasher:
         try:
             os.lstat(lexical)
         except OSError as exc:
+            digest.missing = isinstance(exc, FileNotFoundError)
             digest.errors.append((given, exc.strerror or str(exc)))
             return None, "error", digest
         real = os.path.realpath(lexical)
