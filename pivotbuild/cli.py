@@ -97,6 +97,243 @@ def hash_command(obj: Context, paths: tuple[str, ...], jobs: int | None, as_json
         raise SystemExit(EXIT_FAILED)
 
 
+# ---- the pipeline commands ------------------------------------------------------
+
+
+def _root() -> Path:
+    from pivotbuild.workspace import find_project_root
+
+    root = find_project_root(Path.cwd())
+    if root is None:
+        raise UsageError(
+            f"no pivot.toml found in {Path.cwd()} or any parent directory (run 'pivotbuild init')"
+        )
+    return root
+
+
+def _pipeline(hash_jobs: int = 0):
+    from pivotbuild.pipeline import opened
+
+    return opened(_root(), hash_jobs)
+
+
+INIT_TEMPLATE = """\
+# pivot.toml: the stages of this project. See pivot.toml.example for every field.
+[project]
+# jobs = 4
+
+# [stages.prepare]
+# cmd = "python prepare.py data/raw.csv data/clean.csv"
+# deps = ["prepare.py", "data/raw.csv"]
+# outs = ["data/clean.csv"]
+"""
+
+
+@cli.command("init")
+@click.pass_obj
+def init_command(obj: Context) -> None:
+    """Create pivot.toml (if absent) and .pivotbuild/ with its .gitignore."""
+    from pivotbuild.workspace import PROJECT_FILE, ensure_state_dir
+
+    root = Path.cwd()
+    created = not (root / PROJECT_FILE).exists()
+    if created:
+        (root / PROJECT_FILE).write_text(INIT_TEMPLATE)
+    ensure_state_dir(root)
+    if not obj.quiet:
+        what = "Initialised" if created else "Reinitialised"
+        click.echo(f"{what} a pivotbuild project in {root}")
+
+
+def _reasons_text(reasons) -> list[str]:
+    return [f"    {reason}" for reason in reasons]
+
+
+@cli.command("status")
+@click.argument("targets", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@click.option("-q", "quiet", is_flag=True, help="Print nothing; exit 1 if anything is stale.")
+@click.pass_obj
+def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+    """Show which stages are stale and why."""
+    from pivotbuild.plan import STALE
+
+    with _pipeline() as pipeline:
+        decisions = pipeline.status(pipeline.select(list(targets)))
+    stale = any(d.status == STALE for d in decisions)
+    for decision in decisions:
+        if decision.lock_problem and not (quiet or obj.quiet):
+            click.echo(f"pivotbuild: warning: {decision.lock_problem}", err=True)
+    if quiet or obj.quiet:
+        raise SystemExit(EXIT_FAILED if stale and quiet else EXIT_OK)
+    if as_json:
+        doc = {"stages": [
+            {"name": d.name, "status": d.status, "reasons": [r.to_dict() for r in d.reasons]}
+            for d in decisions
+        ]}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for decision in decisions:
+        click.echo(f"{decision.name}: {decision.status}")
+        if decision.status == STALE:
+            for line in _reasons_text(decision.reasons):
+                click.echo(line)
+    if not stale:
+        click.echo("Everything is up to date.")
+
+
+@cli.command("repro")
+@click.argument("targets", nargs=-1)
+@_jobs_option
+@click.option("-n", "--dry-run", is_flag=True, help="Print the plan; write nothing.")
+@click.option("-f", "--force", is_flag=True, help="Run every stage in the plan.")
+@click.option("-k", "--keep-going", is_flag=True,
+              help="Run every stage not downstream of a failure.")
+@click.option("-s", "--single-item", is_flag=True, help="Only the targets, not their upstream.")
+@click.option("--downstream", is_flag=True, help="The targets and everything below them.")
+@click.option("--no-commit", is_flag=True,
+              help="Run, but write no lock, cache object or run-cache entry.")
+@click.option("--no-run-cache", is_flag=True, help="Never restore outputs from the run cache.")
+@click.option("--explain", is_flag=True, help="Print why each stage runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document when done.")
+@click.pass_obj
+def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
+                  force: bool, keep_going: bool, single_item: bool, downstream: bool,
+                  no_commit: bool, no_run_cache: bool, explain: bool, as_json: bool) -> None:
+    """Bring the targets (default: every stage) and their upstream up to date."""
+    import time
+
+    from pivotbuild.execute import OK, Reporter, RunOptions
+    from pivotbuild.pipeline import plan_result
+    from pivotbuild.progress import make_reporter
+
+    started = time.monotonic()
+    with _pipeline() as pipeline:
+        names = pipeline.select(list(targets), single_item=single_item, downstream=downstream)
+        project_jobs = pipeline.project.jobs or os.cpu_count() or 1
+        options = RunOptions(
+            jobs=jobs or project_jobs, keep_going=keep_going, no_commit=no_commit,
+            stage_output=sys.stderr if as_json else None,
+        )
+        reporter: Reporter = make_reporter(obj.verbose, obj.quiet or as_json, explain or dry_run)
+        decisions, results = pipeline.repro(
+            names, options=options, reporter=reporter, force=force, single_item=single_item,
+            dry_run=dry_run, use_run_cache=not no_run_cache,
+        )
+    for decision in decisions:
+        if decision.lock_problem:
+            _warn(decision.lock_problem)
+    if dry_run:
+        if as_json:
+            stages = [plan_result(d).to_dict() for d in decisions]
+            click.echo(json.dumps({"ok": True, "stages": stages}, indent=2))
+        elif not any(d.action != "skip" for d in decisions) and not obj.quiet:
+            click.echo("Everything is up to date.", err=True)
+        return
+    ok = all(r.status == OK for r in results)
+    reporter.finish(results, time.monotonic() - started)
+    if as_json:
+        doc = {"ok": ok, "stages": [r.to_dict() for r in results]}
+        click.echo(json.dumps(doc, indent=2))
+    if not ok:
+        raise SystemExit(EXIT_FAILED)
+
+
+@cli.command("commit")
+@click.argument("stages", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Print what would be committed; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@click.pass_obj
+def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Record the workspace as it is for stale stages (or the named ones), without running."""
+    with _pipeline() as pipeline:
+        for name in stages:
+            if name not in pipeline.graph:
+                raise UsageError(f"unknown stage: '{name}'")
+        names = pipeline.select(list(stages), single_item=True) if stages else pipeline.select([])
+        outcome = pipeline.commit(names, explicit=bool(stages), dry_run=dry_run)
+    if as_json:
+        doc = {
+            "committed": [d.name for d in outcome.plan] if dry_run else outcome.committed,
+            "failed": [{"stage": s, "error": e} for s, e in outcome.failed],
+            "unchanged": outcome.unchanged,
+        }
+        if dry_run:
+            doc["dry_run"] = True
+        click.echo(json.dumps(doc, indent=2))
+    elif not obj.quiet:
+        if dry_run:
+            for decision in outcome.plan:
+                outs = [o.path for o in decision.stage.outs if o.cache]
+                why = "; ".join(str(r) for r in decision.reasons) or "requested"
+                click.echo(f"would commit '{decision.name}' ({why}); would store: "
+                           f"{', '.join(outs) or 'nothing'}")
+        for name in outcome.committed:
+            click.echo(f"Committed '{name}'")
+        if not outcome.plan:
+            click.echo("Nothing to commit.")
+    for _stage, error in outcome.failed:
+        _error(error)
+    if outcome.failed:
+        raise SystemExit(EXIT_FAILED)
+
+
+@cli.command("dag")
+@click.argument("targets", nargs=-1)
+@click.option("--dot", "fmt", flag_value="dot", help="Graphviz digraph.")
+@click.option("--mermaid", "fmt", flag_value="mermaid", help="Mermaid flowchart.")
+@click.option("--json", "fmt", flag_value="json", help="JSON: stages and edges.")
+def dag_command(targets: tuple[str, ...], fmt: str | None) -> None:
+    """Print the stage graph."""
+    from pivotbuild import dag
+
+    with _pipeline() as pipeline:
+        names = pipeline.dag_names(list(targets))
+        graph = pipeline.graph
+    if fmt == "json":
+        click.echo(json.dumps(dag.to_json(graph, names), indent=2))
+    elif fmt == "dot":
+        click.echo(dag.to_dot(graph, names), nl=False)
+    elif fmt == "mermaid":
+        click.echo(dag.to_mermaid(graph, names), nl=False)
+    else:
+        click.echo(dag.to_text(graph, names), nl=False)
+
+
+@cli.command("history")
+@click.argument("stage", required=False)
+@click.option("-n", "limit", type=click.IntRange(min=1), default=None, help="Only the last N runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+def history_command(stage: str | None, limit: int | None, as_json: bool) -> None:
+    """List past runs: run id, stage, start, duration, status, input hash, committed."""
+    import datetime
+
+    from pivotbuild.state import StateDB
+    from pivotbuild.workspace import STATE_DIR
+
+    state = StateDB(_root() / STATE_DIR / "state.db")
+    try:
+        runs = state.runs(stage, limit)
+    finally:
+        state.close()
+    if as_json:
+        click.echo(json.dumps({"runs": [r.to_dict() for r in runs]}, indent=2))
+        return
+    if not runs:
+        click.echo("No runs recorded." if stage is None else f"No runs of '{stage}' recorded.")
+        return
+    click.echo(f"{'run':>5}  {'stage':<20} {'started':<19} {'duration':>9}  {'status':<11} "
+               f"{'input hash':<32}  committed")
+    for r in runs:
+        when = datetime.datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{r.run_id:>5}  {r.stage:<20} {when:<19} {r.duration_s:>8.2f}s  "
+                   f"{r.status:<11} {r.input_hash or '-':<32}  {'yes' if r.committed else 'no'}")
+
+
+def _warn(message: str) -> None:
+    click.echo(f"pivotbuild: warning: {message}", err=True)
+
+
 def _error(message: str) -> None:
     click.echo(f"pivotbuild: error: {message}", err=True)
 

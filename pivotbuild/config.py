@@ -651,7 +651,7 @@ class _StageBuilder:
 
 def find_root(start: Path) -> Path:
     """The nearest directory from ``start`` upward that holds pivot.toml."""
-    from pivotbuild.workspace import find_project_root  # noqa: PLC0415 - light module
+    from pivotbuild.workspace import find_project_root
 
     here = start.resolve()
     root = find_project_root(here)

@@ -23,6 +23,24 @@ STATE_DIR = ".pivotbuild"
 PROJECT_FILE = "pivot.toml"
 
 
+STATE_GITIGNORE = """\
+# pivotbuild: everything in .pivotbuild/ is per machine, except the locks.
+/*
+!/.gitignore
+!/locks/
+"""
+
+
+def ensure_state_dir(root: Path) -> Path:
+    """Create .pivotbuild/ with its .gitignore, the first time anything is written there."""
+    state_dir = Path(root) / STATE_DIR
+    ignore = state_dir / ".gitignore"
+    if not ignore.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        ignore.write_text(STATE_GITIGNORE)
+    return state_dir
+
+
 def find_project_root(start: Path) -> Path | None:
     """The nearest directory from start upward holding pivot.toml, or None.
 

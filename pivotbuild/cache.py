@@ -1,0 +1,806 @@
+"""The content-addressed store: objects named by their hash, stored, linked out, verified.
+
+Layout, version 1 (``cache_dir`` may be shared by several projects and machines' remotes use
+the same layout)::
+
+    cache_dir/
+      files/ab/cdef…            a file object: exactly the file's bytes; named by its hash
+                                h[:2]/h[2:]; mode 0444, or 0555 when it was stored from an
+                                executable file (so a hardlinked restore keeps its exec bit)
+      files/ab/cdef….dir        a directory object: exactly the manifest bytes (manifest.py)
+                                whose XXH3-128 + ".dir" is its name; mode 0444
+      runs/ab/cdef….json        a run-cache entry, named by a stage run's input hash (below)
+      */ab/.<name>.<rand>.tmp   a write in progress (atomic.py); never a valid object name
+
+Objects are immutable and read-only. Each one is written under a temp name in its own
+directory, checked (a file's copy is hashed again and must match its name), made read-only
+and renamed into place, so an object is never half-visible and two processes storing the same
+object at once both succeed (the second rename replaces identical bytes). A directory's files
+are stored before its ``.dir`` object: the presence of a ``.dir`` object implies the presence
+of every file it lists.
+
+Run-cache entry, schema 1 (JSON, ``indent=2, sort_keys=True`` plus a newline)::
+
+    {"input_hash": "<32 hex>", "schema": 1,
+     "outs": [{"cache": true, "hash": "<hash>", "path": "model", "size": 10, "nfiles": 2}, …]}
+
+``outs`` are sorted by path; ``nfiles`` appears exactly for directory hashes. An entry that
+does not follow this is ignored (treated as absent), never an error.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import stat
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from pivotbuild import manifest
+from pivotbuild.atomic import (
+    create_temp,
+    fsync_dir,
+    is_temp_name,
+    sync_filesystem,
+    temp_name,
+    unlink_quietly,
+    write_atomic,
+    write_if_changed,
+)
+from pivotbuild.errors import OperationError, UsageError
+from pivotbuild.hashing import get_backend
+from pivotbuild.lock import ANY_HASH_RE, is_safe_path
+
+LAYOUT_VERSION = 1
+RUN_SCHEMA_VERSION = 1
+
+CHECKOUT_METHODS = ("reflink", "hardlink", "copy")
+FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h
+
+FILES_DIR = "files"
+RUNS_DIR = "runs"
+RUN_SUFFIX = ".json"
+PULL_HINT = "run 'pivotbuild pull'"
+
+# Files stored per round: each round is copied, verified in one hashing call and renamed
+# before the next starts, which bounds the temp files left behind by an interruption.
+_STORE_BATCH = 2048
+# Up to this many new objects are made durable one fdatasync each; above it one syncfs of the
+# cache's file system is cheaper.
+_FSYNC_EACH_MAX = 32
+# Below this many files linking out runs in the calling thread: a pool would cost more.
+_PARALLEL_MIN = 64
+
+# errno values meaning "this way of placing a file is not possible here", as opposed to a
+# real failure (ENOSPC, EACCES on the target directory, ...) that no other method would fix.
+_REFLINK_UNSUPPORTED = {
+    errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS,
+    errno.EBADF, errno.EPERM,
+}
+_HARDLINK_UNSUPPORTED = {
+    errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EACCES,
+}
+_COPY_RANGE_UNSUPPORTED = {
+    errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF,
+    errno.EPERM,
+}
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class InvalidHashError(OperationError, ValueError):
+    """A string that is not an object name; no path is ever built from one."""
+
+
+class MissingObjectsError(OperationError):
+    """Cache objects that are not there; ``missing`` is [(path shown, hash)]."""
+
+    def __init__(self, message: str, missing: list[tuple[str, str]],
+                 restored: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.restored = restored or []
+
+
+class DirDigest(Protocol):
+    """What store_dir needs of a hashed directory (workspace.PathDigest fits)."""
+
+    @property
+    def hash(self) -> str | None: ...
+
+    @property
+    def manifest(self) -> bytes | None: ...
+
+
+class _Unsupported(Exception):
+    """A checkout method that cannot work here; the next one is tried."""
+
+
+@dataclass(slots=True)
+class _StoreJob:
+    src: str  # the file to copy
+    hash: str  # the hash it must have
+    shown: str  # how errors name it
+    executable: bool | None = None  # None: as the source file is
+
+
+def check_hash(value: Any, directory: bool | None = None) -> str:
+    """Return ``value`` if it is an object name; InvalidHashError otherwise.
+
+    ``directory`` True requires a ``.dir`` hash, False forbids one, None accepts both.
+    """
+    if not isinstance(value, str) or ANY_HASH_RE.fullmatch(value) is None:
+        raise InvalidHashError(f"invalid object hash {value!r}")
+    if directory is not None and value.endswith(manifest.DIR_SUFFIX) != directory:
+        kind = "a directory" if directory else "a file"
+        raise InvalidHashError(f"{value!r} is not {kind} hash")
+    return value
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _copy_data(src_fd: int, dst_fd: int) -> None:
+    """Copy everything from src_fd's position to dst_fd, in the kernel when it can."""
+    if hasattr(os, "copy_file_range"):
+        try:
+            while os.copy_file_range(src_fd, dst_fd, 1 << 30):
+                pass
+            return
+        except OSError as exc:
+            if exc.errno not in _COPY_RANGE_UNSUPPORTED:
+                raise
+            # Both offsets moved together by whatever was copied: carry on from there.
+    while chunk := os.read(src_fd, 1 << 20):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst_fd, view):]
+
+
+def _mode_for(executable: bool, writable: bool) -> int:
+    if writable:
+        return 0o755 if executable else 0o644
+    return 0o555 if executable else 0o444
+
+
+class Cache:
+    """One cache directory (``files/`` and ``runs/``), see the layout at the top."""
+
+    def __init__(self, cache_dir: Path, jobs: int = 0, durable: bool = True) -> None:
+        """``durable``: flush objects to disk before they become visible (off: tests)."""
+        self.cache_dir = Path(cache_dir)
+        self.files_dir = self.cache_dir / FILES_DIR
+        self.runs_dir = self.cache_dir / RUNS_DIR
+        self.jobs = jobs
+        self.durable = durable
+        self._reflink_store = True  # cleared once reflinking into the cache failed
+        self._disabled: set[tuple[str, int]] = set()  # (method, st_dev) known not to work
+
+    # ---- names ------------------------------------------------------------------------------
+
+    def object_path(self, hash: str) -> Path:
+        check_hash(hash)
+        return self.files_dir / hash[:2] / hash[2:]
+
+    def run_path(self, input_hash: str) -> Path:
+        check_hash(input_hash, directory=False)
+        return self.runs_dir / input_hash[:2] / (input_hash[2:] + RUN_SUFFIX)
+
+    def has(self, hash: str) -> bool:
+        return self.object_path(hash).is_file()
+
+    def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        if len(items) < 2:
+            return [fn(item) for item in items]
+        workers = self.jobs if self.jobs > 0 else min(32, (os.cpu_count() or 1) + 4)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, items))
+
+    # ---- storing ----------------------------------------------------------------------------
+
+    def store_file(self, src: Path, hash: str) -> None:
+        """Put the file ``src`` into the cache as ``hash`` unless that object is there.
+
+        The copy is hashed again: if ``src`` no longer has ``hash`` (it changed after it was
+        hashed), OperationError and nothing is stored.
+        """
+        check_hash(hash, directory=False)
+        self._store([_StoreJob(os.fspath(src), hash, os.fspath(src))])
+
+    def store_files(self, items: Iterable[tuple[Path, str]]) -> int:
+        """store_file for many files at once (parallel copies, one hashing call per batch).
+
+        Returns how many objects were added.
+        """
+        jobs = []
+        for src, hash in items:
+            check_hash(hash, directory=False)
+            jobs.append(_StoreJob(os.fspath(src), hash, os.fspath(src)))
+        return self._store(jobs)
+
+    def store_dir(self, src: Path, digest: DirDigest) -> int:
+        """Store every file a directory's manifest lists, then its ``.dir`` object, last.
+
+        Returns how many objects were added (the ``.dir`` object included).
+        """
+        shown = os.fspath(src)
+        dir_hash, data = digest.hash, digest.manifest
+        if dir_hash is None or data is None:
+            raise OperationError(f"{shown}: the directory was not hashed; nothing to store")
+        check_hash(dir_hash, directory=True)
+        if get_backend().hash_bytes(data) + manifest.DIR_SUFFIX != dir_hash:
+            raise OperationError(f"{shown}: its manifest does not match its hash {dir_hash}")
+        try:
+            entries = manifest.parse(data)
+        except manifest.ManifestError as exc:
+            raise OperationError(f"{shown}: invalid directory manifest: {exc}") from None
+        jobs = [
+            _StoreJob(os.path.join(shown, e.path), e.hash, os.path.join(shown, e.path),
+                      e.executable)
+            for e in entries
+        ]
+        added = self._store(jobs)
+        obj = self.object_path(dir_hash)
+        if obj.is_file():
+            return added
+        try:
+            obj.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(obj, data, mode=0o444)
+        except OSError as exc:
+            raise OperationError(f"{obj}: cannot write the cache object: {_why(exc)}") from None
+        return added + 1
+
+    def _store(self, jobs: list[_StoreJob]) -> int:
+        todo: list[_StoreJob] = []
+        seen: set[str] = set()
+        for job in jobs:
+            if job.hash not in seen and not self.has(job.hash):
+                seen.add(job.hash)
+                todo.append(job)
+        for start in range(0, len(todo), _STORE_BATCH):
+            self._store_batch(todo[start : start + _STORE_BATCH])
+        return len(todo)
+
+    def _store_batch(self, jobs: list[_StoreJob]) -> None:
+        fsync_each = self.durable and len(jobs) <= _FSYNC_EACH_MAX
+
+        def copy(job: _StoreJob) -> str | OperationError:
+            try:
+                return self._copy_in(job, fsync_each)
+            except OperationError as exc:
+                return exc
+
+        results = self._map(copy, jobs)
+        temps = [r for r in results if isinstance(r, str)]
+        try:
+            for result in results:
+                if isinstance(result, OperationError):
+                    raise result
+            digests = get_backend().hash_files(temps, self.jobs)
+            for job, got in zip(jobs, digests):
+                if got.hash is None:
+                    raise OperationError(
+                        f"{job.shown}: cannot read back its copy in the cache: {got.error}"
+                    )
+                if got.hash != job.hash:
+                    raise OperationError(
+                        f"{job.shown}: the file changed while it was being stored in the cache "
+                        f"(hashed as {job.hash}, now {got.hash}); nothing was stored for it"
+                    )
+            if self.durable and not fsync_each:
+                sync_filesystem(self.files_dir)
+            shards = set()
+            for job, tmp in zip(jobs, temps):
+                final = self.object_path(job.hash)
+                if final.is_file():  # stored meanwhile by someone else: same bytes
+                    unlink_quietly(tmp)
+                    continue
+                os.replace(tmp, final)
+                shards.add(final.parent)
+        except OSError as exc:
+            raise OperationError(
+                f"{exc.filename or self.files_dir}: cannot store in the cache: {_why(exc)}"
+            ) from None
+        finally:
+            for tmp in temps:
+                if os.path.lexists(tmp):
+                    unlink_quietly(tmp)
+        if self.durable:
+            if len(shards) <= _FSYNC_EACH_MAX:
+                for shard in shards:
+                    fsync_dir(shard)
+            else:
+                sync_filesystem(self.files_dir)
+
+    def _copy_in(self, job: _StoreJob, fsync: bool) -> str:
+        """Copy job.src to a read-only temp beside its object; the temp's path."""
+        try:
+            src_fd = os.open(job.src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError as exc:
+            raise OperationError(f"{job.shown}: cannot store in the cache: {_why(exc)}") from None
+        tmp = None
+        try:
+            st = os.fstat(src_fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OperationError(f"{job.shown}: cannot store in the cache: not a regular file")
+            shard = self.object_path(job.hash).parent
+            shard.mkdir(parents=True, exist_ok=True)
+            dst_fd, tmp = create_temp(shard, job.hash[2:], 0o600)
+            try:
+                if not self._reflink_store or not self._try_clone(src_fd, dst_fd):
+                    _copy_data(src_fd, dst_fd)
+                executable = job.executable
+                if executable is None:
+                    executable = bool(st.st_mode & stat.S_IXUSR)
+                os.fchmod(dst_fd, _mode_for(executable, writable=False))
+                if fsync:
+                    os.fdatasync(dst_fd)
+            finally:
+                os.close(dst_fd)
+            return tmp
+        except OSError as exc:
+            if tmp is not None:
+                unlink_quietly(tmp)
+            raise OperationError(f"{job.shown}: cannot store in the cache: {_why(exc)}") from None
+        except BaseException:
+            if tmp is not None:
+                unlink_quietly(tmp)
+            raise
+        finally:
+            os.close(src_fd)
+
+    def _try_clone(self, src_fd: int, dst_fd: int) -> bool:
+        try:
+            fcntl.ioctl(dst_fd, FICLONE, src_fd)
+            return True
+        except OSError as exc:
+            if exc.errno not in _REFLINK_UNSUPPORTED:
+                raise
+            self._reflink_store = False  # the same file systems will refuse again
+            return False
+
+    # ---- linking out ------------------------------------------------------------------------
+
+    def link_out(
+        self, hash: str, dest: Path, methods: Sequence[str], root: Path,
+        executable: bool | None = None,
+    ) -> str:
+        """Put the file object ``hash`` at ``dest`` with the first of ``methods`` that works.
+
+        Returns the method used. ``dest`` is replaced through a temp file and a rename: a
+        symlink there is replaced itself, never written through; its parent is created and must
+        resolve inside ``root``. ``executable`` None gives the object's own exec bit.
+        """
+        check_hash(hash, directory=False)
+        _check_methods(methods)
+        obj = self.object_path(hash)
+        try:
+            obj_st = os.stat(obj)
+        except FileNotFoundError:
+            raise MissingObjectsError(
+                f"{dest}: cache object {hash} is missing; {PULL_HINT}", [(str(dest), hash)]
+            ) from None
+        except OSError as exc:
+            raise OperationError(f"{obj}: cannot read the cache object: {_why(exc)}") from None
+        parent, dev = self._safe_parent(Path(dest), os.path.realpath(root), "the project")
+        final = os.path.join(parent, Path(dest).name)
+        return self._place(str(obj), obj_st, final, methods, executable, str(dest), dev)
+
+    def _safe_parent(self, dest: Path, bound: str, bound_name: str) -> tuple[str, int]:
+        """dest's parent, resolved, created, and checked to lie inside ``bound``; (path, st_dev).
+
+        The parent is resolved before anything is created, so a symlinked directory on the way
+        cannot make us create directories outside.
+        """
+        if dest.name in ("", ".", ".."):
+            raise OperationError(f"{dest}: not a file name to restore to")
+        parent = os.path.realpath(dest.parent)
+        if not _inside(parent, bound):
+            raise OperationError(f"{dest}: refusing to write outside {bound_name} ({parent})")
+        try:
+            os.makedirs(parent, exist_ok=True)
+            return parent, os.stat(parent).st_dev
+        except OSError as exc:
+            raise OperationError(f"{dest}: cannot create its directory: {_why(exc)}") from None
+
+    def _place(
+        self, obj: str, obj_st: os.stat_result, final: str, methods: Sequence[str],
+        executable: bool | None, shown: str, dev: int,
+    ) -> str:
+        obj_exec = bool(obj_st.st_mode & stat.S_IXUSR)
+        want_exec = obj_exec if executable is None else executable
+        try:
+            current = os.lstat(final)
+        except FileNotFoundError:
+            current = None
+        except OSError as exc:
+            raise OperationError(f"{shown}: {_why(exc)}") from None
+        if current is not None and stat.S_ISDIR(current.st_mode):
+            raise OperationError(f"{shown}: is a directory; cannot restore a file over it")
+        problems: list[str] = []
+        for method in methods:
+            if (method, dev) in self._disabled:
+                continue
+            if method == "hardlink" and want_exec != obj_exec:
+                # A shared inode has one mode: this object cannot carry the wanted exec bit.
+                problems.append("hardlink: the cached object's exec bit differs")
+                continue
+            if (method == "hardlink" and current is not None
+                    and (current.st_ino, current.st_dev) == (obj_st.st_ino, obj_st.st_dev)):
+                return method  # already this very object
+            try:
+                if method == "reflink":
+                    self._fill_temp(obj, final, want_exec, clone=True, dev=dev)
+                elif method == "hardlink":
+                    self._hardlink(obj, final, dev)
+                else:
+                    self._fill_temp(obj, final, want_exec, clone=False, dev=dev)
+                return method
+            except _Unsupported as exc:
+                problems.append(f"{method}: {exc}")
+            except OSError as exc:
+                raise OperationError(f"{shown}: cannot restore from the cache: {_why(exc)}") \
+                    from None
+        detail = "; ".join(problems) or "every method is unavailable here"
+        raise OperationError(f"{shown}: cannot restore from the cache with "
+                             f"{', '.join(methods)} ({detail})")
+
+    def _fill_temp(self, obj: str, final: str, executable: bool, clone: bool, dev: int) -> None:
+        """Reflink (clone) or copy obj to a writable temp beside final, then rename it over."""
+        directory, name = os.path.split(final)
+        src_fd = os.open(obj, os.O_RDONLY | os.O_CLOEXEC)
+        tmp = None
+        try:
+            dst_fd, tmp = create_temp(directory, name, 0o600)
+            try:
+                if clone:
+                    try:
+                        fcntl.ioctl(dst_fd, FICLONE, src_fd)
+                    except OSError as exc:
+                        if exc.errno not in _REFLINK_UNSUPPORTED:
+                            raise
+                        self._disabled.add(("reflink", dev))
+                        raise _Unsupported(_why(exc)) from None
+                else:
+                    _copy_data(src_fd, dst_fd)
+                os.fchmod(dst_fd, _mode_for(executable, writable=True))
+            finally:
+                os.close(dst_fd)
+            os.replace(tmp, final)
+            tmp = None
+        finally:
+            os.close(src_fd)
+            if tmp is not None:
+                unlink_quietly(tmp)
+
+    def _hardlink(self, obj: str, final: str, dev: int) -> None:
+        directory, name = os.path.split(final)
+        for _ in range(100):
+            tmp = os.path.join(directory, temp_name(name))
+            try:
+                os.link(obj, tmp)
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno not in _HARDLINK_UNSUPPORTED:
+                    raise
+                if exc.errno != errno.EMLINK:  # EMLINK is about this object only
+                    self._disabled.add(("hardlink", dev))
+                raise _Unsupported(_why(exc)) from None
+        else:
+            raise FileExistsError(errno.EEXIST, "could not find a free temp name", directory)
+        try:
+            os.replace(tmp, final)
+        finally:
+            # rename() between two names of one inode succeeds doing nothing: tmp stays.
+            if os.path.lexists(tmp):
+                unlink_quietly(tmp)
+
+    def read_manifest(self, hash: str) -> list[manifest.ManifestEntry]:
+        """The entries of the ``.dir`` object ``hash``, checked against its name."""
+        check_hash(hash, directory=True)
+        obj = self.object_path(hash)
+        try:
+            data = obj.read_bytes()
+        except FileNotFoundError:
+            raise MissingObjectsError(
+                f"cache object {hash} is missing; {PULL_HINT}", [("", hash)]
+            ) from None
+        except OSError as exc:
+            raise OperationError(f"{obj}: cannot read the cache object: {_why(exc)}") from None
+        if get_backend().hash_bytes(data) + manifest.DIR_SUFFIX != hash:
+            raise OperationError(
+                f"{obj}: cache object is corrupt (its content does not match its name); "
+                f"delete it and {PULL_HINT}"
+            )
+        try:
+            return manifest.parse(data)
+        except manifest.ManifestError as exc:
+            raise OperationError(f"{obj}: invalid directory manifest: {exc}") from None
+
+    def checkout_dir(
+        self, hash: str, dest: Path, methods: Sequence[str], root: Path,
+        only: Collection[str] | None = None,
+    ) -> list[str]:
+        """Restore the directory output ``hash`` at ``dest``; the relative paths restored.
+
+        Files the manifest lists are (re)placed; other files in ``dest`` are left alone (the
+        caller decides about them). ``only`` restricts the work to these relative paths. A
+        symlink at ``dest`` is replaced by a real directory. Files whose object is missing are
+        skipped and reported at the end in one MissingObjectsError (``.restored`` lists what
+        was restored nonetheless).
+        """
+        check_hash(hash, directory=True)
+        _check_methods(methods)
+        dest = Path(dest)
+        try:
+            entries = self.read_manifest(hash)
+        except MissingObjectsError:
+            raise MissingObjectsError(
+                f"{dest}: cache object {hash} is missing; {PULL_HINT}", [(str(dest), hash)]
+            ) from None
+        if only is not None:
+            wanted = set(only)
+            entries = [e for e in entries if e.path in wanted]
+        parent, dev = self._safe_parent(dest, os.path.realpath(root), "the project")
+        top = os.path.join(parent, dest.name)
+        try:
+            if os.path.islink(top):
+                os.unlink(top)  # replace the link itself: never restore through it
+            os.makedirs(top, exist_ok=True)
+        except OSError as exc:
+            raise OperationError(f"{dest}: cannot create the directory: {_why(exc)}") from None
+
+        present: list[tuple[manifest.ManifestEntry, str, os.stat_result]] = []
+        missing: list[tuple[str, str]] = []
+        for entry in entries:
+            obj = str(self.object_path(entry.hash))
+            try:
+                present.append((entry, obj, os.stat(obj)))
+            except FileNotFoundError:
+                missing.append((os.path.join(str(dest), entry.path), entry.hash))
+            except OSError as exc:
+                raise OperationError(f"{obj}: cannot read the cache object: {_why(exc)}") \
+                    from None
+
+        self._make_dirs(top, dest, {os.path.dirname(e.path) for e, _, _ in present})
+
+        def place(item: tuple[manifest.ManifestEntry, str, os.stat_result]) -> str:
+            entry, obj, obj_st = item
+            self._place(obj, obj_st, os.path.join(top, entry.path), methods, entry.executable,
+                        os.path.join(str(dest), entry.path), dev)
+            return entry.path
+
+        if len(present) < _PARALLEL_MIN:
+            restored = [place(item) for item in present]
+        else:
+            restored = self._map(place, present)
+        if missing:
+            names = ", ".join(path for path, _ in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise MissingObjectsError(
+                f"{dest}: {len(missing)} cache object(s) missing: {names}{more}; {PULL_HINT}",
+                missing, restored,
+            )
+        return restored
+
+    def _make_dirs(self, top: str, dest: Path, rel_dirs: Iterable[str]) -> None:
+        """Create the subdirectories below ``top``; each must resolve inside ``top``."""
+        needed: set[str] = set()
+        for rel in rel_dirs:
+            while rel and rel not in needed:
+                needed.add(rel)
+                rel = os.path.dirname(rel)
+        # A path sorts after each of its ancestors (a prefix sorts first), so parents go first.
+        for rel in sorted(needed):
+            path = os.path.join(top, rel)
+            shown = os.path.join(str(dest), rel)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(path)
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    raise OperationError(f"{shown}: cannot create the directory: {_why(exc)}") \
+                        from None
+                continue
+            except OSError as exc:
+                raise OperationError(f"{shown}: {_why(exc)}") from None
+            if stat.S_ISLNK(st.st_mode):
+                real = os.path.realpath(path)
+                if not _inside(real, top) or not os.path.isdir(real):
+                    raise OperationError(
+                        f"{shown}: is a symlink to {real}, outside {dest}; refusing to restore "
+                        f"through it"
+                    )
+            elif not stat.S_ISDIR(st.st_mode):
+                raise OperationError(f"{shown}: exists and is not a directory")
+
+    # ---- checking and collecting ------------------------------------------------------------
+
+    def verify(self, hash: str) -> bool:
+        """True if the object is present and its content still matches its name."""
+        obj = self.object_path(hash)
+        if hash.endswith(manifest.DIR_SUFFIX):
+            try:
+                data = obj.read_bytes()
+            except OSError:
+                return False
+            return get_backend().hash_bytes(data) + manifest.DIR_SUFFIX == hash
+        if not obj.is_file():
+            return False
+        return get_backend().hash_files([str(obj)], 1)[0].hash == hash
+
+    def _iter_names(self, top: Path, suffix: str) -> Iterator[str]:
+        try:
+            shards = sorted(os.listdir(top))
+        except OSError:
+            return
+        for shard in shards:
+            if len(shard) != 2:
+                continue
+            try:
+                names = sorted(os.listdir(top / shard))
+            except OSError:
+                continue
+            for name in names:
+                if suffix:
+                    if not name.endswith(suffix):
+                        continue
+                    name = name[: -len(suffix)]
+                candidate = shard + name
+                if ANY_HASH_RE.fullmatch(candidate) and (not suffix or len(candidate) == 32):
+                    yield candidate
+
+    def iter_objects(self) -> Iterator[str]:
+        """Every object hash present (files and ``.dir``), sorted; temp files are skipped."""
+        return self._iter_names(self.files_dir, "")
+
+    def remove(self, hash: str) -> bool:
+        """Delete an object; False if it was not there."""
+        obj = self.object_path(hash)
+        try:
+            os.unlink(obj)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise OperationError(f"{obj}: cannot delete the cache object: {_why(exc)}") from None
+
+    def remove_stale_temps(self, older_than_s: float = 24 * 3600) -> int:
+        """Delete temp files left by interrupted writes; how many were deleted."""
+        cutoff = time.time() - older_than_s
+        count = 0
+        for top in (self.files_dir, self.runs_dir):
+            try:
+                shards = os.listdir(top)
+            except OSError:
+                continue
+            for shard in shards:
+                try:
+                    with os.scandir(top / shard) as it:
+                        for entry in it:
+                            if (is_temp_name(entry.name)
+                                    and entry.stat(follow_symlinks=False).st_mtime < cutoff):
+                                unlink_quietly(entry.path)
+                                count += 1
+                except OSError:
+                    continue
+        return count
+
+    # ---- the run cache ----------------------------------------------------------------------
+
+    def put_run(self, input_hash: str, outs: Iterable[Mapping[str, Any] | Any]) -> bool:
+        """Record the outputs a run with ``input_hash`` produced; False if already recorded.
+
+        Each out is ``{path, hash, size, cache, nfiles?}`` (extra keys, e.g. ``persist``, are
+        dropped: they are not results of the run).
+        """
+        path = self.run_path(input_hash)
+        entries = []
+        for i, out in enumerate(outs):
+            if not isinstance(out, Mapping) and hasattr(out, "to_dict"):
+                out = out.to_dict()  # a lock.LockedOut
+            item = {k: out[k] for k in ("path", "hash", "size", "cache", "nfiles") if k in out}
+            item.setdefault("cache", True)
+            if item.get("nfiles") is None:
+                item.pop("nfiles", None)
+            problem = _run_out_problem(item)
+            if problem:
+                raise OperationError(f"{path}: refusing to record outs[{i}]: {problem}")
+            entries.append(item)
+        entries.sort(key=lambda o: o["path"])
+        doc = {"input_hash": input_hash, "outs": entries, "schema": RUN_SCHEMA_VERSION}
+        data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("ascii")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return write_if_changed(path, data)
+        except OSError as exc:
+            raise OperationError(f"{path}: cannot write the run-cache entry: {_why(exc)}") \
+                from None
+
+    def get_run(self, input_hash: str) -> dict[str, Any] | None:
+        """The run-cache entry for ``input_hash``; None if absent, unreadable or invalid."""
+        try:
+            path = self.run_path(input_hash)
+            doc = json.loads(path.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            return None
+        if (not isinstance(doc, dict) or set(doc) != {"input_hash", "outs", "schema"}
+                or doc["schema"] != RUN_SCHEMA_VERSION or type(doc["schema"]) is not int
+                or doc["input_hash"] != input_hash or not isinstance(doc["outs"], list)):
+            return None
+        paths = set()
+        for out in doc["outs"]:
+            if _run_out_problem(out) or out["path"] in paths:
+                return None
+            paths.add(out["path"])
+        return doc
+
+    def iter_runs(self) -> Iterator[str]:
+        """Every input hash with a run-cache entry, sorted."""
+        return self._iter_names(self.runs_dir, RUN_SUFFIX)
+
+    def remove_run(self, input_hash: str) -> bool:
+        path = self.run_path(input_hash)
+        try:
+            os.unlink(path)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise OperationError(f"{path}: cannot delete the run-cache entry: {_why(exc)}") \
+                from None
+
+
+def _check_methods(methods: Sequence[str]) -> None:
+    if isinstance(methods, str) or not methods:
+        raise UsageError(f"checkout methods must be a non-empty list of {CHECKOUT_METHODS}")
+    for method in methods:
+        if method not in CHECKOUT_METHODS:
+            raise UsageError(f"unknown checkout method {method!r} (use {CHECKOUT_METHODS})")
+
+
+def _run_out_problem(out: Any) -> str | None:
+    """Why ``out`` is not a valid run-cache out, or None."""
+    if not isinstance(out, dict):
+        return "not an object"
+    if not {"path", "hash", "size", "cache"} <= out.keys() or not out.keys() <= {
+        "path", "hash", "size", "cache", "nfiles"
+    }:
+        return "keys must be path, hash, size, cache and (for a directory) nfiles"
+    if not is_safe_path(out["path"]):
+        return f"path is not project-relative: {out['path']!r}"
+    digest = out["hash"]
+    if not isinstance(digest, str) or ANY_HASH_RE.fullmatch(digest) is None:
+        return f"hash is not a hash: {digest!r}"
+    if type(out["size"]) is not int or out["size"] < 0:
+        return "size is not a size"
+    if not isinstance(out["cache"], bool):
+        return "cache is not true or false"
+    is_dir = digest.endswith(manifest.DIR_SUFFIX)
+    nfiles = out.get("nfiles")
+    if is_dir != ("nfiles" in out) or (is_dir and (type(nfiles) is not int or nfiles < 0)):
+        return "nfiles must be a count, present exactly for a directory hash"
+    return None
+
+
+__all__ = [
+    "CHECKOUT_METHODS", "FICLONE", "LAYOUT_VERSION", "RUN_SCHEMA_VERSION", "Cache", "DirDigest",
+    "InvalidHashError", "MissingObjectsError", "check_hash",
+]

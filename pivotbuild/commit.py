@@ -1,0 +1,123 @@
+"""The one commit writer: a stage's deps and outputs hashed from the workspace,
+cached outputs stored, the lock written last, the run-cache entry recorded.
+
+``repro`` (after a run, or a run-cache restore) and ``commit`` (the command)
+both come here; nothing else derives lock contents. Per stage it is all or
+nothing: every cached output is in the cache before the lock is written, and
+the lock and cache objects are written atomically, so a crash leaves the old
+lock or the new one, never a lock naming an object the cache lacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pivotbuild import lock as lockfile
+from pivotbuild.cache import Cache
+from pivotbuild.config import Project, Stage
+from pivotbuild.errors import OperationError
+from pivotbuild.lock import Lock, LockedDep, LockedOut
+from pivotbuild.workspace import Hasher, PathDigest
+
+
+class MissingPathsError(OperationError):
+    """A stage cannot be committed because some of its deps or outputs are missing."""
+
+    def __init__(self, stage: str, paths: list[str]) -> None:
+        self.stage = stage
+        self.paths = paths
+        listed = ", ".join(repr(p) for p in paths)
+        super().__init__(f"stage '{stage}': missing {listed}; nothing committed for it")
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A stage's deps and outputs as they are on disk now, and its input hash."""
+
+    stage: Stage
+    deps: dict[str, PathDigest]
+    outs: dict[str, PathDigest]
+    input_hash: str
+
+    def lock(self) -> Lock:
+        stage = self.stage
+        return Lock(
+            stage=stage.name,
+            cmd=list(stage.cmd),
+            deps=[
+                LockedDep(path, d.hash or "", d.size, d.nfiles)
+                for path, d in sorted(self.deps.items())
+            ],
+            outs=[
+                LockedOut(out.path, self.outs[out.path].hash or "", self.outs[out.path].size,
+                          out.cache, out.persist, self.outs[out.path].nfiles)
+                for out in sorted(stage.outs, key=lambda o: o.path)
+            ],
+            params=dict(stage.param_values),
+            input_hash=self.input_hash,
+        )
+
+
+@dataclass(slots=True)
+class CommitResult:
+    lock: Lock
+    written: bool  # False: the lock already held these bytes and was left alone
+
+
+class Committer:
+    """Writes what a stage produced into the cache, the lock and the run cache."""
+
+    def __init__(self, project: Project, hasher: Hasher, cache: Cache) -> None:
+        self.project = project
+        self.hasher = hasher
+        self.cache = cache
+
+    def _hash(self, name: str, paths: list[str]) -> dict[str, PathDigest]:
+        root = self.project.root
+        digests = self.hasher.hash_paths([str(root / p) for p in paths])
+        out = {}
+        for path, digest in zip(paths, digests, strict=True):
+            if digest.hash is None and not digest.missing:
+                shown, problem = digest.errors[0] if digest.errors else (path, "unreadable")
+                if shown.startswith(str(root) + "/"):
+                    shown = shown[len(str(root)) + 1:]
+                raise OperationError(f"stage '{name}': {shown}: {problem}")
+            digest.path = path
+            out[path] = digest
+        return out
+
+    def snapshot(self, stage: Stage) -> Snapshot:
+        """Hash the stage's deps and outputs from disk; raise if any is missing."""
+        digests = self._hash(stage.name, [*stage.deps, *(o.path for o in stage.outs)])
+        missing = [path for path, d in digests.items() if d.missing]
+        if missing:
+            raise MissingPathsError(stage.name, missing)
+        deps = {p: digests[p] for p in stage.deps}
+        outs = {o.path: digests[o.path] for o in stage.outs}
+        input_hash = lockfile.input_hash(
+            stage.cmd, stage.param_values, [(p, d.hash or "") for p, d in deps.items()],
+            [o.path for o in stage.outs], stage.wdir,
+        )
+        return Snapshot(stage, deps, outs, input_hash)
+
+    def commit(self, stage: Stage, snapshot: Snapshot | None = None) -> CommitResult:
+        """Store cached outputs, then write the lock, then the run-cache entry."""
+        snap = snapshot or self.snapshot(stage)
+        root = self.project.root
+        for out in stage.outs:
+            digest = snap.outs[out.path]
+            if not out.cache or digest.hash is None or self.cache.has(digest.hash):
+                continue
+            if digest.is_dir:
+                self.cache.store_dir(root / out.path, digest)
+            else:
+                self.cache.store_file(root / out.path, digest.hash)
+        lock = snap.lock()
+        written = lockfile.write_lock(self.lock_path(stage.name), lock)
+        if not stage.always_changed and not any(o.persist for o in stage.outs):
+            self.cache.put_run(lock.input_hash, [o.to_dict() for o in lock.outs])
+        return CommitResult(lock, written)
+
+    def lock_path(self, name: str) -> Path:
+        return lockfile.lock_path(self.project.state_dir, name)

@@ -1,0 +1,433 @@
+"""The per-stage lock file: its format, the input hash, and crash-safe reading and writing.
+
+Format, schema 1 (``.pivotbuild/locks/<stage>.json``, committed to git)
+--------------------------------------------------------------------------
+JSON exactly as ``json.dumps(lock, indent=2, sort_keys=True) + "\\n"`` writes it::
+
+    {
+      "cmd": ["python train.py"],                  # always a list of strings
+      "deps": [                                    # sorted by path, paths unique
+        {"hash": "<32 hex>", "path": "data/clean.csv", "size": 1234},
+        {"hash": "<32 hex>.dir", "nfiles": 3, "path": "src", "size": 99}
+      ],
+      "input_hash": "<32 hex>",                    # see input_hash() below
+      "outs": [                                    # sorted by path, paths unique
+        {"cache": true, "hash": "<32 hex>.dir", "nfiles": 12, "path": "model",
+         "persist": false, "size": 4567}
+      ],
+      "params": {"train.lr": 0.01},                # dotted key -> value from params.toml
+      "schema": 1,
+      "stage": "train"                             # equals the file's name without .json
+    }
+
+- Every hash is real: 32 lowercase hex digits for a file, the same followed by ``.dir``
+  for a directory; ``nfiles`` is present exactly when the hash is a directory hash.
+- Paths are project-relative and normalised (``/``-separated, no empty, ``.`` or ``..``
+  component; ``.`` alone is the project root). No timestamp and no absolute path appears,
+  so the same inputs give byte-identical locks in any checkout.
+- ``size`` is the file's size, or the sum of a directory's files' sizes.
+
+A lock that does not follow this (truncated, hand-edited, from a newer pivotbuild) is not an
+error: ``read_lock`` returns a ``LockProblem`` and the stage is treated as stale.
+
+Input hash, version 1
+---------------------
+``input_hash`` is the XXH3-128 (32 hex) of the ASCII bytes of
+``json.dumps(form, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`` where::
+
+    form = {"v": 1, "cmd": [...], "params": {key: value, ...},
+            "deps": [[path, hash], ...] sorted, "outs": [path, ...] sorted, "wdir": wdir}
+
+so the order of deps, outs and params never matters, and out flags (cache, persist),
+desc and frozen are not inputs.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pivotbuild.atomic import write_if_changed
+from pivotbuild.errors import OperationError, UsageError
+from pivotbuild.hashing import get_backend
+
+SCHEMA_VERSION = 1
+INPUT_HASH_VERSION = 1
+LOCKS_DIR = "locks"
+
+FILE_HASH_RE = re.compile(r"[0-9a-f]{32}")
+ANY_HASH_RE = re.compile(r"[0-9a-f]{32}(\.dir)?")
+
+_KEYS = {"cmd", "deps", "input_hash", "outs", "params", "schema", "stage"}
+_DEP_KEYS = {"hash", "path", "size"}
+_OUT_KEYS = {"cache", "hash", "path", "persist", "size"}
+
+
+@dataclass(frozen=True, slots=True)
+class LockedDep:
+    path: str
+    hash: str
+    size: int
+    nfiles: int | None = None  # set for a directory dep
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"hash": self.hash, "path": self.path, "size": self.size}
+        if self.nfiles is not None:
+            out["nfiles"] = self.nfiles
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class LockedOut:
+    path: str
+    hash: str
+    size: int
+    cache: bool = True
+    persist: bool = False
+    nfiles: int | None = None  # set for a directory output
+
+    @property
+    def is_dir(self) -> bool:
+        return self.nfiles is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "cache": self.cache, "hash": self.hash, "path": self.path,
+            "persist": self.persist, "size": self.size,
+        }
+        if self.nfiles is not None:
+            out["nfiles"] = self.nfiles
+        return out
+
+
+class LockFormatError(ValueError):
+    """A lock document that does not follow the format; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    stage: str
+    cmd: list[str]
+    deps: list[LockedDep]
+    outs: list[LockedOut]
+    params: dict[str, Any]
+    input_hash: str
+    schema: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        # Kept sorted by path, as written: two locks with the same entries compare equal.
+        object.__setattr__(self, "deps", sorted(self.deps, key=lambda d: d.path))
+        object.__setattr__(self, "outs", sorted(self.outs, key=lambda o: o.path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cmd": list(self.cmd),
+            "deps": [d.to_dict() for d in self.deps],
+            "input_hash": self.input_hash,
+            "outs": [o.to_dict() for o in self.outs],
+            "params": dict(self.params),
+            "schema": self.schema,
+            "stage": self.stage,
+        }
+
+    def to_json(self) -> str:
+        """The lock's exact file content (deps and outs sorted by path, final newline)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, stage: str | None = None) -> Lock:
+        """Validate a parsed lock document; raises LockFormatError naming the bad field.
+
+        ``stage``, when given, is the name the lock must carry (its file name).
+        """
+        if not isinstance(data, dict):
+            raise LockFormatError(f"top level is {_kind(data)}, not an object")
+        if "schema" not in data:
+            raise LockFormatError("missing key 'schema'")
+        schema = data["schema"]
+        if schema != SCHEMA_VERSION or type(schema) is not int:
+            raise LockFormatError(
+                f"unsupported schema {json.dumps(schema)} (this pivotbuild reads schema "
+                f"{SCHEMA_VERSION})"
+            )
+        missing = sorted(_KEYS - data.keys())
+        if missing:
+            raise LockFormatError(f"missing key {missing[0]!r}")
+        unknown = sorted(data.keys() - _KEYS)
+        if unknown:
+            raise LockFormatError(f"unknown key {unknown[0]!r}")
+
+        name = data["stage"]
+        if not isinstance(name, str) or not name:
+            raise LockFormatError("stage is not a stage name")
+        if stage is not None and name != stage:
+            raise LockFormatError(f"it belongs to stage {name!r}, not {stage!r}")
+
+        cmd = data["cmd"]
+        if not isinstance(cmd, list) or not all(isinstance(c, str) for c in cmd):
+            raise LockFormatError("cmd is not a list of strings")
+
+        if not _is_hash(data["input_hash"], directory=False):
+            raise LockFormatError("input_hash is not a hash")
+
+        params = data["params"]
+        if not isinstance(params, dict):
+            raise LockFormatError("params is not an object")
+
+        deps = [_dep(item, f"deps[{i}]") for i, item in enumerate(_list(data["deps"], "deps"))]
+        outs = [_out(item, f"outs[{i}]") for i, item in enumerate(_list(data["outs"], "outs"))]
+        _unique(deps, "deps")
+        _unique(outs, "outs")
+        return cls(
+            stage=name, cmd=list(cmd), deps=deps, outs=outs, params=dict(params),
+            input_hash=data["input_hash"], schema=schema,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LockProblem:
+    """A lock file that exists but cannot be used; ``message`` is one line for the user."""
+
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# ---- validation helpers ---------------------------------------------------------------------
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _is_hash(value: Any, directory: bool | None) -> bool:
+    """A hash string; directory True/False requires/forbids '.dir', None allows either."""
+    if not isinstance(value, str) or ANY_HASH_RE.fullmatch(value) is None:
+        return False
+    return directory is None or value.endswith(".dir") == directory
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def is_safe_path(path: Any) -> bool:
+    """A normalised project-relative path: no absolute path, no empty/./.. component."""
+    if not isinstance(path, str) or not path or "\0" in path:
+        return False
+    if path == ".":
+        return True
+    if path.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise LockFormatError(f"{where} is {_kind(value)}, not a list")
+    return value
+
+
+def _entry_fields(item: Any, where: str, keys: set[str]) -> tuple[str, str, int, int | None]:
+    if not isinstance(item, dict):
+        raise LockFormatError(f"{where} is {_kind(item)}, not an object")
+    for key in sorted(keys):
+        if key not in item:
+            raise LockFormatError(f"{where} has no {key!r}")
+    unknown = sorted(item.keys() - keys - {"nfiles"})
+    if unknown:
+        raise LockFormatError(f"{where} has an unknown key {unknown[0]!r}")
+    path = item["path"]
+    if not is_safe_path(path):
+        raise LockFormatError(f"{where}.path is not a project-relative path: {path!r}")
+    digest = item["hash"]
+    if not _is_hash(digest, directory=None):
+        raise LockFormatError(f"{where}.hash is not a hash")
+    if not _is_count(item["size"]):
+        raise LockFormatError(f"{where}.size is not a size")
+    nfiles = item.get("nfiles")
+    if digest.endswith(".dir"):
+        if not _is_count(nfiles):
+            raise LockFormatError(f"{where}.nfiles is missing or not a count")
+    elif "nfiles" in item:
+        raise LockFormatError(f"{where} has nfiles but a file hash")
+    return path, digest, item["size"], nfiles
+
+
+def _dep(item: Any, where: str) -> LockedDep:
+    path, digest, size, nfiles = _entry_fields(item, where, _DEP_KEYS)
+    return LockedDep(path, digest, size, nfiles)
+
+
+def _out(item: Any, where: str) -> LockedOut:
+    path, digest, size, nfiles = _entry_fields(item, where, _OUT_KEYS)
+    for flag in ("cache", "persist"):
+        if not isinstance(item[flag], bool):
+            raise LockFormatError(f"{where}.{flag} is not true or false")
+    return LockedOut(path, digest, size, item["cache"], item["persist"], nfiles)
+
+
+def _unique(entries: Sequence[LockedDep | LockedOut], where: str) -> None:
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.path in seen:
+            raise LockFormatError(f"{where} lists {entry.path!r} twice")
+        seen.add(entry.path)
+
+
+# ---- where locks live -----------------------------------------------------------------------
+
+
+def check_stage_name(stage: str) -> None:
+    """Refuse a stage name that could not be a file directly inside locks/."""
+    if (not stage or "/" in stage or "\0" in stage or stage.startswith(".")
+            or stage in (".", "..")):
+        raise UsageError(f"invalid stage name for a lock file: {stage!r}")
+
+
+def lock_path(state_dir: Path, stage: str) -> Path:
+    """``<state_dir>/locks/<stage>.json``; UsageError for a name that would escape locks/."""
+    check_stage_name(stage)
+    return Path(state_dir) / LOCKS_DIR / f"{stage}.json"
+
+
+def _shown(path: Path) -> str:
+    """The path as the user would type it: relative to the working directory when below it."""
+    try:
+        return str(Path(path).absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _stage_of(path: Path) -> str | None:
+    name = Path(path).name
+    return name[: -len(".json")] if name.endswith(".json") else None
+
+
+# ---- reading and writing --------------------------------------------------------------------
+
+
+def parse_lock(text: bytes | str, stage: str | None = None) -> Lock:
+    """Parse lock file content; raises LockFormatError with a short reason."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise LockFormatError("not UTF-8 text") from None
+    if not text.strip():
+        raise LockFormatError("the file is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LockFormatError(
+            f"not valid JSON, truncated? {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise LockFormatError("not valid JSON (nested too deeply)") from None
+    return Lock.from_dict(data, stage)
+
+
+def read_lock(
+    path: Path, stage: str | None = None, shown: str | None = None
+) -> Lock | LockProblem | None:
+    """The lock at ``path``; None if there is none; a LockProblem if it cannot be used.
+
+    ``stage`` defaults to the file's name without ``.json``; ``shown`` is how the path is
+    named in the problem's message (default: relative to the working directory).
+    """
+    path = Path(path)
+    if stage is None:
+        stage = _stage_of(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:  # a file where locks/ should be: no lock there
+            return None
+        reason = f"cannot be read: {exc.strerror or exc}"
+        return _problem(path, shown, reason)
+    try:
+        return parse_lock(raw, stage)
+    except LockFormatError as exc:
+        return _problem(path, shown, str(exc))
+
+
+def _problem(path: Path, shown: str | None, reason: str) -> LockProblem:
+    reason = " ".join(reason.split())  # always one line
+    where = shown if shown is not None else _shown(path)
+    return LockProblem(path, f"{where}: invalid lock ({reason}); the stage is treated as stale")
+
+
+def write_lock(path: Path, lock: Lock) -> bool:
+    """Write ``lock`` atomically; False (file untouched, same inode) if it holds these bytes.
+
+    The lock is validated first, so pivotbuild never writes a lock it would refuse to read.
+    """
+    path = Path(path)
+    text = lock.to_json()
+    try:
+        parse_lock(text, _stage_of(path))
+    except LockFormatError as exc:
+        raise OperationError(f"{_shown(path)}: refusing to write an invalid lock ({exc})") from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_if_changed(path, text.encode("ascii"))
+    except OSError as exc:
+        raise OperationError(
+            f"{_shown(path)}: cannot write the lock: {exc.strerror or exc}"
+        ) from None
+
+
+# ---- the input hash -------------------------------------------------------------------------
+
+
+def input_form(
+    cmd: Sequence[str] | str,
+    params: Mapping[str, Any],
+    deps: Iterable[tuple[str, str]],
+    outs: Iterable[str],
+    wdir: str,
+) -> bytes:
+    """The canonical bytes hashed into the input hash (documented at the top)."""
+    form = {
+        "v": INPUT_HASH_VERSION,
+        "cmd": [cmd] if isinstance(cmd, str) else list(cmd),
+        "params": dict(params),
+        "deps": sorted([str(path), str(digest)] for path, digest in deps),
+        "outs": sorted(str(path) for path in outs),
+        "wdir": wdir,
+    }
+    try:
+        text = json.dumps(form, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    except (TypeError, ValueError) as exc:
+        raise OperationError(f"cannot compute the input hash: {exc}") from None
+    return text.encode("ascii")
+
+
+def input_hash(
+    cmd: Sequence[str] | str,
+    params: Mapping[str, Any],
+    deps: Iterable[tuple[str, str]],
+    outs: Iterable[str],
+    wdir: str,
+) -> str:
+    """XXH3-128 of the canonical input form: same inputs, same hash, on any machine."""
+    return get_backend().hash_bytes(input_form(cmd, params, deps, outs, wdir))
+
+
+__all__ = [
+    "INPUT_HASH_VERSION", "SCHEMA_VERSION", "Lock", "LockFormatError", "LockProblem",
+    "LockedDep", "LockedOut", "check_stage_name", "input_form", "input_hash", "is_safe_path",
+    "lock_path", "parse_lock", "read_lock", "write_lock",
+]

@@ -1,0 +1,270 @@
+"""Staleness decisions and their reasons: per stage skip | restore | run-cache | run.
+
+Reasons are recorded where each decision is made (as Ninja's ``-d explain``),
+so ``status``, ``status --json``, ``repro --explain`` and ``repro --dry-run
+--json`` all print the same list. The planner never reads an unchanged file:
+deps and outs are hashed through the workspace hasher and its stat memo, all
+paths of a plan in one batch.
+
+A stage is compared with its lock:
+- ``cmd`` and the values of its params;
+- its deps: added, removed, missing or changed (by content hash);
+- its outs: added or removed (as declared), missing or changed (on disk).
+Reordering deps, outs or params, or toggling ``cache``, ``desc`` or
+``frozen``, changes nothing, because none of these comparisons sees order or
+flags.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from pivotbuild import lock as lockfile
+from pivotbuild.cache import Cache
+from pivotbuild.config import Project, Stage
+from pivotbuild.errors import OperationError
+from pivotbuild.lock import Lock, LockProblem
+from pivotbuild.workspace import Hasher, PathDigest
+
+# Statuses (what `status` shows) and actions (what `repro` does).
+UP_TO_DATE, STALE, FROZEN = "up-to-date", "stale", "frozen"
+SKIP, RESTORE, RUN_CACHE, RUN = "skip", "restore", "run-cache", "run"
+
+# Reasons that only concern outputs: the inputs still match the lock.
+_OUTPUT_ONLY = {"out-missing", "out-changed"}
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a stage is stale. ``kind`` is one of SPEC §4's reason kinds (plus
+    ``forced`` for ``repro -f``); the other fields say what it concerns."""
+
+    kind: str
+    path: str | None = None
+    key: str | None = None
+    stage: str | None = None
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"kind": self.kind}
+        for name in ("path", "key", "stage", "detail"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def __str__(self) -> str:
+        text = self.kind.replace("-", " ")
+        target = self.path or self.key or self.stage
+        text = f"{text}: {target}" if target else text
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+@dataclass(slots=True)
+class Decision:
+    """The planner's verdict on one stage."""
+
+    name: str
+    stage: Stage
+    status: str
+    action: str
+    reasons: list[Reason] = field(default_factory=list)
+    lock: Lock | None = None
+    lock_problem: str | None = None
+    input_hash: str | None = None
+    deps: dict[str, PathDigest] = field(default_factory=dict)
+    outs: dict[str, PathDigest] = field(default_factory=dict)
+    run_entry: dict[str, Any] | None = None  # the run-cache entry, for action run-cache
+
+    @property
+    def missing_deps(self) -> list[str]:
+        return [path for path, digest in self.deps.items() if digest.missing]
+
+    @property
+    def upstream_stale(self) -> bool:
+        return any(r.kind == "upstream-stale" for r in self.reasons)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    # Compare as the lock stores them, so 1 and true (or 1 and 1.0) differ.
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+class Planner:
+    """Decides, stage by stage, what ``repro`` must do and why."""
+
+    def __init__(self, project: Project, graph: nx.DiGraph, hasher: Hasher, cache: Cache,
+                 *, use_run_cache: bool = True) -> None:
+        self.project = project
+        self.graph = graph
+        self.hasher = hasher
+        self.cache = cache
+        self.use_run_cache = use_run_cache
+        self._digests: dict[str, PathDigest] = {}
+
+    # ---- hashing ----------------------------------------------------------------
+
+    def hash_paths(self, paths: Iterable[str]) -> None:
+        """Hash (or re-hash) these project-relative paths in one batch."""
+        wanted = sorted(set(paths))
+        root = self.project.root
+        for path, digest in zip(
+            wanted, self.hasher.hash_paths([str(root / p) for p in wanted]), strict=True
+        ):
+            digest.path = path
+            self._digests[path] = digest
+
+    def stage_paths(self, stage: Stage) -> list[str]:
+        return [*stage.deps, *(out.path for out in stage.outs)]
+
+    def _digest(self, path: str) -> PathDigest:
+        if path not in self._digests:
+            self.hash_paths([path])
+        digest = self._digests[path]
+        if digest.hash is None and not digest.missing:
+            shown, problem = digest.errors[0] if digest.errors else (path, "cannot be hashed")
+            raise OperationError(f"{_relative(shown, self.project)}: {problem}")
+        return digest
+
+    # ---- deciding ---------------------------------------------------------------
+
+    def read_lock(self, name: str) -> Lock | LockProblem | None:
+        path = lockfile.lock_path(self.project.state_dir, name)
+        return lockfile.read_lock(path, name, shown=str(path.relative_to(self.project.root)))
+
+    def decide(self, name: str, *, stale_upstream: Iterable[str] = (), force: bool = False
+               ) -> Decision:
+        """Decide one stage from the workspace as it is now."""
+        stage: Stage = self.graph.nodes[name]["stage"]
+        if stage.frozen:
+            return Decision(name, stage, FROZEN, SKIP)
+        decision = Decision(name, stage, UP_TO_DATE, SKIP)
+        reasons = decision.reasons
+        decision.deps = {path: self._digest(path) for path in stage.deps}
+        decision.outs = {out.path: self._digest(out.path) for out in stage.outs}
+        found = self.read_lock(name)
+        if isinstance(found, LockProblem):
+            decision.lock_problem = found.message
+            reasons.append(Reason("never-run", detail="the lock is invalid"))
+        elif found is None:
+            reasons.append(Reason("never-run"))
+        else:
+            decision.lock = found
+            reasons.extend(self._compare(stage, found, decision))
+        if found is None or isinstance(found, LockProblem):
+            reasons.extend(Reason("dep-missing", path=p) for p in decision.missing_deps)
+        reasons.extend(Reason("upstream-stale", stage=up) for up in stale_upstream)
+        if stage.always_changed:
+            reasons.append(Reason("always-changed"))
+        if reasons:
+            decision.status = STALE
+            decision.action = self._action(decision)
+        if force:
+            decision.action = RUN
+            if not reasons:
+                reasons.append(Reason("forced"))
+        if decision.input_hash is None and not decision.upstream_stale and not (
+            decision.missing_deps
+        ):
+            decision.input_hash = self.input_hash(decision)
+        return decision
+
+    def _compare(self, stage: Stage, lock: Lock, decision: Decision) -> list[Reason]:
+        reasons: list[Reason] = []
+        if list(lock.cmd) != list(stage.cmd):
+            reasons.append(Reason("cmd-changed"))
+        for key in sorted(set(lock.params) | set(stage.param_values)):
+            if (key not in lock.params or key not in stage.param_values
+                    or not _same_value(lock.params[key], stage.param_values[key])):
+                reasons.append(Reason("params-changed", key=key))
+        locked_deps = {d.path: d for d in lock.deps}
+        for path, digest in sorted(decision.deps.items()):
+            if path not in locked_deps:
+                reasons.append(Reason("dep-added", path=path))
+            elif digest.missing:
+                reasons.append(Reason("dep-missing", path=path))
+            elif digest.hash != locked_deps[path].hash:
+                reasons.append(Reason("dep-changed", path=path))
+        reasons.extend(
+            Reason("dep-removed", path=p) for p in sorted(set(locked_deps) - set(decision.deps))
+        )
+        locked_outs = {o.path: o for o in lock.outs}
+        for path, digest in sorted(decision.outs.items()):
+            if path not in locked_outs:
+                reasons.append(Reason("out-added", path=path))
+            elif digest.missing:
+                reasons.append(Reason("out-missing", path=path))
+            elif digest.hash != locked_outs[path].hash:
+                reasons.append(Reason("out-changed", path=path))
+        reasons.extend(
+            Reason("out-removed", path=p) for p in sorted(set(locked_outs) - set(decision.outs))
+        )
+        return reasons
+
+    def _action(self, decision: Decision) -> str:
+        stage = decision.stage
+        if decision.upstream_stale or decision.missing_deps or stage.always_changed:
+            return RUN
+        kinds = {r.kind for r in decision.reasons}
+        if decision.lock is not None and kinds <= _OUTPUT_ONLY and self._restorable(decision):
+            return RESTORE
+        decision.input_hash = self.input_hash(decision)
+        if self.use_run_cache and not any(out.persist for out in stage.outs):
+            entry = self.cache.get_run(decision.input_hash)
+            if entry is not None and self._run_entry_usable(stage, entry):
+                decision.run_entry = entry
+                return RUN_CACHE
+        return RUN
+
+    def _restorable(self, decision: Decision) -> bool:
+        """Can every changed or missing out come back from the cache?"""
+        assert decision.lock is not None
+        locked = {o.path: o for o in decision.lock.outs}
+        for reason in decision.reasons:
+            out = locked[reason.path] if reason.path else None
+            if out is None or not out.cache or not self.cache.has(out.hash):
+                return False
+        return True
+
+    def _run_entry_usable(self, stage: Stage, entry: Mapping[str, Any]) -> bool:
+        outs = {o.get("path"): o for o in entry.get("outs", []) if isinstance(o, dict)}
+        for out in stage.outs:
+            recorded = outs.get(out.path)
+            # Non-cached outputs were never stored: a run-cache hit cannot bring them back.
+            if recorded is None or not out.cache or not recorded.get("cache", True):
+                return False
+            if not isinstance(recorded.get("hash"), str) or not self.cache.has(recorded["hash"]):
+                return False
+        return len(outs) == len(stage.outs)
+
+    def input_hash(self, decision: Decision) -> str:
+        stage = decision.stage
+        return lockfile.input_hash(
+            stage.cmd, stage.param_values,
+            [(path, digest.hash or "") for path, digest in decision.deps.items()],
+            [out.path for out in stage.outs], stage.wdir,
+        )
+
+    def plan(self, names: list[str], *, force: Iterable[str] = ()) -> list[Decision]:
+        """Decide every stage of names (in topological order)."""
+        forced = set(force)
+        selected = set(names)
+        self.hash_paths(p for n in names for p in self.stage_paths(self.graph.nodes[n]["stage"]))
+        decisions: dict[str, Decision] = {}
+        for name in names:
+            stale_up = [
+                up for up in self.graph.predecessors(name)
+                if up in selected and decisions[up].action != SKIP
+            ]
+            decisions[name] = self.decide(name, stale_upstream=stale_up, force=name in forced)
+        return [decisions[n] for n in names]
+
+
+def _relative(path: str, project: Project) -> str:
+    root = str(project.root)
+    return path[len(root) + 1:] if path.startswith(root + "/") else path

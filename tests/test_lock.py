@@ -1,0 +1,386 @@
+"""The lock file: exact format, atomic same-bytes writes, corruption as a value, input hash."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from pivotbuild import lock as lockmod
+from pivotbuild.errors import OperationError, UsageError
+from pivotbuild.lock import (
+    Lock,
+    LockedDep,
+    LockedOut,
+    LockProblem,
+    input_form,
+    input_hash,
+    lock_path,
+    read_lock,
+    write_lock,
+)
+
+H1 = "0123456789abcdef0123456789abcdef"
+H2 = "fedcba9876543210fedcba9876543210"
+H3 = "00000000000000000000000000000001"
+DIRH = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.dir"
+
+
+def sample(**changes) -> Lock:
+    fields = {
+        "stage": "train",
+        "cmd": ["python train.py"],
+        "deps": [LockedDep("train.py", H2, 10), LockedDep("data/clean.csv", H1, 1234)],
+        "outs": [
+            LockedOut("model", DIRH, 4567, nfiles=12),
+            LockedOut("metrics.json", H3, 88, cache=False),
+        ],
+        "params": {"train.lr": 0.01},
+        "input_hash": H1,
+    }
+    fields.update(changes)
+    return Lock(**fields)
+
+
+EXPECTED = f"""{{
+  "cmd": [
+    "python train.py"
+  ],
+  "deps": [
+    {{
+      "hash": "{H1}",
+      "path": "data/clean.csv",
+      "size": 1234
+    }},
+    {{
+      "hash": "{H2}",
+      "path": "train.py",
+      "size": 10
+    }}
+  ],
+  "input_hash": "{H1}",
+  "outs": [
+    {{
+      "cache": false,
+      "hash": "{H3}",
+      "path": "metrics.json",
+      "persist": false,
+      "size": 88
+    }},
+    {{
+      "cache": true,
+      "hash": "{DIRH}",
+      "nfiles": 12,
+      "path": "model",
+      "persist": false,
+      "size": 4567
+    }}
+  ],
+  "params": {{
+    "train.lr": 0.01
+  }},
+  "schema": 1,
+  "stage": "train"
+}}
+"""
+
+
+# ---- format -------------------------------------------------------------------------------
+
+
+def test_to_json_is_byte_exact():
+    assert sample().to_json() == EXPECTED
+
+
+def test_to_json_is_what_the_spec_says_json_dumps_writes():
+    text = sample().to_json()
+    assert text.endswith("}\n") and not text.endswith("\n\n")
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+
+
+def test_order_of_deps_and_outs_does_not_change_the_bytes():
+    a = sample()
+    b = sample(deps=list(reversed(a.deps)), outs=list(reversed(a.outs)))
+    assert a.to_json() == b.to_json()
+    assert a == b
+    assert [d.path for d in a.deps] == ["data/clean.csv", "train.py"]
+
+
+def test_no_timestamp_no_absolute_path(tmp_path):
+    path = lock_path(tmp_path, "train")
+    write_lock(path, sample())
+    text = path.read_text()
+    assert str(tmp_path) not in text and '"/' not in text
+    assert not {"time", "mtime", "timestamp", "date"} & set(json.loads(text))
+
+
+def test_round_trip(tmp_path):
+    path = lock_path(tmp_path, "train")
+    assert write_lock(path, sample()) is True
+    assert read_lock(path) == sample()
+    assert path.read_text() == EXPECTED
+
+
+def test_round_trip_unicode_and_undecodable_names(tmp_path):
+    odd = os.fsdecode(b"caf\xc3\xa9/\xff raw")
+    written = sample(deps=[LockedDep(odd, H1, 1)])
+    path = lock_path(tmp_path, "train")
+    write_lock(path, written)
+    assert path.read_bytes().isascii()
+    got = read_lock(path)
+    assert isinstance(got, Lock) and got.deps[0].path == odd
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+
+def test_same_bytes_are_not_rewritten(tmp_path):
+    path = lock_path(tmp_path, "train")
+    assert write_lock(path, sample())
+    before = path.stat()
+    assert write_lock(path, sample()) is False
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_changed_lock_is_replaced_atomically(tmp_path):
+    path = lock_path(tmp_path, "train")
+    write_lock(path, sample())
+    assert write_lock(path, sample(cmd=["python train.py --fast"])) is True
+    assert json.loads(path.read_text())["cmd"] == ["python train.py --fast"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["train.json"]  # no temp left
+
+
+def test_a_longer_existing_file_is_rewritten(tmp_path):
+    path = lock_path(tmp_path, "train")
+    path.parent.mkdir(parents=True)
+    path.write_text(EXPECTED + "garbage")
+    assert write_lock(path, sample()) is True
+    assert path.read_text() == EXPECTED
+
+
+def test_write_refuses_an_invalid_lock(tmp_path):
+    path = lock_path(tmp_path, "train")
+    with pytest.raises(OperationError, match="train.json: refusing to write an invalid lock"):
+        write_lock(path, sample(deps=[LockedDep("a", None, 1)]))  # type: ignore[arg-type]
+    with pytest.raises(OperationError, match="belongs to stage"):
+        write_lock(lock_path(tmp_path, "other"), sample())
+    assert not path.exists()
+
+
+def test_write_error_is_an_operation_error(tmp_path):
+    (tmp_path / "locks").write_text("a file where a directory should be")
+    with pytest.raises(OperationError, match="cannot write the lock"):
+        write_lock(lock_path(tmp_path, "train"), sample())
+
+
+# ---- lock_path ----------------------------------------------------------------------------
+
+
+def test_lock_path(tmp_path):
+    assert lock_path(tmp_path, "compile@main-O2") == tmp_path / "locks" / "compile@main-O2.json"
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", ".hidden", "a/b", "../x", "a\0b", "/abs"])
+def test_lock_path_refuses_escaping_names(tmp_path, name):
+    with pytest.raises(UsageError):
+        lock_path(tmp_path, name)
+
+
+# ---- reading: absent and corrupted --------------------------------------------------------
+
+
+def test_absent_lock_is_none(tmp_path):
+    assert read_lock(lock_path(tmp_path, "train")) is None
+
+
+def _doc() -> dict:
+    return json.loads(EXPECTED)
+
+
+def _with(mutate) -> str:
+    doc = _doc()
+    mutate(doc)
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def _set(where: str, value):
+    def mutate(doc):
+        target = doc
+        keys = where.split(".")
+        for key in keys[:-1]:
+            target = target[int(key)] if isinstance(target, list) else target[key]
+        target[keys[-1]] = value
+    return mutate
+
+
+def _delete(where: str):
+    def mutate(doc):
+        target = doc
+        keys = where.split(".")
+        for key in keys[:-1]:
+            target = target[int(key)] if isinstance(target, list) else target[key]
+        del target[keys[-1]]
+    return mutate
+
+
+CORRUPTIONS = {
+    "truncated": (EXPECTED[: len(EXPECTED) // 2], "not valid JSON"),
+    "empty": ("", "the file is empty"),
+    "garbage": ("{not json", "not valid JSON"),
+    "not utf-8": (b"\xff\xfe{}", "not UTF-8"),
+    "list at top": ("[]\n", "top level is a list"),
+    "unknown schema": (_with(_set("schema", 2)), "unsupported schema 2"),
+    "schema as string": (_with(_set("schema", "1")), "unsupported schema"),
+    "schema as bool": (_with(_set("schema", True)), "unsupported schema true"),
+    "no schema": (_with(_delete("schema")), "missing key 'schema'"),
+    "missing key": (_with(_delete("outs")), "missing key 'outs'"),
+    "unknown key": (_with(_set("extra", 1)), "unknown key 'extra'"),
+    "stage mismatch": (_with(_set("stage", "other")), "belongs to stage 'other'"),
+    "cmd is a string": (_with(_set("cmd", "python train.py")), "cmd is not a list"),
+    "null dep hash": (_with(_set("deps.0.hash", None)), "deps[0].hash is not a hash"),
+    "short hash": (_with(_set("deps.1.hash", "abc")), "deps[1].hash is not a hash"),
+    "upper hash": (_with(_set("deps.0.hash", H1.upper())), "deps[0].hash is not a hash"),
+    "bad dir hash": (_with(_set("outs.1.hash", H1 + ".DIR")), "outs[1].hash is not a hash"),
+    "null out hash": (_with(_set("outs.0.hash", None)), "outs[0].hash is not a hash"),
+    "null input hash": (_with(_set("input_hash", None)), "input_hash is not a hash"),
+    "dir hash without nfiles": (_with(_delete("outs.1.nfiles")), "outs[1].nfiles"),
+    "nfiles on a file": (_with(_set("deps.0.nfiles", 3)), "deps[0] has nfiles but a file hash"),
+    "absolute path": (_with(_set("deps.0.path", "/etc/passwd")), "deps[0].path is not"),
+    "dotdot path": (_with(_set("outs.0.path", "../x")), "outs[0].path is not"),
+    "inner dotdot": (_with(_set("outs.0.path", "a/../../x")), "outs[0].path is not"),
+    "unnormalised": (_with(_set("deps.0.path", "./a")), "deps[0].path is not"),
+    "negative size": (_with(_set("deps.0.size", -1)), "deps[0].size is not a size"),
+    "bool size": (_with(_set("deps.0.size", True)), "deps[0].size is not a size"),
+    "string size": (_with(_set("deps.0.size", "12")), "deps[0].size is not a size"),
+    "cache not bool": (_with(_set("outs.0.cache", 1)), "outs[0].cache is not true or false"),
+    "missing persist": (_with(_delete("outs.0.persist")), "outs[0] has no 'persist'"),
+    "entry unknown key": (_with(_set("outs.0.desc", "x")), "unknown key 'desc'"),
+    "deps not list": (_with(_set("deps", {})), "deps is an object, not a list"),
+    "dep not object": (_with(_set("deps", ["a"])), "deps[0] is a string, not an object"),
+    "duplicate path": (
+        _with(_set("deps.1.path", "data/clean.csv")), "lists 'data/clean.csv' twice"
+    ),
+    "params not object": (_with(_set("params", [])), "params is not an object"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_corruption_is_a_problem_value(tmp_path, monkeypatch, name):
+    content, reason = CORRUPTIONS[name]
+    monkeypatch.chdir(tmp_path)
+    path = lock_path(Path(".pivotbuild"), "train")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    problem = read_lock(path)
+    assert isinstance(problem, LockProblem), problem
+    assert problem.path == path
+    message = str(problem)
+    assert "\n" not in message
+    assert message.startswith(".pivotbuild/locks/train.json: invalid lock (")
+    assert message.endswith("); the stage is treated as stale")
+    assert reason in message
+
+
+def test_problem_message_matches_the_documented_example(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = lock_path(Path(".pivotbuild"), "train")
+    path.parent.mkdir(parents=True)
+    path.write_text(_with(_set("deps.0.hash", None)))
+    assert read_lock(path).message == (
+        ".pivotbuild/locks/train.json: invalid lock (deps[0].hash is not a hash); "
+        "the stage is treated as stale"
+    )
+
+
+def test_problem_path_shown_as_given(tmp_path):
+    path = lock_path(tmp_path, "train")
+    path.parent.mkdir(parents=True)
+    path.write_text("{")
+    problem = read_lock(path, shown="locks/train.json")
+    assert isinstance(problem, LockProblem)
+    assert problem.message.startswith("locks/train.json: invalid lock (not valid JSON")
+
+
+def test_unreadable_lock_is_a_problem(tmp_path):
+    path = lock_path(tmp_path, "train")
+    path.mkdir(parents=True)  # a directory where the file should be
+    assert isinstance(read_lock(path), LockProblem)
+
+
+def test_directory_dep_is_valid(tmp_path):
+    path = lock_path(tmp_path, "train")
+    written = sample(deps=[LockedDep("src", DIRH, 99, nfiles=3)])
+    write_lock(path, written)
+    assert read_lock(path) == written
+
+
+# ---- input hash ---------------------------------------------------------------------------
+
+BASE = {
+    "cmd": ["python train.py", "echo done"],
+    "params": {"train.lr": 0.01, "train.epochs": 3},
+    "deps": [("train.py", H1), ("data/clean.csv", H2)],
+    "outs": ["model", "metrics.json"],
+    "wdir": ".",
+}
+
+
+def ih(**changes) -> str:
+    args = dict(BASE)
+    args.update(changes)
+    return input_hash(**args)
+
+
+def test_input_hash_is_xxh3_of_the_documented_form():
+    expected_form = (
+        '{"cmd":["python train.py","echo done"],'
+        f'"deps":[["data/clean.csv","{H2}"],["train.py","{H1}"]],'
+        '"outs":["metrics.json","model"],'
+        '"params":{"train.epochs":3,"train.lr":0.01},"v":1,"wdir":"."}'
+    ).encode()
+    assert input_form(**BASE) == expected_form
+    assert ih() == xxhash.xxh3_128_hexdigest(expected_form)
+    assert lockmod.FILE_HASH_RE.fullmatch(ih())
+
+
+def test_input_hash_ignores_order():
+    assert ih() == ih(
+        deps=list(reversed(BASE["deps"])),
+        outs=list(reversed(BASE["outs"])),
+        params=dict(reversed(list(BASE["params"].items()))),
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"cmd": ["python train.py", "echo Done"]},
+        {"cmd": ["echo done", "python train.py"]},  # the order of commands matters
+        {"cmd": ["python train.py echo done"]},
+        {"params": {"train.lr": 0.02, "train.epochs": 3}},
+        {"params": {"train.lr": 0.01, "train.epochs": 3.0}},
+        {"params": {"train.lr": 0.01}},
+        {"deps": [("train.py", H3), ("data/clean.csv", H2)]},
+        {"deps": [("train2.py", H1), ("data/clean.csv", H2)]},
+        {"deps": [("train.py", H1)]},
+        {"outs": ["model", "metrics2.json"]},
+        {"outs": ["model"]},
+        {"wdir": "sub"},
+    ],
+)
+def test_input_hash_changes_with_each_input(change):
+    assert ih(**change) != ih()
+
+
+def test_input_hash_does_not_confuse_fields():
+    # A dep path moved into the outs, or a string split differently, is another input.
+    assert ih(deps=[], outs=["a", "b"]) != ih(deps=[("a", H1)], outs=["b"])
+    assert ih(cmd=["a", "b"]) != ih(cmd=["a b"]) != ih(cmd=["ab"])
+
+
+def test_input_hash_of_a_string_cmd_equals_its_list_form():
+    assert ih(cmd="python train.py") == ih(cmd=["python train.py"])
