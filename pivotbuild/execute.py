@@ -161,8 +161,8 @@ class Executor:
         order = [d.name for d in decisions]
         pending = {d.name: d for d in decisions}
         selected = set(order)
-        will_run = sum(1 for d in decisions if d.action != SKIP)
-        self.output = Output(self.options.stage_output, jobs > 1 and will_run > 1)
+        will_run = [d.name for d in decisions if d.action != SKIP]
+        self.output = Output(self.options.stage_output, jobs > 1 and not self._chain(will_run))
         results: dict[str, StageResult] = {}
         running: dict[Future[StageResult], str] = {}
         stop = False
@@ -198,6 +198,11 @@ class Executor:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
         return [results[n] for n in order]
+
+    def _chain(self, names: list[str]) -> bool:
+        """True if these stages (in topological order) can never run two at a time:
+        each one lies downstream of the one before it."""
+        return all(nx.has_path(self.graph, a, b) for a, b in zip(names, names[1:]))
 
     def _stop_all(self) -> None:
         """Ctrl-C: stop every running command (its whole process group)."""
