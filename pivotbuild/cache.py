@@ -276,17 +276,25 @@ class Cache:
     def _store_batch(self, jobs: list[_StoreJob]) -> None:
         fsync_each = self.durable and len(jobs) <= _FSYNC_EACH_MAX
 
-        def copy(job: _StoreJob) -> str | OperationError:
+        def copy(job: _StoreJob) -> str | Exception:
+            # Failures come back as values so that every temp made is known and removed.
             try:
                 return self._copy_in(job, fsync_each)
-            except OperationError as exc:
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after cleanup
                 return exc
 
+        try:
+            for shard in sorted({job.hash[:2] for job in jobs}):
+                os.makedirs(os.path.join(self.files_dir, shard), exist_ok=True)
+        except OSError as exc:
+            raise OperationError(
+                f"{exc.filename or self.files_dir}: cannot create the cache: {_why(exc)}"
+            ) from None
         results = self._map(copy, jobs)
         temps = [r for r in results if isinstance(r, str)]
         try:
             for result in results:
-                if isinstance(result, OperationError):
+                if isinstance(result, Exception):
                     raise result
             digests = get_backend().hash_files(temps, self.jobs)
             for job, got in zip(jobs, digests):
@@ -335,8 +343,7 @@ class Cache:
             st = os.fstat(src_fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OperationError(f"{job.shown}: cannot store in the cache: not a regular file")
-            shard = self.object_path(job.hash).parent
-            shard.mkdir(parents=True, exist_ok=True)
+            shard = os.path.join(self.files_dir, job.hash[:2])  # created by _store_batch
             dst_fd, tmp = create_temp(shard, job.hash[2:], 0o600)
             try:
                 if not self._reflink_store or not self._try_clone(src_fd, dst_fd):

@@ -256,8 +256,11 @@ class Executor:
     def _restore_run(self, decision: Decision) -> None:
         """A run with these inputs was seen before: take its outputs, then commit."""
         assert decision.run_entry is not None
+        cached = {o.path for o in decision.stage.outs if o.cache}
         for out in decision.run_entry["outs"]:
-            self._link_out(out["hash"], out["path"])
+            if out["path"] in cached and out.get("cache", True):
+                self._link_out(out["hash"], out["path"])
+            # a non-cached output is only accepted when already on disk (see the planner)
         if not self.options.no_commit:
             self.committer.commit(decision.stage)
 

@@ -216,7 +216,7 @@ class Planner:
         decision.input_hash = self.input_hash(decision)
         if self.use_run_cache and not any(out.persist for out in stage.outs):
             entry = self.cache.get_run(decision.input_hash)
-            if entry is not None and self._run_entry_usable(stage, entry):
+            if entry is not None and self._run_entry_usable(decision, entry):
                 decision.run_entry = entry
                 return RUN_CACHE
         return RUN
@@ -231,16 +231,20 @@ class Planner:
                 return False
         return True
 
-    def _run_entry_usable(self, stage: Stage, entry: Mapping[str, Any]) -> bool:
+    def _run_entry_usable(self, decision: Decision, entry: Mapping[str, Any]) -> bool:
+        """Every output of that run can be had: cached ones from the cache, and
+        non-cached ones (never stored) only if the workspace already holds them."""
         outs = {o.get("path"): o for o in entry.get("outs", []) if isinstance(o, dict)}
-        for out in stage.outs:
+        for out in decision.stage.outs:
             recorded = outs.get(out.path)
-            # Non-cached outputs were never stored: a run-cache hit cannot bring them back.
-            if recorded is None or not out.cache or not recorded.get("cache", True):
+            if recorded is None or not isinstance(recorded.get("hash"), str):
                 return False
-            if not isinstance(recorded.get("hash"), str) or not self.cache.has(recorded["hash"]):
+            if out.cache and recorded.get("cache", True):
+                if not self.cache.has(recorded["hash"]):
+                    return False
+            elif decision.outs[out.path].hash != recorded["hash"]:
                 return False
-        return len(outs) == len(stage.outs)
+        return len(outs) == len(decision.stage.outs)
 
     def input_hash(self, decision: Decision) -> str:
         stage = decision.stage
