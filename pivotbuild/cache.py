@@ -297,7 +297,7 @@ class Cache:
                 if isinstance(result, Exception):
                     raise result
             digests = get_backend().hash_files(temps, self.jobs)
-            for job, got in zip(jobs, digests):
+            for job, got in zip(jobs, digests, strict=True):
                 if got.hash is None:
                     raise OperationError(
                         f"{job.shown}: cannot read back its copy in the cache: {got.error}"
@@ -310,7 +310,7 @@ class Cache:
             if self.durable and not fsync_each:
                 sync_filesystem(self.files_dir)
             shards = set()
-            for job, tmp in zip(jobs, temps):
+            for job, tmp in zip(jobs, temps, strict=True):
                 final = self.object_path(job.hash)
                 if final.is_file():  # stored meanwhile by someone else: same bytes
                     unlink_quietly(tmp)

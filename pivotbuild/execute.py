@@ -9,6 +9,7 @@ to start: if the upstream run left its deps byte-identical, it is skipped
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -202,7 +203,7 @@ class Executor:
     def _chain(self, names: list[str]) -> bool:
         """True if these stages (in topological order) can never run two at a time:
         each one lies downstream of the one before it."""
-        return all(nx.has_path(self.graph, a, b) for a, b in zip(names, names[1:]))
+        return all(nx.has_path(self.graph, a, b) for a, b in itertools.pairwise(names))
 
     def _stop_all(self) -> None:
         """Ctrl-C: stop every running command (its whole process group)."""
