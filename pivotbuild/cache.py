@@ -284,8 +284,8 @@ class Cache:
                 return exc
 
         try:
-            for shard in sorted({job.hash[:2] for job in jobs}):
-                os.makedirs(os.path.join(self.files_dir, shard), exist_ok=True)
+            for prefix in sorted({job.hash[:2] for job in jobs}):
+                os.makedirs(os.path.join(self.files_dir, prefix), exist_ok=True)
         except OSError as exc:
             raise OperationError(
                 f"{exc.filename or self.files_dir}: cannot create the cache: {_why(exc)}"

@@ -72,6 +72,7 @@ class Committer:
         self.project = project
         self.hasher = hasher
         self.cache = cache
+        self._links_work = True
 
     def _hash(self, name: str, paths: list[str]) -> dict[str, PathDigest]:
         root = self.project.root
@@ -113,11 +114,34 @@ class Committer:
                 self.cache.store_dir(root / out.path, digest)
             else:
                 self.cache.store_file(root / out.path, digest.hash)
+        self._link_back(stage, snap)
         lock = snap.lock()
         written = lockfile.write_lock(self.lock_path(stage.name), lock)
         if not stage.always_changed and not any(o.persist for o in stage.outs):
             self.cache.put_run(lock.input_hash, [o.to_dict() for o in lock.outs])
         return CommitResult(lock, written)
+
+    def _link_back(self, stage: Stage, snap: Snapshot) -> None:
+        """Replace stored outputs in the workspace by reflinks or hardlinks to their
+        cache objects (the project's checkout preference), so that an output is not
+        kept on disk twice. Persist outputs stay private copies: the next run writes
+        into them. Where no link works, the workspace copies are simply kept."""
+        methods = [m for m in self.project.checkout if m != "copy"]
+        if not methods or not self._links_work:
+            return
+        root = self.project.root
+        for out in stage.outs:
+            digest = snap.outs[out.path]
+            if not out.cache or out.persist or digest.hash is None:
+                continue
+            try:
+                if digest.is_dir:
+                    self.cache.checkout_dir(digest.hash, root / out.path, methods, root)
+                else:
+                    self.cache.link_out(digest.hash, root / out.path, methods, root)
+            except OperationError:
+                self._links_work = False  # e.g. the cache is on another file system
+                return
 
     def lock_path(self, name: str) -> Path:
         return lockfile.lock_path(self.project.state_dir, name)
