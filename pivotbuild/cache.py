@@ -178,8 +178,10 @@ def _mode_for(executable: bool, writable: bool) -> int:
 class Cache:
     """One cache directory (``files/`` and ``runs/``), see the layout at the top."""
 
-    def __init__(self, cache_dir: Path, jobs: int = 0, durable: bool = True) -> None:
-        """``durable``: flush objects to disk before they become visible (off: tests)."""
+    def __init__(self, cache_dir: Path, jobs: int = 0, durable: bool = True,
+                 staging: Path | None = None) -> None:
+        """``durable``: flush objects to disk before they become visible (off: tests).
+        ``staging``: a directory for files being placed in the workspace (see _temp_dir)."""
         self.cache_dir = Path(cache_dir)
         self.files_dir = self.cache_dir / FILES_DIR
         self.runs_dir = self.cache_dir / RUNS_DIR
@@ -187,6 +189,8 @@ class Cache:
         self.durable = durable
         self._reflink_store = True  # cleared once reflinking into the cache failed
         self._disabled: set[tuple[str, int]] = set()  # (method, st_dev) known not to work
+        self.staging = staging
+        self._staging_dev: int | None = None
 
     # ---- names ------------------------------------------------------------------------------
 
@@ -464,9 +468,24 @@ class Cache:
         raise OperationError(f"{shown}: cannot restore from the cache with "
                              f"{', '.join(methods)} ({detail})")
 
+    def _temp_dir(self, final_dir: str, dev: int) -> str:
+        """Where to build a file that will be renamed into final_dir: the staging directory
+        (the project's .pivotbuild/tmp) when it is on the same file system, so that a
+        process killed between the two steps leaves no stray temp among the outputs."""
+        if self.staging is None:
+            return final_dir
+        if self._staging_dev is None:
+            try:
+                os.makedirs(self.staging, exist_ok=True)
+                self._staging_dev = os.stat(self.staging).st_dev
+            except OSError:
+                self._staging_dev = -1
+        return str(self.staging) if self._staging_dev == dev else final_dir
+
     def _fill_temp(self, obj: str, final: str, executable: bool, clone: bool, dev: int) -> None:
-        """Reflink (clone) or copy obj to a writable temp beside final, then rename it over."""
+        """Reflink (clone) or copy obj to a writable temp, then rename it over final."""
         directory, name = os.path.split(final)
+        directory = self._temp_dir(directory, dev)
         src_fd = os.open(obj, os.O_RDONLY | os.O_CLOEXEC)
         tmp = None
         try:
@@ -494,6 +513,7 @@ class Cache:
 
     def _hardlink(self, obj: str, final: str, dev: int) -> None:
         directory, name = os.path.split(final)
+        directory = self._temp_dir(directory, dev)
         for _ in range(100):
             tmp = os.path.join(directory, temp_name(name))
             try:

@@ -278,6 +278,81 @@ def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json
         raise SystemExit(EXIT_FAILED)
 
 
+@cli.command("checkout")
+@click.argument("targets", nargs=-1)
+@click.option("--force", is_flag=True,
+              help="Overwrite modified outputs and delete untracked files in output dirs.")
+@click.option("--relink", is_flag=True, help="Re-apply the checkout link preference.")
+@click.pass_obj
+def checkout_command(obj: Context, targets: tuple[str, ...], force: bool, relink: bool) -> None:
+    """Put the cached outputs recorded in the locks into the workspace."""
+    from pivotbuild.checkout import Checkout
+    from pivotbuild.workspace import ensure_state_dir
+
+    with _pipeline() as pipeline:
+        names = pipeline.select(list(targets), single_item=bool(targets))
+        ensure_state_dir(pipeline.root)
+        report = Checkout(pipeline, force=force, relink=relink).run(names)
+    if not obj.quiet:
+        for path in report.restored:
+            click.echo(f"Restored {path}")
+    for message in report.problems:
+        _error(message)
+    if report.conflicts:
+        _error("checkout would clobber (use --force to overwrite): "
+               + ", ".join(report.conflicts))
+    for path, digest in report.missing:
+        _error(f"{path}: cache object {digest} is missing (run 'pivotbuild pull')")
+    if not obj.quiet:
+        click.echo(f"{len(report.restored)} restored, {len(report.unchanged)} unchanged, "
+                   f"{len(report.conflicts)} conflicts, {len(report.missing)} missing", err=True)
+    if not report.ok:
+        raise SystemExit(EXIT_FAILED)
+
+
+@cli.command("verify")
+@click.argument("targets", nargs=-1)
+@click.option("--cache", "rehash", is_flag=True, help="Also rehash every referenced object.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@click.pass_obj
+def verify_command(obj: Context, targets: tuple[str, ...], rehash: bool, as_json: bool) -> None:
+    """Exit 0 only if every stage is up to date and its cached outputs are in the cache."""
+    from pivotbuild.verify import verify
+
+    with _pipeline() as pipeline:
+        report = verify(pipeline, pipeline.select(list(targets)), rehash=rehash)
+    if as_json:
+        click.echo(json.dumps({"ok": report.ok,
+                               "problems": [p.to_dict() for p in report.problems]}, indent=2))
+    else:
+        for problem in report.problems:
+            _error(problem.message)
+        if report.ok and not obj.quiet:
+            extra = f", {report.checked_objects} objects rehashed" if rehash else ""
+            click.echo(f"verify: everything is up to date and cached{extra}")
+    if not report.ok:
+        raise SystemExit(EXIT_FAILED)
+
+
+@cli.command("gc")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.pass_obj
+def gc_command(obj: Context, dry_run: bool) -> None:
+    """Delete cache objects and run-cache entries that no current lock references."""
+    from pivotbuild.gc import gc
+
+    with _pipeline() as pipeline:
+        report = gc(pipeline, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    if not obj.quiet:
+        for name in report.objects:
+            click.echo(f"{verb} object {name}")
+        for name in report.runs:
+            click.echo(f"{verb} run-cache entry {name}")
+        click.echo(f"gc: {verb} {len(report.objects)} objects and {len(report.runs)} run-cache "
+                   f"entries; kept {report.kept_objects} objects", err=True)
+
+
 @cli.command("dag")
 @click.argument("targets", nargs=-1)
 @click.option("--dot", "fmt", flag_value="dot", help="Graphviz digraph.")

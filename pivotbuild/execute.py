@@ -267,7 +267,7 @@ class Executor:
 
     def _link_out(self, digest: str, path: str, methods: list[str] | None = None) -> None:
         dest = self.project.root / path
-        _remove(dest)
+        remove_path(dest)
         if digest.endswith(".dir"):
             self.cache.checkout_dir(digest, dest, methods or self.project.checkout,
                                     self.project.root)
@@ -281,7 +281,7 @@ class Executor:
         for out in decision.stage.outs:
             dest = root / out.path
             if not out.persist:
-                _remove(dest)
+                remove_path(dest)
             elif not os.path.lexists(dest) and out.path in locked and self.cache.has(
                 locked[out.path].hash
             ):
@@ -355,7 +355,7 @@ class Executor:
         return 0
 
 
-def _remove(path: os.PathLike[str] | str) -> None:
+def remove_path(path: os.PathLike[str] | str) -> None:
     """Delete a file, symlink or directory tree (never following a symlink)."""
     if os.path.islink(path) or os.path.isfile(path):
         os.unlink(path)

@@ -42,7 +42,7 @@ class Pipeline:
         self.graph = dag.build_graph(self.project)
         self.state = StateDB(self.project.state_dir / "state.db")
         self.hasher = Hasher(self.root, self.state, hash_jobs)
-        self.cache = Cache(self.project.cache_dir)
+        self.cache = Cache(self.project.cache_dir, staging=self.project.state_dir / "tmp")
         self.planner = Planner(self.project, self.graph, self.hasher, self.cache)
         self.committer = Committer(self.project, self.hasher, self.cache)
 
@@ -110,8 +110,9 @@ class Pipeline:
             ensure_state_dir(self.root)
         for decision in outcome.plan:
             try:
-                self.committer.commit(decision.stage)
+                result = self.committer.commit(decision.stage)
                 outcome.committed.append(decision.name)
+                self.state.mark_committed_runs(decision.name, result.lock.input_hash)
             except (MissingPathsError, OperationError) as exc:
                 outcome.failed.append((decision.name, str(exc)))
         return outcome

@@ -122,7 +122,9 @@ class Planner:
     def stage_paths(self, stage: Stage) -> list[str]:
         return [*stage.deps, *(out.path for out in stage.outs)]
 
-    def _digest(self, path: str) -> PathDigest:
+    def digest(self, path: str) -> PathDigest:
+        """The digest of a project-relative path (hashed now if it was not yet); a
+        missing path has ``missing`` set; any other problem raises OperationError."""
         if path not in self._digests:
             self.hash_paths([path])
         digest = self._digests[path]
@@ -145,8 +147,8 @@ class Planner:
             return Decision(name, stage, FROZEN, SKIP)
         decision = Decision(name, stage, UP_TO_DATE, SKIP)
         reasons = decision.reasons
-        decision.deps = {path: self._digest(path) for path in stage.deps}
-        decision.outs = {out.path: self._digest(out.path) for out in stage.outs}
+        decision.deps = {path: self.digest(path) for path in stage.deps}
+        decision.outs = {out.path: self.digest(out.path) for out in stage.outs}
         found = self.read_lock(name)
         if isinstance(found, LockProblem):
             decision.lock_problem = found.message

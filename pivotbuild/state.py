@@ -203,10 +203,12 @@ class StateDB:
         return int(cursor.lastrowid or 0)
 
     @_locked
-    def mark_committed(self, run_id: int) -> None:
-        db = self._db(create=True)
-        assert db is not None
-        db.execute("UPDATE runs SET committed = 1 WHERE run_id = ?", (run_id,))
+    def mark_committed_runs(self, stage: str, input_hash: str) -> None:
+        """`commit` recorded what an earlier `--no-commit` run with these inputs made."""
+        db = self._db(create=False)
+        if db is not None:
+            db.execute("UPDATE runs SET committed = 1 WHERE stage = ? AND input_hash = ? "
+                       "AND committed = 0 AND status = 'ok'", (stage, input_hash))
 
     @_locked
     def runs(self, stage: str | None = None, limit: int | None = None) -> list[RunRecord]:

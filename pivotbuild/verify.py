@@ -1,0 +1,80 @@
+"""verify: a CI gate. Passes only when every selected stage is up to date and
+every cached output its lock names is in the cache (with ``--cache``, also
+unaltered: each object is hashed again and must match its name)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pivotbuild.cache import MissingObjectsError
+from pivotbuild.errors import OperationError
+from pivotbuild.lock import Lock
+from pivotbuild.pipeline import Pipeline
+from pivotbuild.plan import STALE
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: str  # stale | invalid-lock | missing-object | corrupt-object
+    stage: str
+    message: str
+    path: str | None = None
+    hash: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in (("kind", self.kind), ("stage", self.stage),
+                                  ("path", self.path), ("hash", self.hash),
+                                  ("message", self.message)) if v is not None}
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    problems: list[Problem] = field(default_factory=list)
+    checked_objects: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(pipeline: Pipeline, names: list[str], *, rehash: bool = False) -> VerifyReport:
+    report = VerifyReport()
+    for decision in pipeline.status(names):
+        if decision.lock_problem:
+            report.problems.append(Problem("invalid-lock", decision.name, decision.lock_problem))
+        elif decision.status == STALE:
+            why = "; ".join(str(r) for r in decision.reasons)
+            report.problems.append(Problem("stale", decision.name,
+                                           f"stage '{decision.name}' is stale: {why}"))
+        if decision.lock is not None:
+            _check_objects(pipeline, decision.lock, rehash, report)
+    return report
+
+
+def _check_objects(pipeline: Pipeline, lock: Lock, rehash: bool, report: VerifyReport) -> None:
+    cache = pipeline.cache
+    for out in lock.outs:
+        if not out.cache:
+            continue
+        objects = [(out.path, out.hash)]
+        if out.is_dir and cache.has(out.hash):
+            try:
+                objects += [(f"{out.path}/{e.path}", e.hash) for e in cache.read_manifest(out.hash)]
+            except (MissingObjectsError, OperationError) as exc:
+                report.problems.append(Problem("corrupt-object", lock.stage, str(exc),
+                                               out.path, out.hash))
+                continue
+        for path, digest in objects:
+            if not cache.has(digest):
+                report.problems.append(Problem(
+                    "missing-object", lock.stage,
+                    f"{path}: cache object {digest} is missing (run 'pivotbuild pull' or "
+                    f"'pivotbuild repro')", path, digest))
+            elif rehash:
+                report.checked_objects += 1
+                if not cache.verify(digest):
+                    report.problems.append(Problem(
+                        "corrupt-object", lock.stage,
+                        f"{path}: cache object {digest} is corrupted (its content no longer "
+                        f"matches its name)", path, digest))
