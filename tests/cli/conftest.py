@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -51,3 +52,19 @@ def project(tmp_path: Path) -> Path:
     root.mkdir()
     (root / "pivot.toml").write_text("")
     return root
+
+
+@pytest.fixture(autouse=True)
+def every_lock_has_real_hashes(tmp_path: Path):
+    """After every CLI test: each lock it left anywhere under its tmp_path parses,
+    and every dep and out has a real hash (never null, never empty)."""
+    yield
+    from pivotbuild.lock import ANY_HASH_RE, parse_lock
+
+    for path in tmp_path.glob("**/.pivotbuild/locks/*.json"):
+        text = path.read_bytes()
+        parse_lock(text, path.stem)
+        doc = json.loads(text)
+        for entry in [*doc["deps"], *doc["outs"]]:
+            assert isinstance(entry["hash"], str) and ANY_HASH_RE.fullmatch(entry["hash"]), path
+        assert ANY_HASH_RE.fullmatch(doc["input_hash"]), path
