@@ -116,24 +116,50 @@ static void pb_install_bus_handler(void)
     sigaction(SIGBUS, &sa, &pb_prev_bus);
 }
 
-/* Hash size bytes of fd through a mapping. Returns 0, or an errno value. */
-static int pb_hash_mapped(int fd, uint64_t size, uint8_t *out)
+/* Large files are mapped one window at a time: a window's page tables stay
+ * small and hot, and MAP_POPULATE fills them in one pass instead of faulting
+ * page by page (measured: 16 MiB windows keep the 2-thread rate of 8-32 MiB
+ * files, about twice that of mapping a 256 MiB file whole). */
+#define PB_MAP_WINDOW (16u << 20)
+
+/* Hash size bytes of fd through mappings. Returns 0, or an errno value. */
+static int pb_hash_mapped(int fd, uint64_t size, pb_xxh_state *state, uint8_t *out)
 {
     pthread_once(&pb_bus_once, pb_install_bus_handler);
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-    if (map == MAP_FAILED)
-        return errno ? errno : EIO;
-    madvise(map, size, MADV_SEQUENTIAL);
+    const pb_xxh_impl *impl = pb_xxh();
+    int one_shot = size <= PB_MAP_WINDOW;
+    if (!one_shot)
+        impl->reset(state);
     sigjmp_buf jump;
+    void *volatile map = NULL;
+    volatile size_t map_len = 0;
     int rc = 0;
     if (sigsetjmp(jump, 1) == 0) {
         pb_bus_jump = &jump;
-        pb_xxh()->oneshot(map, size, out);
+        for (uint64_t off = 0; off < size; off += PB_MAP_WINDOW) {
+            size_t len = size - off < PB_MAP_WINDOW ? (size_t)(size - off) : PB_MAP_WINDOW;
+            void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, (off_t)off);
+            if (m == MAP_FAILED) {
+                rc = errno ? errno : EIO;
+                break;
+            }
+            map = m;
+            map_len = len;
+            if (one_shot)
+                impl->oneshot(m, len, out);
+            else
+                impl->update(state, m, len);
+            munmap(m, len);
+            map = NULL;
+        }
     } else {
         rc = EIO; /* the file shrank under us */
+        if (map)
+            munmap(map, map_len);
     }
     pb_bus_jump = NULL;
-    munmap(map, size);
+    if (rc == 0 && !one_shot)
+        impl->digest(state, out);
     return rc;
 }
 
@@ -162,7 +188,7 @@ int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *h
 {
     __atomic_fetch_add(&pb_read_count, 1, __ATOMIC_RELAXED);
     if (st_size >= pb_get_mmap_threshold() && st_size > 0) {
-        int rc = pb_hash_mapped(fd, st_size, out);
+        int rc = pb_hash_mapped(fd, st_size, &w->state, out);
         if (rc == 0) {
             *hashed = st_size;
             return 0;
@@ -174,10 +200,15 @@ int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *h
             return errno;
     }
     const pb_xxh_impl *impl = pb_xxh();
-    ssize_t got = pb_read_full(fd, w->buf, w->cap);
+    /* A file that fits is read with one read() of exactly its size: asking for
+     * more would cost a second system call just to see EOF. (Bytes appended
+     * after fstat are not hashed; the memo then sees a changed size.) A size
+     * of 0 may be a lie (procfs), so such a file is read to EOF. */
+    size_t want = st_size > 0 && st_size < w->cap ? (size_t)st_size : w->cap;
+    ssize_t got = pb_read_full(fd, w->buf, want);
     if (got < 0)
         return errno;
-    if ((size_t)got < w->cap) {
+    if ((size_t)got < w->cap && ((size_t)got < want || (uint64_t)got == st_size)) {
         impl->oneshot(w->buf, (size_t)got, out);
         *hashed = (uint64_t)got;
         return 0;

@@ -67,10 +67,13 @@ def unlink_quietly(path: str | Path) -> None:
         pass
 
 
-def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None:
+def write_atomic(path: str | Path, data: bytes, mode: int | None = None,
+                 durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically and durably; raises OSError.
 
-    ``mode`` None leaves the new file with the umask's default permissions.
+    ``mode`` None leaves the new file with the umask's default permissions. ``durable``
+    False skips the fsyncs, for caches whose loss only costs work (never torn, though:
+    after a crash the file is the old one, the new one, or at worst empty).
     """
     path = os.fspath(path)
     directory, name = os.path.split(path)
@@ -84,14 +87,16 @@ def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None
                 view = view[written:]
             if mode is not None:
                 os.fchmod(fd, mode)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         unlink_quietly(tmp)
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
 def write_if_changed(path: str | Path, data: bytes, mode: int | None = None) -> bool:

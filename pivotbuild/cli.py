@@ -63,10 +63,12 @@ def hash_command(obj: Context, paths: tuple[str, ...], jobs: int | None, as_json
     (.pivotbuild/state.db) spares re-reading unchanged files.
     """
     from pivotbuild.state import StateDB
-    from pivotbuild.workspace import STATE_DIR, Hasher, find_project_root
+    from pivotbuild.workspace import Hasher, ensure_state_dir, find_project_root
 
     root = find_project_root(Path.cwd())
-    state = None if no_state or root is None else StateDB(root / STATE_DIR / "state.db")
+    state = None
+    if not no_state and root is not None:
+        state = StateDB(ensure_state_dir(root) / "state.db")
     try:
         results = Hasher(root, state, jobs or 0).hash_paths(list(paths))
     finally:

@@ -3,10 +3,12 @@
 Tables (schema version in ``PRAGMA user_version``):
 - ``file_memo(path, size, mtime_ns, ino, hash)``: one row per file hashed on its
   own, keyed by project-relative path;
-- ``tree_memo(path, snapshot)``: one row per directory hashed as a whole, holding
-  the snapshot blob the hashing backends produce and consume (format:
-  csrc/pb_tree.c). A 100k-file directory is one row: loading and checking it
-  costs one read and a merge in C, not 100k Python lookups;
+- directories hashed as a whole keep their memo beside the database, one file
+  per directory (``memo/<xxh3 of its path>``), holding the snapshot the hashing
+  backends produce and consume (format: csrc/pb_tree.c). A 100k-file directory
+  is one file: loading and checking it costs one read and a merge in C, not
+  100k Python lookups, and rewriting it is one write (as a 7 MB SQLite blob
+  it cost a WAL write and a checkpoint, ~100 ms);
 - ``runs(run_id, stage, started_at, duration_s, status, input_hash, committed)``:
   every stage run, committed or not (``repro --no-commit``), for ``history``.
 
@@ -29,9 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import xxhash
+
+from pivotbuild.atomic import write_atomic
+
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_memo (
@@ -40,10 +46,6 @@ CREATE TABLE IF NOT EXISTS file_memo (
     mtime_ns INTEGER NOT NULL,
     ino INTEGER NOT NULL,
     hash TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tree_memo (
-    path TEXT PRIMARY KEY,
-    snapshot BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -174,19 +176,19 @@ class StateDB:
 
     # ---- trees ----------------------------------------------------------------
 
-    @_locked
-    def get_tree(self, path: str) -> bytes | None:
-        db = self._db(create=False)
-        if db is None:
-            return None
-        row = db.execute("SELECT snapshot FROM tree_memo WHERE path = ?", (path,)).fetchone()
-        return bytes(row[0]) if row else None
+    def _tree_file(self, path: str) -> Path:
+        return self.path.parent / "memo" / xxhash.xxh3_128_hexdigest(path.encode())
 
-    @_locked
+    def get_tree(self, path: str) -> bytes | None:
+        try:
+            return self._tree_file(path).read_bytes()
+        except OSError:
+            return None
+
     def put_tree(self, path: str, snapshot: bytes) -> None:
-        db = self._db(create=True)
-        assert db is not None
-        db.execute("INSERT OR REPLACE INTO tree_memo VALUES (?, ?)", (path, snapshot))
+        target = self._tree_file(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, snapshot, durable=False)
 
     # ---- run history ------------------------------------------------------------
 
