@@ -437,3 +437,16 @@ def main(argv: list[str] | None = None) -> None:
     if code is None:
         code = EXIT_OK
     sys.exit(code)
+
+
+def _register_remote_commands() -> None:
+    """push / fetch / pull live in cli_remote.py (imported lazily by click would be
+    nicer, but click needs the commands at parse time)."""
+    try:
+        from pivotbuild.cli_remote import register
+    except ImportError:  # not written yet
+        return
+    register(cli)
+
+
+_register_remote_commands()
