@@ -227,12 +227,13 @@ int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *h
     return 0;
 }
 
-/* Open path and hash it, filling the stat fields. Returns a PB_* status and
- * sets *err. O_NONBLOCK keeps a fifo that replaced a file from blocking us. */
-int pb_hash_path(const char *path, pb_worker *w, uint8_t *digest, uint64_t *size,
+/* Open path (relative to dirfd, or AT_FDCWD) and hash it, filling the stat
+ * fields. Returns a PB_* status and sets *err. O_NONBLOCK keeps a fifo that
+ * replaced a file from blocking us. */
+int pb_hash_path(int dirfd, const char *path, pb_worker *w, uint8_t *digest, uint64_t *size,
                  int64_t *mtime_ns, uint64_t *ino, uint32_t *mode, int *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         *err = errno;
         return PB_ERR_IO;
@@ -265,7 +266,7 @@ static void pb_hash_one_file(void *ctx, size_t i, pb_worker *w)
 {
     pb_file *f = (pb_file *)ctx + i;
     int err = 0;
-    f->status = pb_hash_path(f->path, w, f->digest, &f->size, &f->mtime_ns, &f->ino,
+    f->status = pb_hash_path(AT_FDCWD, f->path, w, f->digest, &f->size, &f->mtime_ns, &f->ino,
                              &f->mode, &err);
     f->err = err;
 }

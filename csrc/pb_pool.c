@@ -22,6 +22,8 @@ typedef struct {
 
 static int pb_worker_init(pb_worker *w)
 {
+    w->dirfd = -1;
+    w->dir_len = 0;
     w->cap = PB_READ_BUF;
     if (posix_memalign((void **)&w->buf, 64, w->cap) != 0) {
         w->buf = NULL;
@@ -48,6 +50,8 @@ static void *pb_work(void *arg)
         for (size_t i = start; i < end; i++)
             job->fn(job->ctx, i, w);
     }
+    if (w->dirfd >= 0)
+        close(w->dirfd);
     free(w->buf);
     free(w);
     return NULL;

@@ -12,6 +12,12 @@ typedef struct {
     uint8_t *buf;
     size_t cap;
     char path[4096 + 256]; /* scratch for building absolute paths */
+    /* The directory of the last tree entry this worker opened, kept open: the
+     * next entries (sorted, so mostly in the same directory) are opened
+     * relative to it instead of walking the whole absolute path again. */
+    int dirfd;
+    size_t dir_len;
+    char dir[4096];
 } pb_worker;
 
 typedef void (*pb_task_fn)(void *ctx, size_t i, pb_worker *w);
@@ -21,7 +27,7 @@ void pb_parallel_for(size_t n, int nthreads, pb_task_fn fn, void *ctx);
 
 /* Shared by the batch and the tree code (pb_hash.c). */
 int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *hashed);
-int pb_hash_path(const char *path, pb_worker *w, uint8_t *digest, uint64_t *size,
+int pb_hash_path(int dirfd, const char *path, pb_worker *w, uint8_t *digest, uint64_t *size,
                  int64_t *mtime_ns, uint64_t *ino, uint32_t *mode, int *err);
 
 #endif

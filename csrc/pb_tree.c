@@ -17,6 +17,7 @@
 #include "pb_pool.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -351,17 +352,45 @@ typedef struct {
     const uint8_t **memo;  /* per entry: its snapshot record, or NULL */
 } pb_tree_job;
 
-/* Put the absolute path of entry e into w->path; 0, or -1 if it is too long. */
-static int pb_entry_path(const pb_tree_job *job, pb_entry *e, pb_worker *w)
+/* Point *dirfd and *name at entry e: relative to the worker's open directory when
+ * e lies in it (reopening it when e is in another one), else w->path holds the
+ * absolute path and *dirfd is AT_FDCWD. Returns -1 if the path is too long. */
+static int pb_entry_at(const pb_tree_job *job, pb_entry *e, pb_worker *w, int *dirfd,
+                       const char **name)
 {
-    if (job->root_len + 1 + e->path_len >= sizeof w->path) {
+    const char *rel = job->t->names + e->path_off;
+    const char *slash = memrchr(rel, '/', e->path_len);
+    size_t dlen = slash ? (size_t)(slash - rel) : 0;
+    if (job->root_len + 1 + e->path_len >= sizeof w->path || job->root_len + 1 + dlen >= sizeof w->dir) {
         e->status = PB_ERR_IO;
         e->err = ENAMETOOLONG;
         return -1;
     }
+    size_t full_dir = job->root_len + (dlen ? 1 + dlen : 0);
+    if (w->dirfd < 0 || w->dir_len != full_dir || memcmp(w->dir, job->root, job->root_len) != 0 ||
+        (dlen && memcmp(w->dir + job->root_len + 1, rel, dlen) != 0)) {
+        if (w->dirfd >= 0)
+            close(w->dirfd);
+        memcpy(w->dir, job->root, job->root_len);
+        if (dlen) {
+            w->dir[job->root_len] = '/';
+            memcpy(w->dir + job->root_len + 1, rel, dlen);
+        }
+        w->dir[full_dir] = '\0';
+        w->dir_len = full_dir;
+        w->dirfd = open(w->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    }
+    if (w->dirfd >= 0) {
+        *dirfd = w->dirfd;
+        *name = slash ? slash + 1 : rel;
+        return 0;
+    }
+    w->dir_len = 0; /* could not open it: use the absolute path this time */
     memcpy(w->path, job->root, job->root_len);
     w->path[job->root_len] = '/';
-    memcpy(w->path + job->root_len + 1, job->t->names + e->path_off, e->path_len + 1);
+    memcpy(w->path + job->root_len + 1, rel, e->path_len + 1);
+    *dirfd = AT_FDCWD;
+    *name = w->path;
     return 0;
 }
 
@@ -369,10 +398,12 @@ static void pb_stat_entry(void *ctx, size_t i, pb_worker *w)
 {
     pb_tree_job *job = ctx;
     pb_entry *e = &job->t->entries[i];
-    if (e->status != PB_OK || pb_entry_path(job, e, w) != 0)
+    int dirfd;
+    const char *name;
+    if (e->status != PB_OK || pb_entry_at(job, e, w, &dirfd, &name) != 0)
         return;
     struct stat st;
-    if (stat(w->path, &st) != 0) {
+    if (fstatat(dirfd, name, &st, 0) != 0) {
         e->status = PB_ERR_IO;
         e->err = errno;
     } else if (!S_ISREG(st.st_mode)) {
@@ -403,13 +434,15 @@ static void pb_hash_entry(void *ctx, size_t i, pb_worker *w)
     if (e->status != PB_OK)
         return;
     e->flags &= ~(uint32_t)PB_FLAG_PENDING;
-    if (pb_entry_path(job, e, w) != 0)
+    int dirfd;
+    const char *name;
+    if (pb_entry_at(job, e, w, &dirfd, &name) != 0)
         return;
 
     const uint8_t *rec = job->memo ? job->memo[i] : NULL;
     if (rec) {
         struct stat st;
-        if (stat(w->path, &st) == 0 && S_ISREG(st.st_mode)) {
+        if (fstatat(dirfd, name, &st, 0) == 0 && S_ISREG(st.st_mode)) {
             uint64_t size, ino;
             int64_t mtime;
             memcpy(&size, rec, 8);
@@ -428,7 +461,7 @@ static void pb_hash_entry(void *ctx, size_t i, pb_worker *w)
         }
     }
     int err = 0;
-    e->status = pb_hash_path(w->path, w, e->digest, &e->size, &e->mtime_ns, &e->ino,
+    e->status = pb_hash_path(dirfd, name, w, e->digest, &e->size, &e->mtime_ns, &e->ino,
                              &e->mode, &err);
     e->err = err;
 }
