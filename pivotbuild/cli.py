@@ -6,6 +6,7 @@ them, so that quick commands such as ``hash`` start fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -113,10 +114,27 @@ def _root() -> Path:
     return root
 
 
-def _pipeline(hash_jobs: int = 0):
+@contextlib.contextmanager
+def _pipeline(hash_jobs: int = 0, *, write: bool = False, wait: float | None = None):
+    """The opened project; ``write``: also hold the project lock (projectlock.py)."""
     from pivotbuild.pipeline import opened
+    from pivotbuild.projectlock import project_lock
+    from pivotbuild.workspace import ensure_state_dir
 
-    return opened(_root(), hash_jobs)
+    with opened(_root(), hash_jobs) as pipeline:
+        if not write:
+            yield pipeline
+            return
+        command = " ".join(["pivotbuild", *sys.argv[1:]])[:200]
+        with project_lock(ensure_state_dir(pipeline.root), command, wait):
+            yield pipeline
+
+
+def _wait_option(function):
+    return click.option(
+        "--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+        help="If another command is writing this project, wait up to SECONDS for it.",
+    )(function)
 
 
 INIT_TEMPLATE = """\
@@ -198,10 +216,12 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
 @click.option("--no-run-cache", is_flag=True, help="Never restore outputs from the run cache.")
 @click.option("--explain", is_flag=True, help="Print why each stage runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document when done.")
+@_wait_option
 @click.pass_obj
 def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
                   force: bool, keep_going: bool, single_item: bool, downstream: bool,
-                  no_commit: bool, no_run_cache: bool, explain: bool, as_json: bool) -> None:
+                  no_commit: bool, no_run_cache: bool, explain: bool, as_json: bool,
+                  wait: float | None) -> None:
     """Bring the targets (default: every stage) and their upstream up to date."""
     import time
 
@@ -210,7 +230,7 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
     from pivotbuild.progress import make_reporter
 
     started = time.monotonic()
-    with _pipeline() as pipeline:
+    with _pipeline(write=not dry_run, wait=wait) as pipeline:
         names = pipeline.select(list(targets), single_item=single_item, downstream=downstream)
         project_jobs = pipeline.project.jobs or os.cpu_count() or 1
         options = RunOptions(
@@ -245,10 +265,12 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
 @click.argument("stages", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Print what would be committed; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@_wait_option
 @click.pass_obj
-def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json: bool,
+                   wait: float | None) -> None:
     """Record the workspace as it is for stale stages (or the named ones), without running."""
-    with _pipeline() as pipeline:
+    with _pipeline(write=not dry_run, wait=wait) as pipeline:
         for name in stages:
             if name not in pipeline.graph:
                 raise UsageError(f"unknown stage: '{name}'")
@@ -285,15 +307,15 @@ def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json
 @click.option("--force", is_flag=True,
               help="Overwrite modified outputs and delete untracked files in output dirs.")
 @click.option("--relink", is_flag=True, help="Re-apply the checkout link preference.")
+@_wait_option
 @click.pass_obj
-def checkout_command(obj: Context, targets: tuple[str, ...], force: bool, relink: bool) -> None:
+def checkout_command(obj: Context, targets: tuple[str, ...], force: bool, relink: bool,
+                     wait: float | None) -> None:
     """Put the cached outputs recorded in the locks into the workspace."""
     from pivotbuild.checkout import Checkout
-    from pivotbuild.workspace import ensure_state_dir
 
-    with _pipeline() as pipeline:
+    with _pipeline(write=True, wait=wait) as pipeline:
         names = pipeline.select(list(targets), single_item=bool(targets))
-        ensure_state_dir(pipeline.root)
         report = Checkout(pipeline, force=force, relink=relink).run(names)
     if not obj.quiet:
         for path in report.restored:
@@ -338,12 +360,13 @@ def verify_command(obj: Context, targets: tuple[str, ...], rehash: bool, as_json
 
 @cli.command("gc")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@_wait_option
 @click.pass_obj
-def gc_command(obj: Context, dry_run: bool) -> None:
+def gc_command(obj: Context, dry_run: bool, wait: float | None) -> None:
     """Delete cache objects and run-cache entries that no current lock references."""
     from pivotbuild.gc import gc
 
-    with _pipeline() as pipeline:
+    with _pipeline(write=not dry_run, wait=wait) as pipeline:
         report = gc(pipeline, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     if not obj.quiet:

@@ -20,7 +20,7 @@ from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.execute import Executor, Reporter, RunOptions, StageResult
 from pivotbuild.plan import FROZEN, STALE, Decision, Planner
 from pivotbuild.state import StateDB
-from pivotbuild.workspace import Hasher, ensure_state_dir
+from pivotbuild.workspace import Hasher
 
 
 @dataclass(slots=True)
@@ -88,7 +88,6 @@ class Pipeline:
             for decision in decisions:
                 reporter.decided(decision)
             return decisions, []
-        ensure_state_dir(self.root)
         executor = Executor(self.project, self.graph, self.planner, self.committer, self.cache,
                             self.state, reporter, options)
         return decisions, executor.execute(decisions)
@@ -106,8 +105,6 @@ class Pipeline:
             outcome.plan.append(decision)
         if dry_run:
             return outcome
-        if outcome.plan:
-            ensure_state_dir(self.root)
         for decision in outcome.plan:
             try:
                 result = self.committer.commit(decision.stage)
