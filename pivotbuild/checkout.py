@@ -55,7 +55,7 @@ class Checkout:
         self.p.planner.hash_paths(out.path for out in outs)
         for out in outs:
             try:
-                self._one(out, self.p.planner.digest(out.path))
+                self._one(out, self.p.planner.digest(out.path, strict=False))
             except MissingObjectsError as exc:
                 self.report.missing.extend(exc.missing)
             except OperationError as exc:
@@ -67,6 +67,12 @@ class Checkout:
             self.report.unchanged.append(out.path)
             return
         dest = self.p.root / out.path
+        if current.hash is None and not current.missing:
+            # Something unhashable is there (a link out of the project, say).
+            if not self.force:
+                self.report.conflicts.append(out.path)
+                return
+            remove_path(dest)
         methods = self.p.project.checkout
         if not out.is_dir:
             if current.hash is not None and current.hash != out.hash and not self.force:

@@ -294,6 +294,10 @@ class Executor:
             missing = ", ".join(repr(p) for p in decision.missing_deps)
             return StageResult(name, RUN, FAILED, decision.reasons, decision.input_hash, 0.0,
                                f"missing dependency {missing}")
+        if decision.unreadable_deps:
+            problems = "; ".join(f"{p}: {why}" for p, why in decision.unreadable_deps)
+            return StageResult(name, RUN, FAILED, decision.reasons, decision.input_hash, 0.0,
+                               f"dependency cannot be read ({problems})")
         if decision.input_hash is None:
             decision.input_hash = self.planner.input_hash(decision)
         self._prepare_outs(decision)

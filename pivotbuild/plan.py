@@ -86,6 +86,12 @@ class Decision:
         return [path for path, digest in self.deps.items() if digest.missing]
 
     @property
+    def unreadable_deps(self) -> list[tuple[str, str]]:
+        """(path, problem) of deps that exist but cannot be hashed."""
+        return [(path, d.errors[0][1] if d.errors else "cannot be hashed")
+                for path, d in self.deps.items() if d.hash is None and not d.missing]
+
+    @property
     def upstream_stale(self) -> bool:
         return any(r.kind == "upstream-stale" for r in self.reasons)
 
@@ -122,13 +128,15 @@ class Planner:
     def stage_paths(self, stage: Stage) -> list[str]:
         return [*stage.deps, *(out.path for out in stage.outs)]
 
-    def digest(self, path: str) -> PathDigest:
+    def digest(self, path: str, strict: bool = True) -> PathDigest:
         """The digest of a project-relative path (hashed now if it was not yet); a
-        missing path has ``missing`` set; any other problem raises OperationError."""
+        missing path has ``missing`` set; any other problem (a symlink out of the
+        project, an unreadable file) raises OperationError if ``strict``, else the
+        digest is returned without a hash and with its ``errors``."""
         if path not in self._digests:
             self.hash_paths([path])
         digest = self._digests[path]
-        if digest.hash is None and not digest.missing:
+        if strict and digest.hash is None and not digest.missing:
             shown, problem = digest.errors[0] if digest.errors else (path, "cannot be hashed")
             raise OperationError(f"{_relative(shown, self.project)}: {problem}")
         return digest
@@ -147,8 +155,10 @@ class Planner:
             return Decision(name, stage, FROZEN, SKIP)
         decision = Decision(name, stage, UP_TO_DATE, SKIP)
         reasons = decision.reasons
-        decision.deps = {path: self.digest(path) for path in stage.deps}
-        decision.outs = {out.path: self.digest(out.path) for out in stage.outs}
+        decision.deps = {path: self.digest(path, strict=False) for path in stage.deps}
+        # An output that cannot be hashed (say, replaced by a symlink out of the
+        # project) is simply not what the lock says: changed, to be replaced.
+        decision.outs = {out.path: self.digest(out.path, strict=False) for out in stage.outs}
         found = self.read_lock(name)
         if isinstance(found, LockProblem):
             decision.lock_problem = found.message
@@ -171,7 +181,7 @@ class Planner:
             if not reasons:
                 reasons.append(Reason("forced"))
         if decision.input_hash is None and not decision.upstream_stale and not (
-            decision.missing_deps
+            decision.missing_deps or decision.unreadable_deps
         ):
             decision.input_hash = self.input_hash(decision)
         return decision
@@ -191,7 +201,8 @@ class Planner:
             elif digest.missing:
                 reasons.append(Reason("dep-missing", path=path))
             elif digest.hash != locked_deps[path].hash:
-                reasons.append(Reason("dep-changed", path=path))
+                problem = digest.errors[0][1] if digest.hash is None and digest.errors else None
+                reasons.append(Reason("dep-changed", path=path, detail=problem))
         reasons.extend(
             Reason("dep-removed", path=p) for p in sorted(set(locked_deps) - set(decision.deps))
         )
@@ -202,7 +213,8 @@ class Planner:
             elif digest.missing:
                 reasons.append(Reason("out-missing", path=path))
             elif digest.hash != locked_outs[path].hash:
-                reasons.append(Reason("out-changed", path=path))
+                problem = digest.errors[0][1] if digest.hash is None and digest.errors else None
+                reasons.append(Reason("out-changed", path=path, detail=problem))
         reasons.extend(
             Reason("out-removed", path=p) for p in sorted(set(locked_outs) - set(decision.outs))
         )
@@ -210,7 +222,8 @@ class Planner:
 
     def _action(self, decision: Decision) -> str:
         stage = decision.stage
-        if decision.upstream_stale or decision.missing_deps or stage.always_changed:
+        if (decision.upstream_stale or decision.missing_deps or decision.unreadable_deps
+                or stage.always_changed):
             return RUN
         kinds = {r.kind for r in decision.reasons}
         if decision.lock is not None and kinds <= _OUTPUT_ONLY and self._restorable(decision):
