@@ -313,9 +313,22 @@ def key_path(*parts: str | int) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
             continue
-        text = part if _BARE_KEY_RE.fullmatch(part) else '"' + part.replace('"', '\\"') + '"'
+        text = part if _BARE_KEY_RE.fullmatch(part) else _quote_key(part)
         out = f"{out}.{text}" if out else text
     return out
+
+
+def _quote_key(key: str) -> str:
+    """A TOML basic string for key: control characters escaped, so an error stays one line."""
+    body = []
+    for char in key:
+        if char in '"\\':
+            body.append("\\" + char)
+        elif char.isprintable():
+            body.append(char)
+        else:
+            body.append(f"\\u{ord(char):04x}" if ord(char) < 0x10000 else f"\\U{ord(char):08x}")
+    return '"' + "".join(body) + '"'
 
 
 def _describe(value: Any) -> str:
@@ -378,6 +391,8 @@ def _read_toml(path: Path, label: str) -> dict[str, Any]:
         raise ConfigError(label, "", f"not valid UTF-8 (byte {exc.start})") from None
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(label, "", "values are nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         # Python 3.11's TOMLDecodeError only carries its position inside the message text.
         message = str(exc)
@@ -712,6 +727,14 @@ def _remotes(raw: _RawFile, local: _RawLocalFile | None) -> dict[str, Remote]:
 
 def load_project(root: Path) -> Project:
     """Load and validate ``root/pivot.toml`` (and params.toml, config.local.toml if present)."""
+    try:
+        return _load_project(root)
+    except RecursionError:
+        # Deeply nested values that parsed can still exhaust validation or templating.
+        raise ConfigError(PROJECT_FILE, "", "values are nested too deeply") from None
+
+
+def _load_project(root: Path) -> Project:
     root = root.resolve()
     if not (root / PROJECT_FILE).is_file():
         raise UsageError(f"no {PROJECT_FILE} in {root} (run 'pivotbuild init')")
