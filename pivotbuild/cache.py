@@ -129,6 +129,7 @@ class _StoreJob:
     hash: str  # the hash it must have
     shown: str  # how errors name it
     executable: bool | None = None  # None: as the source file is
+    link: bool = False  # may become the object itself (a hardlink), not a copy
 
 
 def check_hash(value: Any, directory: bool | None = None) -> str:
@@ -214,14 +215,17 @@ class Cache:
 
     # ---- storing ----------------------------------------------------------------------------
 
-    def store_file(self, src: Path, hash: str) -> None:
+    def store_file(self, src: Path, hash: str, link: bool = False) -> None:
         """Put the file ``src`` into the cache as ``hash`` unless that object is there.
 
-        The copy is hashed again: if ``src`` no longer has ``hash`` (it changed after it was
-        hashed), OperationError and nothing is stored.
+        ``link``: the object may be a hardlink to ``src`` (no copy, no extra space; src
+        becomes read-only, as a hardlink checkout would leave it), where the file system
+        allows; otherwise it is a reflink or a copy. Either way it is hashed again: if
+        ``src`` no longer has ``hash`` (it changed after it was hashed), OperationError and
+        nothing is stored.
         """
         check_hash(hash, directory=False)
-        self._store([_StoreJob(os.fspath(src), hash, os.fspath(src))])
+        self._store([_StoreJob(os.fspath(src), hash, os.fspath(src), link=link)])
 
     def store_files(self, items: Iterable[tuple[Path, str]]) -> int:
         """store_file for many files at once (parallel copies, one hashing call per batch).
@@ -234,10 +238,11 @@ class Cache:
             jobs.append(_StoreJob(os.fspath(src), hash, os.fspath(src)))
         return self._store(jobs)
 
-    def store_dir(self, src: Path, digest: DirDigest) -> int:
+    def store_dir(self, src: Path, digest: DirDigest, link: bool = False) -> int:
         """Store every file a directory's manifest lists, then its ``.dir`` object, last.
 
-        Returns how many objects were added (the ``.dir`` object included).
+        Returns how many objects were added (the ``.dir`` object included). ``link`` as
+        for store_file.
         """
         shown = os.fspath(src)
         dir_hash, data = digest.hash, digest.manifest
@@ -252,7 +257,7 @@ class Cache:
             raise OperationError(f"{shown}: invalid directory manifest: {exc}") from None
         jobs = [
             _StoreJob(os.path.join(shown, e.path), e.hash, os.path.join(shown, e.path),
-                      e.executable)
+                      e.executable, link)
             for e in entries
         ]
         added = self._store(jobs)
@@ -348,9 +353,28 @@ class Cache:
             if not stat.S_ISREG(st.st_mode):
                 raise OperationError(f"{job.shown}: cannot store in the cache: not a regular file")
             shard = os.path.join(self.files_dir, job.hash[:2])  # created by _store_batch
+            # Preference: a reflink (independent file, shared blocks), then, if allowed,
+            # the workspace file itself hardlinked in (no copy, no extra space), then a copy.
+            if job.link and not self._reflink_store:
+                shard_dev = self._link_dev(shard)
+                linked = (self._link_in(job, st, shard, shard_dev, fsync)
+                          if shard_dev is not None else None)
+                if linked is not None:
+                    return linked
             dst_fd, tmp = create_temp(shard, job.hash[2:], 0o600)
             try:
-                if not self._reflink_store or not self._try_clone(src_fd, dst_fd):
+                cloned = self._reflink_store and self._try_clone(src_fd, dst_fd)
+                if not cloned and job.link:
+                    shard_dev = self._link_dev(shard)
+                    linked = (self._link_in(job, st, shard, shard_dev, fsync)
+                              if shard_dev is not None else None)
+                    if linked is not None:
+                        os.close(dst_fd)
+                        dst_fd = -1
+                        unlink_quietly(tmp)
+                        tmp = linked
+                        return tmp
+                if not cloned:
                     _copy_data(src_fd, dst_fd)
                 executable = job.executable
                 if executable is None:
@@ -359,7 +383,8 @@ class Cache:
                 if fsync:
                     os.fdatasync(dst_fd)
             finally:
-                os.close(dst_fd)
+                if dst_fd >= 0:
+                    os.close(dst_fd)
             return tmp
         except OSError as exc:
             if tmp is not None:
@@ -371,6 +396,52 @@ class Cache:
             raise
         finally:
             os.close(src_fd)
+
+    def _link_dev(self, shard: str) -> int | None:
+        """The shard's st_dev, if hardlinking into it has not failed before."""
+        try:
+            dev = os.stat(shard).st_dev
+        except OSError:
+            return None
+        return None if ("hardlink", dev) in self._disabled else dev
+
+    def _link_in(self, job: _StoreJob, st: os.stat_result, shard: str, dev: int,
+                 fsync: bool) -> str | None:
+        """Make job.src itself the object: a hardlink named as a temp in the shard, made
+        read-only. None if hardlinks do not work here (then the caller copies)."""
+        if st.st_dev != dev:
+            return None
+        executable = job.executable if job.executable is not None else bool(
+            st.st_mode & stat.S_IXUSR)
+        if bool(st.st_mode & stat.S_IXUSR) != executable:
+            return None  # one inode has one mode: keep the workspace file's as it is
+        for _ in range(100):
+            tmp = os.path.join(shard, temp_name(job.hash[2:]))
+            try:
+                os.link(job.src, tmp)
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno in _HARDLINK_UNSUPPORTED:
+                    if exc.errno != errno.EMLINK:
+                        self._disabled.add(("hardlink", dev))
+                    return None
+                raise
+        else:
+            return None
+        try:
+            os.chmod(tmp, _mode_for(executable, writable=False))
+            if fsync:
+                fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            unlink_quietly(tmp)
+            raise
+        return tmp
 
     def _try_clone(self, src_fd: int, dst_fd: int) -> bool:
         try:

@@ -457,6 +457,19 @@ def main(argv: list[str] | None = None) -> None:
         # Output piped into head or similar: not an error worth a traceback.
         sys.stderr.close()
         code = EXIT_OK
+    except OSError as exc:
+        # An operation the system refused (a full disk, a read-only file system, ...).
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc}")
+        code = EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        _error(f"internal error: {type(exc).__name__}: {exc} (please report this; "
+               "run with -v for the traceback)")
+        if "-v" in sys.argv or "--verbose" in sys.argv:
+            import traceback
+
+            traceback.print_exc()
+        code = EXIT_FAILED
     if code is None:
         code = EXIT_OK
     sys.exit(code)

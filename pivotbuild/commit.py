@@ -73,6 +73,9 @@ class Committer:
         self.hasher = hasher
         self.cache = cache
         self._links_work = True
+        methods = project.checkout
+        self._prefers_hardlinks = "hardlink" in methods and (
+            "copy" not in methods or methods.index("hardlink") < methods.index("copy"))
 
     def _hash(self, name: str, paths: list[str]) -> dict[str, PathDigest]:
         root = self.project.root
@@ -110,10 +113,13 @@ class Committer:
             digest = snap.outs[out.path]
             if not out.cache or digest.hash is None or self.cache.has(digest.hash):
                 continue
+            # Where hardlinks are the preferred checkout, the output itself becomes the
+            # cache object (no copy, no extra space); persist outputs stay private.
+            link = self._prefers_hardlinks and not out.persist
             if digest.is_dir:
-                self.cache.store_dir(root / out.path, digest)
+                self.cache.store_dir(root / out.path, digest, link=link)
             else:
-                self.cache.store_file(root / out.path, digest.hash)
+                self.cache.store_file(root / out.path, digest.hash, link=link)
         self._link_back(stage, snap)
         lock = snap.lock()
         written = lockfile.write_lock(self.lock_path(stage.name), lock)

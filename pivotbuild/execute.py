@@ -245,6 +245,11 @@ class Executor:
         except OperationError as exc:
             return StageResult(name, decision.action, FAILED, decision.reasons,
                                decision.input_hash, time.monotonic() - started, str(exc))
+        except OSError as exc:  # e.g. a missing wdir, a full disk while preparing outputs
+            where = f"{exc.filename}: " if exc.filename else ""
+            return StageResult(name, decision.action, FAILED, decision.reasons,
+                               decision.input_hash, time.monotonic() - started,
+                               f"{where}{exc.strerror or exc}")
 
     def _restore(self, decision: Decision) -> None:
         """Inputs match the lock: put the locked outputs back from the cache."""

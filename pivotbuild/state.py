@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -61,12 +62,28 @@ CREATE INDEX IF NOT EXISTS runs_by_stage ON runs (stage, run_id);
 
 
 def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    """Serialise the method on the connection, and make the state database optional:
+    if it cannot be read or written (a full disk, a corrupt file, a newer schema),
+    say so once and carry on as if it were empty. It only ever saves work."""
+
     @functools.wraps(method)
     def wrapper(self: StateDB, *args: Any, **kwargs: Any) -> T:
         with self._lock:
-            return method(self, *args, **kwargs)
+            if self._broken:
+                return _EMPTY.get(method.__name__)  # type: ignore[return-value]
+            try:
+                return method(self, *args, **kwargs)
+            except (sqlite3.Error, OSError) as exc:
+                self._broken = True
+                print(f"pivotbuild: warning: {self.path}: {exc}; carrying on without the "
+                      "stat memo and run history", file=sys.stderr)
+                return _EMPTY.get(method.__name__)  # type: ignore[return-value]
 
     return wrapper
+
+
+# What a method returns when the database is unusable.
+_EMPTY: dict[str, Any] = {"get_files": {}, "runs": [], "add_run": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +116,7 @@ class StateDB:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        self._broken = False
 
     def _db(self, create: bool) -> sqlite3.Connection | None:
         with self._lock:
@@ -185,6 +203,7 @@ class StateDB:
         except OSError:
             return None
 
+    @_locked
     def put_tree(self, path: str, snapshot: bytes) -> None:
         target = self._tree_file(path)
         target.parent.mkdir(parents=True, exist_ok=True)
