@@ -173,10 +173,21 @@ def _reasons_text(reasons) -> list[str]:
 @click.argument("targets", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
 @click.option("-q", "quiet", is_flag=True, help="Print nothing; exit 1 if anything is stale.")
+@click.option("--remote", "on_remote", is_flag=True,
+              help="Compare the cached outputs with the remote instead.")
+@click.option("-r", "remote_name", default=None, metavar="NAME",
+              help="The remote for --remote (default: project.default_remote).")
 @click.pass_obj
-def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet: bool) -> None:
-    """Show which stages are stale and why."""
+def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet: bool,
+                   on_remote: bool, remote_name: str | None) -> None:
+    """Show which stages are stale and why (--remote: what the remote lacks or has)."""
     from pivotbuild.plan import STALE
+
+    if on_remote or remote_name is not None:
+        from pivotbuild.cli_remote import remote_status_command_impl
+
+        remote_status_command_impl(obj, targets, remote_name, as_json, quiet)
+        return
 
     with _pipeline() as pipeline:
         decisions = pipeline.status(pipeline.select(list(targets)))
@@ -216,12 +227,16 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
 @click.option("--no-run-cache", is_flag=True, help="Never restore outputs from the run cache.")
 @click.option("--explain", is_flag=True, help="Print why each stage runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document when done.")
+@click.option("--pull", is_flag=True,
+              help="First fetch from the remote what can be restored (run cache included).")
+@click.option("-r", "--remote", "remote_name", default=None, metavar="NAME",
+              help="The remote for --pull (default: project.default_remote).")
 @_wait_option
 @click.pass_obj
 def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
                   force: bool, keep_going: bool, single_item: bool, downstream: bool,
                   no_commit: bool, no_run_cache: bool, explain: bool, as_json: bool,
-                  wait: float | None) -> None:
+                  pull: bool, remote_name: str | None, wait: float | None) -> None:
     """Bring the targets (default: every stage) and their upstream up to date."""
     import time
 
@@ -232,6 +247,12 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
     started = time.monotonic()
     with _pipeline(write=not dry_run, wait=wait) as pipeline:
         names = pipeline.select(list(targets), single_item=single_item, downstream=downstream)
+        pulled = None
+        if pull and not dry_run:
+            from pivotbuild.cli_remote import prefetch_for_repro_impl
+
+            pulled = prefetch_for_repro_impl(obj, pipeline, names, remote_name,
+                                             run_cache=not no_run_cache)
         project_jobs = pipeline.project.jobs or os.cpu_count() or 1
         options = RunOptions(
             jobs=jobs or project_jobs, keep_going=keep_going, no_commit=no_commit,
@@ -257,7 +278,7 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
     if as_json:
         doc = {"ok": ok, "stages": [r.to_dict() for r in results]}
         click.echo(json.dumps(doc, indent=2))
-    if not ok:
+    if not ok or (pulled is not None and not pulled.ok):
         raise SystemExit(EXIT_FAILED)
 
 
@@ -476,12 +497,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _register_remote_commands() -> None:
-    """push / fetch / pull live in cli_remote.py (imported lazily by click would be
-    nicer, but click needs the commands at parse time)."""
-    try:
-        from pivotbuild.cli_remote import register
-    except ImportError:  # not written yet
-        return
+    """push / fetch / pull are defined in cli_remote.py."""
+    from pivotbuild.cli_remote import register
+
     register(cli)
 
 

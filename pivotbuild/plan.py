@@ -18,7 +18,7 @@ flags.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +111,9 @@ class Planner:
         self.hasher = hasher
         self.cache = cache
         self.use_run_cache = use_run_cache
+        # repro --pull: asked (input hash, stage) on a run-cache miss; True if it brought the
+        # entry and its objects into the local cache (remote.RemoteRunCache).
+        self.run_cache_miss: Callable[[str, str], bool] | None = None
         self._digests: dict[str, PathDigest] = {}
 
     # ---- hashing ----------------------------------------------------------------
@@ -231,7 +234,12 @@ class Planner:
         decision.input_hash = self.input_hash(decision)
         if self.use_run_cache and not any(out.persist for out in stage.outs):
             entry = self.cache.get_run(decision.input_hash)
-            if entry is not None and self._run_entry_usable(decision, entry):
+            usable = entry is not None and self._run_entry_usable(decision, entry)
+            if (not usable and self.run_cache_miss is not None
+                    and self.run_cache_miss(decision.input_hash, decision.name)):
+                entry = self.cache.get_run(decision.input_hash)
+                usable = entry is not None and self._run_entry_usable(decision, entry)
+            if usable:
                 decision.run_entry = entry
                 return RUN_CACHE
         return RUN

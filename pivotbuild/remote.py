@@ -1,0 +1,1257 @@
+"""Remotes: push, fetch and pull cache objects and run-cache entries, through fsspec.
+
+A remote has the local cache's layout (see cache.py), objects stored verbatim::
+
+    <url>/files/ab/cdef…          file objects and .dir manifests, named by their hash
+    <url>/runs/ab/cdef….json      run-cache entries, named by the run's input hash
+
+A URL is a local path (relative: to the project root), ``file://…``, ``s3://bucket/prefix``
+(needs s3fs, the ``s3`` extra; endpoint_url / region / profile come from the remote's settings,
+best kept in ``.pivotbuild/config.local.toml``, or from the usual AWS_* environment), or any
+other fsspec URL. Local directories are served by plain system calls (the hot path of a
+100,000-file push), everything else by the fsspec file system for the URL's protocol.
+
+What is guaranteed:
+- push writes each object atomically: a temp name beside it, then a rename, on file systems;
+  one PUT (atomic by itself) on object stores. A ``.dir`` manifest is sent only after every file
+  it lists is on the remote, and a run-cache entry only after the objects it names, so their
+  presence on a remote implies their content's. What the remote already has is learned by
+  listing (the ``ab/`` shards concerned, or one ``find`` of ``files/``), never one request per
+  object, and is not sent again.
+- fetch trusts nothing it downloads: each object is written to a temp beside its place in the
+  cache, rehashed, and renamed into place only if its hash equals its name; a ``.dir`` manifest
+  is parsed by manifest.parse (absolute paths, ``..`` and empty segments are rejected) before
+  any of its entries is used, and stored only after its files; a run-cache entry is validated
+  (JSON shape, well-formed hashes, safe paths) before it is stored. A rejected object is named
+  in the report and never placed; the rest still transfers.
+- an unusable remote (unreachable, bad credentials, missing bucket or directory) is one
+  OperationError naming the remote and the cause, raised before anything is written locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import sys
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pivotbuild import lock as lockfile
+from pivotbuild import manifest
+from pivotbuild.atomic import create_temp, sync_filesystem, temp_name, unlink_quietly, write_atomic
+from pivotbuild.cache import (
+    FILES_DIR,
+    RUN_SCHEMA_VERSION,
+    RUN_SUFFIX,
+    RUNS_DIR,
+    Cache,
+    check_hash,
+)
+from pivotbuild.config import Project, is_inside
+from pivotbuild.errors import OperationError, UsageError
+from pivotbuild.hashing import get_backend
+from pivotbuild.lock import ANY_HASH_RE, Lock, LockProblem, is_safe_path
+
+if TYPE_CHECKING:
+    from pivotbuild.checkout import CheckoutReport
+    from pivotbuild.config import Remote as RemoteConfig
+    from pivotbuild.pipeline import Pipeline
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Objects downloaded, then rehashed in one hashing call, then renamed, per round.
+_BATCH = 1024
+# Wanted objects spread over at most this many ab/ shards: list those shards one by one;
+# over more: one recursive listing of files/ is fewer requests.
+_SHARD_LISTING_MAX = 16
+# Protocols whose single upload is atomic (an object appears whole or not at all).
+_ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"}
+_RUN_ENTRY_MAX = 1 << 20  # bytes; a run-cache entry is a few hundred
+
+
+def default_jobs() -> int:
+    """Transfers wait on I/O far more than on the CPU: several per core."""
+    return min(32, 4 * (os.cpu_count() or 1))
+
+
+# ---- reports --------------------------------------------------------------------------------
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+@dataclass(slots=True)
+class TransferReport:
+    """What one push or fetch did."""
+
+    remote: str
+    direction: str  # "push" or "fetch"
+    objects: int = 0  # objects sent or received
+    bytes: int = 0
+    runs: int = 0  # run-cache entries sent or received
+    skipped: int = 0  # objects and entries already where they were going
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def fail(self, what: str, why: str) -> None:
+        self.failed.append((what, " ".join(why.split())))
+
+    def summary(self) -> str:
+        verb, prep = ("sent", "to") if self.direction == "push" else ("received", "from")
+        runs = f", {self.runs} run-cache entr{'y' if self.runs == 1 else 'ies'}" if self.runs \
+            else ""
+        return (f"{self.direction} {prep} '{self.remote}': {self.objects} object(s) "
+                f"({_human(self.bytes)}) {verb}{runs}, {self.skipped} already there, "
+                f"{len(self.failed)} failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"remote": self.remote, "direction": self.direction, "objects": self.objects,
+                "bytes": self.bytes, "runs": self.runs, "skipped": self.skipped,
+                "failed": [{"object": w, "error": e} for w, e in self.failed]}
+
+
+class _Progress:
+    """A rich progress bar on stderr when it is a terminal; nothing otherwise."""
+
+    def __init__(self, enabled: bool | None, label: str) -> None:
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                                 console=Console(stderr=True), transient=True)
+            self._task = self._bar.add_task(label, total=0)
+            self._bar.start()
+
+    def add(self, count: int) -> None:
+        if self._bar is not None and count:
+            total = self._bar.tasks[0].total or 0
+            self._bar.update(self._task, total=total + count)
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+# ---- where a remote's bytes live ------------------------------------------------------------
+
+
+class _Store:
+    """A remote's storage; ``rel`` names are its layout's (``files/ab/cdef…``)."""
+
+    def check(self) -> None:
+        """Raise (any exception) if the remote cannot be used at all."""
+        raise NotImplementedError
+
+    def list_names(self, top: str, shards: Collection[str] | None) -> set[str]:
+        """``shard + name`` of every entry below ``top/<shard>/`` (all shards if None)."""
+        raise NotImplementedError
+
+    def upload(self, src: str, rel: str) -> None:
+        raise NotImplementedError
+
+    def download(self, rel: str, dst: str) -> bool:
+        """Write the object into the existing file ``dst``; True if it is stored executable."""
+        raise NotImplementedError
+
+    def read(self, rel: str) -> bytes:
+        raise NotImplementedError
+
+    def write(self, rel: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Make what was written so far durable (before writing what refers to it)."""
+
+
+def _copy_fd(src_fd: int, dst_fd: int) -> None:
+    if hasattr(os, "copy_file_range"):
+        try:
+            while os.copy_file_range(src_fd, dst_fd, 1 << 30):
+                pass
+            return
+        except OSError:
+            pass  # not across these file systems: copy by hand from where it stopped
+    while chunk := os.read(src_fd, 1 << 20):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst_fd, view):]
+
+
+class _LocalStore(_Store):
+    """A directory on a mounted file system, through system calls."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._dirs: set[str] = set()
+        self._dirs_lock = threading.Lock()
+
+    def check(self) -> None:
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            raise OperationError("the directory does not exist (create it first)") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise OperationError("not a directory")
+
+    def _ensure_dir(self, directory: str) -> None:
+        if directory in self._dirs:
+            return
+        os.makedirs(directory, exist_ok=True)
+        with self._dirs_lock:
+            self._dirs.add(directory)
+
+    def list_names(self, top: str, shards: Collection[str] | None) -> set[str]:
+        base = os.path.join(self.root, top)
+        if shards is None:
+            try:
+                shards = os.listdir(base)
+            except (FileNotFoundError, NotADirectoryError):
+                return set()
+        names: set[str] = set()
+        for shard in shards:
+            if len(shard) != 2:
+                continue
+            try:
+                with os.scandir(os.path.join(base, shard)) as entries:
+                    names.update(shard + e.name for e in entries if not e.name.startswith("."))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return names
+
+    def upload(self, src: str, rel: str) -> None:
+        final = os.path.join(self.root, rel)
+        directory, name = os.path.split(final)
+        self._ensure_dir(directory)
+        src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            executable = bool(os.fstat(src_fd).st_mode & stat.S_IXUSR)
+            fd, tmp = create_temp(directory, name, 0o600)
+            try:
+                try:
+                    _copy_fd(src_fd, fd)
+                    os.fchmod(fd, 0o555 if executable else 0o444)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, final)
+            except BaseException:
+                unlink_quietly(tmp)
+                raise
+        finally:
+            os.close(src_fd)
+
+    def download(self, rel: str, dst: str) -> bool:
+        src_fd = os.open(os.path.join(self.root, rel), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(src_fd).st_mode):
+                raise OperationError("not a regular file on the remote")
+            executable = bool(os.fstat(src_fd).st_mode & stat.S_IXUSR)
+            dst_fd = os.open(dst, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+            try:
+                _copy_fd(src_fd, dst_fd)
+            finally:
+                os.close(dst_fd)
+            return executable
+        finally:
+            os.close(src_fd)
+
+    def read(self, rel: str) -> bytes:
+        with open(os.path.join(self.root, rel), "rb") as f:
+            return f.read()
+
+    def write(self, rel: str, data: bytes) -> None:
+        final = os.path.join(self.root, rel)
+        self._ensure_dir(os.path.dirname(final))
+        write_atomic(final, data, mode=0o444, durable=False)
+
+    def sync(self) -> None:
+        sync_filesystem(self.root)
+
+
+class _FsspecStore(_Store):
+    """Any fsspec file system (S3 and the like, memory://, sftp://, …)."""
+
+    def __init__(self, fs: Any, root: str, protocol: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.protocol = protocol
+        self.atomic_put = protocol in _ATOMIC_PUT
+
+    def _key(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if self.root else rel
+
+    def check(self) -> None:
+        if self.atomic_put:  # bucket/prefix: the bucket must exist, the prefix need not
+            bucket = self.root.split("/", 1)[0]
+            try:
+                self.fs.info(bucket)
+            except FileNotFoundError:
+                raise OperationError(f"the bucket '{bucket}' does not exist") from None
+        else:
+            try:
+                info = self.fs.info(self.root)
+            except FileNotFoundError:
+                raise OperationError("the directory does not exist (create it first)") from None
+            if info.get("type") != "directory":
+                raise OperationError("not a directory")
+
+    def list_names(self, top: str, shards: Collection[str] | None) -> set[str]:
+        if shards is None:
+            found = self.fs.find(self._key(top))
+        else:
+            found = []
+            for listing in _map(lambda s: self.fs.find(self._key(f"{top}/{s}")), list(shards),
+                                min(8, len(shards) or 1)):
+                found.extend(listing)
+        names = set()
+        for path in found:
+            parts = path.rstrip("/").rsplit("/", 2)
+            if len(parts) == 3 and len(parts[1]) == 2 and not parts[2].startswith("."):
+                names.add(parts[1] + parts[2])
+        return names
+
+    def _via_temp(self, rel: str, put: Callable[[str], None]) -> None:
+        final = self._key(rel)
+        if self.atomic_put:
+            put(final)
+            return
+        directory, name = final.rsplit("/", 1) if "/" in final else ("", final)
+        self.fs.makedirs(directory, exist_ok=True)
+        tmp = f"{directory}/{temp_name(name)}"
+        try:
+            put(tmp)
+            self.fs.mv(tmp, final)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to show
+                self.fs.rm_file(tmp)
+            raise
+
+    def upload(self, src: str, rel: str) -> None:
+        self._via_temp(rel, lambda key: self.fs.put_file(src, key))
+
+    def download(self, rel: str, dst: str) -> bool:
+        self.fs.get_file(self._key(rel), dst)
+        return False
+
+    def read(self, rel: str) -> bytes:
+        return bytes(self.fs.cat_file(self._key(rel)))
+
+    def write(self, rel: str, data: bytes) -> None:
+        self._via_temp(rel, lambda key: self.fs.pipe_file(key, data))
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+_CONNECT_ERRORS = ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError",
+                   "ConnectionClosedError", "ReadTimeoutError", "ServerDisconnectedError")
+_CREDENTIAL_HINT = ("check the credentials: AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+                    "AWS_SECRET_ACCESS_KEY, or profile in .pivotbuild/config.local.toml")
+
+
+def _cause(exc: BaseException) -> str:
+    """One line saying why a remote operation failed."""
+    name = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, OperationError):
+        pass
+    elif name in ("NoCredentialsError", "PartialCredentialsError"):
+        text = f"no usable credentials ({_CREDENTIAL_HINT})"
+    elif name in ("ProfileNotFound",):
+        text = f"{text} ({_CREDENTIAL_HINT})"
+    elif isinstance(exc, PermissionError):
+        text = f"access denied: {exc.strerror or text} ({_CREDENTIAL_HINT})"
+    elif name in _CONNECT_ERRORS or isinstance(exc, ConnectionError):
+        text = f"cannot connect: {text}"
+    elif isinstance(exc, FileNotFoundError):
+        text = "not found on the remote"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    elif not text:
+        text = name
+    return " ".join(text.split())
+
+
+# ---- opening a remote -----------------------------------------------------------------------
+
+
+class Remote:
+    """One configured remote, opened: its name, URL and store."""
+
+    def __init__(self, name: str, url: str, store: _Store) -> None:
+        self.name = name
+        self.url = url
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"Remote({self.name!r}, {self.url!r})"
+
+    def error(self, exc: BaseException, doing: str = "") -> OperationError:
+        what = f" {doing}" if doing else ""
+        return OperationError(f"remote '{self.name}' ({self.url}){what}: {_cause(exc)}")
+
+    def check(self) -> None:
+        """OperationError (one line: the remote and the cause) if it cannot be used."""
+        try:
+            self.store.check()
+        except Exception as exc:  # noqa: BLE001 - any failure means the same to the user
+            raise self.error(exc) from None
+
+    def present(self, top: str, names: Collection[str]) -> set[str]:
+        """Which of ``names`` (hashes, or input hashes under runs/) the remote holds."""
+        if not names:
+            return set()
+        shards = {n[:2] for n in names}
+        try:
+            raw = self.store.list_names(
+                top, shards if len(shards) <= _SHARD_LISTING_MAX else None)
+        except Exception as exc:  # noqa: BLE001
+            raise self.error(exc, "listing") from None
+        suffix = RUN_SUFFIX if top == RUNS_DIR else ""
+        if suffix:
+            raw = {n[: -len(suffix)] for n in raw if n.endswith(suffix)}
+        return raw & set(names)
+
+
+def object_rel(digest: str) -> str:
+    check_hash(digest)
+    return f"{FILES_DIR}/{digest[:2]}/{digest[2:]}"
+
+
+def run_rel(input_hash: str) -> str:
+    check_hash(input_hash, directory=False)
+    return f"{RUNS_DIR}/{input_hash[:2]}/{input_hash[2:]}{RUN_SUFFIX}"
+
+
+def _s3_options(config: RemoteConfig) -> dict[str, Any]:
+    options: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
+    if config.endpoint_url:
+        options["endpoint_url"] = config.endpoint_url
+    if config.region:
+        options["client_kwargs"] = {"region_name": config.region}
+    if config.profile:
+        options["profile"] = config.profile
+    return options
+
+
+def open_remote(project: Project, name: str | None) -> Remote:
+    """The remote ``name`` (None: the default one). UsageError if there is no such remote."""
+    if name is None:
+        name = project.default_remote
+        if name is None:
+            if not project.remotes:
+                raise UsageError("no remote is configured (add [remotes.NAME] with a url to "
+                                 "pivot.toml)")
+            known = ", ".join(sorted(project.remotes))
+            raise UsageError(f"no default remote: pass -r NAME (one of: {known}) or set "
+                             f"project.default_remote")
+    config = project.remotes.get(name)
+    if config is None:
+        known = ", ".join(sorted(project.remotes)) or "none is configured"
+        raise UsageError(f"unknown remote '{name}' (known: {known})")
+    url = config.url
+    from fsspec.core import split_protocol
+
+    protocol, path = split_protocol(url)
+    if protocol in (None, "file", "local"):
+        local = Path(os.path.expanduser(path))
+        if not local.is_absolute():
+            local = project.root / local
+        return Remote(name, url, _LocalStore(os.path.abspath(local)))
+    options = _s3_options(config) if protocol in ("s3", "s3a") else {}
+    try:
+        from fsspec.core import url_to_fs
+
+        fs, root = url_to_fs(url, **options)
+    except ImportError as exc:
+        extra = " (pip install 'pivotbuild[s3]')" if protocol in ("s3", "s3a") else ""
+        raise OperationError(f"remote '{name}' ({url}): {protocol}:// needs a package that is "
+                             f"not installed: {exc}{extra}") from None
+    except Exception as exc:  # noqa: BLE001 - a bad URL or option, said in one line
+        raise OperationError(f"remote '{name}' ({url}): {_cause(exc)}") from None
+    return Remote(name, url, _FsspecStore(fs, root, protocol))
+
+
+# ---- what the locks reference ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRef:
+    """A cached output a lock (or a run-cache entry) records."""
+
+    stage: str
+    path: str
+    hash: str
+
+    @property
+    def shown(self) -> str:
+        return f"{self.path} ({self.stage})"
+
+
+def _read_locks(pipeline: Pipeline, names: Iterable[str], problems: list[str] | None
+                ) -> dict[str, Lock]:
+    locks: dict[str, Lock] = {}
+    for name in names:
+        found = pipeline.planner.read_lock(name)
+        if isinstance(found, LockProblem):
+            if problems is not None:
+                problems.append(found.message)
+        elif found is not None:
+            locks[name] = found
+    return locks
+
+
+def _lock_refs(locks: Mapping[str, Lock]) -> list[OutputRef]:
+    return [OutputRef(name, out.path, out.hash)
+            for name, lock in locks.items() for out in lock.outs if out.cache]
+
+
+def _entry_refs(stage: str, entry: Mapping[str, Any]) -> list[OutputRef]:
+    return [OutputRef(stage, out["path"], out["hash"]) for out in entry["outs"] if out["cache"]]
+
+
+def run_entry_problem(doc: Any, input_hash: str) -> str | None:
+    """Why ``doc`` is not a valid run-cache entry for ``input_hash`` (cache.py), or None."""
+    if not isinstance(doc, dict) or set(doc) != {"input_hash", "outs", "schema"}:
+        return "not an object with exactly input_hash, outs and schema"
+    if type(doc["schema"]) is not int or doc["schema"] != RUN_SCHEMA_VERSION:
+        return f"unsupported schema {doc['schema']!r}"
+    if doc["input_hash"] != input_hash:
+        return "its input_hash is not its name"
+    if not isinstance(doc["outs"], list):
+        return "outs is not a list"
+    paths: set[str] = set()
+    for i, out in enumerate(doc["outs"]):
+        where = f"outs[{i}]"
+        if not isinstance(out, dict) or not {"path", "hash", "size", "cache"} <= out.keys() \
+                or not out.keys() <= {"path", "hash", "size", "cache", "nfiles"}:
+            return f"{where}: keys must be path, hash, size, cache and (a directory) nfiles"
+        if not is_safe_path(out["path"]) or out["path"] == ".":
+            return f"{where}: unsafe path {out['path']!r}"
+        if out["path"] in paths:
+            return f"{where}: path {out['path']!r} repeated"
+        paths.add(out["path"])
+        digest = out["hash"]
+        if not isinstance(digest, str) or ANY_HASH_RE.fullmatch(digest) is None:
+            return f"{where}: hash is not a hash: {digest!r}"
+        if type(out["size"]) is not int or out["size"] < 0:
+            return f"{where}: size is not a size"
+        if not isinstance(out["cache"], bool):
+            return f"{where}: cache is not true or false"
+        is_dir = digest.endswith(manifest.DIR_SUFFIX)
+        if is_dir != ("nfiles" in out) or (
+                is_dir and (type(out["nfiles"]) is not int or out["nfiles"] < 0)):
+            return f"{where}: nfiles must be a count, present exactly for a directory hash"
+    return None
+
+
+def _parse_run_entry(data: bytes, input_hash: str) -> dict[str, Any]:
+    """A run-cache entry from a remote, validated; OperationError saying why not."""
+    if len(data) > _RUN_ENTRY_MAX:
+        raise OperationError("too large to be a run-cache entry")
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise OperationError("not valid JSON") from None
+    problem = run_entry_problem(doc, input_hash)
+    if problem:
+        raise OperationError(problem)
+    return doc
+
+
+def _map(fn: Callable[[T], R], items: Sequence[T], jobs: int) -> list[R]:
+    if len(items) < 2 or jobs <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _capture(fn: Callable[[T], R]) -> Callable[[T], R | Exception]:
+    """fn, returning its exception instead of raising it (KeyboardInterrupt still raises)."""
+    def wrapper(item: T) -> R | Exception:
+        try:
+            return fn(item)
+        except Exception as exc:  # noqa: BLE001 - reported per object by the caller
+            return exc
+    return wrapper
+
+
+def _local_present(cache: Cache, hashes: Collection[str]) -> set[str]:
+    if len(hashes) > 4096:  # listing 256 shards beats that many stat calls
+        return set(cache.iter_objects()) & set(hashes)
+    return {h for h in hashes if cache.has(h)}
+
+
+# ---- push -----------------------------------------------------------------------------------
+
+
+def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
+         run_cache: bool = False, progress: bool | None = None) -> TransferReport:
+    """Upload the objects the locks of ``names`` reference (and with ``run_cache`` their
+    run-cache entries) that the remote lacks. Files go before the ``.dir`` manifests listing
+    them, objects before the run-cache entries naming them."""
+    jobs = jobs or default_jobs()
+    report = TransferReport(remote.name, "push")
+    cache = pipeline.cache
+    problems: list[str] = []
+    locks = _read_locks(pipeline, names, problems)
+    for message in problems:
+        report.fail("lock", message)
+    refs = _lock_refs(locks)
+    entries: dict[str, tuple[str, dict[str, Any]]] = {}  # input hash -> (stage, entry)
+    if run_cache:
+        for name, lock in locks.items():
+            entry = cache.get_run(lock.input_hash)
+            if entry is not None:
+                entries[lock.input_hash] = (name, entry)
+                refs.extend(_entry_refs(name, entry))
+
+    files: dict[str, str] = {}  # hash -> how it is shown
+    dirs: dict[str, tuple[str, set[str]]] = {}  # .dir hash -> (shown, its files' hashes)
+    unreadable: dict[str, tuple[str, str]] = {}  # .dir hash -> (shown, why it is not local)
+    for ref in refs:
+        if ref.hash in files or ref.hash in dirs or ref.hash in unreadable:
+            continue
+        if not ref.hash.endswith(manifest.DIR_SUFFIX):
+            files[ref.hash] = ref.shown
+            continue
+        try:
+            listed = cache.read_manifest(ref.hash)
+        except OperationError as exc:
+            unreadable[ref.hash] = (ref.shown, str(exc))
+            continue
+        dirs[ref.hash] = (ref.shown, {e.hash for e in listed})
+        for e in listed:
+            files.setdefault(e.hash, f"{ref.path}/{e.path} ({ref.stage})")
+
+    remote.check()
+    on_remote = remote.present(FILES_DIR, [*files, *dirs, *unreadable])
+    for digest, (shown, why) in unreadable.items():
+        if digest in on_remote:  # not here, but the remote has it already: nothing to do
+            report.skipped += 1
+        else:
+            report.fail(shown, f"manifest {digest} cannot be sent: {why}")
+    todo = [h for h in files if h not in on_remote]
+    report.skipped += len(files) - len(todo)
+    local = _local_present(cache, todo)
+    for digest in todo:
+        if digest not in local:
+            report.fail(files[digest], f"object {digest} is not in the local cache; nothing "
+                                       f"sent for it")
+    todo = [h for h in todo if h in local]
+    bar = _Progress(progress, f"push → {remote.name}")
+    try:
+        bar.add(len(todo) + len(dirs) + len(entries))
+        sent = _upload_all(cache, remote, todo, files, jobs, report, bar)
+        remote.store.sync()
+        have = on_remote | sent
+        dir_todo = []
+        for digest, (shown, listed) in dirs.items():
+            if digest in on_remote:
+                report.skipped += 1
+                bar.advance()
+            elif listed <= have:
+                dir_todo.append(digest)
+            else:
+                report.fail(shown, f"manifest {digest} not sent: {len(listed - have)} of its "
+                                   f"files are not on the remote")
+                bar.advance()
+        have |= _upload_all(cache, remote, dir_todo, {d: dirs[d][0] for d in dir_todo}, jobs,
+                            report, bar)
+        if entries:
+            remote.store.sync()
+            runs_there = remote.present(RUNS_DIR, list(entries))
+            for input_hash, (stage, entry) in entries.items():
+                bar.advance()
+                if input_hash in runs_there:
+                    report.skipped += 1
+                    continue
+                lacking = [r for r in _entry_refs(stage, entry) if r.hash not in have]
+                if lacking:
+                    report.fail(f"run-cache entry {input_hash} ({stage})",
+                                f"not sent: {lacking[0].shown} is not on the remote")
+                    continue
+                try:
+                    remote.store.write(run_rel(input_hash),
+                                       cache.run_path(input_hash).read_bytes())
+                    report.runs += 1
+                except Exception as exc:  # noqa: BLE001
+                    report.fail(f"run-cache entry {input_hash} ({stage})", _cause(exc))
+            remote.store.sync()
+    finally:
+        bar.close()
+    return report
+
+
+def _upload_all(cache: Cache, remote: Remote, digests: list[str], shown: Mapping[str, str],
+                jobs: int, report: TransferReport, bar: _Progress) -> set[str]:
+    """Upload these objects -j wide; the set of those now on the remote."""
+    def one(digest: str) -> int:
+        try:
+            src = str(cache.object_path(digest))
+            size = os.path.getsize(src)
+            remote.store.upload(src, object_rel(digest))
+            return size
+        finally:
+            bar.advance()
+
+    sent: set[str] = set()
+    for digest, result in zip(digests, _map(_capture(one), digests, jobs), strict=True):
+        if isinstance(result, Exception):
+            report.fail(shown[digest], f"object {digest} not sent: {_cause(result)}")
+        else:
+            sent.add(digest)
+            report.objects += 1
+            report.bytes += result
+    return sent
+
+
+# ---- fetch ----------------------------------------------------------------------------------
+
+
+class _Fetcher:
+    """Downloads into the local cache, trusting nothing it receives."""
+
+    def __init__(self, cache: Cache, remote: Remote, jobs: int, report: TransferReport,
+                 bar: _Progress) -> None:
+        self.cache = cache
+        self.remote = remote
+        self.jobs = jobs
+        self.report = report
+        self.bar = bar
+
+    def objects(self, refs: Iterable[OutputRef]) -> set[str]:
+        """Fetch what the local cache lacks of these outputs' objects (a directory's files
+        first, its manifest last); the hashes of the outputs complete in the cache after."""
+        files: dict[str, str] = {}
+        dirs: dict[str, str] = {}
+        for ref in refs:
+            target = dirs if ref.hash.endswith(manifest.DIR_SUFFIX) else files
+            target.setdefault(ref.hash, ref.shown)
+        executable: set[str] = set()
+        listed: dict[str, set[str]] = {}
+        pending: dict[str, str] = {}  # .dir hash -> verified temp, placed after its files
+        try:
+            need_dirs = []
+            for digest, shown in dirs.items():
+                if self.cache.has(digest):
+                    try:
+                        entries = self.cache.read_manifest(digest)
+                    except OperationError as exc:
+                        self.report.fail(shown, str(exc))
+                        continue
+                    listed[digest] = {e.hash for e in entries}
+                    for e in entries:
+                        files.setdefault(e.hash, _inner(shown, e.path))
+                        if e.executable:
+                            executable.add(e.hash)
+                else:
+                    need_dirs.append(digest)
+            self.bar.add(len(need_dirs))
+            for digest, (tmp, entries) in self._download(need_dirs, dirs, executable).items():
+                pending[digest] = tmp
+                listed[digest] = {e.hash for e in entries}
+                for e in entries:
+                    files.setdefault(e.hash, _inner(dirs[digest], e.path))
+                    if e.executable:
+                        executable.add(e.hash)
+            have = _local_present(self.cache, files)
+            need = [h for h in files if h not in have]
+            self.report.skipped += len(files) - len(need) + len(dirs) - len(need_dirs)
+            self.bar.add(len(need))
+            for start in range(0, len(need), _BATCH):
+                batch = need[start : start + _BATCH]
+                got = self._download(batch, files, executable)
+                self._place(got)
+                have.update(got)
+            complete = {h for h in files if h in have}
+            for digest, members in listed.items():
+                if digest not in pending:
+                    if members <= have:
+                        complete.add(digest)
+                    continue
+                if members <= have:
+                    self._place({digest: (pending.pop(digest), [])})
+                    complete.add(digest)
+                else:
+                    unlink_quietly(pending.pop(digest))
+                    lacking = len(members - have)
+                    self.report.fail(dirs[digest], f"manifest {digest} not stored: {lacking} of "
+                                                   f"its files could not be fetched")
+            return complete
+        finally:
+            for tmp in pending.values():
+                unlink_quietly(tmp)
+
+    def _download(self, digests: list[str], shown: Mapping[str, str], executable: set[str]
+                  ) -> dict[str, tuple[str, list[manifest.ManifestEntry]]]:
+        """Download into temps beside their places and verify them; {hash: (temp, manifest
+        entries for a .dir)} for the good ones. Bad ones are reported and deleted."""
+        if not digests:
+            return {}
+        for shard in sorted({d[:2] for d in digests}):
+            try:
+                os.makedirs(self.cache.files_dir / shard, exist_ok=True)
+            except OSError as exc:
+                raise OperationError(f"{self.cache.files_dir}: cannot create the cache: "
+                                     f"{exc.strerror or exc}") from None
+
+        def one(digest: str) -> tuple[str, int]:
+            try:
+                fd, tmp = create_temp(self.cache.files_dir / digest[:2], digest[2:], 0o600)
+                os.close(fd)
+                try:
+                    remote_exec = self.remote.store.download(object_rel(digest), tmp)
+                    exec_bit = digest in executable or remote_exec
+                    os.chmod(tmp, 0o555 if exec_bit else 0o444)
+                    return tmp, os.path.getsize(tmp)
+                except BaseException:
+                    unlink_quietly(tmp)
+                    raise
+            finally:
+                self.bar.advance()
+
+        results = _map(_capture(one), digests, self.jobs)
+        temps: dict[str, tuple[str, int]] = {}
+        good: dict[str, tuple[str, list[manifest.ManifestEntry]]] = {}
+        try:
+            for digest, result in zip(digests, results, strict=True):
+                if isinstance(result, Exception):
+                    why = _cause(result)
+                    if isinstance(result, FileNotFoundError):
+                        why = f"not on remote '{self.remote.name}'"
+                    self.report.fail(shown[digest], f"object {digest}: {why}")
+                else:
+                    temps[digest] = result
+            plain = [d for d in temps if not d.endswith(manifest.DIR_SUFFIX)]
+            hashed = get_backend().hash_files([temps[d][0] for d in plain], self.jobs)
+            actual = {d: h.hash for d, h in zip(plain, hashed, strict=True)}
+            for digest, (tmp, size) in temps.items():
+                problem = None
+                entries: list[manifest.ManifestEntry] = []
+                if digest in actual:
+                    if actual[digest] != digest:
+                        problem = f"its content hashes to {actual[digest]}"
+                else:
+                    problem, entries = _check_manifest(tmp, digest)
+                if problem:
+                    self.report.fail(shown[digest], f"object {digest} from remote "
+                                     f"'{self.remote.name}' rejected: {problem}; not placed "
+                                     f"in the cache")
+                    continue
+                good[digest] = (tmp, entries)
+                self.report.bytes += size
+            return good
+        finally:
+            for digest, (tmp, _) in temps.items():
+                if digest not in good:
+                    unlink_quietly(tmp)
+
+    def _place(self, items: Mapping[str, tuple[str, Any]]) -> None:
+        if not items:
+            return
+        try:
+            if self.cache.durable:
+                sync_filesystem(self.cache.files_dir)
+            for digest, (tmp, _) in items.items():
+                final = self.cache.object_path(digest)
+                if final.is_file():  # stored meanwhile (same bytes, by its name)
+                    unlink_quietly(tmp)
+                else:
+                    os.replace(tmp, final)
+                self.report.objects += 1
+        except OSError as exc:
+            raise OperationError(f"{exc.filename or self.cache.files_dir}: cannot store in the "
+                                 f"cache: {exc.strerror or exc}") from None
+        finally:
+            for tmp, _ in items.values():
+                if os.path.lexists(tmp):
+                    unlink_quietly(tmp)
+
+    def run_entry(self, input_hash: str, stage: str) -> dict[str, Any] | None:
+        """The remote's run-cache entry for ``input_hash``, validated; None if it has none
+        (or a bad one: reported)."""
+        try:
+            data = self.remote.store.read(run_rel(input_hash))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            self.report.fail(f"run-cache entry {input_hash} ({stage})", _cause(exc))
+            return None
+        try:
+            return _parse_run_entry(data, input_hash)
+        except OperationError as exc:
+            self.report.fail(f"run-cache entry {input_hash} ({stage})",
+                             f"from remote '{self.remote.name}' rejected: {exc}")
+            return None
+
+    def store_run(self, input_hash: str, entry: Mapping[str, Any]) -> None:
+        data = (json.dumps(entry, indent=2, sort_keys=True) + "\n").encode("ascii")
+        path = self.cache.run_path(input_hash)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data, durable=self.cache.durable)
+        except OSError as exc:
+            raise OperationError(f"{path}: cannot write the run-cache entry: "
+                                 f"{exc.strerror or exc}") from None
+        self.report.runs += 1
+
+
+def _inner(shown: str, rel: str) -> str:
+    """'model (train)' and 'w' -> 'model/w (train)'."""
+    path, sep, stage = shown.partition(" (")
+    return f"{path}/{rel}{sep}{stage}"
+
+
+def _check_manifest(tmp: str, digest: str) -> tuple[str | None, list[manifest.ManifestEntry]]:
+    try:
+        with open(tmp, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return f"cannot read it back: {exc.strerror or exc}", []
+    if get_backend().hash_bytes(data) + manifest.DIR_SUFFIX != digest:
+        return "its content does not match its name", []
+    try:
+        return None, manifest.parse(data)
+    except manifest.ManifestError as exc:
+        return f"invalid directory manifest: {exc}", []
+
+
+def fetch(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
+          run_cache: bool = False, progress: bool | None = None) -> TransferReport:
+    """Download what the local cache lacks of the objects the locks of ``names`` reference
+    (and with ``run_cache`` their run-cache entries); every object rehashed before it is
+    placed."""
+    from pivotbuild.workspace import ensure_state_dir
+
+    jobs = jobs or default_jobs()
+    report = TransferReport(remote.name, "fetch")
+    problems: list[str] = []
+    locks = _read_locks(pipeline, names, problems)
+    for message in problems:
+        report.fail("lock", message)
+    remote.check()
+    ensure_state_dir(pipeline.root)
+    bar = _Progress(progress, f"fetch ← {remote.name}")
+    fetcher = _Fetcher(pipeline.cache, remote, jobs, report, bar)
+    try:
+        refs = _lock_refs(locks)
+        entries: dict[str, tuple[str, dict[str, Any]]] = {}
+        if run_cache:
+            for name, lock in locks.items():
+                if pipeline.cache.get_run(lock.input_hash) is not None:
+                    report.skipped += 1
+                    continue
+                entry = fetcher.run_entry(lock.input_hash, name)
+                if entry is not None:
+                    entries[lock.input_hash] = (name, entry)
+                    refs.extend(_entry_refs(name, entry))
+        complete = fetcher.objects(refs)
+        for input_hash, (name, entry) in entries.items():
+            if all(r.hash in complete for r in _entry_refs(name, entry)):
+                fetcher.store_run(input_hash, entry)
+    finally:
+        bar.close()
+    return report
+
+
+def pull(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
+         run_cache: bool = False, progress: bool | None = None
+         ) -> tuple[TransferReport, CheckoutReport]:
+    """fetch, then checkout of the same stages (what could not be fetched is reported by
+    both: the checkout names the outputs left missing)."""
+    from pivotbuild.checkout import Checkout
+
+    report = fetch(pipeline, names, remote, jobs, run_cache, progress)
+    return report, Checkout(pipeline).run(names)
+
+
+# ---- repro --pull ---------------------------------------------------------------------------
+
+
+def prefetch_for_repro(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
+                       run_cache: bool = True, progress: bool | None = None) -> TransferReport:
+    """Fetch, before planning, what ``repro`` of ``names`` can restore instead of running.
+
+    First every object the stages' locks reference. Then, in topological order, each stage's
+    current input hash and the run-cache entry for it (local or remote) with the objects it
+    names. A stage whose deps are outputs of an upstream stage gets its input hash from what
+    the upstream will produce: the locked outputs when its lock matches its inputs, else those
+    of the run-cache entry found for it. Those are read from the (fetched) cache, the
+    workspace is not touched; a dep inside a directory output is hashed from that output's
+    manifest. A stage whose inputs cannot be known so (below an upstream that will really
+    run) is left to the planner: RemoteRunCache looks it up once its input hash is known.
+    """
+    from pivotbuild.workspace import ensure_state_dir
+
+    jobs = jobs or default_jobs()
+    report = TransferReport(remote.name, "fetch")
+    locks = _read_locks(pipeline, names, None)
+    remote.check()
+    ensure_state_dir(pipeline.root)
+    bar = _Progress(progress, f"fetch ← {remote.name}")
+    fetcher = _Fetcher(pipeline.cache, remote, jobs, report, bar)
+    try:
+        fetcher.objects(_lock_refs(locks))
+        if run_cache:
+            _Predictor(pipeline, fetcher, locks).walk(names)
+    finally:
+        bar.close()
+    return report
+
+
+def _bring_run(cache: Cache, fetcher: _Fetcher, input_hash: str, stage: str
+               ) -> dict[str, Any] | None:
+    """The run-cache entry for ``input_hash`` (the local one, else the remote's) with every
+    object it names in the local cache; stored locally last. None if that cannot be had."""
+    entry = cache.get_run(input_hash)
+    fetched = entry is None
+    if entry is None:
+        entry = fetcher.run_entry(input_hash, stage)
+        if entry is None:
+            return None
+    refs = _entry_refs(stage, entry)
+    complete = fetcher.objects(refs)
+    if not all(r.hash in complete for r in refs):
+        return None
+    if fetched:
+        fetcher.store_run(input_hash, entry)
+    return entry
+
+
+class RemoteRunCache:
+    """A run-cache miss handler for ``repro --pull``: called by the planner with an input hash
+    the local run cache lacks (typically a stage whose upstream just ran), it fetches the
+    remote's entry for it and the objects that entry names, so that the planner, looking
+    again, finds them locally. Safe to call from the executor's threads (one at a time)."""
+
+    def __init__(self, pipeline: Pipeline, remote: Remote, report: TransferReport,
+                 jobs: int = 0,
+                 on_failure: Callable[[str, str], None] | None = None) -> None:
+        """Failures go into ``report``, and each to ``on_failure`` as it happens."""
+        self.cache = pipeline.cache
+        self.remote = remote
+        self.report = report
+        self.jobs = jobs or default_jobs()
+        self.on_failure = on_failure
+        self._lock = threading.Lock()
+
+    def __call__(self, input_hash: str, stage: str = "") -> bool:
+        """True if an entry for ``input_hash`` and its objects are now in the local cache."""
+        with self._lock:
+            seen = len(self.report.failed)
+            fetcher = _Fetcher(self.cache, self.remote, self.jobs, self.report,
+                               _Progress(False, ""))
+            try:
+                found = _bring_run(self.cache, fetcher, input_hash, stage or "?") is not None
+            except OperationError as exc:  # e.g. the remote went away: the stage just runs
+                self.report.fail(f"run-cache entry {input_hash} ({stage or '?'})", str(exc))
+                found = False
+            if self.on_failure is not None:
+                for what, why in self.report.failed[seen:]:
+                    self.on_failure(what, why)
+            return found
+
+
+class _Predictor:
+    """Works out stages' input hashes in topological order without running anything."""
+
+    def __init__(self, pipeline: Pipeline, fetcher: _Fetcher, locks: Mapping[str, Lock]) -> None:
+        self.p = pipeline
+        self.fetcher = fetcher
+        self.locks = locks
+        self.outs: dict[str, str] = {}  # out path -> the hash it will have after repro
+        self.unknown: set[str] = set()  # out paths that only a run can tell
+
+    def walk(self, names: Iterable[str]) -> None:
+        for name in names:
+            stage = self.p.graph.nodes[name]["stage"]
+            outs = self._stage(name, stage)
+            for out in stage.outs:
+                if outs is not None and out.path in outs:
+                    self.outs[out.path] = outs[out.path]
+                else:
+                    self.unknown.add(out.path)
+
+    def _stage(self, name: str, stage: Any) -> dict[str, str] | None:
+        deps: list[tuple[str, str]] = []
+        for dep in stage.deps:
+            digest = self._dep(dep)
+            if digest is None:
+                return None
+            deps.append((dep, digest))
+        input_hash = lockfile.input_hash(stage.cmd, stage.param_values, deps,
+                                         [o.path for o in stage.outs], stage.wdir)
+        lock = self.locks.get(name)
+        if lock is not None and lock.input_hash == input_hash:
+            return {o.path: o.hash for o in lock.outs}
+        entry = _bring_run(self.p.cache, self.fetcher, input_hash, name)
+        return None if entry is None else {o["path"]: o["hash"] for o in entry["outs"]}
+
+    def _workspace(self, path: str) -> str | None:
+        try:
+            digest = self.p.planner.digest(path)
+        except OperationError:
+            return None
+        return None if digest.missing else digest.hash
+
+    def _dep(self, dep: str) -> str | None:
+        """The hash ``dep`` will have when its upstream stages are done; None: unknown."""
+        related = [p for p in (*self.outs, *self.unknown) if is_inside(dep, p) or
+                   is_inside(p, dep)]
+        if any(p in self.unknown for p in related):
+            return None
+        if all(self._workspace(p) == self.outs[p] for p in related):
+            return self._workspace(dep)  # the workspace already is what the upstream makes
+        if len(related) != 1 or not is_inside(dep, related[0]):
+            return None  # a dep holding an upstream output and other files: left to the run
+        out = related[0]
+        if dep == out:
+            return self.outs[out]
+        if not self.outs[out].endswith(manifest.DIR_SUFFIX):
+            return None
+        try:
+            entries = self.p.cache.read_manifest(self.outs[out])
+        except OperationError:
+            return None
+        rel = dep[len(out) + 1:]
+        inner = []
+        for e in entries:
+            if e.path == rel:
+                return e.hash
+            if e.path.startswith(rel + "/"):
+                inner.append(manifest.ManifestEntry(e.path[len(rel) + 1:], e.hash, e.size,
+                                                    e.executable))
+        if not inner:
+            return None
+        return get_backend().hash_bytes(manifest.build(inner)) + manifest.DIR_SUFFIX
+
+
+# ---- status --remote ------------------------------------------------------------------------
+
+IN_SYNC, MISSING_ON_REMOTE, ONLY_ON_REMOTE, MISSING = (
+    "in-sync", "missing-on-remote", "only-on-remote", "missing")
+
+
+@dataclass(slots=True)
+class OutputStatus:
+    stage: str
+    path: str
+    hash: str
+    status: str  # one of the four above
+    objects: int  # how many objects the output is made of (known ones)
+    not_on_remote: int
+    not_local: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "path": self.path, "hash": self.hash,
+                "status": self.status, "objects": self.objects,
+                "not_on_remote": self.not_on_remote, "not_local": self.not_local}
+
+
+@dataclass(slots=True)
+class RemoteStatus:
+    remote: str
+    outputs: list[OutputStatus] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def with_status(self, status: str) -> list[OutputStatus]:
+        return [o for o in self.outputs if o.status == status]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"remote": self.remote, "outputs": [o.to_dict() for o in self.outputs],
+                "problems": list(self.problems)}
+
+
+def status_remote(pipeline: Pipeline, names: list[str], remote: Remote) -> RemoteStatus:
+    """For each cached output the locks of ``names`` record: is it complete on the remote, in
+    the local cache, both, or neither. A directory's manifest is read from the local cache, or
+    from the remote (validated, not stored) when only the remote has it."""
+    result = RemoteStatus(remote.name)
+    locks = _read_locks(pipeline, names, result.problems)
+    refs = _lock_refs(locks)
+    remote.check()
+    cache = pipeline.cache
+    members: dict[str, set[str] | None] = {}  # .dir hash -> its files' hashes (None: unknown)
+    for ref in refs:
+        if not ref.hash.endswith(manifest.DIR_SUFFIX) or ref.hash in members:
+            continue
+        members[ref.hash] = None
+        data = None
+        if cache.has(ref.hash):
+            try:
+                members[ref.hash] = {e.hash for e in cache.read_manifest(ref.hash)}
+                continue
+            except OperationError as exc:
+                result.problems.append(str(exc))
+        try:
+            data = remote.store.read(object_rel(ref.hash))
+        except FileNotFoundError:
+            continue
+        except Exception as exc:  # noqa: BLE001
+            raise remote.error(exc, "reading a manifest") from None
+        if get_backend().hash_bytes(data) + manifest.DIR_SUFFIX != ref.hash:
+            result.problems.append(f"{ref.shown}: manifest {ref.hash} on remote "
+                                   f"'{remote.name}' does not match its name")
+            continue
+        try:
+            members[ref.hash] = {e.hash for e in manifest.parse(data)}
+        except manifest.ManifestError as exc:
+            result.problems.append(f"{ref.shown}: manifest {ref.hash} on remote "
+                                   f"'{remote.name}' is invalid: {exc}")
+    everything = {r.hash for r in refs}
+    for listed in members.values():
+        everything |= listed or set()
+    on_remote = remote.present(FILES_DIR, everything)
+    local = _local_present(cache, everything)
+    for ref in refs:
+        objects = {ref.hash}
+        complete = True
+        if ref.hash in members:
+            listed = members[ref.hash]
+            if listed is None:
+                complete = False
+            else:
+                objects |= listed
+        not_remote = len(objects - on_remote)
+        not_local = len(objects - local)
+        remote_ok = complete and not not_remote
+        local_ok = complete and not not_local
+        status = (IN_SYNC if remote_ok and local_ok else MISSING_ON_REMOTE if local_ok
+                  else ONLY_ON_REMOTE if remote_ok else MISSING)
+        result.outputs.append(OutputStatus(ref.stage, ref.path, ref.hash, status, len(objects),
+                                           not_remote, not_local))
+    return result
+
+
+__all__ = [
+    "IN_SYNC", "MISSING", "MISSING_ON_REMOTE", "ONLY_ON_REMOTE", "OutputRef", "OutputStatus",
+    "Remote", "RemoteRunCache", "RemoteStatus", "TransferReport", "default_jobs", "fetch", "object_rel",
+    "open_remote", "prefetch_for_repro", "pull", "push", "run_entry_problem", "run_rel",
+    "status_remote",
+]
