@@ -30,37 +30,31 @@ What is guaranteed:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import stat
 import sys
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pivotbuild import lock as lockfile
 from pivotbuild import manifest
-from pivotbuild.atomic import create_temp, sync_filesystem, temp_name, unlink_quietly, write_atomic
+from pivotbuild.atomic import create_temp, sync_filesystem, unlink_quietly, write_atomic
 from pivotbuild.cache import (
     FILES_DIR,
     RUN_SCHEMA_VERSION,
-    RUN_SUFFIX,
     RUNS_DIR,
     Cache,
-    check_hash,
 )
-from pivotbuild.config import Project, is_inside
-from pivotbuild.errors import OperationError, UsageError
+from pivotbuild.config import is_inside
+from pivotbuild.errors import OperationError
 from pivotbuild.hashing import get_backend
 from pivotbuild.lock import ANY_HASH_RE, Lock, LockProblem, is_safe_path
+from pivotbuild.remote_store import Remote, cause, map_jobs, object_rel, open_remote, run_rel
 
 if TYPE_CHECKING:
     from pivotbuild.checkout import CheckoutReport
-    from pivotbuild.config import Remote as RemoteConfig
     from pivotbuild.pipeline import Pipeline
 
 T = TypeVar("T")
@@ -68,11 +62,6 @@ R = TypeVar("R")
 
 # Objects downloaded, then rehashed in one hashing call, then renamed, per round.
 _BATCH = 1024
-# Wanted objects spread over at most this many ab/ shards: list those shards one by one;
-# over more: one recursive listing of files/ is fewer requests.
-_SHARD_LISTING_MAX = 16
-# Protocols whose single upload is atomic (an object appears whole or not at all).
-_ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"}
 _RUN_ENTRY_MAX = 1 << 20  # bytes; a run-cache entry is a few hundred
 
 
@@ -156,345 +145,6 @@ class _Progress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-
-
-# ---- where a remote's bytes live ------------------------------------------------------------
-
-
-class _Store:
-    """A remote's storage; ``rel`` names are its layout's (``files/ab/cdef…``)."""
-
-    def check(self) -> None:
-        """Raise (any exception) if the remote cannot be used at all."""
-        raise NotImplementedError
-
-    def list_names(self, top: str, shards: Collection[str] | None) -> set[str]:
-        """``shard + name`` of every entry below ``top/<shard>/`` (all shards if None)."""
-        raise NotImplementedError
-
-    def upload(self, src: str, rel: str) -> None:
-        raise NotImplementedError
-
-    def download(self, rel: str, dst: str) -> bool:
-        """Write the object into the existing file ``dst``; True if it is stored executable."""
-        raise NotImplementedError
-
-    def read(self, rel: str) -> bytes:
-        raise NotImplementedError
-
-    def write(self, rel: str, data: bytes) -> None:
-        raise NotImplementedError
-
-    def sync(self) -> None:
-        """Make what was written so far durable (before writing what refers to it)."""
-
-
-def _copy_fd(src_fd: int, dst_fd: int) -> None:
-    if hasattr(os, "copy_file_range"):
-        try:
-            while os.copy_file_range(src_fd, dst_fd, 1 << 30):
-                pass
-            return
-        except OSError:
-            pass  # not across these file systems: copy by hand from where it stopped
-    while chunk := os.read(src_fd, 1 << 20):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(dst_fd, view):]
-
-
-class _LocalStore(_Store):
-    """A directory on a mounted file system, through system calls."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self._dirs: set[str] = set()
-        self._dirs_lock = threading.Lock()
-
-    def check(self) -> None:
-        try:
-            st = os.stat(self.root)
-        except FileNotFoundError:
-            raise OperationError("the directory does not exist (create it first)") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise OperationError("not a directory")
-
-    def _ensure_dir(self, directory: str) -> None:
-        if directory in self._dirs:
-            return
-        os.makedirs(directory, exist_ok=True)
-        with self._dirs_lock:
-            self._dirs.add(directory)
-
-    def list_names(self, top: str, shards: Collection[str] | None) -> set[str]:
-        base = os.path.join(self.root, top)
-        if shards is None:
-            try:
-                shards = os.listdir(base)
-            except (FileNotFoundError, NotADirectoryError):
-                return set()
-        names: set[str] = set()
-        for shard in shards:
-            if len(shard) != 2:
-                continue
-            try:
-                with os.scandir(os.path.join(base, shard)) as entries:
-                    names.update(shard + e.name for e in entries if not e.name.startswith("."))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-        return names
-
-    def upload(self, src: str, rel: str) -> None:
-        final = os.path.join(self.root, rel)
-        directory, name = os.path.split(final)
-        self._ensure_dir(directory)
-        src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            executable = bool(os.fstat(src_fd).st_mode & stat.S_IXUSR)
-            fd, tmp = create_temp(directory, name, 0o600)
-            try:
-                try:
-                    _copy_fd(src_fd, fd)
-                    os.fchmod(fd, 0o555 if executable else 0o444)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, final)
-            except BaseException:
-                unlink_quietly(tmp)
-                raise
-        finally:
-            os.close(src_fd)
-
-    def download(self, rel: str, dst: str) -> bool:
-        src_fd = os.open(os.path.join(self.root, rel), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(src_fd).st_mode):
-                raise OperationError("not a regular file on the remote")
-            executable = bool(os.fstat(src_fd).st_mode & stat.S_IXUSR)
-            dst_fd = os.open(dst, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
-            try:
-                _copy_fd(src_fd, dst_fd)
-            finally:
-                os.close(dst_fd)
-            return executable
-        finally:
-            os.close(src_fd)
-
-    def read(self, rel: str) -> bytes:
-        with open(os.path.join(self.root, rel), "rb") as f:
-            return f.read()
-
-    def write(self, rel: str, data: bytes) -> None:
-        final = os.path.join(self.root, rel)
-        self._ensure_dir(os.path.dirname(final))
-        write_atomic(final, data, mode=0o444, durable=False)
-
-    def sync(self) -> None:
-        sync_filesystem(self.root)
-
-
-class _FsspecStore(_Store):
-    """Any fsspec file system (S3 and the like, memory://, sftp://, …)."""
-
-    def __init__(self, fs: Any, root: str, protocol: str) -> None:
-        self.fs = fs
-        self.root = root.rstrip("/")
-        self.protocol = protocol
-        self.atomic_put = protocol in _ATOMIC_PUT
-
-    def _key(self, rel: str) -> str:
-        return f"{self.root}/{rel}" if self.root else rel
-
-    def check(self) -> None:
-        if self.atomic_put:  # bucket/prefix: the bucket must exist, the prefix need not
-            bucket = self.root.split("/", 1)[0]
-            try:
-                self.fs.info(bucket)
-            except FileNotFoundError:
-                raise OperationError(f"the bucket '{bucket}' does not exist") from None
-        else:
-            try:
-                info = self.fs.info(self.root)
-            except FileNotFoundError:
-                raise OperationError("the directory does not exist (create it first)") from None
-            if info.get("type") != "directory":
-                raise OperationError("not a directory")
-
-    def list_names(self, top: str, shards: Collection[str] | None) -> set[str]:
-        if shards is None:
-            found = self.fs.find(self._key(top))
-        else:
-            found = []
-            for listing in _map(lambda s: self.fs.find(self._key(f"{top}/{s}")), list(shards),
-                                min(8, len(shards) or 1)):
-                found.extend(listing)
-        names = set()
-        for path in found:
-            parts = path.rstrip("/").rsplit("/", 2)
-            if len(parts) == 3 and len(parts[1]) == 2 and not parts[2].startswith("."):
-                names.add(parts[1] + parts[2])
-        return names
-
-    def _via_temp(self, rel: str, put: Callable[[str], None]) -> None:
-        final = self._key(rel)
-        if self.atomic_put:
-            put(final)
-            return
-        directory, name = final.rsplit("/", 1) if "/" in final else ("", final)
-        self.fs.makedirs(directory, exist_ok=True)
-        tmp = f"{directory}/{temp_name(name)}"
-        try:
-            put(tmp)
-            self.fs.mv(tmp, final)
-        except BaseException:
-            with contextlib.suppress(Exception):  # the first error is the one to show
-                self.fs.rm_file(tmp)
-            raise
-
-    def upload(self, src: str, rel: str) -> None:
-        self._via_temp(rel, lambda key: self.fs.put_file(src, key))
-
-    def download(self, rel: str, dst: str) -> bool:
-        self.fs.get_file(self._key(rel), dst)
-        return False
-
-    def read(self, rel: str) -> bytes:
-        return bytes(self.fs.cat_file(self._key(rel)))
-
-    def write(self, rel: str, data: bytes) -> None:
-        self._via_temp(rel, lambda key: self.fs.pipe_file(key, data))
-
-
-# ---- errors ---------------------------------------------------------------------------------
-
-
-_CONNECT_ERRORS = ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError",
-                   "ConnectionClosedError", "ReadTimeoutError", "ServerDisconnectedError")
-_CREDENTIAL_HINT = ("check the credentials: AWS_PROFILE or AWS_ACCESS_KEY_ID/"
-                    "AWS_SECRET_ACCESS_KEY, or profile in .pivotbuild/config.local.toml")
-
-
-def _cause(exc: BaseException) -> str:
-    """One line saying why a remote operation failed."""
-    name = type(exc).__name__
-    text = str(exc)
-    if isinstance(exc, OperationError):
-        pass
-    elif name in ("NoCredentialsError", "PartialCredentialsError"):
-        text = f"no usable credentials ({_CREDENTIAL_HINT})"
-    elif name in ("ProfileNotFound",):
-        text = f"{text} ({_CREDENTIAL_HINT})"
-    elif isinstance(exc, PermissionError):
-        text = f"access denied: {exc.strerror or text} ({_CREDENTIAL_HINT})"
-    elif name in _CONNECT_ERRORS or isinstance(exc, ConnectionError):
-        text = f"cannot connect: {text}"
-    elif isinstance(exc, FileNotFoundError):
-        text = "not found on the remote"
-    elif isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    elif not text:
-        text = name
-    return " ".join(text.split())
-
-
-# ---- opening a remote -----------------------------------------------------------------------
-
-
-class Remote:
-    """One configured remote, opened: its name, URL and store."""
-
-    def __init__(self, name: str, url: str, store: _Store) -> None:
-        self.name = name
-        self.url = url
-        self.store = store
-
-    def __repr__(self) -> str:
-        return f"Remote({self.name!r}, {self.url!r})"
-
-    def error(self, exc: BaseException, doing: str = "") -> OperationError:
-        what = f" {doing}" if doing else ""
-        return OperationError(f"remote '{self.name}' ({self.url}){what}: {_cause(exc)}")
-
-    def check(self) -> None:
-        """OperationError (one line: the remote and the cause) if it cannot be used."""
-        try:
-            self.store.check()
-        except Exception as exc:  # noqa: BLE001 - any failure means the same to the user
-            raise self.error(exc) from None
-
-    def present(self, top: str, names: Collection[str]) -> set[str]:
-        """Which of ``names`` (hashes, or input hashes under runs/) the remote holds."""
-        if not names:
-            return set()
-        shards = {n[:2] for n in names}
-        try:
-            raw = self.store.list_names(
-                top, shards if len(shards) <= _SHARD_LISTING_MAX else None)
-        except Exception as exc:  # noqa: BLE001
-            raise self.error(exc, "listing") from None
-        suffix = RUN_SUFFIX if top == RUNS_DIR else ""
-        if suffix:
-            raw = {n[: -len(suffix)] for n in raw if n.endswith(suffix)}
-        return raw & set(names)
-
-
-def object_rel(digest: str) -> str:
-    check_hash(digest)
-    return f"{FILES_DIR}/{digest[:2]}/{digest[2:]}"
-
-
-def run_rel(input_hash: str) -> str:
-    check_hash(input_hash, directory=False)
-    return f"{RUNS_DIR}/{input_hash[:2]}/{input_hash[2:]}{RUN_SUFFIX}"
-
-
-def _s3_options(config: RemoteConfig) -> dict[str, Any]:
-    options: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
-    if config.endpoint_url:
-        options["endpoint_url"] = config.endpoint_url
-    if config.region:
-        options["client_kwargs"] = {"region_name": config.region}
-    if config.profile:
-        options["profile"] = config.profile
-    return options
-
-
-def open_remote(project: Project, name: str | None) -> Remote:
-    """The remote ``name`` (None: the default one). UsageError if there is no such remote."""
-    if name is None:
-        name = project.default_remote
-        if name is None:
-            if not project.remotes:
-                raise UsageError("no remote is configured (add [remotes.NAME] with a url to "
-                                 "pivot.toml)")
-            known = ", ".join(sorted(project.remotes))
-            raise UsageError(f"no default remote: pass -r NAME (one of: {known}) or set "
-                             f"project.default_remote")
-    config = project.remotes.get(name)
-    if config is None:
-        known = ", ".join(sorted(project.remotes)) or "none is configured"
-        raise UsageError(f"unknown remote '{name}' (known: {known})")
-    url = config.url
-    from fsspec.core import split_protocol
-
-    protocol, path = split_protocol(url)
-    if protocol in (None, "file", "local"):
-        local = Path(os.path.expanduser(path))
-        if not local.is_absolute():
-            local = project.root / local
-        return Remote(name, url, _LocalStore(os.path.abspath(local)))
-    options = _s3_options(config) if protocol in ("s3", "s3a") else {}
-    try:
-        from fsspec.core import url_to_fs
-
-        fs, root = url_to_fs(url, **options)
-    except ImportError as exc:
-        extra = " (pip install 'pivotbuild[s3]')" if protocol in ("s3", "s3a") else ""
-        raise OperationError(f"remote '{name}' ({url}): {protocol}:// needs a package that is "
-                             f"not installed: {exc}{extra}") from None
-    except Exception as exc:  # noqa: BLE001 - a bad URL or option, said in one line
-        raise OperationError(f"remote '{name}' ({url}): {_cause(exc)}") from None
-    return Remote(name, url, _FsspecStore(fs, root, protocol))
 
 
 # ---- what the locks reference ---------------------------------------------------------------
@@ -584,11 +234,6 @@ def _parse_run_entry(data: bytes, input_hash: str) -> dict[str, Any]:
     return doc
 
 
-def _map(fn: Callable[[T], R], items: Sequence[T], jobs: int) -> list[R]:
-    if len(items) < 2 or jobs <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
-        return list(pool.map(fn, items))
 
 
 def _capture(fn: Callable[[T], R]) -> Callable[[T], R | Exception]:
@@ -701,7 +346,7 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
                                        cache.run_path(input_hash).read_bytes())
                     report.runs += 1
                 except Exception as exc:  # noqa: BLE001
-                    report.fail(f"run-cache entry {input_hash} ({stage})", _cause(exc))
+                    report.fail(f"run-cache entry {input_hash} ({stage})", cause(exc))
             remote.store.sync()
     finally:
         bar.close()
@@ -721,9 +366,9 @@ def _upload_all(cache: Cache, remote: Remote, digests: list[str], shown: Mapping
             bar.advance()
 
     sent: set[str] = set()
-    for digest, result in zip(digests, _map(_capture(one), digests, jobs), strict=True):
+    for digest, result in zip(digests, map_jobs(_capture(one), digests, jobs), strict=True):
         if isinstance(result, Exception):
-            report.fail(shown[digest], f"object {digest} not sent: {_cause(result)}")
+            report.fail(shown[digest], f"object {digest} not sent: {cause(result)}")
         else:
             sent.add(digest)
             report.objects += 1
@@ -836,13 +481,13 @@ class _Fetcher:
             finally:
                 self.bar.advance()
 
-        results = _map(_capture(one), digests, self.jobs)
+        results = map_jobs(_capture(one), digests, self.jobs)
         temps: dict[str, tuple[str, int]] = {}
         good: dict[str, tuple[str, list[manifest.ManifestEntry]]] = {}
         try:
             for digest, result in zip(digests, results, strict=True):
                 if isinstance(result, Exception):
-                    why = _cause(result)
+                    why = cause(result)
                     if isinstance(result, FileNotFoundError):
                         why = f"not on remote '{self.remote.name}'"
                     self.report.fail(shown[digest], f"object {digest}: {why}")
@@ -901,7 +546,7 @@ class _Fetcher:
         except FileNotFoundError:
             return None
         except Exception as exc:  # noqa: BLE001
-            self.report.fail(f"run-cache entry {input_hash} ({stage})", _cause(exc))
+            self.report.fail(f"run-cache entry {input_hash} ({stage})", cause(exc))
             return None
         try:
             return _parse_run_entry(data, input_hash)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pivotbuild import manifest
+from pivotbuild import manifest, remote_store
 from pivotbuild import remote as remotes
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.execute import Reporter, RunOptions
@@ -200,13 +200,13 @@ def test_push_without_run_cache_sends_no_run_entries(built: Path, remote_dir: Pa
 
 def test_push_lists_in_batches_not_one_request_per_object(built: Path, monkeypatch):
     calls = []
-    original = remotes._LocalStore.list_names
+    original = remote_store._LocalStore.list_names
 
     def counting(self, top, shards):
         calls.append((top, shards))
         return original(self, top, shards)
 
-    monkeypatch.setattr(remotes._LocalStore, "list_names", counting)
+    monkeypatch.setattr(remote_store._LocalStore, "list_names", counting)
     do("push", built, run_cache=True)
     assert [top for top, _ in calls] == ["files", "runs"]
 
@@ -238,14 +238,14 @@ def test_dir_manifest_is_not_pushed_when_one_of_its_files_fails(built: Path, rem
     with opened(built) as pipeline:
         entries = pipeline.cache.read_manifest(model)
     victim = next(e for e in entries if e.path == "sub/tool").hash
-    original = remotes._LocalStore.upload
+    original = remote_store._LocalStore.upload
 
     def flaky(self, src, rel):
         if rel.replace("/", "").endswith(victim[2:]) and victim[:2] in rel:
             raise OSError(5, "Input/output error")
         return original(self, src, rel)
 
-    monkeypatch.setattr(remotes._LocalStore, "upload", flaky)
+    monkeypatch.setattr(remote_store._LocalStore, "upload", flaky)
     report = do("push", built, run_cache=True)
     assert not report.ok
     text = " ".join(f"{w}: {e}" for w, e in report.failed)
@@ -265,7 +265,7 @@ def test_an_interrupted_upload_leaves_nothing_under_its_name(built: Path, remote
         os.write(dst_fd, b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(remotes, "_copy_fd", broken)
+    monkeypatch.setattr(remote_store, "_copy_fd", broken)
     report = do("push", built)
     assert not report.ok and report.objects == 0
     assert all("No space left on device" in e or "not sent" in e for _, e in report.failed)
@@ -417,7 +417,7 @@ def test_an_interrupted_download_leaves_nothing_in_the_cache(built: Path, tmp_pa
             f.write(b"partial")
         raise ConnectionResetError(104, "Connection reset by peer")
 
-    monkeypatch.setattr(remotes._LocalStore, "download", broken)
+    monkeypatch.setattr(remote_store._LocalStore, "download", broken)
     report = do("fetch", b)
     assert not report.ok and report.objects == 0
     assert "Connection reset by peer" in report.failed[0][1]
