@@ -65,6 +65,7 @@ FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h
 
 FILES_DIR = "files"
 RUNS_DIR = "runs"
+PROJECTS_DIR = "projects"  # one file per project using this cache: its root (see gc.py)
 RUN_SUFFIX = ".json"
 PULL_HINT = "run 'pivotbuild pull'"
 
@@ -192,6 +193,37 @@ class Cache:
         self._disabled: set[tuple[str, int]] = set()  # (method, st_dev) known not to work
         self.staging = staging
         self._staging_dev: int | None = None
+
+    # ---- the projects that use this cache ----------------------------------------------------
+
+    def register_project(self, root: Path) -> None:
+        """Record that the project at ``root`` keeps locks referencing this cache, so that
+        a gc run from any project sharing the cache honours them. Idempotent and cheap."""
+        root = Path(root).resolve()
+        entry = self.cache_dir / PROJECTS_DIR / (get_backend().hash_bytes(
+            os.fsencode(root)) + ".json")
+        if entry.exists():
+            return
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            write_if_changed(entry, (json.dumps({"root": str(root)}) + "\n").encode())
+        except OSError as exc:
+            raise OperationError(f"{entry}: cannot register the project: {_why(exc)}") from None
+
+    def registered_projects(self) -> list[Path]:
+        """Roots of the registered projects that still exist; the others are unregistered."""
+        roots = []
+        directory = self.cache_dir / PROJECTS_DIR
+        for entry in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+            try:
+                root = Path(json.loads(entry.read_text())["root"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if (root / "pivot.toml").is_file():
+                roots.append(root)
+            else:
+                unlink_quietly(entry)
+        return roots
 
     # ---- names ------------------------------------------------------------------------------
 

@@ -73,6 +73,7 @@ class Committer:
         self.hasher = hasher
         self.cache = cache
         self._links_work = True
+        self._registered = False
         methods = project.checkout
         self._prefers_hardlinks = "hardlink" in methods and (
             "copy" not in methods or methods.index("hardlink") < methods.index("copy"))
@@ -109,6 +110,9 @@ class Committer:
         """Store cached outputs, then write the lock, then the run-cache entry."""
         snap = snapshot or self.snapshot(stage)
         root = self.project.root
+        if not self._registered:
+            self.cache.register_project(root)  # so that gc from a sharing project keeps ours
+            self._registered = True
         for out in stage.outs:
             digest = snap.outs[out.path]
             if not out.cache or digest.hash is None or self.cache.has(digest.hash):

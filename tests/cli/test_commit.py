@@ -269,7 +269,8 @@ def test_verify_passes_then_names_each_failure(pipe):
     assert missing.code == 1 and f"cache object {digest} is missing" in missing.err
 
 
-def test_gc_keeps_referenced_and_deletes_the_rest(pipe):
+def test_gc_keeps_referenced_and_deletes_the_rest(pipe, monkeypatch):
+    monkeypatch.setenv("PIVOTBUILD_GC_GRACE_S", "0")
     run(["repro"], pipe)
     referenced = objects(pipe)
     (pipe / "raw.txt").write_text("world\n")
@@ -286,3 +287,35 @@ def test_gc_keeps_referenced_and_deletes_the_rest(pipe):
     assert current <= kept < everything
     assert runs(pipe) == {lock(pipe, s)["input_hash"][2:] + ".json" for s in ("prepare", "train")}
     assert run(["verify", "--cache"], pipe).code == 0
+
+
+def test_gc_keeps_what_was_just_stored(pipe):
+    """Another project sharing the cache may have stored an object and not yet
+    written its lock: objects younger than the grace period are kept."""
+    run(["repro"], pipe)
+    (pipe / "raw.txt").write_text("world\n")
+    run(["repro"], pipe)
+    everything = objects(pipe)
+    assert run(["gc"], pipe).code == 0
+    assert objects(pipe) == everything
+
+
+def test_gc_honours_every_project_sharing_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIVOTBUILD_GC_GRACE_S", "0")
+    shared = tmp_path / "shared-cache"
+    monkeypatch.setenv("PIVOTBUILD_CACHE_DIR", str(shared))
+    projects = []
+    for name, text in (("a", "alpha"), ("b", "beta")):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "pivot.toml").write_text(f'[stages.s]\ncmd = "echo {text} > out"\nouts = ["out"]\n')
+        assert run(["repro"], root).code == 0
+        projects.append(root)
+    before = {p.parent.name + p.name for p in (shared / "files").glob("*/*")}
+    assert len(before) == 2
+    assert run(["gc"], projects[0]).code == 0  # a's gc must keep b's object
+    assert {p.parent.name + p.name for p in (shared / "files").glob("*/*")} == before
+    import shutil
+    shutil.rmtree(projects[1], onerror=lambda f, p, e: (Path(p).parent.chmod(0o755), f(p)))
+    assert run(["gc"], projects[0]).code == 0  # b is gone: its object may go too
+    assert len({p.parent.name + p.name for p in (shared / "files").glob("*/*")}) == 1
