@@ -193,6 +193,7 @@ class Cache:
         self._disabled: set[tuple[str, int]] = set()  # (method, st_dev) known not to work
         self.staging = staging
         self._staging_dev: int | None = None
+        self._files_dev: int | None = None
 
     # ---- the projects that use this cache ----------------------------------------------------
 
@@ -242,12 +243,18 @@ class Cache:
         if len(items) < 2:
             return [fn(item) for item in items]
         workers = self.jobs if self.jobs > 0 else min(32, (os.cpu_count() or 1) + 4)
+        # A few chunks per worker, not one task per item: submitting 100,000 futures
+        # costs more than the system calls they would wrap.
+        size = max(1, -(-len(items) // (workers * 4)))
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(fn, items))
+            done = pool.map(lambda chunk: [fn(item) for item in chunk], chunks)
+            return [result for chunk in done for result in chunk]
 
     # ---- storing ----------------------------------------------------------------------------
 
-    def store_file(self, src: Path, hash: str, link: bool = False) -> None:
+    def store_file(self, src: Path, hash: str, link: bool = False,
+                   existing: list[str] | None = None) -> None:
         """Put the file ``src`` into the cache as ``hash`` unless that object is there.
 
         ``link``: the object may be a hardlink to ``src`` (no copy, no extra space; src
@@ -257,7 +264,7 @@ class Cache:
         nothing is stored.
         """
         check_hash(hash, directory=False)
-        self._store([_StoreJob(os.fspath(src), hash, os.fspath(src), link=link)])
+        self._store([_StoreJob(os.fspath(src), hash, os.fspath(src), link=link)], existing)
 
     def store_files(self, items: Iterable[tuple[Path, str]]) -> int:
         """store_file for many files at once (parallel copies, one hashing call per batch).
@@ -270,11 +277,13 @@ class Cache:
             jobs.append(_StoreJob(os.fspath(src), hash, os.fspath(src)))
         return self._store(jobs)
 
-    def store_dir(self, src: Path, digest: DirDigest, link: bool = False) -> int:
+    def store_dir(self, src: Path, digest: DirDigest, link: bool = False,
+                  existing: list[str] | None = None) -> int:
         """Store every file a directory's manifest lists, then its ``.dir`` object, last.
 
         Returns how many objects were added (the ``.dir`` object included). ``link`` as
-        for store_file.
+        for store_file; ``existing`` (if given) receives the paths of files whose object
+        was already in the cache (not linked to it, then).
         """
         shown = os.fspath(src)
         dir_hash, data = digest.hash, digest.manifest
@@ -292,7 +301,7 @@ class Cache:
                       e.executable, link)
             for e in entries
         ]
-        added = self._store(jobs)
+        added = self._store(jobs, existing)
         obj = self.object_path(dir_hash)
         if obj.is_file():
             return added
@@ -303,11 +312,30 @@ class Cache:
             raise OperationError(f"{obj}: cannot write the cache object: {_why(exc)}") from None
         return added + 1
 
-    def _store(self, jobs: list[_StoreJob]) -> int:
+    def _present(self, hashes: Collection[str]) -> set[str]:
+        """Which of these objects the cache holds: by listing the shards concerned when
+        there are many (a few hundred directory reads instead of one stat each)."""
+        if len(hashes) < 512:
+            return {h for h in hashes if self.has(h)}
+        found: set[str] = set()
+        for prefix in {h[:2] for h in hashes}:
+            try:
+                names = os.listdir(os.path.join(self.files_dir, prefix))
+            except FileNotFoundError:
+                continue
+            found.update(prefix + name for name in names if not is_temp_name(name))
+        return found & set(hashes)
+
+    def _store(self, jobs: list[_StoreJob], existing: list[str] | None = None) -> int:
+        """Store what is missing; the sources of objects already present go to existing."""
+        present = self._present({job.hash for job in jobs})
         todo: list[_StoreJob] = []
         seen: set[str] = set()
         for job in jobs:
-            if job.hash not in seen and not self.has(job.hash):
+            if job.hash in present:
+                if existing is not None:
+                    existing.append(job.src)
+            elif job.hash not in seen:
                 seen.add(job.hash)
                 todo.append(job)
         for start in range(0, len(todo), _STORE_BATCH):
@@ -352,12 +380,13 @@ class Cache:
                 sync_filesystem(self.files_dir)
             shards = set()
             for job, tmp in zip(jobs, temps, strict=True):
-                final = self.object_path(job.hash)
-                if final.is_file():  # stored meanwhile by someone else: same bytes
+                shard = os.path.join(self.files_dir, job.hash[:2])  # hash checked on entry
+                final = os.path.join(shard, job.hash[2:])
+                if os.path.isfile(final):  # stored meanwhile by someone else: same bytes
                     unlink_quietly(tmp)
                     continue
                 os.replace(tmp, final)
-                shards.add(final.parent)
+                shards.add(shard)
         except OSError as exc:
             raise OperationError(
                 f"{exc.filename or self.files_dir}: cannot store in the cache: {_why(exc)}"
@@ -430,11 +459,14 @@ class Cache:
             os.close(src_fd)
 
     def _link_dev(self, shard: str) -> int | None:
-        """The shard's st_dev, if hardlinking into it has not failed before."""
-        try:
-            dev = os.stat(shard).st_dev
-        except OSError:
-            return None
+        """The cache's st_dev (all shards live on one file system), if hardlinking into
+        it has not failed before."""
+        if self._files_dev is None:
+            try:
+                self._files_dev = os.stat(shard).st_dev
+            except OSError:
+                return None
+        dev = self._files_dev
         return None if ("hardlink", dev) in self._disabled else dev
 
     def _link_in(self, job: _StoreJob, st: os.stat_result, shard: str, dev: int,

@@ -117,11 +117,16 @@ def _root() -> Path:
 @contextlib.contextmanager
 def _pipeline(hash_jobs: int = 0, *, write: bool = False, wait: float | None = None):
     """The opened project; ``write``: also hold the project lock (projectlock.py)."""
+    from pivotbuild.prefetch import Prefetch
+
+    root = _root()
+    prefetch = Prefetch(root, hash_jobs)  # hashes in C while the modules below load
+
     from pivotbuild.pipeline import opened
     from pivotbuild.projectlock import project_lock
     from pivotbuild.workspace import ensure_state_dir
 
-    with opened(_root(), hash_jobs) as pipeline:
+    with opened(root, hash_jobs, prefetch) as pipeline:
         if not write:
             yield pipeline
             return
@@ -181,8 +186,6 @@ def _reasons_text(reasons) -> list[str]:
 def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet: bool,
                    on_remote: bool, remote_name: str | None) -> None:
     """Show which stages are stale and why (--remote: what the remote lacks or has)."""
-    from pivotbuild.plan import STALE
-
     if on_remote or remote_name is not None:
         from pivotbuild.cli_remote import remote_status_command_impl
 
@@ -190,6 +193,8 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
         return
 
     with _pipeline() as pipeline:
+        from pivotbuild.plan import STALE  # after _pipeline: it starts the prefetch first
+
         decisions = pipeline.status(pipeline.select(list(targets)))
     stale = any(d.status == STALE for d in decisions)
     for decision in decisions:
@@ -240,12 +245,13 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
     """Bring the targets (default: every stage) and their upstream up to date."""
     import time
 
-    from pivotbuild.execute import OK, Reporter, RunOptions
-    from pivotbuild.pipeline import plan_result
-    from pivotbuild.progress import make_reporter
-
     started = time.monotonic()
     with _pipeline(write=not dry_run, wait=wait) as pipeline:
+        # Imported after _pipeline has started the prefetch (prefetch.py).
+        from pivotbuild.execute import OK, Reporter, RunOptions
+        from pivotbuild.pipeline import plan_result
+        from pivotbuild.progress import make_reporter
+
         names = pipeline.select(list(targets), single_item=single_item, downstream=downstream)
         pulled = None
         if pull and not dry_run:
@@ -333,9 +339,9 @@ def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json
 def checkout_command(obj: Context, targets: tuple[str, ...], force: bool, relink: bool,
                      wait: float | None) -> None:
     """Put the cached outputs recorded in the locks into the workspace."""
-    from pivotbuild.checkout import Checkout
-
     with _pipeline(write=True, wait=wait) as pipeline:
+        from pivotbuild.checkout import Checkout
+
         names = pipeline.select(list(targets), single_item=bool(targets))
         report = Checkout(pipeline, force=force, relink=relink).run(names)
     if not obj.quiet:
@@ -362,9 +368,9 @@ def checkout_command(obj: Context, targets: tuple[str, ...], force: bool, relink
 @click.pass_obj
 def verify_command(obj: Context, targets: tuple[str, ...], rehash: bool, as_json: bool) -> None:
     """Exit 0 only if every stage is up to date and its cached outputs are in the cache."""
-    from pivotbuild.verify import verify
-
     with _pipeline() as pipeline:
+        from pivotbuild.verify import verify
+
         report = verify(pipeline, pipeline.select(list(targets)), rehash=rehash)
     if as_json:
         click.echo(json.dumps({"ok": report.ok,
@@ -385,9 +391,9 @@ def verify_command(obj: Context, targets: tuple[str, ...], rehash: bool, as_json
 @click.pass_obj
 def gc_command(obj: Context, dry_run: bool, wait: float | None) -> None:
     """Delete cache objects and run-cache entries that no current lock references."""
-    from pivotbuild.gc import gc
-
     with _pipeline(write=not dry_run, wait=wait) as pipeline:
+        from pivotbuild.gc import gc
+
         report = gc(pipeline, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     if not obj.quiet:

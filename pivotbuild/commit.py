@@ -10,10 +10,12 @@ lock or the new one, never a lock naming an object the cache lacks.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pivotbuild import lock as lockfile
+from pivotbuild import manifest
 from pivotbuild.cache import Cache
 from pivotbuild.config import Project, Stage
 from pivotbuild.errors import OperationError
@@ -113,42 +115,54 @@ class Committer:
         if not self._registered:
             self.cache.register_project(root)  # so that gc from a sharing project keeps ours
             self._registered = True
+        relink: list[tuple[str, str]] = []  # (output, file) whose object already existed
         for out in stage.outs:
             digest = snap.outs[out.path]
-            if not out.cache or digest.hash is None or self.cache.has(digest.hash):
+            if not out.cache or digest.hash is None:
                 continue
+            if digest.is_dir and self.cache.has(digest.hash):
+                continue  # its .dir object exists, hence every file it lists
             # Where hardlinks are the preferred checkout, the output itself becomes the
             # cache object (no copy, no extra space); persist outputs stay private.
             link = self._prefers_hardlinks and not out.persist
+            existing: list[str] = []
             if digest.is_dir:
-                self.cache.store_dir(root / out.path, digest, link=link)
-            else:
+                self.cache.store_dir(root / out.path, digest, link=link, existing=existing)
+            elif not self.cache.has(digest.hash):
                 self.cache.store_file(root / out.path, digest.hash, link=link)
-        self._link_back(stage, snap)
+            else:
+                existing.append(str(root / out.path))
+            if not out.persist:
+                relink.extend((out.path, path) for path in existing)
+        self._link_back(stage, snap, relink)
         lock = snap.lock()
         written = lockfile.write_lock(self.lock_path(stage.name), lock)
         if not stage.always_changed and not any(o.persist for o in stage.outs):
             self.cache.put_run(lock.input_hash, [o.to_dict() for o in lock.outs])
         return CommitResult(lock, written)
 
-    def _link_back(self, stage: Stage, snap: Snapshot) -> None:
-        """Replace stored outputs in the workspace by reflinks or hardlinks to their
-        cache objects (the project's checkout preference), so that an output is not
-        kept on disk twice. Persist outputs stay private copies: the next run writes
-        into them. Where no link works, the workspace copies are simply kept."""
+    def _link_back(self, stage: Stage, snap: Snapshot, files: list[tuple[str, str]]) -> None:
+        """Replace workspace files whose object was already in the cache by reflinks or
+        hardlinks to it (the project's checkout preference), so that an output is not kept
+        on disk twice. (Files stored by hardlink already are their object.) Where no
+        link works, the workspace copies are simply kept."""
         methods = [m for m in self.project.checkout if m != "copy"]
-        if not methods or not self._links_work:
+        if not methods or not self._links_work or not files:
             return
         root = self.project.root
-        for out in stage.outs:
-            digest = snap.outs[out.path]
-            if not out.cache or out.persist or digest.hash is None:
-                continue
+        manifests: dict[str, dict[str, bool]] = {}
+        for out_path, path in files:
+            digest = snap.outs[out_path]
+            rel = os.path.relpath(path, root / out_path)
             try:
                 if digest.is_dir:
-                    self.cache.checkout_dir(digest.hash, root / out.path, methods, root)
+                    if out_path not in manifests:
+                        manifests[out_path] = {
+                            e.path: e.hash for e in manifest.parse(digest.manifest or b"")}
+                    file_hash = manifests[out_path][rel.replace(os.sep, "/")]
                 else:
-                    self.cache.link_out(digest.hash, root / out.path, methods, root)
+                    file_hash = digest.hash or ""
+                self.cache.link_out(file_hash, Path(path), methods, root)
             except OperationError:
                 self._links_work = False  # e.g. the cache is on another file system
                 return

@@ -19,6 +19,7 @@ from pivotbuild.config import Project, load_project
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.execute import Executor, Reporter, RunOptions, StageResult
 from pivotbuild.plan import FROZEN, STALE, Decision, Planner
+from pivotbuild.prefetch import Prefetch
 from pivotbuild.state import StateDB
 from pivotbuild.workspace import Hasher
 
@@ -36,7 +37,8 @@ class CommitOutcome:
 class Pipeline:
     """A project loaded, its graph built, its memo, cache and planner ready."""
 
-    def __init__(self, root: Path, hash_jobs: int = 0) -> None:
+    def __init__(self, root: Path, hash_jobs: int = 0, prefetch: Prefetch | None = None
+                 ) -> None:
         self.project: Project = load_project(root)
         self.root = self.project.root
         self.graph = dag.build_graph(self.project)
@@ -44,6 +46,7 @@ class Pipeline:
         self.hasher = Hasher(self.root, self.state, hash_jobs)
         self.cache = Cache(self.project.cache_dir, staging=self.project.state_dir / "tmp")
         self.planner = Planner(self.project, self.graph, self.hasher, self.cache)
+        self.planner.prefetch = prefetch
         self.committer = Committer(self.project, self.hasher, self.cache)
 
     def close(self) -> None:
@@ -125,8 +128,9 @@ def plan_result(decision: Decision) -> StageResult:
 
 
 @contextmanager
-def opened(root: Path, hash_jobs: int = 0) -> Iterator[Pipeline]:
-    pipeline = Pipeline(root, hash_jobs)
+def opened(root: Path, hash_jobs: int = 0, prefetch: Prefetch | None = None
+           ) -> Iterator[Pipeline]:
+    pipeline = Pipeline(root, hash_jobs, prefetch)
     try:
         yield pipeline
     finally:

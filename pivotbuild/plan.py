@@ -29,6 +29,7 @@ from pivotbuild.cache import Cache
 from pivotbuild.config import Project, Stage
 from pivotbuild.errors import OperationError
 from pivotbuild.lock import Lock, LockProblem
+from pivotbuild.prefetch import Prefetch
 from pivotbuild.workspace import Hasher, PathDigest
 
 # Statuses (what `status` shows) and actions (what `repro` does).
@@ -115,13 +116,21 @@ class Planner:
         # entry and its objects into the local cache (remote.RemoteRunCache).
         self.run_cache_miss: Callable[[str, str], bool] | None = None
         self._digests: dict[str, PathDigest] = {}
+        self.prefetch: Prefetch | None = None
 
     # ---- hashing ----------------------------------------------------------------
 
     def hash_paths(self, paths: Iterable[str]) -> None:
         """Hash (or re-hash) these project-relative paths in one batch."""
-        wanted = sorted(set(paths))
         root = self.project.root
+        wanted = []
+        for path in sorted(set(paths)):
+            early = self.prefetch.take(str(root / path)) if self.prefetch else None
+            if early is not None:  # hashed in the background moments ago (prefetch.py)
+                early.path = path
+                self._digests[path] = early
+            else:
+                wanted.append(path)
         for path, digest in zip(
             wanted, self.hasher.hash_paths([str(root / p) for p in wanted]), strict=True
         ):
