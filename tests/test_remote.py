@@ -578,8 +578,9 @@ def test_s3_push_twice_then_fresh_clone_restores_by_run_cache(tmp_path: Path,
     first = do("push", a, run_cache=True)
     assert first.ok, first.failed
     keys = s3_server.filesystem().find(f"{s3_bucket}/team/cache")
-    local = {k for k in tree(a / ".pivotbuild" / "cache") if not k.startswith("projects/")}
-    assert {k.split("/team/cache/", 1)[1] for k in keys} == local
+    local = {k: v for k, v in tree(a / ".pivotbuild" / "cache").items()
+             if not k.startswith("projects/")}  # the per-machine project registry
+    assert {k.split("/team/cache/", 1)[1] for k in keys} == set(local)
     fs = s3_server.filesystem()
     for key in keys:
         assert fs.cat_file(key) == local[key.split("/team/cache/", 1)[1]]
