@@ -111,6 +111,23 @@ size_t pb_tree_snapshot(const pb_tree *t, int64_t racy_cutoff_ns, void *buf, siz
 
 void pb_tree_free(pb_tree *t);
 
+/* One file to hardlink into the cache: src in, status out. */
+typedef struct {
+    const char *src;     /* the workspace file */
+    const char *dst;     /* its object path (the shard directory must exist) */
+    uint32_t mode;       /* the object's mode, e.g. 0444 or 0555 */
+    int32_t status;      /* PB_OK, PB_LINK_PRESENT, or PB_ERR_IO with err */
+    int32_t err;
+} pb_link;
+
+#define PB_LINK_PRESENT 100  /* dst already existed: nothing was done */
+
+/* link(src, dst) then chmod(dst, mode) for each item, with up to nthreads
+ * threads. A link is atomic: the object appears whole or not at all. Returns
+ * the number of items whose status is PB_ERR_IO (EXDEV, EPERM, EMLINK, ...
+ * tell the caller to copy those instead). */
+size_t pb_link_files(pb_link *items, size_t n, int nthreads);
+
 /* Tuning and introspection, for tests and benchmarks. */
 void pb_set_mmap_threshold(uint64_t bytes);  /* files at least this big are mmapped */
 uint64_t pb_get_mmap_threshold(void);

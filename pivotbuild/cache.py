@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from pivotbuild import manifest
+from pivotbuild import hashing, manifest
 from pivotbuild.atomic import (
     create_temp,
     fsync_dir,
@@ -193,7 +193,6 @@ class Cache:
         self._disabled: set[tuple[str, int]] = set()  # (method, st_dev) known not to work
         self.staging = staging
         self._staging_dev: int | None = None
-        self._files_dev: int | None = None
 
     # ---- the projects that use this cache ----------------------------------------------------
 
@@ -338,9 +337,65 @@ class Cache:
             elif job.hash not in seen:
                 seen.add(job.hash)
                 todo.append(job)
-        for start in range(0, len(todo), _STORE_BATCH):
-            self._store_batch(todo[start : start + _STORE_BATCH])
+        to_copy = self._store_linked([job for job in todo if job.link])
+        to_copy += [job for job in todo if not job.link]
+        for start in range(0, len(to_copy), _STORE_BATCH):
+            self._store_batch(to_copy[start : start + _STORE_BATCH])
         return len(todo)
+
+    def _store_linked(self, jobs: list[_StoreJob]) -> list[_StoreJob]:
+        """Make each source file its own object: checked against its hash first, then
+        hardlinked into place and made read-only, in one call into the core (no copy,
+        no extra space, no temp name: a link is atomic). Returns the jobs that must be
+        copied instead (hardlinks refused here, or an exec bit the inode cannot carry)."""
+        if not jobs:
+            return []
+        if self._reflink_store and self._probe_reflink(jobs[0]):
+            # Reflinks beat hardlinks: the workspace file stays independent and writable.
+            return jobs
+        backend = get_backend()
+        fallback: list[_StoreJob] = []
+        items: list[tuple[str, str, int]] = []
+        linked_jobs: list[_StoreJob] = []
+        try:
+            for prefix in sorted({job.hash[:2] for job in jobs}):
+                os.makedirs(os.path.join(self.files_dir, prefix), exist_ok=True)
+            dev = os.stat(self.files_dir).st_dev
+        except OSError as exc:
+            raise OperationError(f"{self.files_dir}: cannot create the cache: {_why(exc)}") \
+                from None
+        if ("hardlink", dev) in self._disabled:
+            return jobs
+        for start in range(0, len(jobs), _STORE_BATCH * 8):
+            batch = jobs[start : start + _STORE_BATCH * 8]
+            digests = backend.hash_files([job.src for job in batch], self.jobs)
+            for job, got in zip(batch, digests, strict=True):
+                if got.hash is None:
+                    raise OperationError(f"{job.shown}: cannot store in the cache: {got.error}")
+                if got.hash != job.hash:
+                    raise OperationError(
+                        f"{job.shown}: the file changed while it was being stored in the cache "
+                        f"(hashed as {job.hash}, now {got.hash}); nothing was stored for it")
+                executable = bool(got.mode & stat.S_IXUSR)
+                if job.executable is not None and job.executable != executable:
+                    fallback.append(job)  # one inode has one mode
+                    continue
+                final = os.path.join(self.files_dir, job.hash[:2], job.hash[2:])
+                items.append((job.src, final, _mode_for(executable, writable=False)))
+                linked_jobs.append(job)
+        results = backend.link_files(items, self.jobs)
+        for job, (status, err) in zip(linked_jobs, results, strict=True):
+            if status == hashing.ERR_IO:
+                if err in _HARDLINK_UNSUPPORTED:
+                    if err != errno.EMLINK:
+                        self._disabled.add(("hardlink", dev))
+                    fallback.append(job)
+                    continue
+                raise OperationError(
+                    f"{job.shown}: cannot store in the cache: {os.strerror(err)}")
+        if self.durable and len(fallback) < len(jobs):
+            sync_filesystem(self.files_dir)  # one flush for the whole batch
+        return fallback
 
     def _store_batch(self, jobs: list[_StoreJob]) -> None:
         fsync_each = self.durable and len(jobs) <= _FSYNC_EACH_MAX
@@ -414,27 +469,9 @@ class Cache:
             if not stat.S_ISREG(st.st_mode):
                 raise OperationError(f"{job.shown}: cannot store in the cache: not a regular file")
             shard = os.path.join(self.files_dir, job.hash[:2])  # created by _store_batch
-            # Preference: a reflink (independent file, shared blocks), then, if allowed,
-            # the workspace file itself hardlinked in (no copy, no extra space), then a copy.
-            if job.link and not self._reflink_store:
-                shard_dev = self._link_dev(shard)
-                linked = (self._link_in(job, st, shard, shard_dev, fsync)
-                          if shard_dev is not None else None)
-                if linked is not None:
-                    return linked
             dst_fd, tmp = create_temp(shard, job.hash[2:], 0o600)
             try:
                 cloned = self._reflink_store and self._try_clone(src_fd, dst_fd)
-                if not cloned and job.link:
-                    shard_dev = self._link_dev(shard)
-                    linked = (self._link_in(job, st, shard, shard_dev, fsync)
-                              if shard_dev is not None else None)
-                    if linked is not None:
-                        os.close(dst_fd)
-                        dst_fd = -1
-                        unlink_quietly(tmp)
-                        tmp = linked
-                        return tmp
                 if not cloned:
                     _copy_data(src_fd, dst_fd)
                 executable = job.executable
@@ -458,54 +495,26 @@ class Cache:
         finally:
             os.close(src_fd)
 
-    def _link_dev(self, shard: str) -> int | None:
-        """The cache's st_dev (all shards live on one file system), if hardlinking into
-        it has not failed before."""
-        if self._files_dev is None:
-            try:
-                self._files_dev = os.stat(shard).st_dev
-            except OSError:
-                return None
-        dev = self._files_dev
-        return None if ("hardlink", dev) in self._disabled else dev
-
-    def _link_in(self, job: _StoreJob, st: os.stat_result, shard: str, dev: int,
-                 fsync: bool) -> str | None:
-        """Make job.src itself the object: a hardlink named as a temp in the shard, made
-        read-only. None if hardlinks do not work here (then the caller copies)."""
-        if st.st_dev != dev:
-            return None
-        executable = job.executable if job.executable is not None else bool(
-            st.st_mode & stat.S_IXUSR)
-        if bool(st.st_mode & stat.S_IXUSR) != executable:
-            return None  # one inode has one mode: keep the workspace file's as it is
-        for _ in range(100):
-            tmp = os.path.join(shard, temp_name(job.hash[2:]))
-            try:
-                os.link(job.src, tmp)
-                break
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                if exc.errno in _HARDLINK_UNSUPPORTED:
-                    if exc.errno != errno.EMLINK:
-                        self._disabled.add(("hardlink", dev))
-                    return None
-                raise
-        else:
-            return None
+    def _probe_reflink(self, job: _StoreJob) -> bool:
+        """Can this cache reflink job.src? Tried on a scratch file, copying nothing."""
+        shard = os.path.join(self.files_dir, job.hash[:2])
+        tmp = None
         try:
-            os.chmod(tmp, _mode_for(executable, writable=False))
-            if fsync:
-                fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+            os.makedirs(shard, exist_ok=True)
+            src_fd = os.open(job.src, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            try:
+                dst_fd, tmp = create_temp(shard, job.hash[2:], 0o600)
                 try:
-                    os.fdatasync(fd)
+                    return self._try_clone(src_fd, dst_fd)
                 finally:
-                    os.close(fd)
-        except BaseException:
-            unlink_quietly(tmp)
-            raise
-        return tmp
+                    os.close(dst_fd)
+            finally:
+                os.close(src_fd)
+        except OSError:
+            return False
+        finally:
+            if tmp is not None:
+                unlink_quietly(tmp)
 
     def _try_clone(self, src_fd: int, dst_fd: int) -> bool:
         try:

@@ -14,6 +14,7 @@ state.db written by one is read by the other.
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_mod
 import os
 import stat
@@ -39,6 +40,7 @@ RACY_WINDOW_NS = 2_000_000_000
 
 # Statuses shared with the C core (pivothash.h).
 OK, ERR_IO, ERR_NOT_REGULAR, ERR_LINK_OUTSIDE, ERR_LINK_DANGLING, ERR_LINK_LOOP = range(6)
+LINK_PRESENT = 100
 
 _STATUS_TEXT = {
     ERR_NOT_REGULAR: "not a regular file",
@@ -112,6 +114,12 @@ class Backend(Protocol):
     ) -> list[WalkEntry]:
         """Every file below path, sorted like the manifest, with its stat; the
         symlink rules of hash_tree apply. Raises OSError if path cannot be read."""
+        ...
+
+    def link_files(self, items: Sequence[tuple[str, str, int]], jobs: int = 0
+                   ) -> list[tuple[int, int]]:
+        """Hardlink each (src, dst, mode): link(src, dst) then chmod(dst, mode). Per item
+        (status, errno): OK, LINK_PRESENT (dst existed, nothing done) or ERR_IO."""
         ...
 
     def files_read(self) -> int: ...
@@ -265,6 +273,20 @@ class CoreBackend:
         finally:
             lib.pb_tree_free(tree)
 
+    def link_files(self, items: Sequence[tuple[str, str, int]], jobs: int = 0
+                   ) -> list[tuple[int, int]]:
+        ffi = self._ffi
+        if not items:
+            return []
+        links = ffi.new("pb_link[]", len(items))
+        keep = []  # the path buffers must outlive the call
+        for i, (src, dst, mode) in enumerate(items):
+            c_src, c_dst = ffi.new("char[]", os.fsencode(src)), ffi.new("char[]", os.fsencode(dst))
+            keep += (c_src, c_dst)
+            links[i].src, links[i].dst, links[i].mode = c_src, c_dst, mode
+        self._lib.pb_link_files(links, len(items), jobs)
+        return [(links[i].status, links[i].err) for i in range(len(items))]
+
     def files_read(self) -> int:
         return int(self._lib.pb_files_read())
 
@@ -412,6 +434,26 @@ class PythonBackend:
             return WalkEntry(name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
 
         return self._map(stat_one, listing, jobs)
+
+    def link_files(self, items: Sequence[tuple[str, str, int]], jobs: int = 0
+                   ) -> list[tuple[int, int]]:
+        def one(item: tuple[str, str, int]) -> tuple[int, int]:
+            src, dst, mode = item
+            try:
+                os.link(src, dst)
+            except FileExistsError:
+                return LINK_PRESENT, 0
+            except OSError as exc:
+                return ERR_IO, exc.errno or 0
+            try:
+                os.chmod(dst, mode)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(dst)
+                return ERR_IO, exc.errno or 0
+            return OK, 0
+
+        return self._map(one, items, jobs)
 
     def files_read(self) -> int:
         return self._reads
