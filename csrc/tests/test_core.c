@@ -143,6 +143,22 @@ int main(int argc, char **argv)
     }
     CHECK(pb_tree_walk("/nonexistent/dir", "/", NULL) == NULL && errno == ENOENT);
 
+    /* bulk hardlinks into a "cache": linked, then present, then an error */
+    char obj[4096], missing_src[4096];
+    snprintf(obj, sizeof obj, "%s/object", dir);
+    snprintf(missing_src, sizeof missing_src, "%s/nothing-here", dir);
+    pb_link links[3] = {
+        {.src = names[2], .dst = obj, .mode = 0444},
+        {.src = names[3], .dst = obj, .mode = 0444},
+        {.src = missing_src, .dst = names[5], .mode = 0444},
+    };
+    CHECK(pb_link_files(links, 3, 2) == 1);
+    CHECK(links[0].status == PB_OK && links[1].status == PB_LINK_PRESENT);
+    CHECK(links[2].status == PB_ERR_IO && links[2].err == ENOENT);
+    struct stat a, b;
+    CHECK(stat(obj, &a) == 0 && stat(names[2], &b) == 0 && a.st_ino == b.st_ino);
+    CHECK((a.st_mode & 0777) == 0444);
+
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", dir);
