@@ -1,5 +1,5 @@
 """``python -m pivotbuild`` runs the command line."""
 
-from pivotbuild.cli import main
+from pivotbuild.entry import main
 
 main()

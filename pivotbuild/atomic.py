@@ -10,11 +10,13 @@ atomic on every POSIX file system.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import secrets
-from pathlib import Path
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hash fast path
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
 
@@ -22,7 +24,7 @@ TEMP_SUFFIX = ".tmp"
 def temp_name(final_name: str) -> str:
     """A fresh temp name for a file that will be renamed to ``final_name``."""
     # Keep the name short enough for NAME_MAX even when final_name is long.
-    return f".{final_name[:200]}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    return f".{final_name[:200]}.{os.urandom(6).hex()}{TEMP_SUFFIX}"
 
 
 def is_temp_name(name: str) -> bool:
@@ -115,7 +117,7 @@ def write_if_changed(path: str | Path, data: bytes, mode: int | None = None) -> 
     return True
 
 
-_libc: ctypes.CDLL | None = None
+_libc = None  # ctypes.CDLL, loaded on first use (start-up time matters)
 
 
 def sync_filesystem(path: str | Path) -> None:
@@ -127,6 +129,8 @@ def sync_filesystem(path: str | Path) -> None:
     global _libc
     try:
         if _libc is None:
+            import ctypes
+
             _libc = ctypes.CDLL(None, use_errno=True)
         syncfs = _libc.syncfs
     except (OSError, AttributeError):

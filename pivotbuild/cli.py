@@ -63,41 +63,11 @@ def hash_command(obj: Context, paths: tuple[str, ...], jobs: int | None, as_json
     Directories print '<hash>.dir'. Inside a project the stat memo
     (.pivotbuild/state.db) spares re-reading unchanged files.
     """
-    from pivotbuild.state import StateDB
-    from pivotbuild.workspace import Hasher, ensure_state_dir, find_project_root
+    from pivotbuild.hashcmd import run_hash
 
-    root = find_project_root(Path.cwd())
-    state = None
-    if not no_state and root is not None:
-        state = StateDB(ensure_state_dir(root) / "state.db")
-    try:
-        results = Hasher(root, state, jobs or 0).hash_paths(list(paths))
-    finally:
-        if state is not None:
-            state.close()
-    failed = False
-    if as_json:
-        doc = {"paths": [], "errors": []}
-        for r in results:
-            if r.hash is not None:
-                item = {"path": r.path, "hash": r.hash, "size": r.size}
-                if r.is_dir:
-                    item["nfiles"] = r.nfiles
-                doc["paths"].append(item)
-            doc["errors"].extend({"path": p, "error": e} for p, e in r.errors)
-        click.echo(json.dumps(doc, indent=2))
-        failed = bool(doc["errors"])
-    else:
-        out = sys.stdout
-        for r in results:
-            if r.hash is not None:
-                out.write(f"{r.hash}  {r.path}\n")
-            for shown, problem in r.errors:
-                failed = True
-                _error(f"{shown}: {problem}")
-        out.flush()
-    if failed:
-        raise SystemExit(EXIT_FAILED)
+    code = run_hash(paths, jobs or 0, as_json, no_state)
+    if code:
+        raise SystemExit(code)
 
 
 # ---- the pipeline commands ------------------------------------------------------

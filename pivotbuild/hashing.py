@@ -21,14 +21,14 @@ import stat
 import struct
 import sys
 import time
+from collections import namedtuple
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import xxhash
 
 from pivotbuild import manifest
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hash fast path
 
 PURE_PYTHON_ENV = "PIVOTBUILD_PURE_PYTHON"
 
@@ -57,72 +57,73 @@ def describe(status: int, err: int, bound_name: str = "the project") -> str:
     return _STATUS_TEXT[status].format(bound=bound_name)
 
 
-@dataclass(slots=True)
-class FileDigest:
+# Result types are namedtuples and a plain class, not dataclasses: importing
+# dataclasses costs the `hash` command a tenth of its start-up (entry.py).
+
+
+class FileDigest(namedtuple("FileDigest", "path hash size mtime_ns ino mode error",
+                            defaults=(0, 0, 0, 0, None))):
     """The hash of one file, or why there is none (``error``)."""
 
-    path: str
-    hash: str | None
-    size: int = 0
-    mtime_ns: int = 0
-    ino: int = 0
-    mode: int = 0
-    error: str | None = None
+    __slots__ = ()
 
 
-@dataclass(slots=True)
-class WalkEntry:
-    """One file below a walked directory (stat of the target for followed symlinks)."""
+class WalkEntry(namedtuple("WalkEntry", "path size mtime_ns ino mode error",
+                           defaults=(0, 0, 0, 0, None))):
+    """One file below a walked directory (stat of the target for followed symlinks);
+    ``path`` is relative and '/'-separated."""
 
-    path: str  # relative, '/'-separated
-    size: int = 0
-    mtime_ns: int = 0
-    ino: int = 0
-    mode: int = 0
-    error: str | None = None
+    __slots__ = ()
 
 
-@dataclass(slots=True)
 class TreeDigest:
     """The hash of one directory, its manifest, and a snapshot for the memo."""
 
-    path: str
-    hash: str | None  # "<32 hex>.dir", or None when errors is not empty
-    manifest: bytes = b""
-    size: int = 0
-    nfiles: int = 0
-    nread: int = 0  # files actually read (the rest came from the memo)
-    snapshot: bytes = b""
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (relative path, problem)
+    __slots__ = ("errors", "hash", "manifest", "nfiles", "nread", "path", "size", "snapshot")
+
+    def __init__(self, path: str, hash: str | None, manifest: bytes = b"", size: int = 0,
+                 nfiles: int = 0, nread: int = 0, snapshot: bytes = b"",
+                 errors: list[tuple[str, str]] | None = None) -> None:
+        self.path = path
+        self.hash = hash  # "<32 hex>.dir", or None when errors is not empty
+        self.manifest = manifest
+        self.size = size
+        self.nfiles = nfiles
+        self.nread = nread  # files actually read (the rest came from the memo)
+        self.snapshot = snapshot
+        self.errors = errors if errors is not None else []  # (relative path, problem)
 
 
-class Backend(Protocol):
-    name: str
+if TYPE_CHECKING:  # the interface both backends provide (typing costs start-up time)
+    from typing import Protocol
 
-    def hash_bytes(self, data: bytes) -> str: ...
+    class Backend(Protocol):
+        name: str
 
-    def hash_files(self, paths: Sequence[str], jobs: int = 0) -> list[FileDigest]: ...
+        def hash_bytes(self, data: bytes) -> str: ...
 
-    def hash_tree(
-        self, path: str, bound: str, memo: bytes | None = None, jobs: int = 0,
-        bound_name: str = "the project", skip: str | None = None,
-    ) -> TreeDigest: ...
+        def hash_files(self, paths: Sequence[str], jobs: int = 0) -> list[FileDigest]: ...
 
-    def walk(
-        self, path: str, bound: str, skip: str | None = None, jobs: int = 0,
-        bound_name: str = "the project",
-    ) -> list[WalkEntry]:
-        """Every file below path, sorted like the manifest, with its stat; the
-        symlink rules of hash_tree apply. Raises OSError if path cannot be read."""
-        ...
+        def hash_tree(
+            self, path: str, bound: str, memo: bytes | None = None, jobs: int = 0,
+            bound_name: str = "the project", skip: str | None = None,
+        ) -> TreeDigest: ...
 
-    def link_files(self, items: Sequence[tuple[str, str, int]], jobs: int = 0
-                   ) -> list[tuple[int, int]]:
-        """Hardlink each (src, dst, mode): link(src, dst) then chmod(dst, mode). Per item
-        (status, errno): OK, LINK_PRESENT (dst existed, nothing done) or ERR_IO."""
-        ...
+        def walk(
+            self, path: str, bound: str, skip: str | None = None, jobs: int = 0,
+            bound_name: str = "the project",
+        ) -> list[WalkEntry]:
+            """Every file below path, sorted like the manifest, with its stat; the
+            symlink rules of hash_tree apply. Raises OSError if path cannot be read."""
+            ...
 
-    def files_read(self) -> int: ...
+        def link_files(self, items: Sequence[tuple[str, str, int]], jobs: int = 0
+                       ) -> list[tuple[int, int]]:
+            """Hardlink each (src, dst, mode): link(src, dst) then chmod(dst, mode). Per item
+            (status, errno): OK, LINK_PRESENT (dst existed, nothing done) or ERR_IO."""
+            ...
+
+        def files_read(self) -> int: ...
 
 
 # ---- memo snapshot (same bytes as pb_tree_snapshot writes) ------------------
@@ -342,6 +343,8 @@ class PythonBackend:
         workers = jobs if jobs > 0 else (os.cpu_count() or 1)
         if workers == 1 or len(items) < 2:
             return [fn(item) for item in items]
+        from concurrent.futures import ThreadPoolExecutor  # only the fallback needs it
+
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(fn, items, chunksize=16))
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections import namedtuple
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 HEADER = b"pivotbuild-manifest 1\n"
 DIR_SUFFIX = ".dir"
@@ -38,12 +38,12 @@ class ManifestError(ValueError):
     """A manifest that does not follow the format, or names an unsafe path."""
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestEntry:
-    path: str  # relative, '/'-separated; undecodable bytes kept via surrogateescape
-    hash: str
-    size: int
-    executable: bool
+class ManifestEntry(namedtuple("ManifestEntry", "path hash size executable")):
+    """One file: path (relative, '/'-separated; undecodable bytes kept through
+    surrogateescape), hash, size, executable. A namedtuple: dataclasses would cost
+    the `hash` command start-up time."""
+
+    __slots__ = ()
 
 
 def escape_path(raw: bytes) -> bytes:

@@ -24,19 +24,23 @@ read-only command in a project that never hashed anything creates nothing.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import sys
 import threading
+from collections import namedtuple
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
 
 import xxhash
 
 from pivotbuild.atomic import write_atomic
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hash fast path
+
+if TYPE_CHECKING:  # typing costs the hash fast path start-up time
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 SCHEMA_VERSION = 3
 
@@ -86,17 +90,13 @@ def _locked(method: Callable[..., T]) -> Callable[..., T]:
 _EMPTY: dict[str, Any] = {"get_files": {}, "runs": [], "add_run": 0}
 
 
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """One row of the run history."""
+class RunRecord(namedtuple("RunRecord", "run_id stage started_at duration_s status "
+                                       "input_hash committed")):
+    """One row of the run history: run_id, stage, started_at (seconds since the epoch),
+    duration_s, status ("ok", "failed" or "interrupted"), input_hash, committed.
+    (A namedtuple: dataclasses would cost the `hash` command start-up time.)"""
 
-    run_id: int
-    stage: str
-    started_at: float  # seconds since the epoch
-    duration_s: float
-    status: str  # "ok", "failed" or "interrupted"
-    input_hash: str | None
-    committed: bool
+    __slots__ = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -112,8 +112,8 @@ class StateDB:
     Stages commit from worker threads, so one connection is shared under a lock
     (SQLite serialises writers anyway)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._broken = False
@@ -124,9 +124,9 @@ class StateDB:
 
     def _open(self, create: bool) -> sqlite3.Connection | None:
         if self._conn is None:
-            if not create and not self.path.exists():
+            if not create and not os.path.exists(self.path):
                 return None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             conn = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
@@ -194,19 +194,21 @@ class StateDB:
 
     # ---- trees ----------------------------------------------------------------
 
-    def _tree_file(self, path: str) -> Path:
-        return self.path.parent / "memo" / xxhash.xxh3_128_hexdigest(path.encode())
+    def _tree_file(self, path: str) -> str:
+        return os.path.join(os.path.dirname(self.path), "memo",
+                            xxhash.xxh3_128_hexdigest(path.encode()))
 
     def get_tree(self, path: str) -> bytes | None:
         try:
-            return self._tree_file(path).read_bytes()
+            with open(self._tree_file(path), "rb") as handle:
+                return handle.read()
         except OSError:
             return None
 
     @_locked
     def put_tree(self, path: str, snapshot: bytes) -> None:
         target = self._tree_file(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
         write_atomic(target, snapshot, durable=False)
 
     # ---- run history ------------------------------------------------------------

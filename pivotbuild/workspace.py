@@ -13,11 +13,16 @@ import os
 import stat
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from pivotbuild.hashing import RACY_WINDOW_NS, Backend, get_backend
+from pivotbuild.hashing import RACY_WINDOW_NS, get_backend
 from pivotbuild.state import StateDB
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hash fast path
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pivotbuild.hashing import Backend
 
 STATE_DIR = ".pivotbuild"
 PROJECT_FILE = "pivot.toml"
@@ -31,8 +36,10 @@ STATE_GITIGNORE = """\
 """
 
 
-def ensure_state_dir(root: Path) -> Path:
+def ensure_state_dir(root: str | os.PathLike[str]) -> Path:
     """Create .pivotbuild/ with its .gitignore, the first time anything is written there."""
+    from pathlib import Path
+
     state_dir = Path(root) / STATE_DIR
     ignore = state_dir / ".gitignore"
     if not ignore.exists():
@@ -41,41 +48,77 @@ def ensure_state_dir(root: Path) -> Path:
     return state_dir
 
 
+def ensure_state_dir_str(root: str) -> str:
+    """ensure_state_dir for the hash fast path, without pathlib."""
+    state_dir = os.path.join(root, STATE_DIR)
+    ignore = os.path.join(state_dir, ".gitignore")
+    if not os.path.exists(ignore):
+        os.makedirs(state_dir, exist_ok=True)
+        with open(ignore, "w") as handle:
+            handle.write(STATE_GITIGNORE)
+    return state_dir
+
+
 def find_project_root(start: Path) -> Path | None:
     """The nearest directory from start upward holding pivot.toml, or None.
 
     Lives here rather than in config.py so that quick commands need not import
     pydantic to find their project."""
-    for directory in (start, *start.parents):
-        if (directory / PROJECT_FILE).is_file():
+    from pathlib import Path
+
+    found = find_project_root_str(os.fspath(start))
+    return Path(found) if found is not None else None
+
+
+def find_project_root_str(start: str) -> str | None:
+    """find_project_root on strings, for the hash fast path (no pathlib)."""
+    directory = os.path.abspath(start)
+    while True:
+        if os.path.isfile(os.path.join(directory, PROJECT_FILE)):
             return directory
-    return None
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
 
 
-@dataclass(slots=True)
 class PathDigest:
-    """The hash of one path as the user named it, or the problems that prevented it."""
+    """The hash of one path as the user named it, or the problems that prevented it.
 
-    path: str
-    hash: str | None = None
-    size: int = 0
-    nfiles: int | None = None  # None for a file
-    manifest: bytes | None = None
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (path as shown, problem)
-    missing: bool = False  # the path itself does not exist
+    (Plain classes here and in hashing.py: dataclasses would cost the `hash` command
+    a tenth of its start-up.)"""
+
+    __slots__ = ("errors", "hash", "manifest", "missing", "nfiles", "path", "size")
+
+    def __init__(self, path: str, hash: str | None = None, size: int = 0,
+                 nfiles: int | None = None, manifest: bytes | None = None,
+                 errors: list[tuple[str, str]] | None = None, missing: bool = False) -> None:
+        self.path = path
+        self.hash = hash
+        self.size = size
+        self.nfiles = nfiles  # None for a file
+        self.manifest = manifest
+        self.errors = errors if errors is not None else []  # (path as shown, problem)
+        self.missing = missing  # the path itself does not exist
 
     @property
     def is_dir(self) -> bool:
         return self.nfiles is not None
 
+    def __repr__(self) -> str:
+        return f"PathDigest({self.path!r}, {self.hash!r}, errors={self.errors!r})"
 
-@dataclass(slots=True)
+
 class _Target:
-    digest: PathDigest
-    real: str  # absolute, symlinks resolved
-    key: str | None  # memo key (project-relative real path), None: no memo
-    bound: str
-    bound_name: str
+    __slots__ = ("bound", "bound_name", "digest", "key", "real")
+
+    def __init__(self, digest: PathDigest, real: str, key: str | None, bound: str,
+                 bound_name: str) -> None:
+        self.digest = digest
+        self.real = real  # absolute, symlinks resolved
+        self.key = key  # memo key (project-relative real path), None: no memo
+        self.bound = bound
+        self.bound_name = bound_name
 
 
 def _inside(path: str, directory: str) -> bool:

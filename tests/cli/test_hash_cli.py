@@ -169,3 +169,20 @@ def test_version_and_module_entry_point(project):
     result = run(["--version"], project)
     assert result.code == 0 and "pivotbuild" in result.out
     assert run(["hash"], project).code == 2  # usage error: PATH required
+
+
+def test_fast_path_and_click_agree(project):
+    """`hash` skips click when the command line is plain (entry.py); anything
+    else goes through click, with the same results and errors."""
+    (project / "d").mkdir()
+    (project / "d" / "f").write_bytes(b"1")
+    fast = run(["hash", "-j", "2", "d"], project)
+    via_click = run(["-v", "--version"], project)
+    assert via_click.code == 0
+    slow = run(["hash", "--jobs=2", "d"], project)  # '--jobs=2' is click's to parse
+    assert fast.code == slow.code == 0 and fast.out == slow.out
+    assert "Print '<hash>  <path>'" in run(["hash", "--help"], project).out
+    assert run(["hash", "-j", "0", "d"], project).code == 2
+    assert run(["hash", "--bogus", "d"], project).code == 2
+    missing_dir = run(["-C", str(project / "nope"), "hash", "d"], project)
+    assert missing_dir.code == 2 and "nope" in missing_dir.err

@@ -1,0 +1,84 @@
+"""The console entry point, with a fast path for `hash`.
+
+`pivotbuild hash` is the command people time against xxhsum: loading click
+costs more than hashing a gigabyte. So a command line that is plainly
+`[-C DIR] [-q|-v]... hash [-j N] [--json] [--no-state] PATH...` runs without
+it; anything else (--help, an unknown option, a mistake) goes to click
+(cli.py), which stays the one place that defines and documents the commands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pivotbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED
+
+
+def _parse_hash(argv: list[str]) -> tuple[str | None, list[str], int, bool, bool] | None:
+    """(directory, paths, jobs, as_json, no_state), or None to let click handle it."""
+    directory = None
+    i = 0
+    while i < len(argv) and argv[i] != "hash":
+        arg = argv[i]
+        if arg == "-C" and i + 1 < len(argv):
+            directory = argv[i + 1]
+            i += 2
+        elif arg in ("-q", "--quiet", "-v", "--verbose"):
+            i += 1
+        else:
+            return None
+    if i >= len(argv):
+        return None
+    paths: list[str] = []
+    jobs, as_json, no_state, options_done = 0, False, False, False
+    rest = argv[i + 1 :]
+    j = 0
+    while j < len(rest):
+        arg = rest[j]
+        if options_done or not arg.startswith("-") or arg == "-":
+            paths.append(arg)
+        elif arg == "--":
+            options_done = True
+        elif arg == "--json":
+            as_json = True
+        elif arg == "--no-state":
+            no_state = True
+        elif arg in ("-j", "--jobs") and j + 1 < len(rest) and rest[j + 1].isdigit():
+            jobs = int(rest[j + 1])
+            j += 1
+        elif arg.startswith("-j") and arg[2:].isdigit():
+            jobs = int(arg[2:])
+        else:
+            return None
+        j += 1
+    if not paths or jobs < 0 or (jobs == 0 and any(a in ("-j", "--jobs") for a in rest)):
+        return None  # click says what is wrong
+    return directory, paths, jobs, as_json, no_state
+
+
+def main() -> None:
+    parsed = _parse_hash(sys.argv[1:])
+    if parsed is None:
+        from pivotbuild.cli import main as cli_main
+
+        cli_main()
+        return
+    directory, paths, jobs, as_json, no_state = parsed
+    try:
+        if directory is not None:
+            os.chdir(directory)
+        from pivotbuild.hashcmd import run_hash
+
+        code = run_hash(paths, jobs, as_json, no_state)
+    except KeyboardInterrupt:
+        print("pivotbuild: error: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        sys.stderr.close()
+        code = 0
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pivotbuild: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        code = EXIT_FAILED if directory is None else 2
+    sys.exit(code)
