@@ -10,12 +10,15 @@
 /* Read buffer per worker: large enough that most small files take one read(),
  * small enough to stay in L2 while it is hashed. */
 #define PB_READ_BUF (256u * 1024u)
-/* Items claimed at once: amortises the atomic without unbalancing the tail. */
-#define PB_CHUNK 8
+/* Items claimed at once: amortises the atomic without unbalancing the tail.
+ * Small batches (a few large files) are claimed one at a time, so that every
+ * thread gets work. */
+#define PB_CHUNK_MAX 8
 
 typedef struct {
     size_t n;
     size_t next;
+    size_t chunk;
     pb_task_fn fn;
     void *ctx;
 } pb_job;
@@ -43,10 +46,10 @@ static void *pb_work(void *arg)
         return NULL; /* the other threads (at least the caller's) finish the work */
     }
     for (;;) {
-        size_t start = __atomic_fetch_add(&job->next, PB_CHUNK, __ATOMIC_RELAXED);
+        size_t start = __atomic_fetch_add(&job->next, job->chunk, __ATOMIC_RELAXED);
         if (start >= job->n)
             break;
-        size_t end = start + PB_CHUNK < job->n ? start + PB_CHUNK : job->n;
+        size_t end = start + job->chunk < job->n ? start + job->chunk : job->n;
         for (size_t i = start; i < end; i++)
             job->fn(job->ctx, i, w);
     }
@@ -65,11 +68,14 @@ void pb_parallel_for(size_t n, int nthreads, pb_task_fn fn, void *ctx)
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         nthreads = cpus > 0 ? (int)cpus : 1;
     }
-    if ((size_t)nthreads > (n + PB_CHUNK - 1) / PB_CHUNK)
-        nthreads = (int)((n + PB_CHUNK - 1) / PB_CHUNK);
+    if ((size_t)nthreads > n)
+        nthreads = (int)n;
     if (nthreads > 256)
         nthreads = 256;
-    pb_job job = {n, 0, fn, ctx};
+    /* about four claims per thread at least, at most PB_CHUNK_MAX items each */
+    size_t chunk = n / ((size_t)nthreads * 4);
+    chunk = chunk < 1 ? 1 : chunk > PB_CHUNK_MAX ? PB_CHUNK_MAX : chunk;
+    pb_job job = {n, 0, chunk, fn, ctx};
     pthread_t threads[256];
     int started = 0;
     for (int t = 1; t < nthreads; t++) {
