@@ -314,21 +314,27 @@ def checkout_command(obj: Context, targets: tuple[str, ...], force: bool, relink
 
         names = pipeline.select(list(targets), single_item=bool(targets))
         report = Checkout(pipeline, force=force, relink=relink).run(names)
-    if not obj.quiet:
+    if not render_checkout(report, obj.quiet, "run 'pivotbuild pull'"):
+        raise SystemExit(EXIT_FAILED)
+
+
+def render_checkout(report, quiet: bool, missing_hint: str) -> bool:
+    """Print what a checkout did (also after pull); True if it all went well."""
+    if not quiet:
         for path in report.restored:
             click.echo(f"Restored {path}")
     for message in report.problems:
         _error(message)
     if report.conflicts:
-        _error("checkout would clobber (use --force to overwrite): "
+        _error("checkout would clobber (use 'pivotbuild checkout --force' to overwrite): "
                + ", ".join(report.conflicts))
     for path, digest in report.missing:
-        _error(f"{path}: cache object {digest} is missing (run 'pivotbuild pull')")
-    if not obj.quiet:
-        click.echo(f"{len(report.restored)} restored, {len(report.unchanged)} unchanged, "
-                   f"{len(report.conflicts)} conflicts, {len(report.missing)} missing", err=True)
-    if not report.ok:
-        raise SystemExit(EXIT_FAILED)
+        _error(f"{path}: cache object {digest} is missing ({missing_hint})")
+    if not quiet:
+        click.echo(f"checkout: {len(report.restored)} restored, {len(report.unchanged)} "
+                   f"unchanged, {len(report.conflicts)} conflicts, {len(report.missing)} "
+                   "missing", err=True)
+    return report.ok
 
 
 @cli.command("verify")

@@ -62,21 +62,9 @@ def render_transfer(report: TransferReport, quiet: bool) -> bool:
 
 
 def _render_checkout(report: CheckoutReport, quiet: bool) -> bool:
-    if not quiet:
-        for path in report.restored:
-            click.echo(f"Restored {path}")
-    for message in report.problems:
-        _error(message)
-    if report.conflicts:
-        _error("checkout would clobber (use 'pivotbuild checkout --force' to overwrite): "
-               + ", ".join(report.conflicts))
-    for path, digest in report.missing:
-        _error(f"{path}: cache object {digest} is missing (not fetched)")
-    if not quiet:
-        click.echo(f"checkout: {len(report.restored)} restored, {len(report.unchanged)} "
-                   f"unchanged, {len(report.conflicts)} conflicts, {len(report.missing)} "
-                   f"missing", err=True)
-    return report.ok
+    from pivotbuild.cli import render_checkout
+
+    return render_checkout(report, quiet, "not fetched")
 
 
 def _transfer(obj: Any, verb: str, targets: tuple[str, ...], remote_name: str | None,

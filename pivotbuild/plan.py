@@ -206,30 +206,8 @@ class Planner:
             if (key not in lock.params or key not in stage.param_values
                     or not _same_value(lock.params[key], stage.param_values[key])):
                 reasons.append(Reason("params-changed", key=key))
-        locked_deps = {d.path: d for d in lock.deps}
-        for path, digest in sorted(decision.deps.items()):
-            if path not in locked_deps:
-                reasons.append(Reason("dep-added", path=path))
-            elif digest.missing:
-                reasons.append(Reason("dep-missing", path=path))
-            elif digest.hash != locked_deps[path].hash:
-                problem = digest.errors[0][1] if digest.hash is None and digest.errors else None
-                reasons.append(Reason("dep-changed", path=path, detail=problem))
-        reasons.extend(
-            Reason("dep-removed", path=p) for p in sorted(set(locked_deps) - set(decision.deps))
-        )
-        locked_outs = {o.path: o for o in lock.outs}
-        for path, digest in sorted(decision.outs.items()):
-            if path not in locked_outs:
-                reasons.append(Reason("out-added", path=path))
-            elif digest.missing:
-                reasons.append(Reason("out-missing", path=path))
-            elif digest.hash != locked_outs[path].hash:
-                problem = digest.errors[0][1] if digest.hash is None and digest.errors else None
-                reasons.append(Reason("out-changed", path=path, detail=problem))
-        reasons.extend(
-            Reason("out-removed", path=p) for p in sorted(set(locked_outs) - set(decision.outs))
-        )
+        reasons += _compare_paths("dep", decision.deps, {d.path: d.hash for d in lock.deps})
+        reasons += _compare_paths("out", decision.outs, {o.path: o.hash for o in lock.outs})
         return reasons
 
     def _action(self, decision: Decision) -> str:
@@ -299,6 +277,22 @@ class Planner:
             ]
             decisions[name] = self.decide(name, stale_upstream=stale_up, force=name in forced)
         return [decisions[n] for n in names]
+
+
+def _compare_paths(kind: str, current: Mapping[str, PathDigest], locked: Mapping[str, str]
+                   ) -> list[Reason]:
+    """<kind>-added, -missing, -changed (by content hash) and -removed, in path order."""
+    reasons = []
+    for path, digest in sorted(current.items()):
+        if path not in locked:
+            reasons.append(Reason(f"{kind}-added", path=path))
+        elif digest.missing:
+            reasons.append(Reason(f"{kind}-missing", path=path))
+        elif digest.hash != locked[path]:
+            problem = digest.errors[0][1] if digest.hash is None and digest.errors else None
+            reasons.append(Reason(f"{kind}-changed", path=path, detail=problem))
+    reasons.extend(Reason(f"{kind}-removed", path=p) for p in sorted(set(locked) - set(current)))
+    return reasons
 
 
 def _relative(path: str, project: Project) -> str:
