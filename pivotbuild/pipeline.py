@@ -11,17 +11,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pivotbuild import dag
 from pivotbuild.cache import Cache
 from pivotbuild.commit import Committer, MissingPathsError
 from pivotbuild.config import Project, load_project
 from pivotbuild.errors import OperationError, UsageError
-from pivotbuild.execute import Executor, Reporter, RunOptions, StageResult
 from pivotbuild.plan import FROZEN, STALE, Decision, Planner
 from pivotbuild.prefetch import Prefetch
 from pivotbuild.state import StateDB
 from pivotbuild.workspace import Hasher
+
+if TYPE_CHECKING:  # execute.py (subprocess, threads) is only loaded when something runs
+    from pivotbuild.execute import Reporter, RunOptions, StageResult
 
 
 @dataclass(slots=True)
@@ -91,6 +94,8 @@ class Pipeline:
             for decision in decisions:
                 reporter.decided(decision)
             return decisions, []
+        from pivotbuild.execute import Executor
+
         executor = Executor(self.project, self.graph, self.planner, self.committer, self.cache,
                             self.state, reporter, options)
         return decisions, executor.execute(decisions)
@@ -123,6 +128,8 @@ class Pipeline:
 
 def plan_result(decision: Decision) -> StageResult:
     """A decision shown as a `repro --dry-run --json` stage entry."""
+    from pivotbuild.execute import StageResult
+
     return StageResult(decision.name, decision.action, "not-run", decision.reasons,
                        decision.input_hash)
 
