@@ -1,0 +1,351 @@
+"""`pivotbuild hash` against its peers, as whole processes, on a warm page cache.
+
+The corpus (benchmarks/corpus.py) lives at PROJECT/data, with an empty
+PROJECT/pivot.toml beside it so that `pivotbuild hash` keeps its memo at
+PROJECT/.pivotbuild/state.db. Every command runs with cwd=PROJECT, once untimed
+and then --runs times, the commands interleaved round-robin so that drift and
+background load hit them all alike; the small part (data/small) and the large
+part (data/large) are measured and tabled separately. Before a part is timed
+its files are put in a known page-cache state (--cache, see pagecache.py), and
+every row shows how much was read from disk meanwhile (0 = warm).
+
+    a  pivotbuild hash DIR                  memo deleted before each run
+    b  pivotbuild hash DIR                  again, nothing changed (memo warm)
+    c  find | xargs -0 -n 2000 -P2 xxhsum -H2   the reference: ratios are to it
+    d  find | xargs -0 -n 2000 -P2 b3sum, and b3sum FILES (large part: b3sum
+       threads inside one file, so one process over all large files)
+    e  a plain Python loop: os.walk + xxhash.xxh3_128, 1 MiB reads
+    f  find -printf '%s %T@ %i\\n'            the stat-only floor
+    g  PIVOTBUILD_PURE_PYTHON=1 pivotbuild hash DIR   the fallback, memo deleted
+    s  pivotbuild hash --help               start-up alone, for reading the others
+
+Targets: small a <= 0.85 x c; large a <= 0.7 x c and <= 0.6 x the faster b3sum;
+no-op (small) b <= 3 x f.
+
+    python benchmarks/compare_hash.py [PROJECT] [--runs 5] [--json OUT]
+        [--small N --large K --large-mib M --seed S] [--parts small,large]
+        [--cache reread|written|as-is] [--quiet 0.25 --retries 3 --max-wait 30]
+
+Default PROJECT: bench-data/<corpus tag> in the repository (git-ignored).
+Quick run: --small 5000 --large 2 --large-mib 32 --runs 3 (under a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corpus import CorpusParams, add_params_arguments, generate, params_from_args
+from pagecache import STATES, prepare, read_all
+from sysload import Probe, QuietGate
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+XARGS = "xargs -0 -n 2000 -P2"
+NOISE_FLOOR_S = 0.05  # other CPU below this is clock-tick noise, never a reason to redo
+
+PY_LOOP = r"""
+import os, sys, xxhash
+buf = bytearray(1 << 20)
+view = memoryview(buf)
+for root, dirs, files in os.walk(sys.argv[1]):
+    dirs.sort()
+    for name in sorted(files):
+        h = xxhash.xxh3_128()
+        with open(os.path.join(root, name), "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                h.update(view[:n])
+        h.hexdigest()
+"""
+
+
+@dataclass
+class Command:
+    key: str                      # a..g, as in the module docstring
+    label: str
+    argv: list[str]
+    env: dict[str, str] | None = None
+    reset_memo: bool = False      # delete PROJECT/.pivotbuild before each run
+    samples: list[float] = field(default_factory=list)
+    disk_mib: list[float] = field(default_factory=list)  # read from disk during each run
+    other_cpu: float = 0.0        # CPU seconds other processes used during the kept runs
+    redone: int = 0               # runs thrown away because other processes were busy
+    error: str | None = None
+
+    @property
+    def shown(self) -> str:
+        if self.argv[:2] == ["sh", "-c"]:
+            return self.argv[2]
+        return shlex.join(self.argv)
+
+    def median(self) -> float | None:
+        return statistics.median(self.samples) if self.samples and not self.error else None
+
+
+def find_pivotbuild() -> list[str]:
+    """The real console script (not a pyenv shim, which adds a bash + pyenv
+    start-up to every run), else `python -m pivotbuild`."""
+    beside = Path(sys.executable).parent / "pivotbuild"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    return [sys.executable, "-m", "pivotbuild"]
+
+
+def pivotbuild_ready(pb: list[str]) -> str | None:
+    """None if `pivotbuild hash` is usable, else why not."""
+    try:
+        r = subprocess.run([*pb, "hash", "--help"], check=False, capture_output=True, text=True,
+                           timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if r.returncode != 0:
+        return (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+    return None
+
+
+def commands(part: str, files: list[str], pb: list[str], pb_error: str | None) -> list[Command]:
+    d = f"data/{part}"
+    plain = {k: v for k, v in os.environ.items() if k != "PIVOTBUILD_PURE_PYTHON"}
+    pure = dict(plain, PIVOTBUILD_PURE_PYTHON="1")
+    find0 = f"find {d} -type f -print0"
+    cmds = [
+        Command("g", "pivotbuild hash, pure Python, empty memo", [*pb, "hash", d], pure,
+                reset_memo=True),
+        Command("a", "pivotbuild hash, empty memo", [*pb, "hash", d], plain, reset_memo=True),
+        Command("b", "pivotbuild hash, memo warm (no-op)", [*pb, "hash", d], plain),
+        Command("c", "xxhsum -H2, xargs -P2",
+                ["sh", "-c", f"{find0} | {XARGS} xxhsum -H2 >/dev/null"]),
+        Command("d", "b3sum, xargs -P2", ["sh", "-c", f"{find0} | {XARGS} b3sum >/dev/null"]),
+    ]
+    if part == "large":
+        cmds.append(Command("d1", "b3sum FILES, one process",
+                            ["sh", "-c", shlex.join(["b3sum", *files]) + " >/dev/null"]))
+    cmds += [
+        Command("e", "Python loop, xxhash package", [sys.executable, "-c", PY_LOOP, d]),
+        Command("f", "find -printf (stat floor)",
+                ["sh", "-c", f"find {d} -type f -printf '%s %T@ %i\\n' >/dev/null"]),
+        Command("s", "pivotbuild hash --help (start-up only)", [*pb, "hash", "--help"], plain),
+    ]
+    for c in cmds:
+        if c.argv[:len(pb)] == pb and pb_error:
+            c.error = f"pivotbuild hash unavailable: {pb_error}"
+        tool = {"c": "xxhsum", "d": "b3sum", "d1": "b3sum"}.get(c.key)
+        if tool and not shutil.which(tool):
+            c.error = f"{tool} not installed"
+    return cmds
+
+
+def run_once(c: Command, project: Path) -> float | None:
+    if c.reset_memo:
+        shutil.rmtree(project / ".pivotbuild", ignore_errors=True)
+    t0 = time.perf_counter()
+    r = subprocess.run(c.argv, check=False, cwd=project, env=c.env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    secs = time.perf_counter() - t0
+    if r.returncode != 0:
+        tail = (r.stderr.strip().splitlines() or [""])[-1][:120]
+        c.error = f"exit {r.returncode}: {tail}"
+        return None
+    return secs
+
+
+def warm_cache(root: Path, state: str) -> None:
+    """Put every file below root in the page cache, in the given state."""
+    paths = sorted(os.path.join(d, n) for d, _dirs, names in os.walk(root) for n in names)
+    prepare(paths, state)
+    read_all(paths)
+
+
+def check_file_hash(pb: list[str], project: Path, rel: str) -> str | None:
+    """Compare `pivotbuild hash FILE` with `xxhsum -H2 FILE`; None if equal."""
+    try:
+        ours = subprocess.run([*pb, "hash", "--no-state", rel], check=False, cwd=project,
+                              capture_output=True, text=True, timeout=600).stdout.split()
+        ref = subprocess.run(["xxhsum", "-H2", rel], check=False, cwd=project,
+                             capture_output=True, text=True, timeout=600).stdout.split()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if not ours or not ref or ours[0] != ref[0]:
+        return f"pivotbuild {ours[:1]} != xxhsum {ref[:1]} for {rel}"
+    return None
+
+
+def measure_part(part: str, project: Path, args: argparse.Namespace, gate: QuietGate,
+                 pb: list[str], pb_error: str | None) -> list[Command]:
+    files = sorted(str(p.relative_to(project)) for p in (project / "data" / part).iterdir())
+    cmds = commands(part, files, pb, pb_error)
+    runs = args.runs
+    for r in range(runs + 1):  # round 0 is the untimed warm-up
+        for c in cmds:
+            for attempt in range(args.retries + 1):
+                if c.error:
+                    break
+                before = Probe.now()
+                secs = run_once(c, project)
+                load = Probe.now().since(before)
+                if secs is None or r == 0:
+                    break
+                if attempt < args.retries and gate.noisy(load, NOISE_FLOOR_S) and gate.wait():
+                    c.redone += 1
+                    continue
+                c.samples.append(secs)
+                c.disk_mib.append(load.disk_mib)
+                c.other_cpu += load.other_cpu
+                break
+        print(f"  {part}: round {r}/{runs} done", file=sys.stderr, flush=True)
+    return cmds
+
+
+def print_table(part: str, nbytes: int, nfiles: int, cmds: list[Command]) -> None:
+    ref = next((c.median() for c in cmds if c.key == "c"), None)
+    print(f"\n{part}: {nfiles} files, {nbytes / 1e9:.2f} GB")
+    print(f"  {'':2} {'command':42} {'median s':>9} {'min s':>8} {'GB/s':>6} {'x xxhsum':>9}"
+          f" {'disk MiB':>8} {'other':>5} {'redo':>4}")
+    for c in sorted(cmds, key=lambda c: c.key):
+        if c.error:
+            print(f"  {c.key:2} {c.label:42} {c.error}")
+            continue
+        med = c.median()
+        gbs = f"{nbytes / med / 1e9:6.2f}" if c.key not in ("b", "f", "s") else f"{'-':>6}"
+        ratio = f"{med / ref:9.2f}" if ref else f"{'-':>9}"
+        # under NOISE_FLOOR_S of other CPU in total, the ratio is clock-tick noise
+        other = (f"{c.other_cpu / sum(c.samples):5.2f}" if c.other_cpu >= NOISE_FLOOR_S
+                 else f"{'-':>5}")
+        print(f"  {c.key:2} {c.label:42} {med:9.3f} {min(c.samples):8.3f} {gbs} {ratio}"
+              f" {max(c.disk_mib):8.0f} {other} {c.redone:4}")
+    print("  disk MiB: most read from disk in one run (0: the cache was warm); other: cores\n"
+          "  busy with other processes in the kept runs ('-': too little to tell); redo: runs\n"
+          "  measured again because other processes kept a core busy")
+
+
+def ratio(cmds: list[Command], num: str, dens: tuple[str, ...]) -> float | None:
+    by = {c.key: c.median() for c in cmds}
+    den = [by[k] for k in dens if by.get(k)]
+    if by.get(num) is None or not den:
+        return None
+    return by[num] / min(den)
+
+
+def targets(results: dict[str, list[Command]]) -> list[dict]:
+    spec = [  # part, what, numerator, denominators (the fastest is used), limit
+        ("small", "empty memo vs xxhsum -P2", "a", ("c",), 0.85),
+        ("large", "empty memo vs xxhsum -P2", "a", ("c",), 0.7),
+        ("large", "empty memo vs faster b3sum", "a", ("d", "d1"), 0.6),
+        ("small", "no-op (memo warm) vs find -printf", "b", ("f",), 3.0),
+    ]
+    out = []
+    for part, what, num, dens, limit in spec:
+        if part not in results:
+            continue
+        r = ratio(results[part], num, dens)
+        verdict = "n/a" if r is None else ("PASS" if r <= limit else "MISS")
+        out.append({"part": part, "target": what, "limit": limit, "ratio": r, "verdict": verdict})
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("project", nargs="?",
+                   help="project dir (corpus at PROJECT/data); default bench-data/<corpus tag>")
+    add_params_arguments(p)
+    p.add_argument("--runs", type=int, default=5, help="timed runs per command (median)")
+    p.add_argument("--quiet", type=float, default=0.25,
+                   help="a run during which other processes kept more than this many cores "
+                        "busy is measured again (at most --retries times) once they calm "
+                        "down; --max-wait caps the total seconds spent waiting")
+    p.add_argument("--retries", type=int, default=3, help="see --quiet")
+    p.add_argument("--max-wait", type=float, default=120.0, help="see --quiet")
+    p.add_argument("--cache", choices=(*STATES, "as-is"), default="reread",
+                   help="page-cache state of the corpus (see pagecache.py): reread (default;\n"
+                        "evicted and read back, as a checkout that has sat for a while),\n"
+                        "written (rewritten, as fresh outputs), as-is (only read once)")
+    p.add_argument("--parts", default="small,large", help="comma-separated: small, large")
+    p.add_argument("--json", metavar="OUT", help="save the results as JSON")
+    args = p.parse_args(argv)
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    parts = [x for x in args.parts.split(",") if x]
+    if not set(parts) <= {"small", "large"}:
+        p.error("--parts takes small and/or large")
+
+    params: CorpusParams = params_from_args(args)
+    project = Path(args.project or REPO / "bench-data" / params.tag()).resolve()
+    project.mkdir(parents=True, exist_ok=True)
+    if not (project / "pivot.toml").exists():
+        (project / "pivot.toml").write_text("")
+    t0 = time.perf_counter()
+    manifest = generate(project / "data", params, verbose=True)
+    os.sync()  # no writeback threads competing for the CPUs while we time
+    print(f"corpus {project / 'data'} ready ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+
+    pb = find_pivotbuild()
+    pb_error = pivotbuild_ready(pb)
+    if pb_error is None:
+        pb_error = check_file_hash(pb, project, "data/large/large0.bin") if params.large else None
+        if pb_error:
+            pb_error = "wrong hash: " + pb_error
+    print(f"machine: {os.cpu_count()} cores, {cpu_model()}; pivotbuild: {shlex.join(pb)}; "
+          f"runs: {args.runs} (median), page cache '{args.cache}'", flush=True)
+    if pb_error:
+        print(f"WARNING: {pb_error}", flush=True)
+
+    results: dict[str, list[Command]] = {}
+    gate = QuietGate(args.quiet, args.max_wait)
+    for part in parts:
+        t0 = time.perf_counter()
+        warm_cache(project / "data" / part, args.cache)
+        print(f"  {part}: page cache '{args.cache}' ({time.perf_counter() - t0:.1f} s)",
+              file=sys.stderr, flush=True)
+        results[part] = measure_part(part, project, args, gate, pb, pb_error)
+        print_table(part, manifest[f"{part}_bytes"], manifest[f"{part}_files"], results[part])
+    shutil.rmtree(project / ".pivotbuild", ignore_errors=True)
+
+    if gate.waited:
+        print(f"\nwaited {gate.waited:.0f} s in all for other processes to calm down"
+              + (" (budget spent: later noisy runs were kept)" if gate.waited >= gate.budget
+                 else ""))
+    goals = targets(results)
+    print("\ntargets")
+    for g in goals:
+        r = "-" if g["ratio"] is None else f"{g['ratio']:.2f}"
+        print(f"  {g['part']:5} {g['target']:36} {r:>6} <= {g['limit']:<4}  {g['verdict']}")
+
+    if args.json:
+        doc = {
+            "machine": {"nproc": os.cpu_count(), "cpu": cpu_model()},
+            "params": manifest["params"], "corpus": manifest, "runs": args.runs,
+            "cache": args.cache, "waited_s": gate.waited,
+            "pivotbuild": pb, "pivotbuild_error": pb_error,
+            "parts": {part: [{"key": c.key, "label": c.label, "command": c.shown,
+                              "samples": c.samples, "median": c.median(),
+                              "disk_mib": c.disk_mib, "other_cpu_s": c.other_cpu,
+                              "redone": c.redone,
+                              "min": min(c.samples) if c.samples else None, "error": c.error}
+                             for c in cmds] for part, cmds in results.items()},
+            "targets": goals,
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

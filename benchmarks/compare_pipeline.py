@@ -1,0 +1,858 @@
+"""Pipelines side by side: pivotbuild against DVC, GNU Make and git, as whole processes.
+
+One run generates equivalent projects for each tool under WORK (default
+bench-data/pipelines, git-ignored), times every command as a subprocess (wall
+clock; one untimed warm-up, then --runs timed runs, the tools of a case
+interleaved round-robin) and prints medians, ratios and PASS/MISS per target.
+
+    noop      one stage `find data -type f | wc -l > count.txt` whose dep is the
+              100,000-file tree (data/, hardlinked from the corpus):
+              pivotbuild status / repro, dvc status / dvc repro, git status (the
+              same tree added and committed in a git repository), and
+              find -printf (the stat-only floor, for reading the others)
+    stages    no-op repro of a 1,000-stage pipeline (groups of 10: a root, a
+              chain of 4, a fan-out of 4, a fan-in; every 10th group starts a
+              new chain of groups): pivotbuild repro, dvc repro, make
+    parallel  8 independent stages `sleep 1 && cp src out`, all forced:
+              pivotbuild repro -f -j 2, make -B -j2, dvc repro -f (DVC runs
+              stages one at a time; reported, no target)
+    commit    (issue 4) pivotbuild commit vs dvc commit -f on the 1,000-stage
+              pipeline with nothing stale, and on one stage whose output is the
+              100,000-file tree (a real copy): first with an empty cache and
+              memo (.pivotbuild/ or .dvc/cache + DVC's state deleted before each
+              run), then unchanged; `cp -r` of the tree is timed beside them as the
+              floor for anything that copies it into a cache
+
+Targets (issues 3 and 4): noop status and repro <= 0.1 x dvc status and
+<= 4 x git status; stages <= 0.1 x dvc repro; parallel <= 1.15 x the ideal
+(8 x sleep / 2 = 4 s); commit <= 0.1 x dvc commit -f, each case.
+
+DVC is installed into a throwaway virtualenv (--dvc-venv, default
+bench-data/dvc-venv) with `pip install dvc`, reused when present; its repos are
+`git init` + `dvc init` with analytics and update checks off and DVC's state
+kept inside the repo (core.site_cache_dir) so it can be emptied. Both tools run
+with their default cache link types. A peer that cannot be found or installed is
+skipped with a note.
+
+    python benchmarks/compare_pipeline.py [--runs 5] [--json OUT]
+        [--small-files 100000] [--stages 1000] [--sleep 1.0]
+        [--cases noop,stages,parallel,commit] [--work DIR] [--quiet-cores 0.3]
+
+Quick smoke run (about a minute, DVC already installed):
+    python benchmarks/compare_pipeline.py --small-files 2000 --stages 50 --runs 3 --sleep 0.25
+
+The 100,000-file tree is bench-data/s100000-l4x256-seed0/data/small when that
+corpus is there (benchmarks/corpus.py), else it is generated into WORK with
+corpus.py (--large 0). Trees are linked or copied into WORK once and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corpus import CorpusParams, fanout, generate, read_manifest, small_relpath
+from pagecache import read_all
+from sysload import Probe, wait_quiet
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+BENCH_DATA = REPO / "bench-data"
+SHARED_CORPUS = BENCH_DATA / CorpusParams().tag() / "data"
+CASES = ("noop", "stages", "parallel", "commit")
+GROUP = 10  # stages per group in the many-stage pipeline
+CHAIN_GROUPS = 10  # groups per chain of groups
+N_PARALLEL = 8
+
+# Every subprocess runs with this environment: no pivotbuild overrides from the caller, no
+# DVC analytics, and Python bytecode cached as on a user's machine (a caller's
+# PYTHONDONTWRITEBYTECODE=1 would recompile an editable install's modules on every run);
+# the bytecode goes to BENCH_DATA/pycache, not beside the sources.
+ENV = {k: v for k, v in os.environ.items()
+       if k not in ("PIVOTBUILD_CACHE_DIR", "PIVOTBUILD_PURE_PYTHON", "PYTHONDONTWRITEBYTECODE")}
+ENV.update(DVC_NO_ANALYTICS="1", GIT_TERMINAL_PROMPT="0", LC_ALL="C",
+           PYTHONPYCACHEPREFIX=str(BENCH_DATA / "pycache"))
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(argv: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(argv, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    if check and r.returncode != 0:
+        tail = "\n".join(r.stdout.strip().splitlines()[-15:])
+        raise BenchError(f"`{shlex.join(argv)}` in {cwd} exited {r.returncode}:\n{tail}")
+    return r
+
+
+# ---- tools ----------------------------------------------------------------------------------
+
+@dataclass
+class Tools:
+    pivotbuild: list[str]
+    dvc: str | None
+    make: str | None
+    git: str | None
+    notes: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def find_pivotbuild() -> list[str]:
+    """The console script beside this Python (a pyenv shim on PATH would add a bash and a
+    pyenv start-up to every run), else `python -m pivotbuild`."""
+    beside = Path(sys.executable).parent / "pivotbuild"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    return [sys.executable, "-m", "pivotbuild"]
+
+
+def ensure_dvc(venv: Path, notes: list[str]) -> str | None:
+    dvc = venv / "bin" / "dvc"
+    if not (dvc.is_file() and os.access(dvc, os.X_OK)):
+        log(f"installing DVC into {venv} (python -m venv; pip install dvc)")
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "dvc"], check=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            notes.append(f"DVC skipped: installing it into {venv} failed ({exc})")
+            return None
+    try:
+        run([str(dvc), "--version"], cwd=REPO)
+    except (OSError, BenchError) as exc:
+        notes.append(f"DVC skipped: {dvc} does not start ({exc})")
+        return None
+    return str(dvc)
+
+
+def find_tools(args: argparse.Namespace) -> Tools:
+    notes: list[str] = []
+    tools = Tools(find_pivotbuild(), ensure_dvc(Path(args.dvc_venv), notes),
+                  shutil.which("make"), shutil.which("git"), notes)
+    if tools.make is None:
+        notes.append("make skipped: not on PATH")
+    if tools.git is None:
+        notes.append("git skipped: not on PATH (DVC needs it too)")
+        if tools.dvc:
+            notes.append("DVC skipped: it needs git")
+            tools.dvc = None
+    for name, argv in (("pivotbuild", [*tools.pivotbuild, "--version"]),
+                       ("dvc", [tools.dvc, "--version"] if tools.dvc else None),
+                       ("make", [tools.make, "--version"] if tools.make else None),
+                       ("git", [tools.git, "--version"] if tools.git else None)):
+        if argv:
+            out = run(argv, cwd=REPO, check=False).stdout.strip().splitlines()
+            tools.versions[name] = out[0] if out else "?"
+    return tools
+
+
+# ---- trees and projects ---------------------------------------------------------------------
+
+def source_tree(n: int, work: Path) -> tuple[Path, list[str]]:
+    """The corpus' small-file tree with n files and its files' relative paths."""
+    m = read_manifest(SHARED_CORPUS)
+    if m and m.get("params", {}).get("small") == n and m.get("small_files") == n:
+        root, fan = SHARED_CORPUS, m["fanout"]
+    else:
+        root = work / f"corpus-s{n}"
+        if read_manifest(root) is None:
+            log(f"generating a {n}-file corpus in {root} (benchmarks/corpus.py --large 0)")
+        fan = generate(root, CorpusParams(small=n, large=0), verbose=True)["fanout"]
+    assert fan == fanout(n)
+    rels = [small_relpath(i, fan).split("/", 1)[1] for i in range(n)]
+    return root / "small", rels
+
+
+def place_tree(src: Path, rels: list[str], dst: Path, how: str) -> None:
+    """dst/<rel> for every rel: a hardlink to src/<rel> ("link") or a copy of it ("copy")."""
+    made: set[str] = set()
+    for rel in rels:
+        parent = rel.rpartition("/")[0]
+        if parent not in made:
+            (dst / parent).mkdir(parents=True, exist_ok=True)
+            made.add(parent)
+        if how == "link":
+            os.link(src / rel, dst / rel)
+        else:
+            shutil.copyfile(src / rel, dst / rel)
+    os.sync()
+
+
+def tree_project(proj: Path, src: Path, rels: list[str], how: str) -> None:
+    """Make proj/data the tree (once: a marker beside proj says it is complete) and empty
+    everything else in proj."""
+    marker = proj.with_name(proj.name + ".data-ok")
+    want = f"{src} {len(rels)} {how}\n"
+    if not marker.is_file() or marker.read_text() != want or not (proj / "data").is_dir():
+        marker.unlink(missing_ok=True)
+        rmtree(proj)
+        log(f"{'linking' if how == 'link' else 'copying'} {len(rels)} files into {proj}/data")
+        place_tree(src, rels, proj / "data", how)
+        marker.write_text(want)
+    for p in proj.iterdir():
+        if p.name != "data":
+            rmtree(p)
+
+
+def rmtree(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        subprocess.run(["rm", "-rf", "--", str(p)], check=True)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def fresh(proj: Path) -> Path:
+    rmtree(proj)
+    proj.mkdir(parents=True)
+    return proj
+
+
+def toml_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string of printable ASCII is a TOML basic string
+
+
+@dataclass
+class Stage:
+    name: str
+    cmd: str
+    deps: list[str]
+    outs: list[str]
+
+
+def write_pivot(proj: Path, stages: list[Stage]) -> None:
+    lines = []
+    for s in stages:
+        lines += [f"[stages.{s.name}]", f"cmd = {toml_str(s.cmd)}",
+                  f"deps = [{', '.join(map(toml_str, s.deps))}]",
+                  f"outs = [{', '.join(map(toml_str, s.outs))}]", ""]
+    (proj / "pivot.toml").write_text("\n".join(lines))
+
+
+def write_dvc(proj: Path, stages: list[Stage]) -> None:
+    lines = ["stages:"]
+    for s in stages:
+        lines += [f"  {s.name}:", f"    cmd: {json.dumps(s.cmd)}",
+                  f"    deps: [{', '.join(map(json.dumps, s.deps))}]",
+                  f"    outs: [{', '.join(map(json.dumps, s.outs))}]"]
+    (proj / "dvc.yaml").write_text("\n".join(lines) + "\n")
+
+
+def write_make(proj: Path, stages: list[Stage]) -> None:
+    outs = [o for s in stages for o in s.outs]
+    lines = [".PHONY: all", "all: " + " ".join(outs), ""]
+    for s in stages:
+        lines += [f"{' '.join(s.outs)}: {' '.join(s.deps)}", f"\t{s.cmd}", ""]
+    (proj / "Makefile").write_text("\n".join(lines))
+
+
+def git_init(git: str, proj: Path) -> None:
+    run([git, "init", "-q"], proj)
+    run([git, "config", "user.name", "pivotbuild bench"], proj)
+    run([git, "config", "user.email", "bench@example.invalid"], proj)
+    run([git, "config", "commit.gpgsign", "false"], proj)
+
+
+def dvc_init(tools: Tools, proj: Path) -> None:
+    assert tools.dvc and tools.git
+    git_init(tools.git, proj)
+    run([tools.dvc, "init", "-q"], proj)
+    for key, value in (("core.analytics", "false"), ("core.check_update", "false"),
+                       ("core.site_cache_dir", str(proj / ".dvc" / "site-cache"))):
+        run([tools.dvc, "config", "--local", key, value], proj)
+
+
+def dvc_forget(proj: Path) -> None:
+    """Empty DVC's cache and every memo it keeps (state, index, links), drop dvc.lock."""
+    for p in (proj / ".dvc" / "cache", proj / ".dvc" / "tmp", proj / ".dvc" / "site-cache",
+              proj / "dvc.lock"):
+        rmtree(p)
+
+
+def pivot_forget(proj: Path) -> None:
+    """Empty pivotbuild's cache, memo, locks and history."""
+    rmtree(proj / ".pivotbuild")
+
+
+# ---- measuring ------------------------------------------------------------------------------
+
+@dataclass
+class Cmd:
+    key: str
+    tool: str
+    argv: list[str]
+    cwd: Path
+    reset: Callable[[], None] | None = None  # before every run, untimed
+    check_min_s: float = 0.0  # a run faster than this did not do the work: an error
+    times: list[float] = field(default_factory=list)
+    other_cpu: list[float] = field(default_factory=list)  # other processes' CPU s per run
+    error: str | None = None
+    out_tail: str = ""
+
+    @property
+    def shown(self) -> str:
+        argv = list(self.argv)
+        argv[0] = Path(argv[0]).name
+        if argv[:2] == ["sh", "-c"]:
+            return argv[2]
+        return shlex.join(argv) if len(argv) < 12 else shlex.join(argv[:4]) + f" ... ({len(argv) - 1} args)"
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.times) if self.times and not self.error else None
+
+
+def once(c: Cmd) -> float | None:
+    if c.reset:
+        c.reset()
+    os.sync()  # writeback of the last run's (or reset's) dirty pages is not this run's cost
+    before = Probe.now()
+    t0 = time.perf_counter()
+    r = subprocess.run(c.argv, cwd=c.cwd, env=ENV, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    secs = time.perf_counter() - t0
+    c.other_cpu.append(Probe.now().since(before).other_cpu)
+    c.out_tail = "\n".join(r.stdout.strip().splitlines()[-3:])
+    if r.returncode != 0:
+        c.error = f"exit {r.returncode}: {c.out_tail[-300:]}"
+        return None
+    if secs < c.check_min_s:
+        c.error = f"finished in {secs:.2f} s < {c.check_min_s:.2f} s: it cannot have run everything"
+        return None
+    return secs
+
+
+def measure(cmds: list[Cmd], runs: int, quiet_cores: float, quiet_timeout: float) -> None:
+    cmds = [c for c in cmds if not c.error]
+    if quiet_cores > 0 and not wait_quiet(quiet_cores, timeout=quiet_timeout, window=2.0):
+        log(f"  (other processes stayed above {quiet_cores} cores; measuring anyway)")
+    for r in range(runs + 1):  # round 0: untimed warm-up
+        for c in cmds:
+            if c.error:
+                continue
+            secs = once(c)
+            if secs is not None and r > 0:
+                c.times.append(secs)
+            if r == 0:
+                c.other_cpu.clear()
+            if c.error:
+                log(f"  {c.key}: {c.error}")
+        log(f"  round {r}/{runs}: " + ", ".join(
+            f"{c.key} {c.times[-1]:.3f}" for c in cmds if c.times and r > 0 and not c.error))
+
+
+def skipped(key: str, tool: str, why: str) -> Cmd:
+    return Cmd(key, tool, [tool], REPO, error=f"skipped: {why}")
+
+
+# ---- cases ----------------------------------------------------------------------------------
+
+def wait_racy() -> None:
+    """Files written in the last 2 s are not trusted by stat memos (pivotbuild, git, DVC):
+    let setup's files age before the warm-up run records them as clean."""
+    time.sleep(2.2)
+
+
+def case_noop(tools: Tools, args: argparse.Namespace, work: Path) -> list[Cmd]:
+    pb = tools.pivotbuild
+    src, rels = source_tree(args.small_files, work)
+    base = work / f"noop-s{args.small_files}"
+    stage = Stage("count", "find data -type f | wc -l > count.txt", ["data"], ["count.txt"])
+    cmds: list[Cmd] = []
+
+    p = base / "pivotbuild"
+    tree_project(p, src, rels, "link")
+    write_pivot(p, [stage])
+    log(f"noop: pivotbuild repro in {p}")
+    run([*pb, "repro"], p)
+
+    d = base / "dvc"
+    if tools.dvc:
+        tree_project(d, src, rels, "link")
+        dvc_init(tools, d)
+        write_dvc(d, [stage])
+        log(f"noop: dvc repro in {d}")
+        run([tools.dvc, "repro"], d)
+
+    g = base / "git"
+    if tools.git:
+        marker = g.with_name("git.repo-ok")
+        want = f"{src} {len(rels)}\n"
+        if not marker.is_file() or marker.read_text() != want or not (g / ".git").is_dir():
+            marker.unlink(missing_ok=True)
+            tree_project(g, src, rels, "link")
+            git_init(tools.git, g)
+            log(f"noop: git add + commit of {len(rels)} files in {g} (once)")
+            run([tools.git, "add", "data"], g)
+            run([tools.git, "commit", "-q", "-m", "the tree"], g)
+            marker.write_text(want)
+
+    log("noop: reading the tree into the page cache")
+    read_all(str(p / "data" / r) for r in rels)
+    wait_racy()
+    if run([*pb, "status", "-q"], p, check=False).returncode != 0:
+        raise BenchError(f"pivotbuild status in {p} is not up to date after repro")
+
+    cmds.append(Cmd("noop.pb.status", "pivotbuild", [*pb, "status"], p))
+    cmds.append(Cmd("noop.pb.repro", "pivotbuild", [*pb, "repro"], p))
+    if tools.dvc:
+        cmds.append(Cmd("noop.dvc.status", "dvc", [tools.dvc, "status"], d))
+        cmds.append(Cmd("noop.dvc.repro", "dvc", [tools.dvc, "repro"], d))
+    else:
+        cmds += [skipped("noop.dvc.status", "dvc", "DVC unavailable"),
+                 skipped("noop.dvc.repro", "dvc", "DVC unavailable")]
+    if tools.git:
+        cmds.append(Cmd("noop.git.status", "git", [tools.git, "status"], g))
+    else:
+        cmds.append(skipped("noop.git.status", "git", "git unavailable"))
+    cmds.append(Cmd("noop.find", "find",
+                    ["sh", "-c", "find data -type f -printf '%s %T@ %i\\n' >/dev/null"], p))
+    cmds.append(Cmd("noop.pb.start", "pivotbuild", [*pb, "--version"], p))
+    if tools.dvc:
+        cmds.append(Cmd("noop.dvc.start", "dvc", [tools.dvc, "--version"], d))
+    log("noop: timing")
+    measure(cmds, args.runs, args.quiet_cores, args.quiet_timeout)
+    if tools.dvc and "up to date" not in run([tools.dvc, "status"], d).stdout:
+        raise BenchError(f"dvc status in {d} is not up to date after the no-op runs")
+    if run([*pb, "status", "-q"], p, check=False).returncode != 0:
+        raise BenchError(f"pivotbuild status in {p} is not up to date after the no-op runs")
+    return cmds
+
+
+def many_stages(n: int) -> list[Stage]:
+    """n stages in groups of GROUP: j=0 root (from src/gNNN.txt and, inside a chain of
+    groups, the previous group's fan-in), 1-4 a chain, 5-8 a fan-out of stage 4, 9 the
+    fan-in of 5-8."""
+    stages = []
+    for i in range(n):
+        g, j = divmod(i, GROUP)
+        b = g * GROUP
+        out = f"out/s{i:04d}"
+        if j == 0:
+            deps = [f"src/g{g:03d}.txt"]
+            if g % CHAIN_GROUPS:  # continue the chain of groups: after the previous fan-in
+                deps.append(f"out/s{b - 1:04d}")
+            cmd = f"cat {' '.join(deps)} > {out}"
+        elif j <= 4:
+            deps = [f"out/s{i - 1:04d}"]
+            cmd = f"cp {deps[0]} {out}"
+        elif j <= 8:
+            deps = [f"out/s{b + 4:04d}"]
+            cmd = f"cp {deps[0]} {out}"
+        else:
+            deps = [f"out/s{k:04d}" for k in range(b + 5, min(b + 9, n))]
+            cmd = f"cat {' '.join(deps)} > {out}"
+        stages.append(Stage(f"s{i:04d}", cmd, deps, [out]))
+    return stages
+
+
+def sources(proj: Path, stages: list[Stage]) -> None:
+    (proj / "out").mkdir(parents=True, exist_ok=True)
+    for s in stages:
+        for dep in s.deps:
+            if dep.startswith("src/"):
+                (proj / "src").mkdir(exist_ok=True)
+                (proj / dep).write_text(f"{dep}\n")
+
+
+@dataclass
+class StagesProjects:
+    stages: list[Stage]
+    pb: Path
+    dvc: Path | None
+    make: Path | None
+
+
+def setup_stages(tools: Tools, args: argparse.Namespace, work: Path) -> StagesProjects:
+    stages = many_stages(args.stages)
+    base = work / f"stages-{args.stages}"
+    pb = tools.pivotbuild
+    p = fresh(base / "pivotbuild")
+    sources(p, stages)
+    write_pivot(p, stages)
+    log(f"stages: pivotbuild repro of {len(stages)} stages in {p}")
+    run([*pb, "-q", "repro"], p)
+    d = m = None
+    if tools.dvc:
+        # DVC's first repro of a large pipeline takes many minutes: a project that an earlier
+        # run completed for the same pipeline and DVC version is reused as it is.
+        d = base / "dvc"
+        marker = base / "dvc.setup-ok"
+        probe = d / "probe"
+        fresh(probe)
+        write_dvc(probe, stages)
+        want = f"{tools.versions.get('dvc')}\n{(probe / 'dvc.yaml').read_text()}"
+        rmtree(probe)
+        if marker.is_file() and marker.read_text() == want and (d / "dvc.lock").is_file():
+            log(f"stages: reusing the DVC project {d} (delete {marker} to rebuild it)")
+        else:
+            marker.unlink(missing_ok=True)
+            fresh(d)
+            sources(d, stages)
+            dvc_init(tools, d)
+            write_dvc(d, stages)
+            log(f"stages: dvc repro of {len(stages)} stages in {d} (DVC runs them one at a time)")
+            t0 = time.perf_counter()
+            run([tools.dvc, "repro"], d)
+            log(f"  took {time.perf_counter() - t0:.0f} s")
+            marker.write_text(want)
+    if tools.make:
+        m = fresh(base / "make")
+        sources(m, stages)
+        write_make(m, stages)
+        run([tools.make, "-s", "-j2"], m)
+    wait_racy()
+    if run([*pb, "status", "-q"], p, check=False).returncode != 0:
+        raise BenchError(f"pivotbuild status in {p} is not up to date after repro")
+    return StagesProjects(stages, p, d, m)
+
+
+def case_stages(tools: Tools, args: argparse.Namespace, sp: StagesProjects) -> list[Cmd]:
+    pb = tools.pivotbuild
+    cmds = [Cmd("stages.pb.repro", "pivotbuild", [*pb, "repro"], sp.pb),
+            Cmd("stages.pb.status", "pivotbuild", [*pb, "status"], sp.pb)]
+    cmds.append(Cmd("stages.dvc.repro", "dvc", [tools.dvc, "repro"], sp.dvc) if sp.dvc
+                else skipped("stages.dvc.repro", "dvc", "DVC unavailable"))
+    cmds.append(Cmd("stages.make", "make", [tools.make], sp.make) if sp.make
+                else skipped("stages.make", "make", "make unavailable"))
+    log("stages: timing")
+    measure(cmds, args.runs, args.quiet_cores, args.quiet_timeout)
+    if sp.dvc and "up to date" not in run([tools.dvc, "status"], sp.dvc).stdout:
+        raise BenchError(f"dvc status in {sp.dvc} is not up to date after the no-op runs")
+    if sp.make and run([tools.make, "-q"], sp.make, check=False).returncode != 0:
+        raise BenchError("make -q says the Makefile project is not up to date")
+    if run([*pb, "status", "-q"], sp.pb, check=False).returncode != 0:
+        raise BenchError("pivotbuild's many-stage project is not up to date after the no-op runs")
+    return cmds
+
+
+def case_parallel(tools: Tools, args: argparse.Namespace, work: Path) -> list[Cmd]:
+    stages = [Stage(f"p{k}", f"sleep {args.sleep:g} && cp src/p{k}.txt out/p{k}",
+                    [f"src/p{k}.txt"], [f"out/p{k}"]) for k in range(N_PARALLEL)]
+    ideal = N_PARALLEL * args.sleep / 2
+    base = work / "parallel"
+    pb = tools.pivotbuild
+    p = fresh(base / "pivotbuild")
+    sources(p, stages)
+    write_pivot(p, stages)
+    cmds = [Cmd("parallel.pb", "pivotbuild", [*pb, "repro", "-f", "-j", "2"], p,
+                check_min_s=ideal * 0.98)]
+    if tools.make:
+        m = fresh(base / "make")
+        sources(m, stages)
+        write_make(m, stages)
+        cmds.append(Cmd("parallel.make", "make", [tools.make, "-B", "-j2"], m,
+                        check_min_s=ideal * 0.98))
+    else:
+        cmds.append(skipped("parallel.make", "make", "make unavailable"))
+    if tools.dvc:
+        d = fresh(base / "dvc")
+        sources(d, stages)
+        dvc_init(tools, d)
+        write_dvc(d, stages)
+        cmds.append(Cmd("parallel.dvc", "dvc", [tools.dvc, "repro", "-f"], d,
+                        check_min_s=N_PARALLEL * args.sleep * 0.98))
+    else:
+        cmds.append(skipped("parallel.dvc", "dvc", "DVC unavailable"))
+    log(f"parallel: timing (ideal {ideal:g} s)")
+    measure(cmds, args.runs, args.quiet_cores, args.quiet_timeout)
+    return cmds
+
+
+def case_commit(tools: Tools, args: argparse.Namespace, work: Path,
+                sp: StagesProjects) -> list[Cmd]:
+    pb = tools.pivotbuild
+    # (1) the many-stage pipeline, nothing stale
+    names = [s.name for s in sp.stages]
+    cmds = [Cmd("commit.stages.pb", "pivotbuild", [*pb, "commit"], sp.pb),
+            Cmd("commit.stages.pb.all", "pivotbuild", [*pb, "commit", *names], sp.pb)]
+    cmds.append(Cmd("commit.stages.dvc", "dvc", [tools.dvc, "commit", "-f"], sp.dvc) if sp.dvc
+                else skipped("commit.stages.dvc", "dvc", "DVC unavailable"))
+    log("commit: many stages, nothing stale: timing")
+    measure(cmds, args.runs, args.quiet_cores, args.quiet_timeout)
+    out = run([*pb, "commit"], sp.pb).stdout
+    if "nothing to commit" not in out.lower():
+        raise BenchError(f"pivotbuild commit in {sp.pb} committed something: {out.strip()}")
+
+    # (2) one stage whose output is the tree (a real copy per tool)
+    src, rels = source_tree(args.small_files, work)
+    base = work / f"commit-s{args.small_files}"
+    stage = Stage("gen", "sh gen.sh", ["gen.sh"], ["data"])
+    script = "# would write data/; the benchmark commits the copy that is there\nexit 1\n"
+    p = base / "pivotbuild"
+    tree_project(p, src, rels, "copy")
+    write_pivot(p, [stage])
+    (p / "gen.sh").write_text(script)
+    d = None
+    if tools.dvc:
+        d = base / "dvc"
+        tree_project(d, src, rels, "copy")
+        dvc_init(tools, d)
+        write_dvc(d, [stage])
+        (d / "gen.sh").write_text(script)
+    wait_racy()
+    projects = [p] + ([d] if d else [])
+
+    def warm() -> None:
+        for proj in projects:
+            read_all(str(proj / "data" / r) for r in rels)
+
+    def pb_first() -> None:
+        pivot_forget(p)
+        warm()
+
+    first = [Cmd("commit.tree.first.pb", "pivotbuild", [*pb, "commit", "gen"], p, reset=pb_first)]
+    if d:
+        dvc = tools.dvc
+
+        def dvc_link_type(kind: str | None) -> None:
+            if kind:
+                run([dvc, "config", "--local", "cache.type", kind], d)
+            else:
+                run([dvc, "config", "--local", "--unset", "cache.type"], d, check=False)
+
+        def dvc_first_hardlink() -> None:
+            dvc_forget(d)
+            dvc_link_type("hardlink")
+            warm()
+
+        def dvc_first() -> None:
+            dvc_forget(d)
+            dvc_link_type(None)
+            warm()
+        # pivotbuild's default prefers reflink, then hardlink: DVC's default is reflink, then
+        # copy. DVC with cache.type hardlink is timed too (the default one runs last in each
+        # round, so the unchanged case below starts from DVC's default).
+        first.append(Cmd("commit.tree.first.dvc.hardlink", "dvc", [dvc, "commit", "-f", "gen"],
+                         d, reset=dvc_first_hardlink))
+        first.append(Cmd("commit.tree.first.dvc", "dvc", [dvc, "commit", "-f", "gen"], d,
+                         reset=dvc_first))
+    else:
+        first.append(skipped("commit.tree.first.dvc", "dvc", "DVC unavailable"))
+    floor = base / "cp-floor"
+
+    def cp_first() -> None:
+        rmtree(floor)
+        warm()
+    first.append(Cmd("commit.tree.cp", "cp", ["cp", "-r", "data", str(floor)], p, reset=cp_first))
+    log("commit: the tree as one stage's output, empty cache and memo: timing")
+    measure(first, args.runs, args.quiet_cores, args.quiet_timeout)
+
+    again = [Cmd("commit.tree.again.pb", "pivotbuild", [*pb, "commit", "gen"], p)]
+    again.append(Cmd("commit.tree.again.dvc", "dvc", [tools.dvc, "commit", "-f", "gen"], d)
+                 if d else skipped("commit.tree.again.dvc", "dvc", "DVC unavailable"))
+    warm()
+    log("commit: the tree unchanged: timing")
+    measure(again, args.runs, args.quiet_cores, args.quiet_timeout)
+    rmtree(floor)
+    if run([*pb, "status", "-q"], p, check=False).returncode != 0:
+        raise BenchError(f"pivotbuild status in {p} is not up to date after commit")
+    return first + again + cmds
+
+
+# ---- report ---------------------------------------------------------------------------------
+
+LABELS = {
+    "noop.pb.status": "{N}-file dep, no-op status",
+    "noop.pb.repro": "{N}-file dep, no-op repro",
+    "noop.dvc.status": "{N}-file dep, no-op status",
+    "noop.dvc.repro": "{N}-file dep, no-op repro",
+    "noop.git.status": "the tree committed in git",
+    "noop.find": "stat floor",
+    "noop.pb.start": "start-up only",
+    "noop.dvc.start": "start-up only",
+    "stages.pb.repro": "{S}-stage no-op repro",
+    "stages.pb.status": "{S}-stage no-op status",
+    "stages.dvc.repro": "{S}-stage no-op repro",
+    "stages.make": "{S}-stage no-op",
+    "parallel.pb": "8 x sleep {T}, -j 2, forced",
+    "parallel.make": "8 x sleep {T}, -j2, forced",
+    "parallel.dvc": "8 x sleep {T}, sequential, forced",
+    "commit.stages.pb": "{S} stages, nothing stale",
+    "commit.stages.pb.all": "{S} stages, all named (forced)",
+    "commit.stages.dvc": "{S} stages, all (forced)",
+    "commit.tree.first.pb": "tree as output, empty cache+memo",
+    "commit.tree.first.dvc": "tree as output, empty cache+state",
+    "commit.tree.first.dvc.hardlink": "the same, cache.type hardlink",
+    "commit.tree.cp": "copy floor: cp -r of the tree",
+    "commit.tree.again.pb": "tree as output, unchanged",
+    "commit.tree.again.dvc": "tree as output, unchanged",
+}
+
+# (what, numerator, denominator key or None for the ideal, limit or None for information)
+TARGETS = [
+    ("no-op status / dvc status", "noop.pb.status", "noop.dvc.status", 0.1),
+    ("no-op status / git status", "noop.pb.status", "noop.git.status", 4.0),
+    ("no-op repro / dvc status", "noop.pb.repro", "noop.dvc.status", 0.1),
+    ("no-op repro / git status", "noop.pb.repro", "noop.git.status", 4.0),
+    ("no-op repro / dvc repro", "noop.pb.repro", "noop.dvc.repro", None),
+    ("no-op status / find floor", "noop.pb.status", "noop.find", None),
+    ("{S}-stage no-op repro / dvc repro", "stages.pb.repro", "stages.dvc.repro", 0.1),
+    ("{S}-stage no-op repro / make", "stages.pb.repro", "stages.make", None),
+    ("8 x {T} s -j 2 / ideal {I} s", "parallel.pb", None, 1.15),
+    ("make -B -j2 / ideal {I} s", "parallel.make", None, None),
+    ("dvc repro -f / ideal {I} s", "parallel.dvc", None, None),
+    ("commit {S} stages, nothing stale / dvc commit -f", "commit.stages.pb", "commit.stages.dvc", 0.1),
+    ("commit {S} stages named / dvc commit -f", "commit.stages.pb.all", "commit.stages.dvc", None),
+    ("commit tree, first / dvc commit -f", "commit.tree.first.pb", "commit.tree.first.dvc", 0.1),
+    ("commit tree, first / dvc commit -f, cache.type hardlink", "commit.tree.first.pb",
+     "commit.tree.first.dvc.hardlink", None),
+    ("commit tree, first / cp -r of the tree", "commit.tree.first.pb", "commit.tree.cp", None),
+    ("commit tree, unchanged / dvc commit -f", "commit.tree.again.pb", "commit.tree.again.dvc", 0.1),
+]
+
+
+def fmt(s: str, args: argparse.Namespace) -> str:
+    return s.format(S=args.stages, N=args.small_files, T=f"{args.sleep:g}",
+                    I=f"{N_PARALLEL * args.sleep / 2:g}")
+
+
+def report(cmds: dict[str, Cmd], args: argparse.Namespace) -> list[dict]:
+    print(f"\n{'what':36} {'tool':10} {'median s':>9} {'min':>8} {'max':>8}  command")
+    for key, c in cmds.items():
+        what = fmt(LABELS.get(key, key), args)
+        if c.median is None:
+            print(f"{what:36} {c.tool:10} {'-':>9} {'':>8} {'':>8}  {c.shown}  [{c.error}]")
+        else:
+            print(f"{what:36} {c.tool:10} {c.median:9.3f} {min(c.times):8.3f} "
+                  f"{max(c.times):8.3f}  {c.shown}")
+    rows = []
+    print(f"\n{'pivotbuild vs':58} {'ratio':>8} {'target':>8}  result")
+    for what, num, den, limit in TARGETS:
+        a = cmds.get(num)
+        if a is None:
+            continue
+        b = cmds.get(den) if den else None
+        ideal = N_PARALLEL * args.sleep / 2
+        ratio = None
+        if a.median is not None and (den is None or (b and b.median)):
+            ratio = a.median / (b.median if den else ideal)
+        verdict = ("n/a" if ratio is None else "info" if limit is None
+                   else "PASS" if ratio <= limit else "MISS")
+        target = f"<={limit:g}x" if limit is not None else ""
+        shown = "-" if ratio is None else f"{ratio:.3f}x"
+        print(f"{fmt(what, args):58} {shown:>8} {target:>8}  {verdict}")
+        rows.append({"what": fmt(what, args), "numerator": num, "denominator": den or "ideal",
+                     "ratio": ratio, "target": limit, "result": verdict})
+    return rows
+
+
+def source_digest() -> str:
+    """A digest of pivotbuild's sources (Python and C), to tell whether they changed while
+    the benchmark ran (other work may edit the checkout meanwhile)."""
+    import hashlib
+    h = hashlib.sha256()
+    for path in sorted([*(REPO / "pivotbuild").rglob("*.py"), *(REPO / "csrc").rglob("*.[ch]")]):
+        if "__pycache__" in path.parts:
+            continue
+        h.update(str(path.relative_to(REPO)).encode() + b"\0")
+        try:
+            h.update(path.read_bytes())
+        except OSError:
+            pass
+    return h.hexdigest()[:16]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", type=int, default=5, help="timed runs per command (median)")
+    p.add_argument("--small-files", type=int, default=100_000, help="files in the tree")
+    p.add_argument("--stages", type=int, default=1000, help="stages in the many-stage pipeline")
+    p.add_argument("--sleep", type=float, default=1.0, help="seconds each parallel stage sleeps")
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma list of {','.join(CASES)}")
+    p.add_argument("--work", default=str(BENCH_DATA / "pipelines"), help="scratch directory")
+    p.add_argument("--dvc-venv", default=str(BENCH_DATA / "dvc-venv"))
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    p.add_argument("--quiet-cores", type=float, default=0.3,
+                   help="before each case wait until other processes use at most this many "
+                        "cores (0: do not wait)")
+    p.add_argument("--quiet-timeout", type=float, default=120.0, help="longest wait, seconds")
+    args = p.parse_args(argv)
+    cases = [c for c in args.cases.split(",") if c]
+    if bad := set(cases) - set(CASES):
+        p.error(f"unknown case(s): {', '.join(sorted(bad))}")
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+
+    load_start = os.getloadavg()
+    digest_start = source_digest()
+    tools = find_tools(args)
+    for note in tools.notes:
+        log(f"NOTE: {note}")
+    cmds: dict[str, Cmd] = {}
+    t0 = time.perf_counter()
+    try:
+        if "noop" in cases:
+            cmds.update((c.key, c) for c in case_noop(tools, args, work))
+        sp = None
+        if "stages" in cases or "commit" in cases:
+            sp = setup_stages(tools, args, work)
+        if "stages" in cases:
+            cmds.update((c.key, c) for c in case_stages(tools, args, sp))
+        if "parallel" in cases:
+            cmds.update((c.key, c) for c in case_parallel(tools, args, work))
+        if "commit" in cases:
+            cmds.update((c.key, c) for c in case_commit(tools, args, work, sp))
+    except BenchError as exc:
+        log(f"ERROR: {exc}")
+        return 1
+    load_end = os.getloadavg()
+    digest_end = source_digest()
+    if digest_end != digest_start:
+        tools.notes.append(f"pivotbuild's sources CHANGED during this run ({digest_start} -> "
+                           f"{digest_end}): the cases measured different code")
+
+    order = [k for k in LABELS if k in cmds]
+    cmds = {k: cmds[k] for k in order}
+    print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}; load average at start "
+          f"{load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, at end "
+          f"{load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}; "
+          f"{args.runs} timed runs each; whole run {time.perf_counter() - t0:.0f} s")
+    print("versions: " + "; ".join(f"{k} {v}" for k, v in tools.versions.items())
+          + f"; pivotbuild sources {digest_start}")
+    for note in tools.notes:
+        print(f"NOTE: {note}")
+    rows = report(cmds, args)
+    if args.json:
+        doc = {
+            "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(),
+                        "loadavg_start": load_start, "loadavg_end": load_end},
+            "args": vars(args), "versions": tools.versions, "notes": tools.notes,
+            "pivotbuild_sources": {"start": digest_start, "end": digest_end},
+            "commands": {k: {"tool": c.tool, "what": fmt(LABELS.get(k, k), args),
+                             "argv": c.shown, "cwd": str(c.cwd), "times": c.times,
+                             "median": c.median, "other_cpu_s": c.other_cpu, "error": c.error}
+                         for k, c in cmds.items()},
+            "ratios": rows,
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    return 0 if all(r["result"] != "MISS" for r in rows) else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
