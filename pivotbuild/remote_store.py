@@ -5,6 +5,7 @@ settings. remote.py moves objects through it.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import stat
@@ -41,29 +42,35 @@ _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"}
 # ---- where a remote's bytes live ------------------------------------------------------------
 
 
-class _Store:
+class _Store(abc.ABC):
     """A remote's storage; ``rel`` names are its layout's (``files/ab/cdef…``)."""
 
+    @abc.abstractmethod
     def check(self) -> None:
         """Raise (any exception) if the remote cannot be used at all."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def list_names(self, top: str, shards: Collection[str] | None) -> set[str]:
         """``shard + name`` of every entry below ``top/<shard>/`` (all shards if None)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def upload(self, src: str, rel: str) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def download(self, rel: str, dst: str) -> bool:
         """Write the object into the existing file ``dst``; True if it is stored executable."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def read(self, rel: str) -> bytes:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def write(self, rel: str, data: bytes) -> None:
-        raise NotImplementedError
+        ...
 
     def sync(self) -> None:
         """Make what was written so far durable (before writing what refers to it)."""
