@@ -9,6 +9,7 @@ to start: if the upstream run left its deps byte-identical, it is skipped
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import os
 import shutil
@@ -157,39 +158,55 @@ class Executor:
     # ---- scheduling -------------------------------------------------------------
 
     def execute(self, decisions: list[Decision]) -> list[StageResult]:
-        """Run the plan; raises KeyboardInterrupt (after cleaning up) on Ctrl-C."""
+        """Run the plan; raises KeyboardInterrupt (after cleaning up) on Ctrl-C.
+
+        Event-driven: each stage counts its unfinished upstream stages and becomes ready
+        at zero; ready stages start in topological order. A stage decided `skip` with
+        nothing upstream left to run is settled on the spot, without a thread."""
         jobs = max(1, self.options.jobs)
         order = [d.name for d in decisions]
+        position = {name: i for i, name in enumerate(order)}
         pending = {d.name: d for d in decisions}
-        selected = set(order)
+        waiting = {n: sum(1 for u in self.graph.predecessors(n) if u in position) for n in order}
+        ready = [position[n] for n in order if waiting[n] == 0]
+        heapq.heapify(ready)
         will_run = [d.name for d in decisions if d.action != SKIP]
         self.output = Output(self.options.stage_output, jobs > 1 and not self._chain(will_run))
         results: dict[str, StageResult] = {}
         running: dict[Future[StageResult], str] = {}
         stop = False
         self.reporter.start(len(order))
+
+        def settle(name: str, result: StageResult) -> None:
+            results[name] = result
+            for down in self.graph.successors(name):
+                if down in waiting:
+                    waiting[down] -= 1
+                    if waiting[down] == 0:
+                        heapq.heappush(ready, position[down])
+
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage") as pool:
             try:
-                while pending or running:
-                    for name in [n for n in order if n in pending]:
-                        ups = [u for u in self.graph.predecessors(name) if u in selected]
-                        if any(u in results and results[u].status != OK for u in ups) or (
-                            stop and not self.options.keep_going
-                        ):
-                            decision = pending.pop(name)
-                            results[name] = StageResult(name, decision.action, NOT_RUN,
-                                                        decision.reasons)
-                            continue
-                        if len(running) >= jobs or not all(u in results for u in ups):
-                            continue
+                while ready or running:
+                    while ready and len(running) < jobs:
+                        name = order[heapq.heappop(ready)]
                         decision = pending.pop(name)
-                        running[pool.submit(self._process, decision)] = name
+                        ups = [u for u in self.graph.predecessors(name) if u in position]
+                        if (stop and not self.options.keep_going) or any(
+                                results[u].status != OK for u in ups):
+                            settle(name, StageResult(name, decision.action, NOT_RUN,
+                                                     decision.reasons))
+                        elif decision.action == SKIP and not decision.upstream_stale:
+                            settle(name, StageResult(name, SKIP, OK, decision.reasons))
+                            self.reporter.stage_finished(results[name])
+                        else:
+                            running[pool.submit(self._process, decision)] = name
                     if not running:
                         continue
                     done, _ = wait(list(running), timeout=0.25, return_when=FIRST_COMPLETED)
                     for future in done:
                         name = running.pop(future)
-                        results[name] = future.result()
+                        settle(name, future.result())
                         self.reporter.stage_finished(results[name])
                         if results[name].status == FAILED:
                             stop = True
