@@ -355,8 +355,6 @@ class Cache:
             return jobs
         backend = get_backend()
         fallback: list[_StoreJob] = []
-        items: list[tuple[str, str, int]] = []
-        linked_jobs: list[_StoreJob] = []
         try:
             for prefix in sorted({job.hash[:2] for job in jobs}):
                 os.makedirs(os.path.join(self.files_dir, prefix), exist_ok=True)
@@ -366,8 +364,11 @@ class Cache:
                 from None
         if ("hardlink", dev) in self._disabled:
             return jobs
+        # In batches, so that a million-file output never holds a million path buffers.
         for start in range(0, len(jobs), _STORE_BATCH * 8):
             batch = jobs[start : start + _STORE_BATCH * 8]
+            items: list[tuple[str, str, int]] = []
+            linked_jobs: list[_StoreJob] = []
             digests = backend.hash_files([job.src for job in batch], self.jobs)
             for job, got in zip(batch, digests, strict=True):
                 if got.hash is None:
@@ -383,16 +384,16 @@ class Cache:
                 final = os.path.join(self.files_dir, job.hash[:2], job.hash[2:])
                 items.append((job.src, final, _mode_for(executable, writable=False)))
                 linked_jobs.append(job)
-        results = backend.link_files(items, self.jobs)
-        for job, (status, err) in zip(linked_jobs, results, strict=True):
-            if status == hashing.ERR_IO:
-                if err in _HARDLINK_UNSUPPORTED:
-                    if err != errno.EMLINK:
-                        self._disabled.add(("hardlink", dev))
-                    fallback.append(job)
-                    continue
-                raise OperationError(
-                    f"{job.shown}: cannot store in the cache: {os.strerror(err)}")
+            results = backend.link_files(items, self.jobs)
+            for job, (status, err) in zip(linked_jobs, results, strict=True):
+                if status == hashing.ERR_IO:
+                    if err in _HARDLINK_UNSUPPORTED:
+                        if err != errno.EMLINK:
+                            self._disabled.add(("hardlink", dev))
+                        fallback.append(job)
+                        continue
+                    raise OperationError(
+                        f"{job.shown}: cannot store in the cache: {os.strerror(err)}")
         if self.durable and len(fallback) < len(jobs):
             sync_filesystem(self.files_dir)  # one flush for the whole batch
         return fallback
