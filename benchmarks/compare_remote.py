@@ -452,9 +452,10 @@ class Cmd:
 
 def once(c: Cmd) -> tuple[float, float, float]:
     """One run: (seconds, other processes' cores meanwhile, MiB read from disk)."""
+    os.sync()  # what the last run left dirty is flushed before the reset reads anything
     if c.reset:
         c.reset()
-    os.sync()  # what the last run or the reset left dirty is not this run's cost
+    os.sync()  # nor is what the reset left dirty this run's cost
     cwd = c.cwd() if callable(c.cwd) else c.cwd
     before = Probe.now()
     t0 = time.perf_counter()
