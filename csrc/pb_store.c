@@ -1,13 +1,22 @@
-/* pb_store.c -- putting workspace files into the cache as hardlinks, in bulk:
- * two metadata operations per file (link, chmod) with the GIL released and a
- * thread pool, instead of a copy, a temp name and a rename. */
+/* pb_store.c -- moving files into and out of content-addressed stores in bulk,
+ * with the GIL released and a thread pool: hardlinking workspace files into
+ * the cache (two metadata operations per file instead of a copy), copying
+ * objects to and from a local-directory remote with their content hashed on
+ * the way, and renaming verified temps into place without replacing anything. */
 #define _GNU_SOURCE
 #include "pivothash.h"
 #include "pb_pool.h"
+#include "pb_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+static uint64_t pb_copy_count;
+uint64_t pb_files_copied(void) { return __atomic_load_n(&pb_copy_count, __ATOMIC_RELAXED); }
 
 static void pb_link_one(void *ctx, size_t i, pb_worker *w)
 {
@@ -39,6 +48,193 @@ size_t pb_link_files(pb_link *items, size_t n, int nthreads)
         items[i].err = ENOMEM;
     }
     pb_parallel_for(n, nthreads, pb_link_one, items);
+    size_t failed = 0;
+    for (size_t i = 0; i < n; i++)
+        failed += items[i].status == PB_ERR_IO;
+    return failed;
+}
+
+/* ---- copying with the content hashed on the way ------------------------- */
+
+static int pb_write_full(int fd, const uint8_t *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, buf, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        buf += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static ssize_t pb_read_some(int fd, uint8_t *buf, size_t cap)
+{
+    size_t got = 0;
+    while (got < cap) {
+        ssize_t r = read(fd, buf + got, cap - got);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+/* Copy in to out through the worker's buffer, hashing what passes. A file that
+ * fits the buffer takes one read, one one-shot hash and one write. Returns 0
+ * or an errno value. */
+static int pb_copy_fd(int in, int out, uint64_t st_size, pb_worker *w, uint8_t *digest,
+                      uint64_t *copied)
+{
+    const pb_xxh_impl *impl = pb_xxh();
+    size_t want = st_size > 0 && st_size < w->cap ? (size_t)st_size : w->cap;
+    ssize_t got = pb_read_some(in, w->buf, want);
+    if (got < 0)
+        return errno;
+    /* Bytes appended after fstat are not copied; the digest is always that of
+     * what was written, so the check still holds. */
+    if ((size_t)got < w->cap && ((size_t)got < want || (uint64_t)got == st_size)) {
+        impl->oneshot(w->buf, (size_t)got, digest);
+        *copied = (uint64_t)got;
+        return pb_write_full(out, w->buf, (size_t)got);
+    }
+    impl->reset(&w->state);
+    uint64_t total = 0;
+    while (got > 0) {
+        impl->update(&w->state, w->buf, (size_t)got);
+        int rc = pb_write_full(out, w->buf, (size_t)got);
+        if (rc)
+            return rc;
+        total += (uint64_t)got;
+        got = pb_read_some(in, w->buf, w->cap);
+        if (got < 0)
+            return errno;
+    }
+    impl->digest(&w->state, digest);
+    *copied = total;
+    return 0;
+}
+
+static void pb_copy_one(void *ctx, size_t i, pb_worker *w)
+{
+    pb_copy *item = (pb_copy *)ctx + i;
+    item->err = 0;
+    item->size = 0;
+    item->status = PB_ERR_IO;
+    int in = open(item->src, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (in < 0) {
+        item->err = errno;
+        return;
+    }
+    struct stat st;
+    if (fstat(in, &st) != 0) {
+        item->err = errno;
+        close(in);
+        return;
+    }
+    item->src_mode = (uint32_t)st.st_mode;
+    if (!S_ISREG(st.st_mode)) {
+        item->status = PB_ERR_NOT_REGULAR;
+        close(in);
+        return;
+    }
+    /* Created without any permission for others to write, even for a moment;
+     * the final mode is set once the content is whole. */
+    int out = open(item->dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out < 0) {
+        item->err = errno;
+        close(in);
+        return;
+    }
+    __atomic_fetch_add(&pb_copy_count, 1, __ATOMIC_RELAXED);
+    int rc = pb_copy_fd(in, out, (uint64_t)st.st_size, w, item->digest, &item->size);
+    close(in);
+    uint32_t mode = item->mode;
+    if ((item->flags & PB_COPY_KEEP_EXEC) && (st.st_mode & S_IXUSR))
+        mode |= 0111;
+    if (rc == 0 && fchmod(out, mode) != 0)
+        rc = errno;
+    /* Start writing the data back now, without waiting for it: the caller's
+     * flush before the renames then finds most of it on disk already, and the
+     * disk works while the copying goes on. */
+    if (rc == 0 && (item->flags & PB_COPY_WRITEBACK))
+        sync_file_range(out, 0, 0, SYNC_FILE_RANGE_WRITE);
+    if (close(out) != 0 && rc == 0)
+        rc = errno;
+    if (rc != 0) {
+        item->err = rc;
+        unlink(item->dst);
+        return;
+    }
+    if ((item->flags & PB_COPY_CHECK) && memcmp(item->digest, item->expect, PB_DIGEST_LEN) != 0) {
+        item->status = PB_COPY_MISMATCH;
+        unlink(item->dst);
+        return;
+    }
+    item->status = PB_OK;
+}
+
+size_t pb_copy_files(pb_copy *items, size_t n, int nthreads)
+{
+    for (size_t i = 0; i < n; i++) { /* what the pool could not reach stays an error */
+        items[i].status = PB_ERR_IO;
+        items[i].err = ENOMEM;
+    }
+    pb_parallel_for(n, nthreads, pb_copy_one, items);
+    size_t failed = 0;
+    for (size_t i = 0; i < n; i++)
+        failed += items[i].status != PB_OK;
+    return failed;
+}
+
+/* ---- renaming into place, never over an existing object ----------------- */
+
+static void pb_move_one(void *ctx, size_t i, pb_worker *w)
+{
+    (void)w;
+    pb_link *item = (pb_link *)ctx + i;
+    item->err = 0;
+#ifdef RENAME_NOREPLACE
+    if (renameat2(AT_FDCWD, item->src, AT_FDCWD, item->dst, RENAME_NOREPLACE) == 0) {
+        item->status = PB_OK;
+        return;
+    }
+    if (errno != EINVAL && errno != ENOSYS) {
+        item->status = errno == EEXIST ? PB_LINK_PRESENT : PB_ERR_IO;
+        item->err = errno == EEXIST ? 0 : errno;
+        if (item->status == PB_LINK_PRESENT)
+            unlink(item->src);
+        return;
+    }
+#endif
+    /* No RENAME_NOREPLACE on this file system: link + unlink refuses to
+     * replace just the same. */
+    if (link(item->src, item->dst) != 0) {
+        item->status = errno == EEXIST ? PB_LINK_PRESENT : PB_ERR_IO;
+        item->err = errno == EEXIST ? 0 : errno;
+        if (item->status == PB_LINK_PRESENT)
+            unlink(item->src);
+        return;
+    }
+    unlink(item->src);
+    item->status = PB_OK;
+}
+
+size_t pb_move_files(pb_link *items, size_t n, int nthreads)
+{
+    for (size_t i = 0; i < n; i++) {
+        items[i].status = PB_ERR_IO;
+        items[i].err = ENOMEM;
+    }
+    pb_parallel_for(n, nthreads, pb_move_one, items);
     size_t failed = 0;
     for (size_t i = 0; i < n; i++)
         failed += items[i].status == PB_ERR_IO;

@@ -128,12 +128,43 @@ typedef struct {
  * tell the caller to copy those instead). */
 size_t pb_link_files(pb_link *items, size_t n, int nthreads);
 
+/* One file to copy with its content hashed on the way: the transfer to and
+ * from a local-directory remote. */
+typedef struct {
+    const char *src;
+    const char *dst;     /* a new temp name: created with O_EXCL, removed again on any failure */
+    uint32_t mode;       /* dst's permissions once written */
+    uint32_t flags;      /* PB_COPY_* */
+    uint8_t expect[16];  /* with PB_COPY_CHECK: the digest the content must have */
+    uint64_t size;       /* out: bytes copied */
+    uint32_t src_mode;   /* out: src's st_mode */
+    int32_t status;      /* out: PB_OK, PB_ERR_IO (err), PB_ERR_NOT_REGULAR, PB_COPY_MISMATCH */
+    int32_t err;
+    uint8_t digest[16];  /* out: XXH3-128 of the bytes copied */
+} pb_copy;
+
+#define PB_COPY_CHECK 1      /* keep dst only if its content hashes to expect */
+#define PB_COPY_KEEP_EXEC 2  /* add 0111 to mode when src is executable by its owner */
+#define PB_COPY_WRITEBACK 4  /* start writing dst back to disk once written (no wait) */
+#define PB_COPY_MISMATCH 101 /* the content does not hash to expect: dst removed */
+
+/* Copy each src to dst (read, hash, write: the data passes through memory
+ * once), with up to nthreads threads. Returns the number of items whose
+ * status is not PB_OK. */
+size_t pb_copy_files(pb_copy *items, size_t n, int nthreads);
+
+/* rename(src, dst) for each item unless dst exists, in which case src (a temp
+ * holding the same content, by dst's name) is removed and the status is
+ * PB_LINK_PRESENT. mode is not used. Returns the number of PB_ERR_IO items. */
+size_t pb_move_files(pb_link *items, size_t n, int nthreads);
+
 /* Tuning and introspection, for tests and benchmarks. */
 void pb_set_mmap_threshold(uint64_t bytes);  /* files at least this big are mmapped */
 uint64_t pb_get_mmap_threshold(void);
 int pb_set_simd(const char *name);            /* "sse2", "avx2", "avx512" or "auto"; 0 ok */
 const char *pb_simd_name(void);
 uint64_t pb_files_read(void);                 /* files opened for reading since load */
+uint64_t pb_files_copied(void);               /* files pb_copy_files began to write */
 /* PB_CDEF_END */
 
 #endif

@@ -193,6 +193,7 @@ class Cache:
         self._disabled: set[tuple[str, int]] = set()  # (method, st_dev) known not to work
         self.staging = staging
         self._staging_dev: int | None = None
+        self._manifests: dict[str, tuple[manifest.ManifestEntry, ...]] = {}
 
     # ---- the projects that use this cache ----------------------------------------------------
 
@@ -682,8 +683,19 @@ class Cache:
                 unlink_quietly(tmp)
 
     def read_manifest(self, hash: str) -> list[manifest.ManifestEntry]:
-        """The entries of the ``.dir`` object ``hash``, checked against its name."""
+        """The entries of the ``.dir`` object ``hash``, checked against its name (once per
+        process: an object never changes under its name)."""
         check_hash(hash, directory=True)
+        known = self._manifests.get(hash)
+        if known is None:
+            known = self._manifests[hash] = tuple(self._read_manifest(hash))
+        return list(known)
+
+    def remember_manifest(self, hash: str, entries: list[manifest.ManifestEntry]) -> None:
+        """Entries of a ``.dir`` object just verified and stored by the caller."""
+        self._manifests[hash] = tuple(entries)
+
+    def _read_manifest(self, hash: str) -> list[manifest.ManifestEntry]:
         obj = self.object_path(hash)
         try:
             data = obj.read_bytes()
@@ -738,8 +750,9 @@ class Cache:
 
         present: list[tuple[manifest.ManifestEntry, str, os.stat_result]] = []
         missing: list[tuple[str, str]] = []
-        for entry in entries:
-            obj = str(self.object_path(entry.hash))
+        files_dir = str(self.files_dir)
+        for entry in entries:  # names already checked: the manifest matched its hash
+            obj = os.path.join(files_dir, entry.hash[:2], entry.hash[2:])
             try:
                 present.append((entry, obj, os.stat(obj)))
             except FileNotFoundError:
@@ -759,7 +772,14 @@ class Cache:
         if len(present) < _PARALLEL_MIN:
             restored = [place(item) for item in present]
         else:
-            restored = self._map(place, present)
+            # The first file settles which methods work on this file system; when that is
+            # hardlink, the files not in the workspace yet are linked in one bulk call.
+            restored = [place(present[0])]
+            rest = present[1:]
+            if self._first_method(methods, dev) == "hardlink":
+                linked, rest = self._link_new(top, rest)
+                restored += linked
+            restored += self._map(place, rest)
         if missing:
             names = ", ".join(path for path, _ in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -768,6 +788,31 @@ class Cache:
                 missing, restored,
             )
         return restored
+
+    def _first_method(self, methods: Sequence[str], dev: int) -> str | None:
+        return next((m for m in methods if (m, dev) not in self._disabled), None)
+
+    def _link_new(self, top: str, items: list[tuple[manifest.ManifestEntry, str, os.stat_result]]
+                  ) -> tuple[list[str], list[tuple[manifest.ManifestEntry, str, os.stat_result]]]:
+        """Hardlink the objects of ``items`` whose workspace path does not exist yet, in one
+        bulk call: link() creates the name or fails, so it never writes through or over
+        anything. (restored paths, the items left for _place: names that exist, objects
+        whose exec bit differs from the entry's, links the file system refused.)"""
+        linkable, rest = [], []
+        for item in items:
+            entry, _, obj_st = item
+            same_exec = entry.executable == bool(obj_st.st_mode & stat.S_IXUSR)
+            (linkable if same_exec else rest).append(item)
+        results = get_backend().link_files(
+            [(obj, os.path.join(top, entry.path), stat.S_IMODE(obj_st.st_mode))
+             for entry, obj, obj_st in linkable], self.jobs)
+        restored = []
+        for item, (status, _) in zip(linkable, results, strict=True):
+            if status == hashing.OK:
+                restored.append(item[0].path)
+            else:
+                rest.append(item)
+        return restored, rest
 
     def _make_dirs(self, top: str, dest: Path, rel_dirs: Iterable[str]) -> None:
         """Create the subdirectories below ``top``; each must resolve inside ``top``."""

@@ -41,12 +41,17 @@ RACY_WINDOW_NS = 2_000_000_000
 # Statuses shared with the C core (pivothash.h).
 OK, ERR_IO, ERR_NOT_REGULAR, ERR_LINK_OUTSIDE, ERR_LINK_DANGLING, ERR_LINK_LOOP = range(6)
 LINK_PRESENT = 100
+COPY_MISMATCH = 101
+# copy_files flags (pivothash.h): keep the copy only if it hashes to the expected digest;
+# make it executable when the source is.
+COPY_CHECK, COPY_KEEP_EXEC, COPY_WRITEBACK = 1, 2, 4
 
 _STATUS_TEXT = {
     ERR_NOT_REGULAR: "not a regular file",
     ERR_LINK_OUTSIDE: "symlink points outside {bound}",
     ERR_LINK_DANGLING: "dangling symlink",
     ERR_LINK_LOOP: "symlink loop",
+    COPY_MISMATCH: "its content does not match its hash",
 }
 
 
@@ -66,6 +71,17 @@ class FileDigest(namedtuple("FileDigest", "path hash size mtime_ns ino mode erro
     """The hash of one file, or why there is none (``error``)."""
 
     __slots__ = ()
+
+
+class CopyResult(namedtuple("CopyResult", "status err hash size src_mode")):
+    """One copy_files item: status OK (hash = the content's digest), COPY_MISMATCH (the
+    copy was removed; hash = what the content hashes to), or an error with its errno."""
+
+    __slots__ = ()
+
+    @property
+    def error(self) -> str | None:
+        return None if self.status == OK else describe(self.status, self.err)
 
 
 class WalkEntry(namedtuple("WalkEntry", "path size mtime_ns ino mode error",
@@ -121,6 +137,20 @@ if TYPE_CHECKING:  # the interface both backends provide (typing costs start-up 
                        ) -> list[tuple[int, int]]:
             """Hardlink each (src, dst, mode): link(src, dst) then chmod(dst, mode). Per item
             (status, errno): OK, LINK_PRESENT (dst existed, nothing done) or ERR_IO."""
+            ...
+
+        def copy_files(self, items: Sequence[tuple[str, str, int, int, str | None]],
+                       jobs: int = 0) -> list[CopyResult]:
+            """Copy each (src, dst, mode, flags, expected hash or None) to dst, a new name
+            (O_EXCL), hashing the content on the way; dst gets ``mode`` (plus 0111 with
+            COPY_KEEP_EXEC and an executable src) and is removed again on any failure or,
+            with COPY_CHECK, when the content does not hash to the expected digest."""
+            ...
+
+        def move_files(self, items: Sequence[tuple[str, str]], jobs: int = 0
+                       ) -> list[tuple[int, int]]:
+            """rename(src, dst) unless dst exists: then src (a temp holding the same
+            content) is removed and the status is LINK_PRESENT. Per item (status, errno)."""
             ...
 
         def files_read(self) -> int: ...
@@ -288,6 +318,43 @@ class CoreBackend:
         self._lib.pb_link_files(links, len(items), jobs)
         return [(links[i].status, links[i].err) for i in range(len(items))]
 
+    def copy_files(self, items: Sequence[tuple[str, str, int, int, str | None]],
+                   jobs: int = 0) -> list[CopyResult]:
+        ffi = self._ffi
+        n = len(items)
+        if n == 0:
+            return []
+        copies = ffi.new("pb_copy[]", n)
+        keep = []  # the path buffers must outlive the call
+        for i, (src, dst, mode, flags, expect) in enumerate(items):
+            c_src, c_dst = ffi.new("char[]", os.fsencode(src)), ffi.new("char[]", os.fsencode(dst))
+            keep += (c_src, c_dst)
+            item = copies[i]
+            item.src, item.dst, item.mode, item.flags = c_src, c_dst, mode, flags
+            if expect is not None:
+                ffi.memmove(item.expect, bytes.fromhex(expect), 16)
+        self._lib.pb_copy_files(copies, n, jobs)
+        out = []
+        for i in range(n):
+            c = copies[i]
+            digest = bytes(ffi.buffer(c.digest)).hex() if c.status in (OK, COPY_MISMATCH) else None
+            out.append(CopyResult(c.status, c.err, digest, c.size, c.src_mode))
+        return out
+
+    def move_files(self, items: Sequence[tuple[str, str]], jobs: int = 0
+                   ) -> list[tuple[int, int]]:
+        ffi = self._ffi
+        if not items:
+            return []
+        moves = ffi.new("pb_link[]", len(items))
+        keep = []
+        for i, (src, dst) in enumerate(items):
+            c_src, c_dst = ffi.new("char[]", os.fsencode(src)), ffi.new("char[]", os.fsencode(dst))
+            keep += (c_src, c_dst)
+            moves[i].src, moves[i].dst = c_src, c_dst
+        self._lib.pb_move_files(moves, len(items), jobs)
+        return [(moves[i].status, moves[i].err) for i in range(len(items))]
+
     def files_read(self) -> int:
         return int(self._lib.pb_files_read())
 
@@ -454,6 +521,68 @@ class PythonBackend:
                 with contextlib.suppress(OSError):
                     os.unlink(dst)
                 return ERR_IO, exc.errno or 0
+            return OK, 0
+
+        return self._map(one, items, jobs)
+
+    def copy_files(self, items: Sequence[tuple[str, str, int, int, str | None]],
+                   jobs: int = 0) -> list[CopyResult]:
+        def one(item: tuple[str, str, int, int, str | None]) -> CopyResult:
+            src, dst, mode, flags, expect = item
+            try:
+                fd_in = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+            except OSError as exc:
+                return CopyResult(ERR_IO, exc.errno or 0, None, 0, 0)
+            try:
+                st = os.fstat(fd_in)
+                if not stat.S_ISREG(st.st_mode):
+                    return CopyResult(ERR_NOT_REGULAR, 0, None, 0, st.st_mode)
+                fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                os.close(fd_in)
+                return CopyResult(ERR_IO, exc.errno or 0, None, 0, 0)
+            hasher, total = xxhash.xxh3_128(), 0
+            try:
+                try:
+                    while chunk := os.read(fd_in, 1 << 20):
+                        hasher.update(chunk)
+                        total += len(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd_out, view):]
+                    exec_bit = 0o111 if flags & COPY_KEEP_EXEC and st.st_mode & stat.S_IXUSR else 0
+                    os.fchmod(fd_out, mode | exec_bit)
+                finally:
+                    os.close(fd_out)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(dst)
+                return CopyResult(ERR_IO, exc.errno or 0, None, 0, st.st_mode)
+            finally:
+                os.close(fd_in)
+            digest = hasher.hexdigest()
+            if flags & COPY_CHECK and digest != expect:
+                with contextlib.suppress(OSError):
+                    os.unlink(dst)
+                return CopyResult(COPY_MISMATCH, 0, digest, total, st.st_mode)
+            return CopyResult(OK, 0, digest, total, st.st_mode)
+
+        return self._map(one, items, jobs)
+
+    def move_files(self, items: Sequence[tuple[str, str]], jobs: int = 0
+                   ) -> list[tuple[int, int]]:
+        def one(item: tuple[str, str]) -> tuple[int, int]:
+            src, dst = item
+            try:  # link + unlink: no rename in Python refuses to replace
+                os.link(src, dst)
+            except FileExistsError:
+                with contextlib.suppress(OSError):
+                    os.unlink(src)
+                return LINK_PRESENT, 0
+            except OSError as exc:
+                return ERR_IO, exc.errno or 0
+            with contextlib.suppress(OSError):
+                os.unlink(src)
             return OK, 0
 
         return self._map(one, items, jobs)

@@ -51,6 +51,8 @@ def escape_path(raw: bytes) -> bytes:
 
 
 def unescape_path(escaped: bytes) -> bytes:
+    if b"\\" not in escaped:
+        return escaped
     out = bytearray()
     i = 0
     while i < len(escaped):

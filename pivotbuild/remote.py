@@ -30,6 +30,7 @@ What is guaranteed:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -40,7 +41,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pivotbuild import lock as lockfile
 from pivotbuild import manifest
-from pivotbuild.atomic import create_temp, sync_filesystem, unlink_quietly, write_atomic
+from pivotbuild.atomic import (
+    create_temp,
+    sync_filesystem,
+    temp_name,
+    unlink_quietly,
+    write_atomic,
+)
 from pivotbuild.cache import (
     FILES_DIR,
     RUN_SCHEMA_VERSION,
@@ -49,7 +56,16 @@ from pivotbuild.cache import (
 )
 from pivotbuild.config import is_inside
 from pivotbuild.errors import OperationError
-from pivotbuild.hashing import get_backend
+from pivotbuild.hashing import (
+    COPY_CHECK,
+    COPY_KEEP_EXEC,
+    COPY_MISMATCH,
+    COPY_WRITEBACK,
+    ERR_IO,
+    ERR_NOT_REGULAR,
+    OK,
+    get_backend,
+)
 from pivotbuild.lock import ANY_HASH_RE, Lock, LockProblem, is_safe_path
 from pivotbuild.remote_store import Remote, cause, map_jobs, object_rel, open_remote, run_rel
 
@@ -62,6 +78,9 @@ R = TypeVar("R")
 
 # Objects downloaded, then rehashed in one hashing call, then renamed, per round.
 _BATCH = 1024
+# The same for a local-directory remote, whose rounds are one call into the core each: large
+# enough that the file system flush before the renames is paid a few times, not per 1,000.
+_DIRECTORY_BATCH = 16384
 _RUN_ENTRY_MAX = 1 << 20  # bytes; a run-cache entry is a few hundred
 
 
@@ -137,9 +156,9 @@ class _Progress:
             total = self._bar.tasks[0].total or 0
             self._bar.update(self._task, total=total + count)
 
-    def advance(self) -> None:
+    def advance(self, count: int = 1) -> None:
         if self._bar is not None:
-            self._bar.advance(self._task)
+            self._bar.advance(self._task, count)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -286,12 +305,12 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
             files[ref.hash] = ref.shown
             continue
         try:
-            listed = cache.read_manifest(ref.hash)
+            in_manifest = cache.read_manifest(ref.hash)
         except OperationError as exc:
             unreadable[ref.hash] = (ref.shown, str(exc))
             continue
-        dirs[ref.hash] = (ref.shown, {e.hash for e in listed})
-        for e in listed:
+        dirs[ref.hash] = (ref.shown, {e.hash for e in in_manifest})
+        for e in in_manifest:
             files.setdefault(e.hash, f"{ref.path}/{e.path} ({ref.stage})")
 
     remote.check()
@@ -356,6 +375,9 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
 def _upload_all(cache: Cache, remote: Remote, digests: list[str], shown: Mapping[str, str],
                 jobs: int, report: TransferReport, bar: _Progress) -> set[str]:
     """Upload these objects -j wide; the set of those now on the remote."""
+    if remote.store.directory is not None:
+        return _copy_to_directory(cache, remote, digests, shown, jobs, report, bar)
+
     def one(digest: str) -> int:
         try:
             src = str(cache.object_path(digest))
@@ -373,6 +395,74 @@ def _upload_all(cache: Cache, remote: Remote, digests: list[str], shown: Mapping
             sent.add(digest)
             report.objects += 1
             report.bytes += result
+    return sent
+
+
+def _copy_to_directory(cache: Cache, remote: Remote, digests: list[str],
+                       shown: Mapping[str, str], jobs: int, report: TransferReport,
+                       bar: _Progress) -> set[str]:
+    """Upload to a local-directory remote in batches through the compiled core: each object
+    copied to a temp beside its place with its content checked against its name on the way
+    (a corrupted cache object is never sent), the remote's file system flushed, then the
+    temps renamed into place."""
+    backend = get_backend()
+    store = remote.store
+    assert store.directory is not None
+    files_dir = str(cache.files_dir)
+    sent: set[str] = set()
+    made: set[str] = set()
+    for start in range(0, len(digests), _DIRECTORY_BATCH):
+        batch = digests[start : start + _DIRECTORY_BATCH]
+        copies = []
+        for digest in batch:
+            target = os.path.join(store.directory, object_rel(digest))
+            directory, name = os.path.split(target)
+            if directory not in made:
+                try:
+                    os.makedirs(directory, exist_ok=True)
+                except OSError as exc:
+                    raise remote.error(exc, "cannot create a directory") from None
+                made.add(directory)
+            copies.append((os.path.join(files_dir, digest[:2], digest[2:]),
+                           os.path.join(directory, temp_name(name)), 0o444,
+                           COPY_CHECK | COPY_KEEP_EXEC | COPY_WRITEBACK, digest[:32]))
+        moves, sizes = [], {}
+        for digest, (src, tmp, *_), result in zip(batch, copies,
+                                                  backend.copy_files(copies, jobs), strict=True):
+            if result.status == OK:
+                moves.append((tmp, os.path.join(store.directory, object_rel(digest))))
+                sizes[digest] = result.size
+            elif result.status == COPY_MISMATCH:
+                report.fail(shown[digest], f"object {digest} not sent: the cached copy is "
+                                           f"corrupt (its content hashes to {result.hash}); "
+                                           f"'pivotbuild verify --cache' lists such objects")
+            elif result.status == ERR_IO and result.err == errno.ENOENT and \
+                    not os.path.exists(src):
+                report.fail(shown[digest], f"object {digest} not sent: it is not in the "
+                                           f"local cache")
+            else:
+                report.fail(shown[digest], f"object {digest} not sent: {result.error}")
+        try:
+            if moves:
+                store.sync()  # the content is durable before any name points at it
+        except BaseException:
+            for tmp, _ in moves:
+                unlink_quietly(tmp)
+            raise
+        moved = dict(zip((tmp for tmp, _ in moves), backend.move_files(moves, jobs),
+                         strict=True))
+        for digest, (_, tmp, *_) in zip(batch, copies, strict=True):
+            if digest not in sizes:
+                continue
+            status, err = moved[tmp]
+            if status == ERR_IO:
+                unlink_quietly(tmp)
+                report.fail(shown[digest], f"object {digest} not sent: {os.strerror(err)}")
+                continue
+            sent.add(digest)
+            report.objects += 1
+            report.bytes += sizes[digest]
+        bar.advance(len(batch))
     return sent
 
 
@@ -418,8 +508,10 @@ class _Fetcher:
                 else:
                     need_dirs.append(digest)
             self.bar.add(len(need_dirs))
+            parsed: dict[str, list[manifest.ManifestEntry]] = {}
             for digest, (tmp, entries) in self._download(need_dirs, dirs, executable).items():
                 pending[digest] = tmp
+                parsed[digest] = entries
                 listed[digest] = {e.hash for e in entries}
                 for e in entries:
                     files.setdefault(e.hash, _inner(dirs[digest], e.path))
@@ -429,8 +521,9 @@ class _Fetcher:
             need = [h for h in files if h not in have]
             self.report.skipped += len(files) - len(need) + len(dirs) - len(need_dirs)
             self.bar.add(len(need))
-            for start in range(0, len(need), _BATCH):
-                batch = need[start : start + _BATCH]
+            step = _BATCH if self.remote.store.directory is None else _DIRECTORY_BATCH
+            for start in range(0, len(need), step):
+                batch = need[start : start + step]
                 got = self._download(batch, files, executable)
                 self._place(got)
                 have.update(got)
@@ -442,6 +535,7 @@ class _Fetcher:
                     continue
                 if members <= have:
                     self._place({digest: (pending.pop(digest), [])})
+                    self.cache.remember_manifest(digest, parsed[digest])
                     complete.add(digest)
                 else:
                     unlink_quietly(pending.pop(digest))
@@ -466,23 +560,11 @@ class _Fetcher:
                 raise OperationError(f"{self.cache.files_dir}: cannot create the cache: "
                                      f"{exc.strerror or exc}") from None
 
-        def one(digest: str) -> tuple[str, int]:
-            try:
-                fd, tmp = create_temp(self.cache.files_dir / digest[:2], digest[2:], 0o600)
-                os.close(fd)
-                try:
-                    remote_exec = self.remote.store.download(object_rel(digest), tmp)
-                    exec_bit = digest in executable or remote_exec
-                    os.chmod(tmp, 0o555 if exec_bit else 0o444)
-                    return tmp, os.path.getsize(tmp)
-                except BaseException:
-                    unlink_quietly(tmp)
-                    raise
-            finally:
-                self.bar.advance()
-
-        results = map_jobs(_capture(one), digests, self.jobs)
-        temps: dict[str, tuple[str, int]] = {}
+        if self.remote.store.directory is not None:
+            results = self._copy_from_directory(digests, executable)
+        else:
+            results = map_jobs(_capture(self._get_one(executable)), digests, self.jobs)
+        temps: dict[str, tuple[str, int, str | None]] = {}  # hash -> (temp, size, its hash)
         good: dict[str, tuple[str, list[manifest.ManifestEntry]]] = {}
         try:
             for digest, result in zip(digests, results, strict=True):
@@ -493,13 +575,15 @@ class _Fetcher:
                     self.report.fail(shown[digest], f"object {digest}: {why}")
                 else:
                     temps[digest] = result
-            plain = [d for d in temps if not d.endswith(manifest.DIR_SUFFIX)]
-            hashed = get_backend().hash_files([temps[d][0] for d in plain], self.jobs)
-            actual = {d: h.hash for d, h in zip(plain, hashed, strict=True)}
-            for digest, (tmp, size) in temps.items():
+            unhashed = [d for d, (_, _, got) in temps.items()
+                        if got is None and not d.endswith(manifest.DIR_SUFFIX)]
+            hashed = get_backend().hash_files([temps[d][0] for d in unhashed], self.jobs)
+            actual = {d: got for d, (_, _, got) in temps.items() if got is not None}
+            actual.update((d, h.hash) for d, h in zip(unhashed, hashed, strict=True))
+            for digest, (tmp, size, _) in temps.items():
                 problem = None
                 entries: list[manifest.ManifestEntry] = []
-                if digest in actual:
+                if not digest.endswith(manifest.DIR_SUFFIX):
                     if actual[digest] != digest:
                         problem = f"its content hashes to {actual[digest]}"
                 else:
@@ -513,30 +597,81 @@ class _Fetcher:
                 self.report.bytes += size
             return good
         finally:
-            for digest, (tmp, _) in temps.items():
+            for digest, (tmp, *_) in temps.items():
                 if digest not in good:
                     unlink_quietly(tmp)
 
+    def _get_one(self, executable: set[str]) -> Callable[[str], tuple[str, int, None]]:
+        """Download one object through the store's API into a temp beside its place."""
+        def one(digest: str) -> tuple[str, int, None]:
+            try:
+                fd, tmp = create_temp(self.cache.files_dir / digest[:2], digest[2:], 0o600)
+                os.close(fd)
+                try:
+                    remote_exec = self.remote.store.download(object_rel(digest), tmp)
+                    os.chmod(tmp, 0o555 if digest in executable or remote_exec else 0o444)
+                    return tmp, os.path.getsize(tmp), None
+                except BaseException:
+                    unlink_quietly(tmp)
+                    raise
+            finally:
+                self.bar.advance()
+        return one
+
+    def _copy_from_directory(self, digests: list[str], executable: set[str]
+                             ) -> list[tuple[str, int, str | None] | Exception]:
+        """Copy from a local-directory remote through the compiled core, hashing each object
+        on the way: (temp, size, the content's hash) or the error, per digest."""
+        source = self.remote.store.directory
+        assert source is not None
+        files_dir = str(self.cache.files_dir)
+        flags = COPY_KEEP_EXEC | (COPY_WRITEBACK if self.cache.durable else 0)
+        copies = [(os.path.join(source, object_rel(d)),
+                   os.path.join(files_dir, d[:2], temp_name(d[2:])),
+                   0o555 if d in executable else 0o444, flags, None) for d in digests]
+        results: list[tuple[str, int, str | None] | Exception] = []
+        for (src, tmp, *_), got in zip(copies, get_backend().copy_files(copies, self.jobs),
+                                       strict=True):
+            if got.status == OK:
+                # a .dir's name is its content's hash with the suffix: compared as a manifest
+                results.append((tmp, got.size, got.hash))
+            elif got.status == ERR_NOT_REGULAR:
+                results.append(OperationError("not a regular file on the remote"))
+            elif got.err == errno.ENOENT:
+                results.append(FileNotFoundError(got.err, os.strerror(got.err), src))
+            else:
+                results.append(OSError(got.err, os.strerror(got.err), src))
+        self.bar.advance(len(digests))
+        return results
+
     def _place(self, items: Mapping[str, tuple[str, Any]]) -> None:
+        """Rename verified temps to their objects' names (an object stored meanwhile is
+        kept: same bytes, by its name), after flushing them where the cache is durable."""
         if not items:
             return
+        files_dir = str(self.cache.files_dir)
+        moves = [(tmp, os.path.join(files_dir, d[:2], d[2:])) for d, (tmp, _) in items.items()]
         try:
             if self.cache.durable:
                 sync_filesystem(self.cache.files_dir)
-            for digest, (tmp, _) in items.items():
-                final = self.cache.object_path(digest)
-                if final.is_file():  # stored meanwhile (same bytes, by its name)
-                    unlink_quietly(tmp)
-                else:
-                    os.replace(tmp, final)
+            results = get_backend().move_files(moves, self.jobs)
+        except BaseException as exc:
+            for tmp, _ in moves:
+                unlink_quietly(tmp)
+            if isinstance(exc, OSError):
+                raise OperationError(f"{self.cache.files_dir}: cannot store in the cache: "
+                                     f"{exc.strerror or exc}") from None
+            raise
+        # Each temp is now its object, or was removed (the object was there), or failed.
+        problem = None
+        for (tmp, final), (status, err) in zip(moves, results, strict=True):
+            if status == ERR_IO:
+                unlink_quietly(tmp)
+                problem = problem or f"{final}: cannot store in the cache: {os.strerror(err)}"
+            else:
                 self.report.objects += 1
-        except OSError as exc:
-            raise OperationError(f"{exc.filename or self.cache.files_dir}: cannot store in the "
-                                 f"cache: {exc.strerror or exc}") from None
-        finally:
-            for tmp, _ in items.values():
-                if os.path.lexists(tmp):
-                    unlink_quietly(tmp)
+        if problem:
+            raise OperationError(problem)
 
     def run_entry(self, input_hash: str, stage: str) -> dict[str, Any] | None:
         """The remote's run-cache entry for ``input_hash``, validated; None if it has none

@@ -19,10 +19,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 from pivotbuild.atomic import (
-    create_temp,
     sync_filesystem,
     temp_name,
-    unlink_quietly,
     write_atomic,
 )
 from pivotbuild.cache import FILES_DIR, RUN_SUFFIX, RUNS_DIR, check_hash
@@ -45,6 +43,10 @@ _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"}
 class _Store(abc.ABC):
     """A remote's storage; ``rel`` names are its layout's (``files/ab/cdef…``)."""
 
+    # A directory on a mounted file system holding the layout, for the bulk transfers that
+    # copy with system calls in the compiled core; None where only the store's API reaches.
+    directory: str | None = None
+
     @abc.abstractmethod
     def check(self) -> None:
         """Raise (any exception) if the remote cannot be used at all."""
@@ -55,14 +57,14 @@ class _Store(abc.ABC):
         """``shard + name`` of every entry below ``top/<shard>/`` (all shards if None)."""
         ...
 
-    @abc.abstractmethod
     def upload(self, src: str, rel: str) -> None:
-        ...
+        """Put the local file ``src`` at ``rel``, atomically (stores without ``directory``)."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     def download(self, rel: str, dst: str) -> bool:
-        """Write the object into the existing file ``dst``; True if it is stored executable."""
-        ...
+        """Write the object into the existing file ``dst``; True if it is stored executable
+        (stores without ``directory``)."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def read(self, rel: str) -> bytes:
@@ -76,25 +78,13 @@ class _Store(abc.ABC):
         """Make what was written so far durable (before writing what refers to it)."""
 
 
-def _copy_fd(src_fd: int, dst_fd: int) -> None:
-    if hasattr(os, "copy_file_range"):
-        try:
-            while os.copy_file_range(src_fd, dst_fd, 1 << 30):
-                pass
-            return
-        except OSError:
-            pass  # not across these file systems: copy by hand from where it stopped
-    while chunk := os.read(src_fd, 1 << 20):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(dst_fd, view):]
-
-
 class _LocalStore(_Store):
-    """A directory on a mounted file system, through system calls."""
+    """A directory on a mounted file system, through system calls. Objects are copied in
+    bulk by remote.py through the compiled core (``directory``), not one by one here."""
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self.directory = root
         self._dirs: set[str] = set()
         self._dirs_lock = threading.Lock()
 
@@ -130,42 +120,6 @@ class _LocalStore(_Store):
             except (FileNotFoundError, NotADirectoryError):
                 continue
         return names
-
-    def upload(self, src: str, rel: str) -> None:
-        final = os.path.join(self.root, rel)
-        directory, name = os.path.split(final)
-        self._ensure_dir(directory)
-        src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            executable = bool(os.fstat(src_fd).st_mode & stat.S_IXUSR)
-            fd, tmp = create_temp(directory, name, 0o600)
-            try:
-                try:
-                    _copy_fd(src_fd, fd)
-                    os.fchmod(fd, 0o555 if executable else 0o444)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, final)
-            except BaseException:
-                unlink_quietly(tmp)
-                raise
-        finally:
-            os.close(src_fd)
-
-    def download(self, rel: str, dst: str) -> bool:
-        src_fd = os.open(os.path.join(self.root, rel), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(src_fd).st_mode):
-                raise OperationError("not a regular file on the remote")
-            executable = bool(os.fstat(src_fd).st_mode & stat.S_IXUSR)
-            dst_fd = os.open(dst, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
-            try:
-                _copy_fd(src_fd, dst_fd)
-            finally:
-                os.close(dst_fd)
-            return executable
-        finally:
-            os.close(src_fd)
 
     def read(self, rel: str) -> bytes:
         with open(os.path.join(self.root, rel), "rb") as f:

@@ -10,6 +10,8 @@ import subprocess
 import pytest
 import xxhash
 
+from pivotbuild import hashing
+
 MIB = 1 << 20
 SIZES = [0, 1, 15, 16, 17, 128, 240, 241, 4096, MIB - 1, MIB, MIB + 1]
 
@@ -120,3 +122,67 @@ def test_thread_count_does_not_change_results(backend, tmp_path):
     one = [r.hash for r in backend.hash_files(paths, jobs=1)]
     many = [r.hash for r in backend.hash_files(paths, jobs=7)]
     assert one == many == [xxhash.xxh3_128_hexdigest(_content(i * 997, seed=i)) for i in range(50)]
+
+
+# ---- copying with the content hashed on the way, and renaming into place ------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 256 * 1024, 256 * 1024 + 1, 3 * MIB])
+def test_copy_files_copies_and_hashes(backend, tmp_path, size):
+    src = tmp_path / "src"
+    src.write_bytes(_content(size, seed=size))
+    expect = xxhash.xxh3_128_hexdigest(src.read_bytes())
+    flags = hashing.COPY_CHECK | hashing.COPY_KEEP_EXEC
+    [result] = backend.copy_files([(str(src), str(tmp_path / "dst"), 0o444, flags, expect)])
+    assert (result.status, result.hash, result.size, result.error) == (hashing.OK, expect, size,
+                                                                        None)
+    assert (tmp_path / "dst").read_bytes() == src.read_bytes()
+    assert (tmp_path / "dst").stat().st_mode & 0o777 == 0o444
+
+
+def test_copy_files_keeps_the_exec_bit_only_when_asked(backend, tmp_path):
+    src = tmp_path / "tool"
+    src.write_bytes(b"#!/bin/sh\n")
+    src.chmod(0o755)
+    items = [(str(src), str(tmp_path / "kept"), 0o444, hashing.COPY_KEEP_EXEC, None),
+             (str(src), str(tmp_path / "plain"), 0o444, 0, None)]
+    assert [r.status for r in backend.copy_files(items)] == [hashing.OK, hashing.OK]
+    assert (tmp_path / "kept").stat().st_mode & 0o777 == 0o555
+    assert (tmp_path / "plain").stat().st_mode & 0o777 == 0o444
+
+
+def test_copy_files_rejects_a_wrong_hash_and_reports_errors(backend, tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"tampered")
+    taken = tmp_path / "taken"
+    taken.write_bytes(b"already here")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    items = [
+        (str(src), str(tmp_path / "bad"), 0o444, hashing.COPY_CHECK, "0" * 32),
+        (str(tmp_path / "missing"), str(tmp_path / "m"), 0o444, 0, None),
+        (str(src), str(taken), 0o444, 0, None),  # never written over: O_EXCL
+        (str(fifo), str(tmp_path / "f"), 0o444, 0, None),
+    ]
+    bad, missing, exists, not_regular = backend.copy_files(items, jobs=2)
+    assert bad.status == hashing.COPY_MISMATCH and bad.hash == xxhash.xxh3_128_hexdigest(
+        b"tampered")
+    assert not (tmp_path / "bad").exists()
+    assert missing.status == hashing.ERR_IO and missing.error == "No such file or directory"
+    assert exists.status == hashing.ERR_IO and exists.error == "File exists"
+    assert taken.read_bytes() == b"already here"
+    assert not_regular.status == hashing.ERR_NOT_REGULAR and not (tmp_path / "f").exists()
+
+
+def test_move_files_never_replaces(backend, tmp_path):
+    for name in ("a", "b", "object2"):
+        (tmp_path / name).write_bytes(name.encode())
+    items = [(str(tmp_path / "a"), str(tmp_path / "object1")),
+             (str(tmp_path / "b"), str(tmp_path / "object2")),
+             (str(tmp_path / "missing"), str(tmp_path / "object3"))]
+    moved, present, missing = backend.move_files(items, jobs=2)
+    assert moved == (hashing.OK, 0) and (tmp_path / "object1").read_bytes() == b"a"
+    assert present == (hashing.LINK_PRESENT, 0) and not (tmp_path / "b").exists()
+    assert (tmp_path / "object2").read_bytes() == b"object2"
+    assert missing[0] == hashing.ERR_IO and not (tmp_path / "object3").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["object1", "object2"]

@@ -159,6 +159,57 @@ int main(int argc, char **argv)
     CHECK(stat(obj, &a) == 0 && stat(names[2], &b) == 0 && a.st_ino == b.st_ino);
     CHECK((a.st_mode & 0777) == 0444);
 
+    /* copies with the content hashed on the way: every size of the tree (small,
+     * one buffer, more than one buffer), checked against pb_hash_files; then a
+     * wrong expected digest, a missing source, a taken destination */
+    pb_copy copies[8 + 3];
+    char copy_names[8 + 3][4096];
+    memset(copies, 0, sizeof copies);
+    for (int i = 0; i < 8; i++) {
+        snprintf(copy_names[i], sizeof copy_names[i], "%s/copy%d", dir, i);
+        copies[i] = (pb_copy){.src = names[i], .dst = copy_names[i], .mode = 0444,
+                              .flags = PB_COPY_CHECK | PB_COPY_KEEP_EXEC};
+        memcpy(copies[i].expect, files[i].digest, 16);
+    }
+    CHECK(chmod(names[7], 0755) == 0);
+    snprintf(copy_names[8], sizeof copy_names[8], "%s/copy-bad", dir);
+    copies[8] = (pb_copy){.src = names[6], .dst = copy_names[8], .mode = 0444,
+                          .flags = PB_COPY_CHECK};
+    memcpy(copies[8].expect, files[5].digest, 16);
+    snprintf(copy_names[9], sizeof copy_names[9], "%s/copy-missing", dir);
+    copies[9] = (pb_copy){.src = missing_src, .dst = copy_names[9], .mode = 0444};
+    copies[10] = (pb_copy){.src = names[1], .dst = copy_names[0], .mode = 0444};
+    uint64_t copied_before = pb_files_copied();
+    CHECK(pb_copy_files(copies, 11, 2) == 3);
+    CHECK(pb_files_copied() - copied_before == 9);
+    for (int i = 0; i < 8; i++) {
+        CHECK(copies[i].status == PB_OK && copies[i].size == sizes[i]);
+        CHECK(memcmp(copies[i].digest, files[i].digest, 16) == 0);
+        pb_file back = {.path = copy_names[i]};
+        CHECK(pb_hash_files(&back, 1, 1) == 0 && memcmp(back.digest, files[i].digest, 16) == 0);
+        struct stat cs;
+        CHECK(stat(copy_names[i], &cs) == 0 && (cs.st_mode & 0777) == (i == 7 ? 0555 : 0444));
+    }
+    CHECK(copies[8].status == PB_COPY_MISMATCH && access(copy_names[8], F_OK) != 0);
+    CHECK(copies[9].status == PB_ERR_IO && copies[9].err == ENOENT);
+    CHECK(copies[10].status == PB_ERR_IO && copies[10].err == EEXIST);
+
+    /* renames into place: moved, then refused over an existing name (the temp
+     * removed), then an error */
+    char moved[4096];
+    snprintf(moved, sizeof moved, "%s/moved", dir);
+    pb_link moves[3] = {
+        {.src = copy_names[1], .dst = moved},
+        {.src = copy_names[2], .dst = moved},
+        {.src = missing_src, .dst = copy_names[3]},
+    };
+    CHECK(pb_move_files(moves, 3, 1) == 1);
+    CHECK(moves[0].status == PB_OK && moves[1].status == PB_LINK_PRESENT);
+    CHECK(access(copy_names[1], F_OK) != 0 && access(copy_names[2], F_OK) != 0);
+    CHECK(moves[2].status == PB_ERR_IO && moves[2].err == ENOENT);
+    struct stat ms;
+    CHECK(stat(moved, &ms) == 0 && ms.st_size == (off_t)sizes[1]);
+
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", dir);

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -54,6 +55,14 @@ def _objects_are_whole(root: Path) -> int:
     return count
 
 
+def _fill(small_fs: Path) -> Path:
+    """Leave about 1 MiB free: less room than big.bin needs. Returns the filler file."""
+    filler = small_fs / "filler"
+    free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
+    filler.write_bytes(b"\0" * max(0, free - MIB))
+    return filler
+
+
 def _errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error" in line]
 
@@ -80,9 +89,7 @@ def test_commit_on_a_full_disk(small_fs):
     root.mkdir()
     (root / "pivot.toml").write_text(COPY + STAGE)
     assert run(["repro", "--no-commit"], root).code == 0
-    filler = small_fs / "filler"
-    free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
-    filler.write_bytes(b"\0" * max(0, free - MIB))  # less room than big.bin needs
+    filler = _fill(small_fs)  # less room than big.bin needs
     result = run(["commit"], root)
     assert result.code == 1
     errors = _errors(result.err)
@@ -94,3 +101,54 @@ def test_commit_on_a_full_disk(small_fs):
     result = run(["commit"], root)
     assert result.code == 0, result.err
     assert _objects_are_whole(root) == 2
+
+
+def _files_below(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file())
+
+
+def _pushable(root: Path, remote: Path) -> Path:
+    """A project outside the small file system with two outputs (2.5 MiB and a few bytes)
+    pushing to ``remote``."""
+    root.mkdir()
+    (root / "pivot.toml").write_text(
+        f'[project]\ndefault_remote = "r"\n\n[remotes.r]\nurl = "{remote}"\n' + STAGE)
+    assert run(["repro"], root).code == 0
+    return root
+
+
+def test_push_to_a_full_remote(small_fs, tmp_path):
+    remote = small_fs / "remote"
+    remote.mkdir()
+    root = _pushable(tmp_path / "p", remote)
+    filler = _fill(small_fs)
+    result = run(["push"], root)
+    assert result.code == 1
+    assert "No space left on device" in result.err and "not sent" in result.err, result.err
+    for path in _files_below(remote):  # what arrived is whole and named; no temp is left
+        assert not path.name.startswith("."), f"temp file left on the remote: {path}"
+        assert PythonBackend().hash_bytes(path.read_bytes()) == path.parent.name + path.name
+    filler.unlink()
+    assert run(["push"], root).code == 0
+    assert len(_files_below(remote)) == 2
+
+
+def test_fetch_into_a_full_cache(small_fs, tmp_path):
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    source = _pushable(tmp_path / "p", remote)
+    assert run(["push"], source).code == 0
+    clone = small_fs / "clone"
+    (clone / ".pivotbuild").mkdir(parents=True)
+    (clone / "pivot.toml").write_text((source / "pivot.toml").read_text())
+    shutil.copytree(source / ".pivotbuild" / "locks", clone / ".pivotbuild" / "locks")
+    filler = _fill(small_fs)
+    result = run(["pull"], clone)
+    assert result.code == 1 and "No space left on device" in result.err, result.err
+    assert _objects_are_whole(clone) <= 1  # maybe small.txt; never a torn big.bin
+    assert not (clone / "big.bin").exists()
+    filler.unlink()
+    result = run(["pull"], clone)
+    assert result.code == 0, result.err
+    assert _objects_are_whole(clone) == 2
+    assert (clone / "big.bin").read_bytes() == (source / "big.bin").read_bytes()
