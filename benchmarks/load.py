@@ -1,7 +1,8 @@
 """Load: a huge directory output and a huge pipeline, wall time and peak RSS.
 
     python benchmarks/load.py stages [--stages 5000]   # status, no-op repro, dag --json
-    python benchmarks/load.py tree [--files 1000000]   # hash, then commit as one output
+    python benchmarks/load.py tree [--files 1000000]   # hash, then commit as one output,
+                                                       # at 1/10 and full size: linearity
 
 Each command runs as its own process; peak RSS is the child's ru_maxrss. Scratch data
 goes to bench-data/load/ (git-ignored).
@@ -65,7 +66,8 @@ def stages(count: int) -> None:
         print(f"{count} stages, {label:<12} median {wall:6.2f} s   peak RSS {rss:7.1f} MiB")
 
 
-def tree(files: int) -> None:
+def _make_tree(files: int) -> Path:
+    """bench-data/load/tree-N: data/ holds N tiny files, 1,000 per directory; made once."""
     root = SCRATCH / f"tree-{files}"
     data = root / "data"
     if not (root / "ready").exists():
@@ -81,13 +83,52 @@ def tree(files: int) -> None:
         (root / "pivot.toml").write_text('[stages.gen]\ncmd = "true"\nouts = ["data"]\n')
         (root / "ready").write_text("")
         subprocess.run(["sync"], check=False)
+    return root
+
+
+TREE_STEPS = ("hash, empty memo", "hash, memo warm", "commit (store + lock)",
+              "status after commit")
+
+
+def _tree_times(files: int, runs: int) -> dict[str, tuple[float, float]]:
+    """{step: (median wall s, peak RSS MiB)} for one tree. Before timing, the whole tree is
+    read once (`hash --no-state`, untimed) so that every size starts from the same state:
+    inodes, directories and contents in memory, as in compare_hash.py's 'reread'."""
+    root = _make_tree(files)
     shutil.rmtree(root / ".pivotbuild", ignore_errors=True)
-    for label, args in (("hash, empty memo", ["hash", "data"]),
-                        ("hash, memo warm", ["hash", "data"]),
-                        ("commit (store + lock)", ["commit"]),
-                        ("status after commit", ["status"])):
-        wall, rss = timed([*pivotbuild(), *args], root)
-        print(f"{files} files, {label:<22} {wall:7.2f} s   peak RSS {rss:7.1f} MiB")
+    timed([*pivotbuild(), "hash", "--no-state", "data"], root)
+    results: dict[str, tuple[float, float]] = {}
+
+    def measure(step: str, args: list[str], before=None, times: int = runs) -> None:
+        samples = []
+        for _ in range(times):
+            if before:
+                before()
+            samples.append(timed([*pivotbuild(), *args], root))
+        wall = sorted(w for w, _ in samples)[len(samples) // 2]
+        results[step] = (wall, max(r for _, r in samples))
+        print(f"{files} files, {step:<22} {wall:7.2f} s   peak RSS {results[step][1]:7.1f} MiB"
+              f"   (median of {times})")
+
+    def forget() -> None:
+        shutil.rmtree(root / ".pivotbuild", ignore_errors=True)
+
+    measure(TREE_STEPS[0], ["hash", "data"], before=forget)
+    measure(TREE_STEPS[1], ["hash", "data"])
+    measure(TREE_STEPS[2], ["commit"], before=forget, times=1 if files >= 500_000 else runs)
+    measure(TREE_STEPS[3], ["status"])
+    return results
+
+
+def tree(files: int, runs: int) -> None:
+    """The tree at a tenth of the size and at full size, the same way in one run: the time
+    should scale linearly (target: full <= 1.2 x 10 x the tenth)."""
+    small = _tree_times(files // 10, runs)
+    full = _tree_times(files, runs)
+    print(f"\nlinearity: time at {files} files / (10 x time at {files // 10})")
+    for step in TREE_STEPS:
+        ratio = full[step][0] / (10 * small[step][0])
+        print(f"  {step:<22} {ratio:5.2f}x   {'PASS' if ratio <= 1.2 else 'MISS'} (<= 1.2x)")
 
 
 def main() -> None:
@@ -95,12 +136,13 @@ def main() -> None:
     parser.add_argument("what", choices=("stages", "tree"))
     parser.add_argument("--stages", type=int, default=5000)
     parser.add_argument("--files", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3, help="medians of this many runs")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     if args.what == "stages":
         stages(args.stages)
     else:
-        tree(args.files)
+        tree(args.files, args.runs)
 
 
 if __name__ == "__main__":
