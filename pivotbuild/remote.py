@@ -35,7 +35,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -64,6 +64,7 @@ from pivotbuild.hashing import (
     ERR_IO,
     ERR_NOT_REGULAR,
     OK,
+    CopyResult,
     get_backend,
 )
 from pivotbuild.lock import ANY_HASH_RE, Lock, LockProblem, is_safe_path
@@ -78,9 +79,11 @@ R = TypeVar("R")
 
 # Objects downloaded, then rehashed in one hashing call, then renamed, per round.
 _BATCH = 1024
-# The same for a local-directory remote, whose rounds are one call into the core each: large
-# enough that the file system flush before the renames is paid a few times, not per 1,000.
+# The same for a local-directory remote, whose rounds are calls into the core: large enough
+# that the file system flush before the renames is paid a few times, not per 1,000; copied
+# in slices of _PROGRESS_STEP so that the progress bar moves.
 _DIRECTORY_BATCH = 16384
+_PROGRESS_STEP = 1024
 _RUN_ENTRY_MAX = 1 << 20  # bytes; a run-cache entry is a few hundred
 
 
@@ -428,7 +431,7 @@ def _copy_to_directory(cache: Cache, remote: Remote, digests: list[str],
                            COPY_CHECK | COPY_KEEP_EXEC | COPY_WRITEBACK, digest[:32]))
         moves, sizes = [], {}
         for digest, (src, tmp, *_), result in zip(batch, copies,
-                                                  backend.copy_files(copies, jobs), strict=True):
+                                                  _copy_files(copies, jobs, bar), strict=True):
             if result.status == OK:
                 moves.append((tmp, os.path.join(store.directory, object_rel(digest))))
                 sizes[digest] = result.size
@@ -462,8 +465,18 @@ def _copy_to_directory(cache: Cache, remote: Remote, digests: list[str],
             sent.add(digest)
             report.objects += 1
             report.bytes += sizes[digest]
-        bar.advance(len(batch))
     return sent
+
+
+def _copy_files(copies: Sequence[tuple[str, str, int, int, str | None]], jobs: int,
+                bar: _Progress) -> list[CopyResult]:
+    """backend.copy_files in slices, advancing the progress bar after each."""
+    results: list[CopyResult] = []
+    for start in range(0, len(copies), _PROGRESS_STEP):
+        part = copies[start : start + _PROGRESS_STEP]
+        results += get_backend().copy_files(part, jobs)
+        bar.advance(len(part))
+    return results
 
 
 # ---- fetch ----------------------------------------------------------------------------------
@@ -630,7 +643,7 @@ class _Fetcher:
                    os.path.join(files_dir, d[:2], temp_name(d[2:])),
                    0o555 if d in executable else 0o444, flags, None) for d in digests]
         results: list[tuple[str, int, str | None] | Exception] = []
-        for (src, tmp, *_), got in zip(copies, get_backend().copy_files(copies, self.jobs),
+        for (src, tmp, *_), got in zip(copies, _copy_files(copies, self.jobs, self.bar),
                                        strict=True):
             if got.status == OK:
                 # a .dir's name is its content's hash with the suffix: compared as a manifest
@@ -641,7 +654,6 @@ class _Fetcher:
                 results.append(FileNotFoundError(got.err, os.strerror(got.err), src))
             else:
                 results.append(OSError(got.err, os.strerror(got.err), src))
-        self.bar.advance(len(digests))
         return results
 
     def _place(self, items: Mapping[str, tuple[str, Any]]) -> None:
