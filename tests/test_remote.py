@@ -298,6 +298,19 @@ def test_push_reports_an_object_missing_from_the_local_cache(built: Path):
     assert "not in the local cache" in report.failed[0][1]
 
 
+def test_push_never_sends_a_corrupted_cache_object(built: Path, remote_dir: Path):
+    clean = lock_doc(built, "prepare")["outs"][0]["hash"]
+    obj = built / ".pivotbuild" / "cache" / "files" / clean[:2] / clean[2:]
+    obj.chmod(0o644)
+    obj.write_text("HELLO, EDITED IN PLACE THROUGH A HARDLINK\n")
+    report = do("push", built, targets=["prepare"])
+    assert not report.ok
+    assert report.failed[0][0] == "clean.txt (prepare)"
+    assert f"object {clean} not sent: the cached copy is corrupt" in report.failed[0][1]
+    assert not (remote_dir / "files" / clean[:2] / clean[2:]).exists()
+    assert [p for p in remote_dir.rglob("*") if p.is_file()] == []
+
+
 # ---- fetch and pull --------------------------------------------------------------------------
 
 
