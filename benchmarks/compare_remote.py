@@ -15,7 +15,8 @@ projects say so), under WORK (default bench-data/remote-bench/s<N>, git-ignored)
     dvc/          a DVC project: git init + dvc init, data/ (a copy of the tree),
                   `dvc add data`, `dvc remote add -d bench WORK/remote-dvc`; DVC's state kept
                   inside it (core.site_cache_dir), analytics and update checks off
-    remote-pb/, remote-dvc/, clone-pb/, clone-dvc/, rsync-dest/    made by the timed runs
+    remote-pb/, remote-dvc/, clone-pb/, clone-dvc/, rsync-dest/, rsync-dest-sync/
+                  made by the timed runs
 
 Timed, each a subprocess (wall clock), in three phases; within a phase the commands are
 interleaved round-robin, --runs rounds, median reported:
@@ -23,7 +24,8 @@ interleaved round-robin, --runs rounds, median reported:
     push   pivotbuild push     remote-pb deleted and made again empty before each run
            dvc push            remote-dvc likewise
            rsync -a data/ rsync-dest/          rsync-dest deleted before each run
-           the same, then `sync` (info: rsync made as durable as pivotbuild makes its copy)
+           the same into rsync-dest-sync/, then `sync` (info: rsync made as durable as
+           pivotbuild makes its copy)
     pull   pivotbuild pull     in clone-pb: a new directory holding only pivot.toml and
                                .pivotbuild/locks (empty cache, no data/), made before each run
            dvc pull            in clone-dvc: a new `git init` holding .dvc/config, .dvcignore,
@@ -32,6 +34,12 @@ interleaved round-robin, --runs rounds, median reported:
     noop   pivotbuild push     again, the remote already holding everything
            rsync -a            again, rsync-dest already holding the tree
            dvc push            again (info)
+
+What the previous round wrote is deleted at the start of each round, then the script
+waits --settle seconds (61) before the round's first run: on ext4 without a journal (this
+VM) inodes freed less than a minute ago are skipped one by one when allocating, which
+otherwise made file creation depend on how recently the last run's tree was deleted
+(see clear_and_settle).
 
 Every run is checked, untimed: after a push the remote holds every object and no temp file;
 after a pull, sample files are compared byte for byte with the source tree, the number of
@@ -245,9 +253,13 @@ class Layout:
     def rsync_dest(self) -> Path:
         return self.work / "rsync-dest"
 
+    @property
+    def rsync_dest_sync(self) -> Path:
+        return self.work / "rsync-dest-sync"
+
     def transient(self) -> list[Path]:
         return [self.remote_pb, self.remote_dvc, self.clone_pb, self.clone_dvc,
-                self.rsync_dest]
+                self.rsync_dest, self.rsync_dest_sync]
 
 
 def copy_tree(src: Path, dst: Path) -> None:
@@ -429,6 +441,7 @@ class Cmd:
     tool: str
     argv: list[str]
     cwd: Path | Callable[[], Path]
+    clear: Callable[[], None] | None = None  # deletes the last run's files: round start
     reset: Callable[[], None] | None = None  # before every run, untimed
     check: Callable[[str], None] | None = None  # after every run (its output), untimed
     times: list[float] = field(default_factory=list)
@@ -471,13 +484,33 @@ def once(c: Cmd) -> tuple[float, float, float]:
     return secs, load.other_cores, load.disk_mib
 
 
+def clear_and_settle(cmds: list[Cmd], settle: float) -> None:
+    """Delete what these commands' last runs wrote, then wait ``settle`` seconds.
+
+    Why wait: ext4 without a journal (this VM's root file system) will not reuse an inode
+    freed in the last 60 s, and finds that out inode by inode when allocating; right after
+    deleting the previous run's 100,000 files, creating 100,000 new ones spent most of its
+    time there (perf: recently_deleted, ~40% of a pull), for every tool alike. Users rarely
+    push or pull right after deleting a tree of that size, so every run starts from a file
+    system whose free inodes are at least a minute old."""
+    cleared = False
+    for c in cmds:
+        if c.clear:
+            c.clear()
+            cleared = True
+    if cleared and settle > 0:
+        os.sync()
+        time.sleep(settle)
+
+
 def measure(cmds: list[Cmd], runs: int, warmup: int, gate: QuietGate,
-            quiet_cores: float) -> None:
+            quiet_cores: float, settle: float) -> None:
     live = [c for c in cmds if not c.error]
     if quiet_cores > 0 and not wait_quiet(quiet_cores, timeout=min(120.0, gate.budget),
                                           window=2.0):
         log(f"  (other processes stayed above {quiet_cores} cores; measuring anyway)")
     for r in range(1 - warmup, runs + 1):
+        clear_and_settle([c for c in live if not c.error], settle)
         for c in live:
             if c.error:
                 continue
@@ -486,6 +519,7 @@ def measure(cmds: list[Cmd], runs: int, warmup: int, gate: QuietGate,
                 if r > 0 and gate.noisy_cores(other) and gate.wait():
                     log(f"  {c.key}: other processes used {other:.2f} cores: redoing the run")
                     c.redone += 1
+                    clear_and_settle([c], settle)
                     secs, other, disk = once(c)
             except BenchError as exc:
                 c.error = str(exc)
@@ -533,18 +567,16 @@ class Bench:
         return [str(self.lay.pb / "data" / r) for r in self.tree.rels]
 
     def rsync_cmds(self, phase: str) -> list[Cmd]:
-        src, dst = self.lay.pb / "data", self.lay.rsync_dest
+        src, dst, dst2 = self.lay.pb / "data", self.lay.rsync_dest, self.lay.rsync_dest_sync
         warm = self.prepare(self.data_files)
-
-        def reset() -> None:
-            rm(dst)
-            warm()
-
         argv = [self.tools.rsync, "-a", f"{src}/", f"{dst}/"]
-        plain = Cmd(f"{phase}.rsync", "rsync", argv, self.lay.work, reset=reset,
+        argv2 = [self.tools.rsync, "-a", f"{src}/", f"{dst2}/"]
+        plain = Cmd(f"{phase}.rsync", "rsync", argv, self.lay.work, clear=lambda: rm(dst),
+                    reset=warm,
                     check=lambda _out: check_copy(self.tree, dst, f"{phase}: rsync -a"))
         synced = Cmd(f"{phase}.rsync_sync", "rsync",
-                     ["sh", "-c", f"{shlex.join(argv)} && sync"], self.lay.work, reset=reset)
+                     ["sh", "-c", f"{shlex.join(argv2)} && sync"], self.lay.work,
+                     clear=lambda: rm(dst2), reset=warm)
         return [plain, synced]
 
     def push(self) -> list[Cmd]:
@@ -552,28 +584,21 @@ class Bench:
         n = len(self.tree.rels)
         warm_pb = self.prepare(self.data_files)
 
-        def reset_pb() -> None:
-            empty_dir(lay.remote_pb)
-            warm_pb()
-
         def check_pb(out: str) -> None:
             expect_pb(out, n + 1, "pivotbuild push")
             check_remote(self.tree, lay.remote_pb / "files", "pivotbuild push")
 
-        cmds = [Cmd("push.pb", "pivotbuild", [*t.pivotbuild, "push"], lay.pb, reset=reset_pb,
-                    check=check_pb)]
+        cmds = [Cmd("push.pb", "pivotbuild", [*t.pivotbuild, "push"], lay.pb,
+                    clear=lambda: empty_dir(lay.remote_pb), reset=warm_pb, check=check_pb)]
         if t.dvc:
             warm_dvc = self.prepare(lambda: files_under(lay.dvc / ".dvc" / "cache"))
-
-            def reset_dvc() -> None:
-                empty_dir(lay.remote_dvc)
-                warm_dvc()
 
             def check_dvc(out: str) -> None:
                 expect_dvc_count(out, n + 1, "pushed", "dvc push")
                 check_remote(self.tree, lay.remote_dvc / "files", "dvc push")
 
-            cmds.append(Cmd("push.dvc", "dvc", [t.dvc, "push"], lay.dvc, reset=reset_dvc,
+            cmds.append(Cmd("push.dvc", "dvc", [t.dvc, "push"], lay.dvc,
+                            clear=lambda: empty_dir(lay.remote_dvc), reset=warm_dvc,
                             check=check_dvc))
         else:
             cmds.append(skipped("push.dvc", "dvc", "DVC unavailable"))
@@ -588,17 +613,13 @@ class Bench:
             sh([*t.pivotbuild, "push"], lay.pb)
         warm_pb = self.prepare(lambda: files_under(lay.remote_pb))
 
-        def reset_pb() -> None:
-            make_clone_pb(lay)
-            warm_pb()
-
         def check_pb(out: str) -> None:
             expect_pb(out, n + 1, "pivotbuild pull")
             check_copy(self.tree, lay.clone_pb / "data", "pivotbuild pull")
             pb_up_to_date(t, lay.clone_pb, "pivotbuild pull")
 
         cmds = [Cmd("pull.pb", "pivotbuild", [*t.pivotbuild, "pull"], lay.clone_pb,
-                    reset=reset_pb, check=check_pb)]
+                    clear=lambda: make_clone_pb(lay), reset=warm_pb, check=check_pb)]
         if t.dvc:
             if not (lay.remote_dvc / "files").is_dir():
                 log("pull: filling the DVC remote (untimed `dvc push`)")
@@ -606,15 +627,12 @@ class Bench:
                 sh([t.dvc, "push"], lay.dvc)
             warm_dvc = self.prepare(lambda: files_under(lay.remote_dvc))
 
-            def reset_dvc() -> None:
-                make_clone_dvc(t, lay)
-                warm_dvc()
-
             def check_dvc(out: str) -> None:
                 expect_dvc_count(out, n, "fetched", "dvc pull")
                 check_copy(self.tree, lay.clone_dvc / "data", "dvc pull")
 
-            cmds.append(Cmd("pull.dvc", "dvc", [t.dvc, "pull"], lay.clone_dvc, reset=reset_dvc,
+            cmds.append(Cmd("pull.dvc", "dvc", [t.dvc, "pull"], lay.clone_dvc,
+                            clear=lambda: make_clone_dvc(t, lay), reset=warm_dvc,
                             check=check_dvc))
         else:
             cmds.append(skipped("pull.dvc", "dvc", "DVC unavailable"))
@@ -766,6 +784,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="scratch directory (default bench-data/remote-bench/s<N>)")
     p.add_argument("--dvc-venv", default=str(BENCH_DATA / "dvc-venv"))
     p.add_argument("--no-dvc", action="store_true", help="leave DVC out")
+    p.add_argument("--settle", type=float, default=61.0,
+                   help="seconds to wait after deleting the last runs' files (see "
+                        "clear_and_settle); 0: none")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     p.add_argument("--wait-load", type=float, default=0.6,
                    help="wait until the 1-minute load average is below this before timing "
@@ -820,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{phase}: timing ({args.runs} runs, page cache '{args.cache}')")
             lo0 = os.getloadavg()[0]
             measure(phase_cmds, args.runs, 1 if phase == "noop" else args.warmup, gate,
-                    args.quiet_cores)
+                    args.quiet_cores, args.settle)
             phase_loads[phase] = (lo0, os.getloadavg()[0])
             cmds.update((c.key, c) for c in phase_cmds)
         loadavg_end = os.getloadavg()
