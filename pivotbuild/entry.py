@@ -9,6 +9,7 @@ it; anything else (--help, an unknown option, a mistake) goes to click
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -58,6 +59,10 @@ def _parse_hash(argv: list[str]) -> tuple[str | None, list[str], int, bool, bool
 
 
 def main() -> None:
+    # A pivotbuild run is short-lived and builds large acyclic structures (a 100,000-line
+    # manifest, thousands of plan records); collecting cycles among them after every 700
+    # allocations is pure overhead (measured: 4% of a 100,000-file pull), so collect rarely.
+    gc.set_threshold(100_000, 50, 50)
     parsed = _parse_hash(sys.argv[1:])
     if parsed is None:
         from pivotbuild.cli import main as cli_main
