@@ -124,8 +124,26 @@ static void pb_install_bus_handler(void)
  * files, about twice that of mapping a 256 MiB file whole). */
 #define PB_MAP_WINDOW (16u << 20)
 
-/* Hash size bytes of fd through mappings. Returns 0, or an errno value. */
-static int pb_hash_mapped(int fd, uint64_t size, pb_xxh_state *state, uint8_t *out)
+/* Write all of buf to fd. Returns 0, or an errno value. */
+int pb_write_full(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Hash size bytes of fd through mappings, writing them to copy_fd as well
+ * when it is not -1. Returns 0, or an errno value. */
+static int pb_hash_mapped(int fd, uint64_t size, pb_xxh_state *state, uint8_t *out, int copy_fd)
 {
     pthread_once(&pb_bus_once, pb_install_bus_handler);
     const pb_xxh_impl *impl = pb_xxh();
@@ -151,8 +169,13 @@ static int pb_hash_mapped(int fd, uint64_t size, pb_xxh_state *state, uint8_t *o
                 impl->oneshot(m, len, out);
             else
                 impl->update(state, m, len);
+            int wrc = copy_fd >= 0 ? pb_write_full(copy_fd, m, len) : 0;
             munmap(m, len);
             map = NULL;
+            if (wrc) {
+                rc = wrc;
+                break;
+            }
         }
     } else {
         rc = EIO; /* the file shrank under us */
@@ -166,7 +189,7 @@ static int pb_hash_mapped(int fd, uint64_t size, pb_xxh_state *state, uint8_t *o
 }
 
 /* Read until buf is full or EOF. Returns bytes read, or -1 with errno set. */
-static ssize_t pb_read_full(int fd, uint8_t *buf, size_t cap)
+ssize_t pb_read_full(int fd, uint8_t *buf, size_t cap)
 {
     size_t got = 0;
     while (got < cap) {
@@ -183,22 +206,27 @@ static ssize_t pb_read_full(int fd, uint8_t *buf, size_t cap)
     return (ssize_t)got;
 }
 
-/* Hash an open regular file. Small files go through one read() into the
- * worker's buffer and the one-shot hash; large ones are mapped; anything that
- * outgrows the buffer is streamed. Returns 0 or an errno value. */
-int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *hashed)
+/* Hash an open regular file, and with copy_fd other than -1 write its bytes
+ * there as they pass (pb_copy_files). Small files go through one read() into
+ * the worker's buffer and the one-shot hash; large ones are mapped; anything
+ * that outgrows the buffer is streamed. Returns 0 or an errno value. */
+int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *hashed,
+               int copy_fd)
 {
     __atomic_fetch_add(&pb_read_count, 1, __ATOMIC_RELAXED);
     if (st_size >= pb_get_mmap_threshold() && st_size > 0) {
-        int rc = pb_hash_mapped(fd, st_size, &w->state, out);
+        int rc = pb_hash_mapped(fd, st_size, &w->state, out, copy_fd);
         if (rc == 0) {
             *hashed = st_size;
             return 0;
         }
         if (rc != ENODEV && rc != EINVAL && rc != ENOMEM)
             return rc;
-        /* mapping not possible on this file system: read it instead */
+        /* mapping not possible on this file system: read it instead (from the
+         * start, and the copy too) */
         if (lseek(fd, 0, SEEK_SET) < 0)
+            return errno;
+        if (copy_fd >= 0 && (ftruncate(copy_fd, 0) != 0 || lseek(copy_fd, 0, SEEK_SET) < 0))
             return errno;
     }
     const pb_xxh_impl *impl = pb_xxh();
@@ -213,12 +241,17 @@ int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *h
     if ((size_t)got < w->cap && ((size_t)got < want || (uint64_t)got == st_size)) {
         impl->oneshot(w->buf, (size_t)got, out);
         *hashed = (uint64_t)got;
-        return 0;
+        return copy_fd >= 0 ? pb_write_full(copy_fd, w->buf, (size_t)got) : 0;
     }
     impl->reset(&w->state);
     uint64_t total = 0;
     while (got > 0) {
         impl->update(&w->state, w->buf, (size_t)got);
+        if (copy_fd >= 0) {
+            int rc = pb_write_full(copy_fd, w->buf, (size_t)got);
+            if (rc)
+                return rc;
+        }
         total += (uint64_t)got;
         got = pb_read_full(fd, w->buf, w->cap);
         if (got < 0)
@@ -252,7 +285,7 @@ int pb_hash_path(int dirfd, const char *path, pb_worker *w, uint8_t *digest, uin
         *mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
         *ino = (uint64_t)st.st_ino;
         *mode = (uint32_t)st.st_mode;
-        int rc = pb_hash_fd(fd, (uint64_t)st.st_size, w, digest, size);
+        int rc = pb_hash_fd(fd, (uint64_t)st.st_size, w, digest, size, -1);
         if (rc != 0) {
             *err = rc;
             status = PB_ERR_IO;

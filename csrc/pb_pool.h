@@ -25,8 +25,10 @@ typedef void (*pb_task_fn)(void *ctx, size_t i, pb_worker *w);
 /* nthreads <= 0 means one per online CPU. Blocks until every item is done. */
 void pb_parallel_for(size_t n, int nthreads, pb_task_fn fn, void *ctx);
 
-/* Shared by the batch and the tree code (pb_hash.c). */
-int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *hashed);
+/* Shared by the batch, tree and store code (pb_hash.c). */
+int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *hashed,
+               int copy_fd);
+int pb_write_full(int fd, const void *buf, size_t len);
 int pb_hash_path(int dirfd, const char *path, pb_worker *w, uint8_t *digest, uint64_t *size,
                  int64_t *mtime_ns, uint64_t *ino, uint32_t *mode, int *err);
 

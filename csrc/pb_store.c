@@ -6,10 +6,10 @@
 #define _GNU_SOURCE
 #include "pivothash.h"
 #include "pb_pool.h"
-#include "pb_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,6 +17,27 @@
 
 static uint64_t pb_copy_count;
 uint64_t pb_files_copied(void) { return __atomic_load_n(&pb_copy_count, __ATOMIC_RELAXED); }
+
+/* Run fn for every item of a batch on the pool. Each item's status is first
+ * set to an I/O error (ENOMEM), which is what an item the pool could not reach
+ * keeps. Returns how many items failed: with any_failure, every status but
+ * PB_OK counts; otherwise only PB_ERR_IO (other statuses are answers). */
+static size_t pb_batch(void *items, size_t n, size_t item_size, size_t status_off,
+                       size_t err_off, int nthreads, pb_task_fn fn, int any_failure)
+{
+    char *base = items;
+    for (size_t i = 0; i < n; i++) {
+        *(int32_t *)(base + i * item_size + status_off) = PB_ERR_IO;
+        *(int32_t *)(base + i * item_size + err_off) = ENOMEM;
+    }
+    pb_parallel_for(n, nthreads, fn, items);
+    size_t failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t status = *(int32_t *)(base + i * item_size + status_off);
+        failed += any_failure ? status != PB_OK : status == PB_ERR_IO;
+    }
+    return failed;
+}
 
 static void pb_link_one(void *ctx, size_t i, pb_worker *w)
 {
@@ -43,85 +64,11 @@ static void pb_link_one(void *ctx, size_t i, pb_worker *w)
 
 size_t pb_link_files(pb_link *items, size_t n, int nthreads)
 {
-    for (size_t i = 0; i < n; i++) { /* what the pool could not reach stays an error */
-        items[i].status = PB_ERR_IO;
-        items[i].err = ENOMEM;
-    }
-    pb_parallel_for(n, nthreads, pb_link_one, items);
-    size_t failed = 0;
-    for (size_t i = 0; i < n; i++)
-        failed += items[i].status == PB_ERR_IO;
-    return failed;
+    return pb_batch(items, n, sizeof *items, offsetof(pb_link, status), offsetof(pb_link, err),
+                    nthreads, pb_link_one, 0);
 }
 
 /* ---- copying with the content hashed on the way ------------------------- */
-
-static int pb_write_full(int fd, const uint8_t *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, buf, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        buf += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-static ssize_t pb_read_some(int fd, uint8_t *buf, size_t cap)
-{
-    size_t got = 0;
-    while (got < cap) {
-        ssize_t r = read(fd, buf + got, cap - got);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    return (ssize_t)got;
-}
-
-/* Copy in to out through the worker's buffer, hashing what passes. A file that
- * fits the buffer takes one read, one one-shot hash and one write. Returns 0
- * or an errno value. */
-static int pb_copy_fd(int in, int out, uint64_t st_size, pb_worker *w, uint8_t *digest,
-                      uint64_t *copied)
-{
-    const pb_xxh_impl *impl = pb_xxh();
-    size_t want = st_size > 0 && st_size < w->cap ? (size_t)st_size : w->cap;
-    ssize_t got = pb_read_some(in, w->buf, want);
-    if (got < 0)
-        return errno;
-    /* Bytes appended after fstat are not copied; the digest is always that of
-     * what was written, so the check still holds. */
-    if ((size_t)got < w->cap && ((size_t)got < want || (uint64_t)got == st_size)) {
-        impl->oneshot(w->buf, (size_t)got, digest);
-        *copied = (uint64_t)got;
-        return pb_write_full(out, w->buf, (size_t)got);
-    }
-    impl->reset(&w->state);
-    uint64_t total = 0;
-    while (got > 0) {
-        impl->update(&w->state, w->buf, (size_t)got);
-        int rc = pb_write_full(out, w->buf, (size_t)got);
-        if (rc)
-            return rc;
-        total += (uint64_t)got;
-        got = pb_read_some(in, w->buf, w->cap);
-        if (got < 0)
-            return errno;
-    }
-    impl->digest(&w->state, digest);
-    *copied = total;
-    return 0;
-}
 
 static void pb_copy_one(void *ctx, size_t i, pb_worker *w)
 {
@@ -155,7 +102,7 @@ static void pb_copy_one(void *ctx, size_t i, pb_worker *w)
         return;
     }
     __atomic_fetch_add(&pb_copy_count, 1, __ATOMIC_RELAXED);
-    int rc = pb_copy_fd(in, out, (uint64_t)st.st_size, w, item->digest, &item->size);
+    int rc = pb_hash_fd(in, (uint64_t)st.st_size, w, item->digest, &item->size, out);
     close(in);
     uint32_t mode = item->mode;
     if ((item->flags & PB_COPY_KEEP_EXEC) && (st.st_mode & S_IXUSR))
@@ -184,15 +131,8 @@ static void pb_copy_one(void *ctx, size_t i, pb_worker *w)
 
 size_t pb_copy_files(pb_copy *items, size_t n, int nthreads)
 {
-    for (size_t i = 0; i < n; i++) { /* what the pool could not reach stays an error */
-        items[i].status = PB_ERR_IO;
-        items[i].err = ENOMEM;
-    }
-    pb_parallel_for(n, nthreads, pb_copy_one, items);
-    size_t failed = 0;
-    for (size_t i = 0; i < n; i++)
-        failed += items[i].status != PB_OK;
-    return failed;
+    return pb_batch(items, n, sizeof *items, offsetof(pb_copy, status), offsetof(pb_copy, err),
+                    nthreads, pb_copy_one, 1);
 }
 
 /* ---- renaming into place, never over an existing object ----------------- */
@@ -230,13 +170,6 @@ static void pb_move_one(void *ctx, size_t i, pb_worker *w)
 
 size_t pb_move_files(pb_link *items, size_t n, int nthreads)
 {
-    for (size_t i = 0; i < n; i++) {
-        items[i].status = PB_ERR_IO;
-        items[i].err = ENOMEM;
-    }
-    pb_parallel_for(n, nthreads, pb_move_one, items);
-    size_t failed = 0;
-    for (size_t i = 0; i < n; i++)
-        failed += items[i].status == PB_ERR_IO;
-    return failed;
+    return pb_batch(items, n, sizeof *items, offsetof(pb_link, status), offsetof(pb_link, err),
+                    nthreads, pb_move_one, 0);
 }
