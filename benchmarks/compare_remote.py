@@ -36,10 +36,11 @@ interleaved round-robin, --runs rounds, median reported:
            dvc push            again (info)
 
 What the previous round wrote is deleted at the start of each round, then the script
-waits --settle seconds (61) before the round's first run: on ext4 without a journal (this
-VM) inodes freed less than a minute ago are skipped one by one when allocating, which
-otherwise made file creation depend on how recently the last run's tree was deleted
-(see clear_and_settle).
+syncs and drops the page cache (as root; otherwise it waits --settle seconds): on ext4
+without a journal (this VM) inodes freed in the last minute are skipped one by one when
+allocating, which otherwise made file creation depend on how recently the last run's
+tree was deleted (see clear_and_settle). Each command's reset then reads back what it
+reads, `pivotbuild --version` / `dvc --version` included.
 
 Every run is checked, untimed: after a push the remote holds every object and no temp file;
 after a pull, sample files are compared byte for byte with the source tree, the number of
@@ -442,6 +443,7 @@ class Cmd:
     argv: list[str]
     cwd: Path | Callable[[], Path]
     clear: Callable[[], None] | None = None  # deletes the last run's files: round start
+    startup: list[str] | None = None  # `tool --version`: run before the reset, untimed
     reset: Callable[[], None] | None = None  # before every run, untimed
     check: Callable[[str], None] | None = None  # after every run (its output), untimed
     times: list[float] = field(default_factory=list)
@@ -466,6 +468,9 @@ class Cmd:
 def once(c: Cmd) -> tuple[float, float, float]:
     """One run: (seconds, other processes' cores meanwhile, MiB read from disk)."""
     os.sync()  # what the last run left dirty is flushed before the reset reads anything
+    if c.startup:  # the tool's own files back in the page cache (see clear_and_settle)
+        subprocess.run(c.startup, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
     if c.reset:
         c.reset()
     os.sync()  # nor is what the reset left dirty this run's cost
@@ -485,22 +490,30 @@ def once(c: Cmd) -> tuple[float, float, float]:
 
 
 def clear_and_settle(cmds: list[Cmd], settle: float) -> None:
-    """Delete what these commands' last runs wrote, then wait ``settle`` seconds.
+    """Delete what these commands' last runs wrote, then make the freed inodes count as old.
 
-    Why wait: ext4 without a journal (this VM's root file system) will not reuse an inode
-    freed in the last 60 s, and finds that out inode by inode when allocating; right after
-    deleting the previous run's 100,000 files, creating 100,000 new ones spent most of its
-    time there (perf: recently_deleted, ~40% of a pull), for every tool alike. Users rarely
-    push or pull right after deleting a tree of that size, so every run starts from a file
-    system whose free inodes are at least a minute old."""
+    Why: ext4 without a journal (this VM's root file system) will not reuse an inode freed
+    in the last minute (six when its inode-table block is still dirty), and finds that out
+    inode by inode when allocating, for as long as the inode-table blocks are cached. Right
+    after deleting the previous run's 100,000 files, creating 100,000 new ones spent up to
+    half its time there (perf: recently_deleted), for every tool alike, and how much
+    depended on the deletion history. So after deleting: sync, then drop the page cache
+    (root only; the reset steps read back what each command reads, its tool's start-up
+    included), or else wait ``settle`` seconds."""
     cleared = False
     for c in cmds:
         if c.clear:
             c.clear()
             cleared = True
-    if cleared and settle > 0:
-        os.sync()
-        time.sleep(settle)
+    if not cleared:
+        return
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+    except OSError:
+        if settle > 0:
+            time.sleep(settle)
 
 
 def measure(cmds: list[Cmd], runs: int, warmup: int, gate: QuietGate,
@@ -589,6 +602,7 @@ class Bench:
             check_remote(self.tree, lay.remote_pb / "files", "pivotbuild push")
 
         cmds = [Cmd("push.pb", "pivotbuild", [*t.pivotbuild, "push"], lay.pb,
+                    startup=[*t.pivotbuild, "--version"],
                     clear=lambda: empty_dir(lay.remote_pb), reset=warm_pb, check=check_pb)]
         if t.dvc:
             warm_dvc = self.prepare(lambda: files_under(lay.dvc / ".dvc" / "cache"))
@@ -598,6 +612,7 @@ class Bench:
                 check_remote(self.tree, lay.remote_dvc / "files", "dvc push")
 
             cmds.append(Cmd("push.dvc", "dvc", [t.dvc, "push"], lay.dvc,
+                            startup=[t.dvc, "--version"],
                             clear=lambda: empty_dir(lay.remote_dvc), reset=warm_dvc,
                             check=check_dvc))
         else:
@@ -619,6 +634,7 @@ class Bench:
             pb_up_to_date(t, lay.clone_pb, "pivotbuild pull")
 
         cmds = [Cmd("pull.pb", "pivotbuild", [*t.pivotbuild, "pull"], lay.clone_pb,
+                    startup=[*t.pivotbuild, "--version"],
                     clear=lambda: make_clone_pb(lay), reset=warm_pb, check=check_pb)]
         if t.dvc:
             if not (lay.remote_dvc / "files").is_dir():
@@ -632,6 +648,7 @@ class Bench:
                 check_copy(self.tree, lay.clone_dvc / "data", "dvc pull")
 
             cmds.append(Cmd("pull.dvc", "dvc", [t.dvc, "pull"], lay.clone_dvc,
+                            startup=[t.dvc, "--version"],
                             clear=lambda: make_clone_dvc(t, lay), reset=warm_dvc,
                             check=check_dvc))
         else:
@@ -785,8 +802,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dvc-venv", default=str(BENCH_DATA / "dvc-venv"))
     p.add_argument("--no-dvc", action="store_true", help="leave DVC out")
     p.add_argument("--settle", type=float, default=61.0,
-                   help="seconds to wait after deleting the last runs' files (see "
-                        "clear_and_settle); 0: none")
+                   help="without root: seconds to wait after deleting the last runs' files "
+                        "(see clear_and_settle); 0: none")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     p.add_argument("--wait-load", type=float, default=0.6,
                    help="wait until the 1-minute load average is below this before timing "
