@@ -451,6 +451,37 @@ def test_checkout_dir_hardlinks_share_inodes_copies_do_not(cache, project):
     assert os.stat(d / "weights.bin").st_ino != os.stat(obj).st_ino
 
 
+def test_checkout_dir_of_many_files_links_the_new_ones_in_bulk(cache, project):
+    # 100 files (above the bulk threshold): some missing from the workspace, one edited, one
+    # replaced by a symlink out of the project, and an executable whose stored object was
+    # made non-executable (a hardlink cannot carry the entry's bit: it must be copied).
+    d = project / "many"
+    for i in range(100):
+        write(d / f"sub{i % 4}" / f"f{i:03d}", b"content %d\n" % i, executable=(i == 7))
+    digest = tree_digest(d, project)
+    cache.store_dir(d, digest)
+    entries = {e.path: e for e in manifest.parse(digest.manifest)}
+    tool_obj = cache.object_path(entries["sub3/f007"].hash)
+    tool_obj.chmod(0o444)
+    for i in range(0, 100, 3):
+        (d / f"sub{i % 4}" / f"f{i:03d}").unlink()
+    (d / "sub1" / "f001").chmod(0o644)
+    (d / "sub1" / "f001").write_bytes(b"edited")
+    outside = project.parent / "outside.txt"
+    outside.write_bytes(b"not yours")
+    (d / "sub2" / "f002").unlink()
+    (d / "sub2" / "f002").symlink_to(outside)
+    restored = cache.checkout_dir(digest.hash, d, ["hardlink", "copy"], project)
+    assert sorted(restored) == sorted(entries)
+    assert tree_digest(d, project).hash == digest.hash
+    assert outside.read_bytes() == b"not yours" and not (d / "sub2" / "f002").is_symlink()
+    for path, entry in entries.items():
+        same = os.stat(d / path).st_ino == os.stat(cache.object_path(entry.hash)).st_ino
+        assert same == (path != "sub3/f007"), path
+    assert mode(d / "sub3" / "f007") & 0o100
+    assert temps_in(project) == []
+
+
 def test_checkout_dir_leaves_untracked_files_and_honours_only(cache, project):
     d = make_tree(project)
     digest = tree_digest(d, project)
