@@ -68,7 +68,16 @@ from pivotbuild.hashing import (
     get_backend,
 )
 from pivotbuild.lock import ANY_HASH_RE, Lock, LockProblem, is_safe_path
-from pivotbuild.remote_store import Remote, cause, map_jobs, object_rel, open_remote, run_rel
+from pivotbuild.remote_store import (
+    FsspecStore,
+    LocalStore,
+    Remote,
+    cause,
+    map_jobs,
+    object_rel,
+    open_remote,
+    run_rel,
+)
 
 if TYPE_CHECKING:
     from pivotbuild.checkout import CheckoutReport
@@ -378,14 +387,16 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
 def _upload_all(cache: Cache, remote: Remote, digests: list[str], shown: Mapping[str, str],
                 jobs: int, report: TransferReport, bar: _Progress) -> set[str]:
     """Upload these objects -j wide; the set of those now on the remote."""
-    if remote.store.directory is not None:
-        return _copy_to_directory(cache, remote, digests, shown, jobs, report, bar)
+    store = remote.store
+    if isinstance(store, LocalStore):
+        return _copy_to_directory(cache, store, remote, digests, shown, jobs, report, bar)
+    assert isinstance(store, FsspecStore)
 
     def one(digest: str) -> int:
         try:
             src = str(cache.object_path(digest))
             size = os.path.getsize(src)
-            remote.store.upload(src, object_rel(digest))
+            store.upload(src, object_rel(digest))
             return size
         finally:
             bar.advance()
@@ -401,7 +412,7 @@ def _upload_all(cache: Cache, remote: Remote, digests: list[str], shown: Mapping
     return sent
 
 
-def _copy_to_directory(cache: Cache, remote: Remote, digests: list[str],
+def _copy_to_directory(cache: Cache, store: LocalStore, remote: Remote, digests: list[str],
                        shown: Mapping[str, str], jobs: int, report: TransferReport,
                        bar: _Progress) -> set[str]:
     """Upload to a local-directory remote in batches through the compiled core: each object
@@ -409,8 +420,6 @@ def _copy_to_directory(cache: Cache, remote: Remote, digests: list[str],
     (a corrupted cache object is never sent), the remote's file system flushed, then the
     temps renamed into place."""
     backend = get_backend()
-    store = remote.store
-    assert store.directory is not None
     files_dir = str(cache.files_dir)
     sent: set[str] = set()
     made: set[str] = set()
@@ -534,7 +543,7 @@ class _Fetcher:
             need = [h for h in files if h not in have]
             self.report.skipped += len(files) - len(need) + len(dirs) - len(need_dirs)
             self.bar.add(len(need))
-            step = _BATCH if self.remote.store.directory is None else _DIRECTORY_BATCH
+            step = _DIRECTORY_BATCH if isinstance(self.remote.store, LocalStore) else _BATCH
             for start in range(0, len(need), step):
                 batch = need[start : start + step]
                 got = self._download(batch, files, executable)
@@ -573,10 +582,12 @@ class _Fetcher:
                 raise OperationError(f"{self.cache.files_dir}: cannot create the cache: "
                                      f"{exc.strerror or exc}") from None
 
-        if self.remote.store.directory is not None:
-            results = self._copy_from_directory(digests, executable)
+        store = self.remote.store
+        if isinstance(store, LocalStore):
+            results = self._copy_from_directory(store, digests, executable)
         else:
-            results = map_jobs(_capture(self._get_one(executable)), digests, self.jobs)
+            assert isinstance(store, FsspecStore)
+            results = map_jobs(_capture(self._get_one(store, executable)), digests, self.jobs)
         temps: dict[str, tuple[str, int, str | None]] = {}  # hash -> (temp, size, its hash)
         good: dict[str, tuple[str, list[manifest.ManifestEntry]]] = {}
         try:
@@ -614,14 +625,15 @@ class _Fetcher:
                 if digest not in good:
                     unlink_quietly(tmp)
 
-    def _get_one(self, executable: set[str]) -> Callable[[str], tuple[str, int, None]]:
+    def _get_one(self, store: FsspecStore, executable: set[str]
+                 ) -> Callable[[str], tuple[str, int, None]]:
         """Download one object through the store's API into a temp beside its place."""
         def one(digest: str) -> tuple[str, int, None]:
             try:
                 fd, tmp = create_temp(self.cache.files_dir / digest[:2], digest[2:], 0o600)
                 os.close(fd)
                 try:
-                    remote_exec = self.remote.store.download(object_rel(digest), tmp)
+                    remote_exec = store.download(object_rel(digest), tmp)
                     os.chmod(tmp, 0o555 if digest in executable or remote_exec else 0o444)
                     return tmp, os.path.getsize(tmp), None
                 except BaseException:
@@ -631,12 +643,11 @@ class _Fetcher:
                 self.bar.advance()
         return one
 
-    def _copy_from_directory(self, digests: list[str], executable: set[str]
+    def _copy_from_directory(self, store: LocalStore, digests: list[str], executable: set[str]
                              ) -> list[tuple[str, int, str | None] | Exception]:
         """Copy from a local-directory remote through the compiled core, hashing each object
         on the way: (temp, size, the content's hash) or the error, per digest."""
-        source = self.remote.store.directory
-        assert source is not None
+        source = store.directory
         files_dir = str(self.cache.files_dir)
         flags = COPY_KEEP_EXEC | (COPY_WRITEBACK if self.cache.durable else 0)
         copies = [(os.path.join(source, object_rel(d)),

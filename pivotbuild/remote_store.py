@@ -43,10 +43,6 @@ _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"}
 class _Store(abc.ABC):
     """A remote's storage; ``rel`` names are its layout's (``files/ab/cdef…``)."""
 
-    # A directory on a mounted file system holding the layout, for the bulk transfers that
-    # copy with system calls in the compiled core; None where only the store's API reaches.
-    directory: str | None = None
-
     @abc.abstractmethod
     def check(self) -> None:
         """Raise (any exception) if the remote cannot be used at all."""
@@ -56,15 +52,6 @@ class _Store(abc.ABC):
     def list_names(self, top: str, shards: Collection[str] | None) -> set[str]:
         """``shard + name`` of every entry below ``top/<shard>/`` (all shards if None)."""
         ...
-
-    def upload(self, src: str, rel: str) -> None:
-        """Put the local file ``src`` at ``rel``, atomically (stores without ``directory``)."""
-        raise NotImplementedError
-
-    def download(self, rel: str, dst: str) -> bool:
-        """Write the object into the existing file ``dst``; True if it is stored executable
-        (stores without ``directory``)."""
-        raise NotImplementedError
 
     @abc.abstractmethod
     def read(self, rel: str) -> bytes:
@@ -78,9 +65,9 @@ class _Store(abc.ABC):
         """Make what was written so far durable (before writing what refers to it)."""
 
 
-class _LocalStore(_Store):
+class LocalStore(_Store):
     """A directory on a mounted file system, through system calls. Objects are copied in
-    bulk by remote.py through the compiled core (``directory``), not one by one here."""
+    bulk by remote.py through the compiled core, from and to ``directory``."""
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -134,8 +121,9 @@ class _LocalStore(_Store):
         sync_filesystem(self.root)
 
 
-class _FsspecStore(_Store):
-    """Any fsspec file system (S3 and the like, memory://, sftp://, …)."""
+class FsspecStore(_Store):
+    """Any fsspec file system (S3 and the like, memory://, sftp://, …): objects go one by
+    one through upload and download."""
 
     def __init__(self, fs: Any, root: str, protocol: str) -> None:
         self.fs = fs
@@ -193,9 +181,12 @@ class _FsspecStore(_Store):
             raise
 
     def upload(self, src: str, rel: str) -> None:
+        """Put the local file ``src`` at ``rel``, atomically."""
         self._via_temp(rel, lambda key: self.fs.put_file(src, key))
 
     def download(self, rel: str, dst: str) -> bool:
+        """Write the object into the existing file ``dst``; True if it is stored executable
+        (never, here: object stores keep no mode)."""
         self.fs.get_file(self._key(rel), dst)
         return False
 
@@ -323,7 +314,7 @@ def open_remote(project: Project, name: str | None) -> Remote:
         local = Path(os.path.expanduser(path))
         if not local.is_absolute():
             local = project.root / local
-        return Remote(name, url, _LocalStore(os.path.abspath(local)))
+        return Remote(name, url, LocalStore(os.path.abspath(local)))
     options = _s3_options(config) if protocol in ("s3", "s3a") else {}
     try:
         from fsspec.core import url_to_fs
@@ -335,7 +326,7 @@ def open_remote(project: Project, name: str | None) -> Remote:
                              f"not installed: {exc}{extra}") from None
     except Exception as exc:  # noqa: BLE001 - a bad URL or option, said in one line
         raise OperationError(f"remote '{name}' ({url}): {cause(exc)}") from None
-    return Remote(name, url, _FsspecStore(fs, root, protocol))
+    return Remote(name, url, FsspecStore(fs, root, protocol))
 
 def map_jobs(fn: Callable[[T], R], items: Sequence[T], jobs: int) -> list[R]:
     if len(items) < 2 or jobs <= 1:

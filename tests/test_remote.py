@@ -225,13 +225,13 @@ def test_push_without_run_cache_sends_no_run_entries(built: Path, remote_dir: Pa
 
 def test_push_lists_in_batches_not_one_request_per_object(built: Path, monkeypatch):
     calls = []
-    original = remote_store._LocalStore.list_names
+    original = remote_store.LocalStore.list_names
 
     def counting(self, top, shards):
         calls.append((top, shards))
         return original(self, top, shards)
 
-    monkeypatch.setattr(remote_store._LocalStore, "list_names", counting)
+    monkeypatch.setattr(remote_store.LocalStore, "list_names", counting)
     do("push", built, run_cache=True)
     assert [top for top, _ in calls] == ["files", "runs"]
 
