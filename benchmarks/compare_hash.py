@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchenv import cpu_model
 from corpus import CorpusParams, add_params_arguments, generate, params_from_args
 from pagecache import STATES, prepare, read_all
 from sysload import Probe, QuietGate
@@ -250,16 +251,6 @@ def targets(results: dict[str, list[Command]]) -> list[dict]:
         verdict = "n/a" if r is None else ("PASS" if r <= limit else "MISS")
         out.append({"part": part, "target": what, "limit": limit, "ratio": r, "verdict": verdict})
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -62,45 +61,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchenv import BENCH_DATA, ENV, REPO, BenchError, cpu_model, git_init, log, run
 from corpus import CorpusParams, fanout, generate, read_manifest, small_relpath
 from pagecache import read_all
 from sysload import Probe, wait_quiet
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-BENCH_DATA = REPO / "bench-data"
 SHARED_CORPUS = BENCH_DATA / CorpusParams().tag() / "data"
 CASES = ("noop", "stages", "parallel", "commit")
 GROUP = 10  # stages per group in the many-stage pipeline
 CHAIN_GROUPS = 10  # groups per chain of groups
 N_PARALLEL = 8
-
-# Every subprocess runs with this environment: no pivotbuild overrides from the caller, no
-# DVC analytics, and Python bytecode cached as on a user's machine (a caller's
-# PYTHONDONTWRITEBYTECODE=1 would recompile an editable install's modules on every run);
-# the bytecode goes to BENCH_DATA/pycache, not beside the sources.
-ENV = {k: v for k, v in os.environ.items()
-       if k not in ("PIVOTBUILD_CACHE_DIR", "PIVOTBUILD_PURE_PYTHON", "PYTHONDONTWRITEBYTECODE")}
-ENV.update(DVC_NO_ANALYTICS="1", GIT_TERMINAL_PROMPT="0", LC_ALL="C",
-           PYTHONPYCACHEPREFIX=str(BENCH_DATA / "pycache"))
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def run(argv: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(argv, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True)
-    if check and r.returncode != 0:
-        tail = "\n".join(r.stdout.strip().splitlines()[-15:])
-        raise BenchError(f"`{shlex.join(argv)}` in {cwd} exited {r.returncode}:\n{tail}")
-    return r
-
 
 # ---- tools ----------------------------------------------------------------------------------
 
@@ -261,13 +231,6 @@ def write_make(proj: Path, stages: list[Stage]) -> None:
     (proj / "Makefile").write_text("\n".join(lines))
 
 
-def git_init(git: str, proj: Path) -> None:
-    run([git, "init", "-q"], proj)
-    run([git, "config", "user.name", "pivotbuild bench"], proj)
-    run([git, "config", "user.email", "bench@example.invalid"], proj)
-    run([git, "config", "commit.gpgsign", "false"], proj)
-
-
 def dvc_init(tools: Tools, proj: Path) -> None:
     assert tools.dvc and tools.git
     git_init(tools.git, proj)
@@ -324,7 +287,7 @@ def once(c: Cmd) -> float | None:
     before = Probe.now()
     t0 = time.perf_counter()
     r = subprocess.run(c.argv, cwd=c.cwd, env=ENV, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True)
+                       stderr=subprocess.STDOUT, text=True, check=False)
     secs = time.perf_counter() - t0
     c.other_cpu.append(Probe.now().since(before).other_cpu)
     c.out_tail = "\n".join(r.stdout.strip().splitlines()[-3:])
@@ -766,16 +729,6 @@ def source_digest() -> str:
         except OSError:
             pass
     return h.hexdigest()[:16]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,7 +80,6 @@ import argparse
 import filecmp
 import json
 import os
-import platform
 import random
 import re
 import shlex
@@ -93,42 +92,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchenv import BENCH_DATA, ENV, REPO, BenchError, cpu_model, git_init, log, run
 from corpus import CorpusParams, fanout, generate, read_manifest, small_relpath
 from pagecache import read_all, reread
 from sysload import Probe, QuietGate, wait_quiet
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-BENCH_DATA = REPO / "bench-data"
 SHARED_CORPUS = BENCH_DATA / CorpusParams().tag() / "data"
 PHASES = ("push", "pull", "noop")
 CACHE_STATES = ("warm", "reread", "as-is")
 SAMPLE_FILES = 24  # files compared byte for byte after each pull
-
-# Subprocess environment: no pivotbuild overrides from the caller, no DVC analytics, bytecode
-# cached as on a user's machine but outside the sources (as compare_pipeline.py does).
-ENV = {k: v for k, v in os.environ.items()
-       if k not in ("PIVOTBUILD_CACHE_DIR", "PIVOTBUILD_PURE_PYTHON", "PYTHONDONTWRITEBYTECODE")}
-ENV.update(DVC_NO_ANALYTICS="1", GIT_TERMINAL_PROMPT="0", LC_ALL="C",
-           PYTHONPYCACHEPREFIX=str(BENCH_DATA / "pycache"))
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def sh(argv: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(argv, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True)
-    if check and r.returncode != 0:
-        tail = "\n".join(r.stdout.strip().splitlines()[-15:])
-        raise BenchError(f"`{shlex.join(argv)}` in {cwd} exited {r.returncode}:\n{tail}")
-    return r
-
 
 def rm(p: Path) -> None:
     if p.is_dir() and not p.is_symlink():
@@ -186,7 +158,7 @@ def find_tools(dvc_venv: Path) -> Tools:
                        ("dvc", [dvc, "--version"] if dvc else None),
                        ("git", [git, "--version"] if git else None)):
         if argv:
-            r = sh(argv, REPO, check=False)
+            r = run(argv, REPO, check=False)
             lines = r.stdout.strip().splitlines()
             if r.returncode != 0 and name == "dvc":
                 notes.append(f"DVC skipped: `{shlex.join(argv)}` exited {r.returncode}")
@@ -291,7 +263,7 @@ def setup_pb(tools: Tools, tree: Tree, lay: Layout) -> None:
     want = f"{tree.root} {len(tree.rels)} {tools.versions.get('pivotbuild')}\n"
     if marker.is_file() and marker.read_text() == want and (p / "data").is_dir():
         (p / "pivot.toml").write_text(pivot_toml(lay.remote_pb))
-        if sh([*tools.pivotbuild, "status", "-q"], p, check=False).returncode == 0:
+        if run([*tools.pivotbuild, "status", "-q"], p, check=False).returncode == 0:
             log(f"pivotbuild project: reusing {p} (delete {marker} to rebuild it)")
             return
     marker.unlink(missing_ok=True)
@@ -300,8 +272,8 @@ def setup_pb(tools: Tools, tree: Tree, lay: Layout) -> None:
     rm(p)
     copy_tree(tree.root, p / "data")
     (p / "pivot.toml").write_text(pivot_toml(lay.remote_pb))
-    sh([*tools.pivotbuild, "commit"], p)
-    status = sh([*tools.pivotbuild, "status"], p, check=False)
+    run([*tools.pivotbuild, "commit"], p)
+    status = run([*tools.pivotbuild, "status"], p, check=False)
     if status.returncode != 0 or "Everything is up to date." not in status.stdout:
         raise BenchError(f"pivotbuild status in {p} after commit: {status.stdout.strip()}")
     os.sync()
@@ -314,12 +286,6 @@ def dvc_local_config(proj: Path) -> None:
     (proj / ".dvc" / "config.local").write_text(
         "[core]\n    analytics = false\n    check_update = false\n"
         f"    site_cache_dir = {proj / '.dvc' / 'site-cache'}\n")
-
-
-def git_init(git: str, proj: Path) -> None:
-    sh([git, "init", "-q"], proj)
-    sh([git, "config", "user.name", "pivotbuild bench"], proj)
-    sh([git, "config", "user.email", "bench@example.invalid"], proj)
 
 
 def setup_dvc(tools: Tools, tree: Tree, lay: Layout) -> None:
@@ -337,12 +303,12 @@ def setup_dvc(tools: Tools, tree: Tree, lay: Layout) -> None:
     rm(d)
     copy_tree(tree.root, d / "data")
     git_init(tools.git, d)
-    sh([tools.dvc, "init", "-q"], d)
+    run([tools.dvc, "init", "-q"], d)
     dvc_local_config(d)
     t0 = time.perf_counter()
-    sh([tools.dvc, "add", "-q", "data"], d)
+    run([tools.dvc, "add", "-q", "data"], d)
     log(f"  dvc add took {time.perf_counter() - t0:.0f} s")
-    sh([tools.dvc, "remote", "add", "-d", "bench", str(lay.remote_dvc)], d)
+    run([tools.dvc, "remote", "add", "-d", "bench", str(lay.remote_dvc)], d)
     os.sync()
     marker.write_text(want)
 
@@ -397,7 +363,7 @@ def check_remote(tree: Tree, remote: Path, what: str) -> None:
 
 
 def pb_up_to_date(tools: Tools, proj: Path, what: str) -> None:
-    r = sh([*tools.pivotbuild, "status"], proj, check=False)
+    r = run([*tools.pivotbuild, "status"], proj, check=False)
     if r.returncode != 0 or "Everything is up to date." not in r.stdout:
         raise BenchError(f"{what}: `pivotbuild status` in {proj} does not say up to date: "
                          f"{r.stdout.strip()[-400:]}")
@@ -478,7 +444,7 @@ def once(c: Cmd) -> tuple[float, float, float]:
     before = Probe.now()
     t0 = time.perf_counter()
     r = subprocess.run(c.argv, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True)
+                       stderr=subprocess.STDOUT, text=True, check=False)
     secs = time.perf_counter() - t0
     load = Probe.now().since(before)
     if r.returncode != 0:
@@ -625,7 +591,7 @@ class Bench:
         if not (lay.remote_pb / "files").is_dir():
             log("pull: filling the pivotbuild remote (untimed `pivotbuild push`)")
             empty_dir(lay.remote_pb)
-            sh([*t.pivotbuild, "push"], lay.pb)
+            run([*t.pivotbuild, "push"], lay.pb)
         warm_pb = self.prepare(lambda: files_under(lay.remote_pb))
 
         def check_pb(out: str) -> None:
@@ -640,7 +606,7 @@ class Bench:
             if not (lay.remote_dvc / "files").is_dir():
                 log("pull: filling the DVC remote (untimed `dvc push`)")
                 empty_dir(lay.remote_dvc)
-                sh([t.dvc, "push"], lay.dvc)
+                run([t.dvc, "push"], lay.dvc)
             warm_dvc = self.prepare(lambda: files_under(lay.remote_dvc))
 
             def check_dvc(out: str) -> None:
@@ -660,9 +626,9 @@ class Bench:
         log("noop: making sure both remotes and rsync-dest hold everything (untimed)")
         if not (lay.remote_pb / "files").is_dir():
             empty_dir(lay.remote_pb)
-        sh([*t.pivotbuild, "push"], lay.pb)
+        run([*t.pivotbuild, "push"], lay.pb)
         check_remote(self.tree, lay.remote_pb / "files", "pivotbuild push")
-        sh([t.rsync, "-a", f"{lay.pb / 'data'}/", f"{lay.rsync_dest}/"], lay.work)
+        run([t.rsync, "-a", f"{lay.pb / 'data'}/", f"{lay.rsync_dest}/"], lay.work)
         cmds = [Cmd("noop.pb", "pivotbuild", [*t.pivotbuild, "push"], lay.pb,
                     check=lambda out: expect_pb(out, 0, "second pivotbuild push")),
                 Cmd("noop.rsync", "rsync",
@@ -670,7 +636,7 @@ class Bench:
         if t.dvc:
             if not (lay.remote_dvc / "files").is_dir():
                 empty_dir(lay.remote_dvc)
-            sh([t.dvc, "push"], lay.dvc)
+            run([t.dvc, "push"], lay.dvc)
             cmds.append(Cmd("noop.dvc", "dvc", [t.dvc, "push"], lay.dvc,
                             check=lambda out: expect_dvc_count(out, 0, "pushed",
                                                                "second dvc push")))
@@ -743,16 +709,6 @@ def report(cmds: dict[str, Cmd], phase_loads: dict[str, tuple[float, float]]) ->
         rows.append({"what": what, "numerator": num, "denominator": den, "ratio": ratio,
                      "target": limit, "result": verdict})
     return rows
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def wait_for_load(limit: float, max_wait: float) -> tuple[float, float]:
