@@ -427,7 +427,7 @@ def _copy_to_directory(cache: Cache, store: LocalStore, remote: Remote, digests:
         batch = digests[start : start + _DIRECTORY_BATCH]
         copies = []
         for digest in batch:
-            target = os.path.join(store.directory, object_rel(digest))
+            target = os.path.join(store.root, object_rel(digest))
             directory, name = os.path.split(target)
             if directory not in made:
                 try:
@@ -442,7 +442,7 @@ def _copy_to_directory(cache: Cache, store: LocalStore, remote: Remote, digests:
         for digest, (src, tmp, *_), result in zip(batch, copies,
                                                   _copy_files(copies, jobs, bar), strict=True):
             if result.status == OK:
-                moves.append((tmp, os.path.join(store.directory, object_rel(digest))))
+                moves.append((tmp, os.path.join(store.root, object_rel(digest))))
                 sizes[digest] = result.size
             elif result.status == COPY_MISMATCH:
                 report.fail(shown[digest], f"object {digest} not sent: the cached copy is "
@@ -647,7 +647,7 @@ class _Fetcher:
                              ) -> list[tuple[str, int, str | None] | Exception]:
         """Copy from a local-directory remote through the compiled core, hashing each object
         on the way: (temp, size, the content's hash) or the error, per digest."""
-        source = store.directory
+        source = store.root
         files_dir = str(self.cache.files_dir)
         flags = COPY_KEEP_EXEC | (COPY_WRITEBACK if self.cache.durable else 0)
         copies = [(os.path.join(source, object_rel(d)),

@@ -67,11 +67,10 @@ class _Store(abc.ABC):
 
 class LocalStore(_Store):
     """A directory on a mounted file system, through system calls. Objects are copied in
-    bulk by remote.py through the compiled core, from and to ``directory``."""
+    bulk by remote.py through the compiled core, from and to ``root``."""
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self.directory = root
         self._dirs: set[str] = set()
         self._dirs_lock = threading.Lock()
 
