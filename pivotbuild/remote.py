@@ -422,19 +422,16 @@ def _copy_to_directory(cache: Cache, store: LocalStore, remote: Remote, digests:
     backend = get_backend()
     files_dir = str(cache.files_dir)
     sent: set[str] = set()
-    made: set[str] = set()
     for start in range(0, len(digests), _DIRECTORY_BATCH):
         batch = digests[start : start + _DIRECTORY_BATCH]
         copies = []
         for digest in batch:
             target = os.path.join(store.root, object_rel(digest))
             directory, name = os.path.split(target)
-            if directory not in made:
-                try:
-                    os.makedirs(directory, exist_ok=True)
-                except OSError as exc:
-                    raise remote.error(exc, "cannot create a directory") from None
-                made.add(directory)
+            try:
+                store.ensure_dir(directory)
+            except OSError as exc:
+                raise remote.error(exc, "cannot create a directory") from None
             copies.append((os.path.join(files_dir, digest[:2], digest[2:]),
                            os.path.join(directory, temp_name(name)), 0o444,
                            COPY_CHECK | COPY_KEEP_EXEC | COPY_WRITEBACK, digest[:32]))

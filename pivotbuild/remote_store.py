@@ -82,7 +82,7 @@ class LocalStore(_Store):
         if not stat.S_ISDIR(st.st_mode):
             raise OperationError("not a directory")
 
-    def _ensure_dir(self, directory: str) -> None:
+    def ensure_dir(self, directory: str) -> None:
         if directory in self._dirs:
             return
         os.makedirs(directory, exist_ok=True)
@@ -113,7 +113,7 @@ class LocalStore(_Store):
 
     def write(self, rel: str, data: bytes) -> None:
         final = os.path.join(self.root, rel)
-        self._ensure_dir(os.path.dirname(final))
+        self.ensure_dir(os.path.dirname(final))
         write_atomic(final, data, mode=0o444, durable=False)
 
     def sync(self) -> None:
