@@ -125,9 +125,8 @@ static void pb_install_bus_handler(void)
 #define PB_MAP_WINDOW (16u << 20)
 
 /* Write all of buf to fd. Returns 0, or an errno value. */
-int pb_write_full(int fd, const void *buf, size_t len)
+static int pb_write_full(int fd, const uint8_t *p, size_t len)
 {
-    const uint8_t *p = buf;
     while (len > 0) {
         ssize_t w = write(fd, p, len);
         if (w < 0) {
@@ -141,9 +140,54 @@ int pb_write_full(int fd, const void *buf, size_t len)
     return 0;
 }
 
-/* Hash size bytes of fd through mappings, writing them to copy_fd as well
- * when it is not -1. Returns 0, or an errno value. */
-static int pb_hash_mapped(int fd, uint64_t size, pb_xxh_state *state, uint8_t *out, int copy_fd)
+/* Stop writing around the page cache for the rest of this file. */
+static int pb_sink_buffered(pb_sink *sink)
+{
+    sink->direct = 0;
+    int fl = fcntl(sink->fd, F_GETFL);
+    if (fl < 0 || fcntl(sink->fd, F_SETFL, fl & ~O_DIRECT) != 0)
+        return errno;
+    return 0;
+}
+
+int pb_sink_write(pb_sink *sink, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    if (sink->direct) {
+        size_t whole = (uintptr_t)p % PB_DIRECT_ALIGN == 0 ? len - len % PB_DIRECT_ALIGN : 0;
+        while (whole > 0) {
+            ssize_t w = write(sink->fd, p, whole);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0 && errno != EINVAL)
+                return errno;
+            if (w < 0 || (size_t)w % PB_DIRECT_ALIGN != 0) {
+                /* EINVAL: this file system wants other alignment, or no
+                 * direct I/O at all; an odd short count: we are no longer
+                 * aligned. Either way the rest goes through the page cache. */
+                if (w > 0) {
+                    p += w;
+                    len -= (size_t)w;
+                }
+                break;
+            }
+            p += w;
+            len -= (size_t)w;
+            whole -= (size_t)w;
+        }
+        if (len > 0) {
+            int rc = pb_sink_buffered(sink);
+            if (rc)
+                return rc;
+        }
+    }
+    return pb_write_full(sink->fd, p, len);
+}
+
+/* Hash size bytes of fd through mappings, writing them to copy as well when
+ * it is not NULL. Returns 0, or an errno value. */
+static int pb_hash_mapped(int fd, uint64_t size, pb_xxh_state *state, uint8_t *out,
+                          pb_sink *copy)
 {
     pthread_once(&pb_bus_once, pb_install_bus_handler);
     const pb_xxh_impl *impl = pb_xxh();
@@ -169,7 +213,7 @@ static int pb_hash_mapped(int fd, uint64_t size, pb_xxh_state *state, uint8_t *o
                 impl->oneshot(m, len, out);
             else
                 impl->update(state, m, len);
-            int wrc = copy_fd >= 0 ? pb_write_full(copy_fd, m, len) : 0;
+            int wrc = copy ? pb_sink_write(copy, m, len) : 0;
             munmap(m, len);
             map = NULL;
             if (wrc) {
@@ -206,16 +250,16 @@ ssize_t pb_read_full(int fd, uint8_t *buf, size_t cap)
     return (ssize_t)got;
 }
 
-/* Hash an open regular file, and with copy_fd other than -1 write its bytes
+/* Hash an open regular file, and with copy other than NULL write its bytes
  * there as they pass (pb_copy_files). Small files go through one read() into
  * the worker's buffer and the one-shot hash; large ones are mapped; anything
  * that outgrows the buffer is streamed. Returns 0 or an errno value. */
 int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *hashed,
-               int copy_fd)
+               pb_sink *copy)
 {
     __atomic_fetch_add(&pb_read_count, 1, __ATOMIC_RELAXED);
     if (st_size >= pb_get_mmap_threshold() && st_size > 0) {
-        int rc = pb_hash_mapped(fd, st_size, &w->state, out, copy_fd);
+        int rc = pb_hash_mapped(fd, st_size, &w->state, out, copy);
         if (rc == 0) {
             *hashed = st_size;
             return 0;
@@ -226,7 +270,7 @@ int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *h
          * start, and the copy too) */
         if (lseek(fd, 0, SEEK_SET) < 0)
             return errno;
-        if (copy_fd >= 0 && (ftruncate(copy_fd, 0) != 0 || lseek(copy_fd, 0, SEEK_SET) < 0))
+        if (copy && (ftruncate(copy->fd, 0) != 0 || lseek(copy->fd, 0, SEEK_SET) < 0))
             return errno;
     }
     const pb_xxh_impl *impl = pb_xxh();
@@ -241,14 +285,14 @@ int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *h
     if ((size_t)got < w->cap && ((size_t)got < want || (uint64_t)got == st_size)) {
         impl->oneshot(w->buf, (size_t)got, out);
         *hashed = (uint64_t)got;
-        return copy_fd >= 0 ? pb_write_full(copy_fd, w->buf, (size_t)got) : 0;
+        return copy ? pb_sink_write(copy, w->buf, (size_t)got) : 0;
     }
     impl->reset(&w->state);
     uint64_t total = 0;
     while (got > 0) {
         impl->update(&w->state, w->buf, (size_t)got);
-        if (copy_fd >= 0) {
-            int rc = pb_write_full(copy_fd, w->buf, (size_t)got);
+        if (copy) {
+            int rc = pb_sink_write(copy, w->buf, (size_t)got);
             if (rc)
                 return rc;
         }
@@ -285,7 +329,7 @@ int pb_hash_path(int dirfd, const char *path, pb_worker *w, uint8_t *digest, uin
         *mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
         *ino = (uint64_t)st.st_ino;
         *mode = (uint32_t)st.st_mode;
-        int rc = pb_hash_fd(fd, (uint64_t)st.st_size, w, digest, size, -1);
+        int rc = pb_hash_fd(fd, (uint64_t)st.st_size, w, digest, size, NULL);
         if (rc != 0) {
             *err = rc;
             status = PB_ERR_IO;

@@ -28,7 +28,7 @@ static int pb_worker_init(pb_worker *w)
     w->dirfd = -1;
     w->dir_len = 0;
     w->cap = PB_READ_BUF;
-    if (posix_memalign((void **)&w->buf, 64, w->cap) != 0) {
+    if (posix_memalign((void **)&w->buf, PB_DIRECT_ALIGN, w->cap) != 0) {
         w->buf = NULL;
         return -1;
     }

@@ -25,10 +25,22 @@ typedef void (*pb_task_fn)(void *ctx, size_t i, pb_worker *w);
 /* nthreads <= 0 means one per online CPU. Blocks until every item is done. */
 void pb_parallel_for(size_t n, int nthreads, pb_task_fn fn, void *ctx);
 
+/* Where pb_hash_fd writes the bytes it hashes (pb_copy_files). With direct,
+ * fd was opened O_DIRECT: whole blocks from aligned memory go to the disk
+ * around the page cache; the first write that cannot (the file's last,
+ * partial block, or a file system that refuses) turns O_DIRECT off for the
+ * rest of the file. */
+typedef struct {
+    int fd;
+    int direct;
+} pb_sink;
+
+#define PB_DIRECT_ALIGN 4096u /* offsets, lengths and memory of direct writes */
+
 /* Shared by the batch, tree and store code (pb_hash.c). */
 int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *hashed,
-               int copy_fd);
-int pb_write_full(int fd, const void *buf, size_t len);
+               pb_sink *copy);
+int pb_sink_write(pb_sink *sink, const void *buf, size_t len);
 int pb_hash_path(int dirfd, const char *path, pb_worker *w, uint8_t *digest, uint64_t *size,
                  int64_t *mtime_ns, uint64_t *ino, uint32_t *mode, int *err);
 

@@ -2,7 +2,8 @@
  * with the GIL released and a thread pool: hardlinking workspace files into
  * the cache (two metadata operations per file instead of a copy), copying
  * objects to and from a local-directory remote with their content hashed on
- * the way, and renaming verified temps into place without replacing anything. */
+ * the way, and naming verified copies (renaming temps, or linking unnamed
+ * files) without replacing anything. */
 #define _GNU_SOURCE
 #include "pivothash.h"
 #include "pb_pool.h"
@@ -70,11 +71,48 @@ size_t pb_link_files(pb_link *items, size_t n, int nthreads)
 
 /* ---- copying with the content hashed on the way ------------------------- */
 
+/* Open what the copy is written to: a new temp by dst's name, or with
+ * PB_COPY_UNNAMED an unnamed file in dst's directory. Created without any
+ * permission for others to write, even for a moment; the final mode is set
+ * once the content is whole. Returns the fd, or -1 with errno set. */
+static int pb_open_copy(const pb_copy *item, pb_worker *w)
+{
+    if (!(item->flags & PB_COPY_UNNAMED))
+        return open(item->dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    const char *slash = strrchr(item->dst, '/');
+    size_t len = slash == NULL ? 1 : slash == item->dst ? 1 : (size_t)(slash - item->dst);
+    if (len >= sizeof w->path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(w->path, slash == NULL ? "." : item->dst, len);
+    w->path[len] = '\0';
+    return open(w->path, O_WRONLY | O_TMPFILE | O_CLOEXEC, 0600);
+}
+
+/* Turn O_DIRECT on for fd if its file system takes it (set after the open:
+ * an open with O_DIRECT that the file system refuses may still have created
+ * the file). */
+static int pb_try_direct(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
+}
+
+/* Give up a copy: an unnamed one vanishes when closed, a temp is removed. */
+static void pb_drop_copy(const pb_copy *item, int fd)
+{
+    close(fd);
+    if (!(item->flags & PB_COPY_UNNAMED))
+        unlink(item->dst);
+}
+
 static void pb_copy_one(void *ctx, size_t i, pb_worker *w)
 {
     pb_copy *item = (pb_copy *)ctx + i;
     item->err = 0;
     item->size = 0;
+    item->fd = -1;
     item->status = PB_ERR_IO;
     int in = open(item->src, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (in < 0) {
@@ -93,36 +131,46 @@ static void pb_copy_one(void *ctx, size_t i, pb_worker *w)
         close(in);
         return;
     }
-    /* Created without any permission for others to write, even for a moment;
-     * the final mode is set once the content is whole. */
-    int out = open(item->dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (out < 0) {
-        item->err = errno;
+    pb_sink out = {.fd = pb_open_copy(item, w), .direct = 0};
+    if (out.fd < 0) {
+        int e = errno;
         close(in);
+        /* EISDIR: a kernel without O_TMPFILE; EOPNOTSUPP: a file system without */
+        if ((item->flags & PB_COPY_UNNAMED) && (e == EOPNOTSUPP || e == EISDIR || e == EINVAL))
+            item->status = PB_COPY_NO_UNNAMED;
+        else
+            item->err = e;
         return;
     }
+    if (item->flags & PB_COPY_DIRECT)
+        out.direct = pb_try_direct(out.fd);
     __atomic_fetch_add(&pb_copy_count, 1, __ATOMIC_RELAXED);
-    int rc = pb_hash_fd(in, (uint64_t)st.st_size, w, item->digest, &item->size, out);
+    int rc = pb_hash_fd(in, (uint64_t)st.st_size, w, item->digest, &item->size, &out);
     close(in);
     uint32_t mode = item->mode;
     if ((item->flags & PB_COPY_KEEP_EXEC) && (st.st_mode & S_IXUSR))
         mode |= 0111;
-    if (rc == 0 && fchmod(out, mode) != 0)
+    if (rc == 0 && fchmod(out.fd, mode) != 0)
         rc = errno;
     /* Start writing the data back now, without waiting for it: the caller's
      * flush before the renames then finds most of it on disk already, and the
      * disk works while the copying goes on. */
     if (rc == 0 && (item->flags & PB_COPY_WRITEBACK))
-        sync_file_range(out, 0, 0, SYNC_FILE_RANGE_WRITE);
-    if (close(out) != 0 && rc == 0)
-        rc = errno;
+        sync_file_range(out.fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     if (rc != 0) {
         item->err = rc;
-        unlink(item->dst);
+        pb_drop_copy(item, out.fd);
         return;
     }
     if ((item->flags & PB_COPY_CHECK) && memcmp(item->digest, item->expect, PB_DIGEST_LEN) != 0) {
         item->status = PB_COPY_MISMATCH;
+        pb_drop_copy(item, out.fd);
+        return;
+    }
+    if (item->flags & PB_COPY_UNNAMED) {
+        item->fd = out.fd; /* named later, by pb_publish_files */
+    } else if (close(out.fd) != 0) {
+        item->err = errno;
         unlink(item->dst);
         return;
     }
@@ -133,6 +181,41 @@ size_t pb_copy_files(pb_copy *items, size_t n, int nthreads)
 {
     return pb_batch(items, n, sizeof *items, offsetof(pb_copy, status), offsetof(pb_copy, err),
                     nthreads, pb_copy_one, 1);
+}
+
+/* ---- naming unnamed copies ---------------------------------------------- */
+
+static void pb_publish_one(void *ctx, size_t i, pb_worker *w)
+{
+    pb_publish *item = (pb_publish *)ctx + i;
+    item->err = 0;
+    int rc = linkat(item->fd, "", AT_FDCWD, item->dst, AT_EMPTY_PATH);
+    if (rc != 0 && errno != EEXIST) {
+        /* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH on most kernels; linking
+         * the fd's /proc entry needs nothing more than owning the fd. */
+        snprintf(w->path, sizeof w->path, "/proc/self/fd/%d", (int)item->fd);
+        rc = linkat(AT_FDCWD, w->path, AT_FDCWD, item->dst, AT_SYMLINK_FOLLOW);
+    }
+    if (rc == 0)
+        item->status = PB_OK;
+    else if (errno == EEXIST)
+        item->status = PB_LINK_PRESENT;
+    else {
+        item->status = PB_ERR_IO;
+        item->err = errno;
+    }
+    /* A late write error reported by close: the name must not stand. */
+    if (close(item->fd) != 0 && item->status == PB_OK) {
+        item->status = PB_ERR_IO;
+        item->err = errno;
+        unlink(item->dst);
+    }
+}
+
+size_t pb_publish_files(pb_publish *items, size_t n, int nthreads)
+{
+    return pb_batch(items, n, sizeof *items, offsetof(pb_publish, status),
+                    offsetof(pb_publish, err), nthreads, pb_publish_one, 0);
 }
 
 /* ---- renaming into place, never over an existing object ----------------- */

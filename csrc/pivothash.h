@@ -132,26 +132,48 @@ size_t pb_link_files(pb_link *items, size_t n, int nthreads);
  * from a local-directory remote. */
 typedef struct {
     const char *src;
-    const char *dst;     /* a new temp name: created with O_EXCL, removed again on any failure */
+    const char *dst;     /* a new temp name: created with O_EXCL, removed again on any failure;
+                            with PB_COPY_UNNAMED the final name, which is not created */
     uint32_t mode;       /* dst's permissions once written */
     uint32_t flags;      /* PB_COPY_* */
     uint8_t expect[16];  /* with PB_COPY_CHECK: the digest the content must have */
     uint64_t size;       /* out: bytes copied */
     uint32_t src_mode;   /* out: src's st_mode */
-    int32_t status;      /* out: PB_OK, PB_ERR_IO (err), PB_ERR_NOT_REGULAR, PB_COPY_MISMATCH */
+    int32_t status;      /* out: PB_OK, PB_ERR_IO (err), PB_ERR_NOT_REGULAR, PB_COPY_MISMATCH,
+                            PB_COPY_NO_UNNAMED */
     int32_t err;
+    int32_t fd;          /* out: with PB_COPY_UNNAMED and PB_OK, the copy, open; else -1 */
     uint8_t digest[16];  /* out: XXH3-128 of the bytes copied */
 } pb_copy;
 
 #define PB_COPY_CHECK 1      /* keep dst only if its content hashes to expect */
 #define PB_COPY_KEEP_EXEC 2  /* add 0111 to mode when src is executable by its owner */
 #define PB_COPY_WRITEBACK 4  /* start writing dst back to disk once written (no wait) */
+#define PB_COPY_UNNAMED 8    /* write an unnamed file in dst's directory (O_TMPFILE) and
+                                leave it open in fd, for pb_publish_files to name */
+#define PB_COPY_DIRECT 16    /* write whole blocks around the page cache (O_DIRECT), where
+                                the file system allows: for copies this machine will not read */
 #define PB_COPY_MISMATCH 101 /* the content does not hash to expect: dst removed */
+#define PB_COPY_NO_UNNAMED 102 /* PB_COPY_UNNAMED: this file system has no unnamed files */
 
 /* Copy each src to dst (read, hash, write: the data passes through memory
  * once), with up to nthreads threads. Returns the number of items whose
  * status is not PB_OK. */
 size_t pb_copy_files(pb_copy *items, size_t n, int nthreads);
+
+/* An unnamed copy to give its name. */
+typedef struct {
+    int32_t fd;          /* from pb_copy: closed by pb_publish_files, whatever happens */
+    const char *dst;
+    int32_t status;      /* out: PB_OK, PB_LINK_PRESENT (dst existed: the copy is dropped),
+                            PB_ERR_IO (err) */
+    int32_t err;
+} pb_publish;
+
+/* Link each unnamed file to its dst (atomic: dst appears whole or not at all,
+ * and never replaces an existing file), then close its fd. Returns the number
+ * of PB_ERR_IO items. */
+size_t pb_publish_files(pb_publish *items, size_t n, int nthreads);
 
 /* rename(src, dst) for each item unless dst exists, in which case src (a temp
  * holding the same content, by dst's name) is removed and the status is

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import xxhash
 
 from pivotbuild import manifest
+from pivotbuild.atomic import unlink_quietly
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hash fast path
 
@@ -42,9 +43,11 @@ RACY_WINDOW_NS = 2_000_000_000
 OK, ERR_IO, ERR_NOT_REGULAR, ERR_LINK_OUTSIDE, ERR_LINK_DANGLING, ERR_LINK_LOOP = range(6)
 LINK_PRESENT = 100
 COPY_MISMATCH = 101
+COPY_NO_UNNAMED = 102
 # copy_files flags (pivothash.h): keep the copy only if it hashes to the expected digest;
-# make it executable when the source is.
-COPY_CHECK, COPY_KEEP_EXEC, COPY_WRITEBACK = 1, 2, 4
+# make it executable when the source is; start its writeback at once; write it as an
+# unnamed file left open for publish_files; write whole blocks around the page cache.
+COPY_CHECK, COPY_KEEP_EXEC, COPY_WRITEBACK, COPY_UNNAMED, COPY_DIRECT = 1, 2, 4, 8, 16
 
 _STATUS_TEXT = {
     ERR_NOT_REGULAR: "not a regular file",
@@ -52,6 +55,7 @@ _STATUS_TEXT = {
     ERR_LINK_DANGLING: "dangling symlink",
     ERR_LINK_LOOP: "symlink loop",
     COPY_MISMATCH: "its content does not match its hash",
+    COPY_NO_UNNAMED: "the file system cannot create unnamed files",
 }
 
 
@@ -73,9 +77,10 @@ class FileDigest(namedtuple("FileDigest", "path hash size mtime_ns ino mode erro
     __slots__ = ()
 
 
-class CopyResult(namedtuple("CopyResult", "status err hash size src_mode")):
-    """One copy_files item: status OK (hash = the content's digest), COPY_MISMATCH (the
-    copy was removed; hash = what the content hashes to), or an error with its errno."""
+class CopyResult(namedtuple("CopyResult", "status err hash size src_mode fd", defaults=(-1,))):
+    """One copy_files item: status OK (hash = the content's digest; with COPY_UNNAMED,
+    ``fd`` is the copy, open), COPY_MISMATCH (the copy was dropped; hash = what the
+    content hashes to), COPY_NO_UNNAMED, or an error with its errno."""
 
     __slots__ = ()
 
@@ -144,7 +149,20 @@ if TYPE_CHECKING:  # the interface both backends provide (typing costs start-up 
             """Copy each (src, dst, mode, flags, expected hash or None) to dst, a new name
             (O_EXCL), hashing the content on the way; dst gets ``mode`` (plus 0111 with
             COPY_KEEP_EXEC and an executable src) and is removed again on any failure or,
-            with COPY_CHECK, when the content does not hash to the expected digest."""
+            with COPY_CHECK, when the content does not hash to the expected digest.
+
+            With COPY_UNNAMED, dst is the final name and is not created: the copy is an
+            unnamed file in dst's directory (O_TMPFILE), left open as the result's ``fd``,
+            to be named by publish_files or dropped by closing it; a file system without
+            unnamed files answers COPY_NO_UNNAMED. COPY_DIRECT is a hint: whole blocks may
+            go around the page cache (for copies this machine will not read back)."""
+            ...
+
+        def publish_files(self, items: Sequence[tuple[int, str]], jobs: int = 0
+                          ) -> list[tuple[int, int]]:
+            """Give each unnamed copy (fd, dst) its name, never replacing a file: per item
+            (status, errno): OK, LINK_PRESENT (dst existed; the copy is dropped) or ERR_IO.
+            Every fd is closed."""
             ...
 
         def move_files(self, items: Sequence[tuple[str, str]], jobs: int = 0
@@ -338,8 +356,22 @@ class CoreBackend:
         for i in range(n):
             c = copies[i]
             digest = bytes(ffi.buffer(c.digest)).hex() if c.status in (OK, COPY_MISMATCH) else None
-            out.append(CopyResult(c.status, c.err, digest, c.size, c.src_mode))
+            out.append(CopyResult(c.status, c.err, digest, c.size, c.src_mode, c.fd))
         return out
+
+    def publish_files(self, items: Sequence[tuple[int, str]], jobs: int = 0
+                      ) -> list[tuple[int, int]]:
+        ffi = self._ffi
+        if not items:
+            return []
+        pubs = ffi.new("pb_publish[]", len(items))
+        keep = []  # the path buffers must outlive the call
+        for i, (fd, dst) in enumerate(items):
+            c_dst = ffi.new("char[]", os.fsencode(dst))
+            keep.append(c_dst)
+            pubs[i].fd, pubs[i].dst = fd, c_dst
+        self._lib.pb_publish_files(pubs, len(items), jobs)
+        return [(pubs[i].status, pubs[i].err) for i in range(len(items))]
 
     def move_files(self, items: Sequence[tuple[str, str]], jobs: int = 0
                    ) -> list[tuple[int, int]]:
@@ -360,6 +392,27 @@ class CoreBackend:
 
 
 # ---- the pure-Python fallback -------------------------------------------------
+
+# open(O_TMPFILE) failing so means no unnamed files here: EISDIR from a kernel without
+# O_TMPFILE, EOPNOTSUPP from a file system without.
+_NO_UNNAMED_ERRNOS = (errno_mod.EOPNOTSUPP, errno_mod.EISDIR, errno_mod.EINVAL)
+
+
+def _open_copy(dst: str, unnamed: bool) -> int:
+    """What a copy is written to: a new file by dst's name (a temp), or an unnamed file in
+    dst's directory. No permission for others to write, even for a moment."""
+    if unnamed:
+        return os.open(os.path.dirname(dst) or ".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC,
+                       0o600)
+    return os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+
+
+def _drop_copy(fd: int, dst: str, unnamed: bool) -> None:
+    """Give up a copy: an unnamed one vanishes when closed, a temp is removed."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    if not unnamed:
+        unlink_quietly(dst)
 
 
 def _hash_file_py(path: str | bytes) -> tuple[bytes, os.stat_result, int]:
@@ -527,8 +580,10 @@ class PythonBackend:
 
     def copy_files(self, items: Sequence[tuple[str, str, int, int, str | None]],
                    jobs: int = 0) -> list[CopyResult]:
+        # COPY_DIRECT and COPY_WRITEBACK are hints this backend does not take.
         def one(item: tuple[str, str, int, int, str | None]) -> CopyResult:
             src, dst, mode, flags, expect = item
+            unnamed = bool(flags & COPY_UNNAMED)
             try:
                 fd_in = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
             except OSError as exc:
@@ -537,12 +592,13 @@ class PythonBackend:
                 st = os.fstat(fd_in)
                 if not stat.S_ISREG(st.st_mode):
                     return CopyResult(ERR_NOT_REGULAR, 0, None, 0, st.st_mode)
-                fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except OSError as exc:
-                os.close(fd_in)
-                return CopyResult(ERR_IO, exc.errno or 0, None, 0, 0)
-            hasher, total = xxhash.xxh3_128(), 0
-            try:
+                try:
+                    fd_out = _open_copy(dst, unnamed)
+                except OSError as exc:
+                    if unnamed and exc.errno in _NO_UNNAMED_ERRNOS:
+                        return CopyResult(COPY_NO_UNNAMED, 0, None, 0, st.st_mode)
+                    raise
+                hasher, total = xxhash.xxh3_128(), 0
                 try:
                     while chunk := os.read(fd_in, 1 << 20):
                         hasher.update(chunk)
@@ -552,20 +608,53 @@ class PythonBackend:
                             view = view[os.write(fd_out, view):]
                     exec_bit = 0o111 if flags & COPY_KEEP_EXEC and st.st_mode & stat.S_IXUSR else 0
                     os.fchmod(fd_out, mode | exec_bit)
-                finally:
-                    os.close(fd_out)
+                except OSError:
+                    _drop_copy(fd_out, dst, unnamed)
+                    raise
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    os.unlink(dst)
-                return CopyResult(ERR_IO, exc.errno or 0, None, 0, st.st_mode)
+                return CopyResult(ERR_IO, exc.errno or 0, None, 0, 0)
             finally:
                 os.close(fd_in)
             digest = hasher.hexdigest()
             if flags & COPY_CHECK and digest != expect:
-                with contextlib.suppress(OSError):
-                    os.unlink(dst)
+                _drop_copy(fd_out, dst, unnamed)
                 return CopyResult(COPY_MISMATCH, 0, digest, total, st.st_mode)
+            if unnamed:
+                return CopyResult(OK, 0, digest, total, st.st_mode, fd_out)
+            try:
+                os.close(fd_out)
+            except OSError as exc:
+                unlink_quietly(dst)
+                return CopyResult(ERR_IO, exc.errno or 0, None, 0, st.st_mode)
             return CopyResult(OK, 0, digest, total, st.st_mode)
+
+        return self._map(one, items, jobs)
+
+    def publish_files(self, items: Sequence[tuple[int, str]], jobs: int = 0
+                      ) -> list[tuple[int, int]]:
+        def one(item: tuple[int, str]) -> tuple[int, int]:
+            fd, dst = item
+            directory, name = os.path.split(dst)
+            try:
+                # linkat(AT_SYMLINK_FOLLOW) of the fd's /proc entry links the unnamed file;
+                # os.link calls that only when given a directory fd (else plain link()).
+                dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd)
+                finally:
+                    os.close(dir_fd)
+                result = OK, 0
+            except FileExistsError:
+                result = LINK_PRESENT, 0
+            except OSError as exc:
+                result = ERR_IO, exc.errno or 0
+            try:
+                os.close(fd)
+            except OSError as exc:
+                if result[0] == OK:  # a late write error: the name must not stand
+                    unlink_quietly(dst)
+                    result = ERR_IO, exc.errno or 0
+            return result
 
         return self._map(one, items, jobs)
 

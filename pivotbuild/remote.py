@@ -30,9 +30,11 @@ What is guaranteed:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import resource
 import sys
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -58,8 +60,11 @@ from pivotbuild.config import is_inside
 from pivotbuild.errors import OperationError
 from pivotbuild.hashing import (
     COPY_CHECK,
+    COPY_DIRECT,
     COPY_KEEP_EXEC,
     COPY_MISMATCH,
+    COPY_NO_UNNAMED,
+    COPY_UNNAMED,
     COPY_WRITEBACK,
     ERR_IO,
     ERR_NOT_REGULAR,
@@ -93,6 +98,7 @@ _BATCH = 1024
 # in slices of _PROGRESS_STEP so that the progress bar moves.
 _DIRECTORY_BATCH = 16384
 _PROGRESS_STEP = 1024
+_FD_MARGIN = 256  # open files kept free for everything but a round's unnamed copies
 _RUN_ENTRY_MAX = 1 << 20  # bytes; a run-cache entry is a few hundred
 
 
@@ -415,63 +421,116 @@ def _upload_all(cache: Cache, remote: Remote, digests: list[str], shown: Mapping
 def _copy_to_directory(cache: Cache, store: LocalStore, remote: Remote, digests: list[str],
                        shown: Mapping[str, str], jobs: int, report: TransferReport,
                        bar: _Progress) -> set[str]:
-    """Upload to a local-directory remote in batches through the compiled core: each object
-    copied to a temp beside its place with its content checked against its name on the way
-    (a corrupted cache object is never sent), the remote's file system flushed, then the
-    temps renamed into place."""
-    backend = get_backend()
+    """Upload to a local-directory remote in rounds through the compiled core. Each object
+    is copied with its content checked against its name on the way (a corrupted cache
+    object is never sent), written around the page cache where the file system allows
+    (this machine does not read it back), into an unnamed file in its shard directory
+    (or, where the file system has none, a temp name); the remote's file system is then
+    flushed, and only then does each copy get its name. A kill leaves no temp behind."""
     files_dir = str(cache.files_dir)
     sent: set[str] = set()
-    for start in range(0, len(digests), _DIRECTORY_BATCH):
-        batch = digests[start : start + _DIRECTORY_BATCH]
-        copies = []
-        for digest in batch:
-            target = os.path.join(store.root, object_rel(digest))
-            directory, name = os.path.split(target)
-            try:
-                store.ensure_dir(directory)
-            except OSError as exc:
-                raise remote.error(exc, "cannot create a directory") from None
-            copies.append((os.path.join(files_dir, digest[:2], digest[2:]),
-                           os.path.join(directory, temp_name(name)), 0o444,
-                           COPY_CHECK | COPY_KEEP_EXEC | COPY_WRITEBACK, digest[:32]))
-        moves, sizes = [], {}
-        for digest, (src, tmp, *_), result in zip(batch, copies,
-                                                  _copy_files(copies, jobs, bar), strict=True):
-            if result.status == OK:
-                moves.append((tmp, os.path.join(store.root, object_rel(digest))))
-                sizes[digest] = result.size
-            elif result.status == COPY_MISMATCH:
-                report.fail(shown[digest], f"object {digest} not sent: the cached copy is "
-                                           f"corrupt (its content hashes to {result.hash}); "
-                                           f"'pivotbuild verify --cache' lists such objects")
-            elif result.status == ERR_IO and result.err == errno.ENOENT and \
-                    not os.path.exists(src):
-                report.fail(shown[digest], f"object {digest} not sent: it is not in the "
-                                           f"local cache")
-            else:
-                report.fail(shown[digest], f"object {digest} not sent: {result.error}")
+    round_size = _DIRECTORY_BATCH
+    if store.unnamed_files:
+        round_size = _raise_open_files(_DIRECTORY_BATCH)
+        if round_size < _PROGRESS_STEP:  # too few descriptors to hold a round open
+            store.unnamed_files = False
+            round_size = _DIRECTORY_BATCH
+    for start in range(0, len(digests), round_size):
+        batch = digests[start : start + round_size]
+        ready: dict[str, tuple[int | str, int]] = {}  # digest -> (fd or temp, size)
         try:
-            if moves:
+            for part_start in range(0, len(batch), _PROGRESS_STEP):
+                part = batch[part_start : part_start + _PROGRESS_STEP]
+                _upload_part(files_dir, store, remote, part, shown, jobs, report, ready)
+                bar.advance(len(part))
+            if ready:
                 store.sync()  # the content is durable before any name points at it
         except BaseException:
-            for tmp, _ in moves:
-                unlink_quietly(tmp)
+            _drop_uploads(ready.values())
             raise
-        moved = dict(zip((tmp for tmp, _ in moves), backend.move_files(moves, jobs),
-                         strict=True))
-        for digest, (_, tmp, *_) in zip(batch, copies, strict=True):
-            if digest not in sizes:
-                continue
-            status, err = moved[tmp]
+        named = {d: h for d, (h, _) in ready.items() if isinstance(h, int)}
+        temps = {d: h for d, (h, _) in ready.items() if isinstance(h, str)}
+        backend = get_backend()
+        targets = {d: os.path.join(store.root, object_rel(d)) for d in ready}
+        outcomes = dict(zip(named, backend.publish_files(
+            [(fd, targets[d]) for d, fd in named.items()], jobs), strict=True))
+        outcomes.update(zip(temps, backend.move_files(
+            [(tmp, targets[d]) for d, tmp in temps.items()], jobs), strict=True))
+        for digest, (status, err) in outcomes.items():
             if status == ERR_IO:
-                unlink_quietly(tmp)
+                if digest in temps:
+                    unlink_quietly(temps[digest])
                 report.fail(shown[digest], f"object {digest} not sent: {os.strerror(err)}")
                 continue
             sent.add(digest)
             report.objects += 1
-            report.bytes += sizes[digest]
+            report.bytes += ready[digest][1]
     return sent
+
+
+def _upload_part(files_dir: str, store: LocalStore, remote: Remote, part: list[str],
+                 shown: Mapping[str, str], jobs: int, report: TransferReport,
+                 ready: dict[str, tuple[int | str, int]]) -> None:
+    """Copy one slice of a round (_copy_to_directory): each good copy goes into ``ready``
+    as (its open fd or its temp's path, size), each failure into the report."""
+    unnamed = store.unnamed_files
+    flags = COPY_CHECK | COPY_KEEP_EXEC | COPY_DIRECT | (COPY_UNNAMED if unnamed else 0)
+    copies = []
+    for digest in part:
+        target = os.path.join(store.root, object_rel(digest))
+        directory, name = os.path.split(target)
+        try:
+            store.ensure_dir(directory)
+        except OSError as exc:
+            raise remote.error(exc, "cannot create a directory") from None
+        copies.append((os.path.join(files_dir, digest[:2], digest[2:]),
+                       target if unnamed else os.path.join(directory, temp_name(name)),
+                       0o444, flags, digest[:32]))
+    again = []
+    for digest, (src, dst, *_), result in zip(part, copies, get_backend().copy_files(copies, jobs),
+                                              strict=True):
+        if result.status == OK:
+            ready[digest] = (result.fd if unnamed else dst, result.size)
+        elif result.status == COPY_NO_UNNAMED:
+            again.append(digest)
+        elif result.status == COPY_MISMATCH:
+            report.fail(shown[digest], f"object {digest} not sent: the cached copy is "
+                                       f"corrupt (its content hashes to {result.hash}); "
+                                       f"'pivotbuild verify --cache' lists such objects")
+        elif result.status == ERR_IO and result.err == errno.ENOENT and not os.path.exists(src):
+            report.fail(shown[digest], f"object {digest} not sent: it is not in the "
+                                       f"local cache")
+        else:
+            report.fail(shown[digest], f"object {digest} not sent: {result.error}")
+    if again:  # this file system has no unnamed files: temp names from now on
+        store.unnamed_files = False
+        _upload_part(files_dir, store, remote, again, shown, jobs, report, ready)
+
+
+def _drop_uploads(handles: Iterable[tuple[int | str, int]]) -> None:
+    """Give up copies not yet named: close the unnamed ones (they vanish), remove temps."""
+    for handle, _ in handles:
+        if isinstance(handle, int):
+            with contextlib.suppress(OSError):
+                os.close(handle)
+        else:
+            unlink_quietly(handle)
+
+
+def _raise_open_files(want: int) -> int:
+    """How many copies a round may hold open (unnamed files stay open until the flush):
+    ``want``, the soft limit on open files raised toward the hard one if it is lower,
+    less a margin for everything else the process has open."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = want + _FD_MARGIN
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == resource.RLIM_INFINITY:
+        return want
+    return max(0, min(want, soft - _FD_MARGIN))
 
 
 def _copy_files(copies: Sequence[tuple[str, str, int, int, str | None]], jobs: int,

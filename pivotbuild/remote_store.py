@@ -71,6 +71,9 @@ class LocalStore(_Store):
 
     def __init__(self, root: str) -> None:
         self.root = root
+        # Copies are written as unnamed files (O_TMPFILE) until the file system turns out
+        # to have none; then under temp names.
+        self.unnamed_files = True
         self._dirs: set[str] = set()
         self._dirs_lock = threading.Lock()
 

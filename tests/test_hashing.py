@@ -174,6 +174,46 @@ def test_copy_files_rejects_a_wrong_hash_and_reports_errors(backend, tmp_path):
     assert not_regular.status == hashing.ERR_NOT_REGULAR and not (tmp_path / "f").exists()
 
 
+@pytest.mark.parametrize("size", [0, 1, 4096, 5000, 256 * 1024 + 1, 3 * MIB])
+def test_unnamed_copies_get_their_names_only_when_published(backend, tmp_path, size):
+    """COPY_UNNAMED: nothing appears in the directory until publish_files names the copy;
+    COPY_DIRECT (whole blocks around the page cache, the tail through it) keeps every byte."""
+    src = tmp_path / "src"
+    src.write_bytes(_content(size, seed=size))
+    src.chmod(0o755)
+    expect = xxhash.xxh3_128_hexdigest(src.read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    flags = hashing.COPY_CHECK | hashing.COPY_KEEP_EXEC | hashing.COPY_UNNAMED | \
+        hashing.COPY_DIRECT
+    [result] = backend.copy_files([(str(src), str(out / "obj"), 0o444, flags, expect)])
+    assert (result.status, result.hash, result.size) == (hashing.OK, expect, size)
+    assert result.fd >= 0 and list(out.iterdir()) == []
+    assert backend.publish_files([(result.fd, str(out / "obj"))]) == [(hashing.OK, 0)]
+    with pytest.raises(OSError):
+        os.fstat(result.fd)  # closed
+    assert (out / "obj").read_bytes() == src.read_bytes()
+    assert (out / "obj").stat().st_mode & 0o777 == 0o555 and (out / "obj").stat().st_nlink == 1
+
+
+def test_unnamed_copies_never_replace_and_leave_nothing_when_wrong(backend, tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"content")
+    (tmp_path / "taken").write_bytes(b"already here")
+    flags = hashing.COPY_CHECK | hashing.COPY_UNNAMED
+    good = xxhash.xxh3_128_hexdigest(b"content")
+    items = [(str(src), str(tmp_path / "taken"), 0o444, flags, good),
+             (str(src), str(tmp_path / "bad"), 0o444, flags, "0" * 32),
+             (str(src), str(tmp_path / "no-such-dir" / "obj"), 0o444, flags, good)]
+    copied, bad, nowhere = backend.copy_files(items, jobs=2)
+    assert bad.status == hashing.COPY_MISMATCH and bad.fd == -1
+    assert nowhere.status == hashing.ERR_IO and nowhere.error == "No such file or directory"
+    assert backend.publish_files([(copied.fd, str(tmp_path / "taken"))]) == [
+        (hashing.LINK_PRESENT, 0)]
+    assert (tmp_path / "taken").read_bytes() == b"already here"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "taken"]
+
+
 def test_move_files_never_replaces(backend, tmp_path):
     for name in ("a", "b", "object2"):
         (tmp_path / name).write_bytes(name.encode())

@@ -7,6 +7,8 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -309,6 +311,100 @@ def test_push_never_sends_a_corrupted_cache_object(built: Path, remote_dir: Path
     assert f"object {clean} not sent: the cached copy is corrupt" in report.failed[0][1]
     assert not (remote_dir / "files" / clean[:2] / clean[2:]).exists()
     assert [p for p in remote_dir.rglob("*") if p.is_file()] == []
+
+
+class NoUnnamedFiles:
+    """The hashing backend on a file system without unnamed files (no O_TMPFILE): copies
+    asked to be unnamed answer COPY_NO_UNNAMED, as the core does there."""
+
+    def __init__(self) -> None:
+        self._real = get_backend()
+        self.unnamed: list[bool] = []  # per call: were its copies asked to be unnamed
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
+
+    def copy_files(self, items, jobs: int = 0):
+        self.unnamed.append(any(flags & hashing.COPY_UNNAMED for _, _, _, flags, _ in items))
+        if self.unnamed[-1]:
+            return [hashing.CopyResult(hashing.COPY_NO_UNNAMED, 0, None, 0, 0) for _ in items]
+        return self._real.copy_files(items, jobs)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_push_writes_unnamed_files_in_rounds_and_names_them_after_the_flush(
+        built: Path, remote_dir: Path, monkeypatch):
+    monkeypatch.setattr(remotes, "_DIRECTORY_BATCH", 2)  # several rounds, several slices
+    monkeypatch.setattr(remotes, "_PROGRESS_STEP", 1)
+    flushed: list[int] = []  # names on the remote at each flush
+    real_sync = remote_store.LocalStore.sync
+
+    def sync(self):
+        flushed.append(len([p for p in remote_dir.rglob("*") if p.is_file()]))
+        real_sync(self)
+
+    monkeypatch.setattr(remote_store.LocalStore, "sync", sync)
+    fds = open_fds()
+    report = do("push", built)
+    assert report.ok and report.objects > 4
+    assert flushed[:3] == [0, 2, 4]  # a round's copies have no names until it is flushed
+    assert open_fds() == fds
+    assert tree(remote_dir) == {k: v for k, v in tree(built / ".pivotbuild" / "cache").items()
+                                if k.startswith("files/")}
+
+
+def test_push_without_unnamed_files_uses_temp_names(built: Path, remote_dir: Path,
+                                                    monkeypatch):
+    backend = NoUnnamedFiles()
+    monkeypatch.setattr(remotes, "get_backend", lambda: backend)
+    report = do("push", built)
+    assert report.ok and report.objects > 4
+    assert backend.unnamed[0] and not any(backend.unnamed[1:])  # tried once, then temp names
+    assert tree(remote_dir) == {k: v for k, v in tree(built / ".pivotbuild" / "cache").items()
+                                if k.startswith("files/")}
+
+
+def test_push_with_too_few_open_files_for_a_round_uses_temp_names(built: Path,
+                                                                  remote_dir: Path,
+                                                                  monkeypatch):
+    backend = NoUnnamedFiles()  # records what was asked; no copy is unnamed here
+    monkeypatch.setattr(remotes, "get_backend", lambda: backend)
+    monkeypatch.setattr(remotes, "_raise_open_files", lambda want: 100)
+    assert do("push", built).ok
+    assert backend.unnamed and not any(backend.unnamed)
+    assert len(tree(remote_dir)) > 4
+
+
+def test_a_failed_flush_names_nothing_and_closes_every_copy(built: Path, remote_dir: Path,
+                                                            monkeypatch):
+    def sync(self):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(remote_store.LocalStore, "sync", sync)
+    fds = open_fds()
+    with pytest.raises(OSError):
+        do("push", built)
+    assert open_fds() == fds
+    assert [p for p in remote_dir.rglob("*") if p.is_file()] == []
+
+
+def test_raise_open_files_lifts_the_soft_limit_up_to_the_hard_one():
+    """In a child: lowering the hard limit cannot be undone."""
+    script = (
+        "import resource\n"
+        "from pivotbuild import remote\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 20000))\n"
+        "print(remote._raise_open_files(16384), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))\n"
+        "print(remote._raise_open_files(16384), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout.split()
+    margin = remotes._FD_MARGIN
+    assert out == [str(16384), str(16384 + margin), str(600 - margin), "600"]
 
 
 # ---- fetch and pull --------------------------------------------------------------------------
