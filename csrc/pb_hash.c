@@ -140,14 +140,12 @@ static int pb_write_full(int fd, const uint8_t *p, size_t len)
     return 0;
 }
 
-/* Stop writing around the page cache for the rest of this file. */
+/* Stop writing around the page cache for the rest of this file. (A sink's
+ * fd has no other flag F_SETFL changes: O_APPEND, O_NONBLOCK, ...) */
 static int pb_sink_buffered(pb_sink *sink)
 {
     sink->direct = 0;
-    int fl = fcntl(sink->fd, F_GETFL);
-    if (fl < 0 || fcntl(sink->fd, F_SETFL, fl & ~O_DIRECT) != 0)
-        return errno;
-    return 0;
+    return fcntl(sink->fd, F_SETFL, 0) == 0 ? 0 : errno;
 }
 
 int pb_sink_write(pb_sink *sink, const void *buf, size_t len)

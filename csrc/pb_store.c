@@ -74,11 +74,19 @@ size_t pb_link_files(pb_link *items, size_t n, int nthreads)
 /* Open what the copy is written to: a new temp by dst's name, or with
  * PB_COPY_UNNAMED an unnamed file in dst's directory. Created without any
  * permission for others to write, even for a moment; the final mode is set
- * once the content is whole. Returns the fd, or -1 with errno set. */
-static int pb_open_copy(const pb_copy *item, pb_worker *w)
+ * once the content is whole. With direct, O_DIRECT is asked for, and cleared
+ * in *direct if the file system refuses it. Returns the fd, or -1 with errno
+ * set. */
+static int pb_open_copy(const pb_copy *item, pb_worker *w, int *direct)
 {
-    if (!(item->flags & PB_COPY_UNNAMED))
-        return open(item->dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (!(item->flags & PB_COPY_UNNAMED)) {
+        int fd = open(item->dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        /* O_DIRECT set afterwards: an open with O_DIRECT that the file system
+         * refuses may still have created the file */
+        if (fd >= 0 && *direct)
+            *direct = fcntl(fd, F_SETFL, O_DIRECT) == 0;
+        return fd;
+    }
     const char *slash = strrchr(item->dst, '/');
     size_t len = slash == NULL ? 1 : slash == item->dst ? 1 : (size_t)(slash - item->dst);
     if (len >= sizeof w->path) {
@@ -87,16 +95,13 @@ static int pb_open_copy(const pb_copy *item, pb_worker *w)
     }
     memcpy(w->path, slash == NULL ? "." : item->dst, len);
     w->path[len] = '\0';
-    return open(w->path, O_WRONLY | O_TMPFILE | O_CLOEXEC, 0600);
-}
-
-/* Turn O_DIRECT on for fd if its file system takes it (set after the open:
- * an open with O_DIRECT that the file system refuses may still have created
- * the file). */
-static int pb_try_direct(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    return fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
+    int flags = O_WRONLY | O_TMPFILE | O_CLOEXEC;
+    int fd = open(w->path, flags | (*direct ? O_DIRECT : 0), 0600);
+    if (fd < 0 && *direct && errno == EINVAL) { /* nothing was created: try without */
+        *direct = 0;
+        fd = open(w->path, flags, 0600);
+    }
+    return fd;
 }
 
 /* Give up a copy: an unnamed one vanishes when closed, a temp is removed. */
@@ -131,7 +136,10 @@ static void pb_copy_one(void *ctx, size_t i, pb_worker *w)
         close(in);
         return;
     }
-    pb_sink out = {.fd = pb_open_copy(item, w), .direct = 0};
+    /* a file under one block has nothing to write around the page cache */
+    pb_sink out = {.direct = (item->flags & PB_COPY_DIRECT) &&
+                                 (uint64_t)st.st_size >= PB_DIRECT_ALIGN};
+    out.fd = pb_open_copy(item, w, &out.direct);
     if (out.fd < 0) {
         int e = errno;
         close(in);
@@ -142,8 +150,6 @@ static void pb_copy_one(void *ctx, size_t i, pb_worker *w)
             item->err = e;
         return;
     }
-    if (item->flags & PB_COPY_DIRECT)
-        out.direct = pb_try_direct(out.fd);
     __atomic_fetch_add(&pb_copy_count, 1, __ATOMIC_RELAXED);
     int rc = pb_hash_fd(in, (uint64_t)st.st_size, w, item->digest, &item->size, &out);
     close(in);

@@ -340,12 +340,13 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
             report.fail(shown, f"manifest {digest} cannot be sent: {why}")
     todo = [h for h in files if h not in on_remote]
     report.skipped += len(files) - len(todo)
-    local = _local_present(cache, todo)
-    for digest in todo:
-        if digest not in local:
-            report.fail(files[digest], f"object {digest} is not in the local cache; nothing "
-                                       f"sent for it")
-    todo = [h for h in todo if h in local]
+    if not isinstance(remote.store, LocalStore):  # (a copy to a directory finds out itself)
+        local = _local_present(cache, todo)
+        for digest in todo:
+            if digest not in local:
+                report.fail(files[digest], f"object {digest} is not in the local cache; "
+                                           f"nothing sent for it")
+        todo = [h for h in todo if h in local]
     bar = _Progress(progress, f"push → {remote.name}")
     try:
         bar.add(len(todo) + len(dirs) + len(entries))
@@ -426,46 +427,92 @@ def _copy_to_directory(cache: Cache, store: LocalStore, remote: Remote, digests:
     object is never sent), written around the page cache where the file system allows
     (this machine does not read it back), into an unnamed file in its shard directory
     (or, where the file system has none, a temp name); the remote's file system is then
-    flushed, and only then does each copy get its name. A kill leaves no temp behind."""
+    flushed, and only then does each copy get its name. A kill leaves no temp behind.
+    A round is flushed and named in the background while the next one is copied."""
     files_dir = str(cache.files_dir)
     sent: set[str] = set()
     round_size = _DIRECTORY_BATCH
-    if store.unnamed_files:
-        round_size = _raise_open_files(_DIRECTORY_BATCH)
+    if store.unnamed_files:  # two rounds' copies are open at once
+        round_size = _raise_open_files(2 * _DIRECTORY_BATCH) // 2
         if round_size < _PROGRESS_STEP:  # too few descriptors to hold a round open
             store.unnamed_files = False
             round_size = _DIRECTORY_BATCH
-    for start in range(0, len(digests), round_size):
-        batch = digests[start : start + round_size]
-        ready: dict[str, tuple[int | str, int]] = {}  # digest -> (fd or temp, size)
+    flushing: _Naming | None = None
+    try:
+        for start in range(0, len(digests), round_size):
+            batch = digests[start : start + round_size]
+            ready: dict[str, tuple[int | str, int]] = {}  # digest -> (fd or temp, size)
+            try:
+                for part_start in range(0, len(batch), _PROGRESS_STEP):
+                    part = batch[part_start : part_start + _PROGRESS_STEP]
+                    _upload_part(files_dir, store, remote, part, shown, jobs, report, ready)
+                    bar.advance(len(part))
+            except BaseException:
+                _drop_uploads(ready.values())
+                raise
+            if flushing is not None:
+                sent |= flushing.finish(report, shown)
+            flushing = _Naming(store, ready, jobs)
+        if flushing is not None:
+            sent |= flushing.finish(report, shown)
+    finally:
+        if flushing is not None:  # an error: let the round in flight end as it would
+            flushing.join()
+    return sent
+
+
+class _Naming(threading.Thread):
+    """Flush the remote's file system, then give one round of copies their names: on a
+    thread of its own, so that the next round is copied meanwhile."""
+
+    def __init__(self, store: LocalStore, ready: dict[str, tuple[int | str, int]],
+                 jobs: int) -> None:
+        super().__init__(daemon=True)
+        self.store, self.ready, self.jobs = store, ready, jobs
+        self.outcomes: dict[str, tuple[int, int]] = {}
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
         try:
-            for part_start in range(0, len(batch), _PROGRESS_STEP):
-                part = batch[part_start : part_start + _PROGRESS_STEP]
-                _upload_part(files_dir, store, remote, part, shown, jobs, report, ready)
-                bar.advance(len(part))
+            self._name_all()
+        except BaseException as exc:  # noqa: BLE001 (raised again by finish)
+            self.error = exc
+
+    def _name_all(self) -> None:
+        ready = self.ready
+        try:
             if ready:
-                store.sync()  # the content is durable before any name points at it
+                self.store.sync()  # the content is durable before any name points at it
         except BaseException:
             _drop_uploads(ready.values())
             raise
-        named = {d: h for d, (h, _) in ready.items() if isinstance(h, int)}
-        temps = {d: h for d, (h, _) in ready.items() if isinstance(h, str)}
         backend = get_backend()
-        targets = {d: os.path.join(store.root, object_rel(d)) for d in ready}
-        outcomes = dict(zip(named, backend.publish_files(
-            [(fd, targets[d]) for d, fd in named.items()], jobs), strict=True))
-        outcomes.update(zip(temps, backend.move_files(
-            [(tmp, targets[d]) for d, tmp in temps.items()], jobs), strict=True))
-        for digest, (status, err) in outcomes.items():
+        targets = {d: os.path.join(self.store.root, object_rel(d)) for d in ready}
+        unnamed = [(d, h) for d, (h, _) in ready.items() if isinstance(h, int)]
+        temps = [(d, h) for d, (h, _) in ready.items() if isinstance(h, str)]
+        published = backend.publish_files([(fd, targets[d]) for d, fd in unnamed], self.jobs)
+        moved = backend.move_files([(tmp, targets[d]) for d, tmp in temps], self.jobs)
+        self.outcomes = dict(zip([d for d, _ in unnamed] + [d for d, _ in temps],
+                                 published + moved, strict=True))
+        for digest, tmp in temps:
+            if self.outcomes[digest][0] == ERR_IO:
+                unlink_quietly(tmp)
+
+    def finish(self, report: TransferReport, shown: Mapping[str, str]) -> set[str]:
+        """Wait for the round; report it; the objects now on the remote."""
+        self.join()
+        if self.error is not None:
+            raise self.error
+        sent = set()
+        for digest, (status, err) in self.outcomes.items():
             if status == ERR_IO:
-                if digest in temps:
-                    unlink_quietly(temps[digest])
                 report.fail(shown[digest], f"object {digest} not sent: {os.strerror(err)}")
                 continue
             sent.add(digest)
             report.objects += 1
-            report.bytes += ready[digest][1]
-    return sent
+            report.bytes += self.ready[digest][1]
+        return sent
 
 
 def _upload_part(files_dir: str, store: LocalStore, remote: Remote, part: list[str],
