@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections import namedtuple
 from collections.abc import Iterable
 
@@ -32,6 +33,14 @@ HEADER = b"pivotbuild-manifest 1\n"
 DIR_SUFFIX = ".dir"
 
 _LINE = re.compile(rb"([0-9a-f]{32}) ([x-]) (0|[1-9][0-9]*) (.+)")
+# The same, for every line of a manifest's body in one findall.
+_RECORD = re.compile(rb"^([0-9a-f]{32}) ([x-]) (0|[1-9][0-9]*) ([^\n]+)\n", re.MULTILINE)
+# In a body, these bytes mean a path with an empty, "." or ".." segment after its first, or a
+# NUL; a path that starts badly is found by _UNSAFE_START. (Escapes stand only for "\\" and a
+# newline, so a path's segments are the same escaped or not.)
+_UNSAFE_INSIDE = (b"//", b"/./", b"/../", b"/\n", b"/.\n", b"/..\n", b"\0")
+_UNSAFE_START = (b"/", b"./", b"../")
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 class ManifestError(ValueError):
@@ -99,9 +108,27 @@ def parse(data: bytes) -> list[ManifestEntry]:
         raise ManifestError("not a pivotbuild manifest (bad header)")
     if not data.endswith(b"\n") and data != HEADER:
         raise ManifestError("manifest is truncated (no final newline)")
+    body = data[len(HEADER) :]
+    # The whole body checked at once (a 100,000-file manifest in half the time of a loop over
+    # its lines); anything these checks refuse goes through that loop, which says what is
+    # wrong where.
+    records = _RECORD.findall(body)
+    if len(records) != body.count(b"\n") or any(bad in body for bad in _UNSAFE_INSIDE):
+        return _parse_lines(body)
+    raws = [path if b"\\" not in path else unescape_path(path) for _, _, _, path in records]
+    if any(a >= b for a, b in zip(raws, raws[1:])) or any(
+            raw.startswith(_UNSAFE_START) or raw in (b".", b"..") for raw in raws):
+        return _parse_lines(body)
+    new, entry, encoding, errors = tuple.__new__, ManifestEntry, _FS_ENCODING, _FS_ERRORS
+    return [new(entry, (raw.decode(encoding, errors), digest.decode(), int(size), flag == b"x"))
+            for raw, (digest, flag, size, _) in zip(raws, records)]
+
+
+def _parse_lines(body: bytes) -> list[ManifestEntry]:
+    """parse(), one line at a time: the first problem found is raised with its line."""
     entries: list[ManifestEntry] = []
     previous: bytes | None = None
-    for number, line in enumerate(data[len(HEADER) :].split(b"\n")[:-1], start=2):
+    for number, line in enumerate(body.split(b"\n")[:-1], start=2):
         match = _LINE.fullmatch(line)
         if match is None:
             raise ManifestError(f"manifest line {number} is malformed: {line[:80]!r}")

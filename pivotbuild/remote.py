@@ -12,8 +12,10 @@ other fsspec URL. Local directories are served by plain system calls (the hot pa
 100,000-file push), everything else by the fsspec file system for the URL's protocol.
 
 What is guaranteed:
-- push writes each object atomically: a temp name beside it, then a rename, on file systems;
-  one PUT (atomic by itself) on object stores. A ``.dir`` manifest is sent only after every file
+- push writes each object atomically: on a local directory, an unnamed file (O_TMPFILE) in
+  its shard directory that gets its name only once the file system is flushed (or, where there
+  are no unnamed files, a temp name beside it, then a rename); through fsspec, a temp name and
+  a rename on file systems, one PUT (atomic by itself) on object stores. A ``.dir`` manifest is sent only after every file
   it lists is on the remote, and a run-cache entry only after the objects it names, so their
   presence on a remote implies their content's. What the remote already has is learned by
   listing (the ``ab/`` shards concerned, or one ``find`` of ``files/``), never one request per
@@ -94,8 +96,8 @@ R = TypeVar("R")
 # Objects downloaded, then rehashed in one hashing call, then renamed, per round.
 _BATCH = 1024
 # The same for a local-directory remote, whose rounds are calls into the core: large enough
-# that the file system flush before the renames is paid a few times, not per 1,000; copied
-# in slices of _PROGRESS_STEP so that the progress bar moves.
+# that the file system flush before the copies are named is paid a few times, not per 1,000;
+# copied in slices of _PROGRESS_STEP so that the progress bar moves.
 _DIRECTORY_BATCH = 16384
 _PROGRESS_STEP = 1024
 _FD_MARGIN = 256  # open files kept free for everything but a round's unnamed copies

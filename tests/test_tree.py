@@ -72,6 +72,37 @@ def test_hash_independent_of_order_threads_and_location(backend, tree, seed):
         }
 
 
+def _outcome(parse, data):
+    try:
+        return parse(data)
+    except manifest.ManifestError as exc:
+        return str(exc)
+
+
+_PATHS = st.lists(st.sampled_from(["a", "b", "/", ".", "..", "\\", "\\n", "\\t", "\0", " ", "é",
+                                   "\xff"]), max_size=6).map("".join)
+_LINES = st.tuples(st.sampled_from(["0" * 32, "ab" * 16, "AB" * 16, "0" * 31]),
+                   st.sampled_from(["x", "-", "?"]), st.sampled_from(["0", "12", "012", ""]),
+                   _PATHS).map(lambda t: " ".join(t).encode("utf-8", "surrogateescape"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(_LINES, max_size=6), ordered=st.booleans(), final_newline=st.booleans())
+def test_manifest_parse_agrees_with_its_line_by_line_reference(lines, ordered, final_newline):
+    """parse() checks the whole body with two regular expressions and falls back to the loop
+    over lines when they refuse it: the same entries, or the same error, either way."""
+    if ordered:
+        lines = sorted(set(lines), key=lambda line: line.split(b" ", 3)[-1])
+    body = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    data = manifest.HEADER + body
+    expected = _outcome(manifest._parse_lines, body) if data.endswith(b"\n") or not body else None
+    got = _outcome(manifest.parse, data)
+    if expected is None:
+        assert got == "manifest is truncated (no final newline)"
+    else:
+        assert got == expected
+
+
 @SETTINGS
 @given(tree=TREES)
 def test_core_and_python_build_identical_manifests(core, tree):
