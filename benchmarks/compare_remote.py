@@ -465,7 +465,9 @@ def clear_and_settle(cmds: list[Cmd], settle: float) -> None:
     half its time there (perf: recently_deleted), for every tool alike, and how much
     depended on the deletion history. So after deleting: sync, then drop the page cache
     (root only; the reset steps read back what each command reads, its tool's start-up
-    included), or else wait ``settle`` seconds."""
+    included), or else wait ``settle`` seconds. Neither removes the cost: as allocation
+    reads and dirties inode-table blocks again, about 14% of a push still goes there with
+    the page cache dropped; only waiting six minutes does (README.md)."""
     cleared = False
     for c in cmds:
         if c.clear:
