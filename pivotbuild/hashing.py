@@ -116,7 +116,7 @@ class TreeDigest:
 
 
 if TYPE_CHECKING:  # the interface both backends provide (typing costs start-up time)
-    from typing import Protocol
+    from typing import Any, Protocol
 
     class Backend(Protocol):
         name: str
@@ -324,16 +324,21 @@ class CoreBackend:
 
     def link_files(self, items: Sequence[tuple[str, str, int]], jobs: int = 0
                    ) -> list[tuple[int, int]]:
+        return self._pb_links(self._lib.pb_link_files, items, jobs)
+
+    def _pb_links(self, fn: Any, items: Sequence[tuple[str, str, int]], jobs: int
+                  ) -> list[tuple[int, int]]:
+        """Call a core function over pb_link items (src, dst, mode): (status, errno) each."""
         ffi = self._ffi
         if not items:
             return []
         links = ffi.new("pb_link[]", len(items))
-        keep = []  # the path buffers must outlive the call
+        keep: list[Any] = []  # the path buffers must outlive the call
         for i, (src, dst, mode) in enumerate(items):
             c_src, c_dst = ffi.new("char[]", os.fsencode(src)), ffi.new("char[]", os.fsencode(dst))
             keep += (c_src, c_dst)
             links[i].src, links[i].dst, links[i].mode = c_src, c_dst, mode
-        self._lib.pb_link_files(links, len(items), jobs)
+        fn(links, len(items), jobs)
         return [(links[i].status, links[i].err) for i in range(len(items))]
 
     def copy_files(self, items: Sequence[tuple[str, str, int, int, str | None]],
@@ -343,7 +348,7 @@ class CoreBackend:
         if n == 0:
             return []
         copies = ffi.new("pb_copy[]", n)
-        keep = []  # the path buffers must outlive the call
+        keep: list[Any] = []  # the path buffers must outlive the call
         for i, (src, dst, mode, flags, expect) in enumerate(items):
             c_src, c_dst = ffi.new("char[]", os.fsencode(src)), ffi.new("char[]", os.fsencode(dst))
             keep += (c_src, c_dst)
@@ -365,7 +370,7 @@ class CoreBackend:
         if not items:
             return []
         pubs = ffi.new("pb_publish[]", len(items))
-        keep = []  # the path buffers must outlive the call
+        keep: list[Any] = []  # the path buffers must outlive the call
         for i, (fd, dst) in enumerate(items):
             c_dst = ffi.new("char[]", os.fsencode(dst))
             keep.append(c_dst)
@@ -375,17 +380,8 @@ class CoreBackend:
 
     def move_files(self, items: Sequence[tuple[str, str]], jobs: int = 0
                    ) -> list[tuple[int, int]]:
-        ffi = self._ffi
-        if not items:
-            return []
-        moves = ffi.new("pb_link[]", len(items))
-        keep = []
-        for i, (src, dst) in enumerate(items):
-            c_src, c_dst = ffi.new("char[]", os.fsencode(src)), ffi.new("char[]", os.fsencode(dst))
-            keep += (c_src, c_dst)
-            moves[i].src, moves[i].dst = c_src, c_dst
-        self._lib.pb_move_files(moves, len(items), jobs)
-        return [(moves[i].status, moves[i].err) for i in range(len(items))]
+        return self._pb_links(self._lib.pb_move_files, [(src, dst, 0) for src, dst in items],
+                              jobs)
 
     def files_read(self) -> int:
         return int(self._lib.pb_files_read())

@@ -23,6 +23,7 @@ The directory's hash is ``<XXH3-128 of these bytes>.dir``, and the cache's
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sys
@@ -116,7 +117,7 @@ def parse(data: bytes) -> list[ManifestEntry]:
     if len(records) != body.count(b"\n") or any(bad in body for bad in _UNSAFE_INSIDE):
         return _parse_lines(body)
     raws = [path if b"\\" not in path else unescape_path(path) for _, _, _, path in records]
-    if any(a >= b for a, b in zip(raws, raws[1:])) or any(
+    if any(a >= b for a, b in itertools.pairwise(raws)) or any(
             raw.startswith(_UNSAFE_START) or raw in (b".", b"..") for raw in raws):
         return _parse_lines(body)
     new, entry, encoding, errors = tuple.__new__, ManifestEntry, _FS_ENCODING, _FS_ERRORS
