@@ -15,9 +15,9 @@ What is guaranteed:
 - push writes each object atomically: on a local directory, an unnamed file (O_TMPFILE) in
   its shard directory that gets its name only once the file system is flushed (or, where there
   are no unnamed files, a temp name beside it, then a rename); through fsspec, a temp name and
-  a rename on file systems, one PUT (atomic by itself) on object stores. A ``.dir`` manifest is sent only after every file
-  it lists is on the remote, and a run-cache entry only after the objects it names, so their
-  presence on a remote implies their content's. What the remote already has is learned by
+  a rename on file systems, one PUT (atomic by itself) on object stores. A ``.dir`` manifest
+  is sent only after every file it lists is on the remote, and a run-cache entry only after
+  the objects it names, so their presence on a remote implies their content's. What the remote already has is learned by
   listing (the ``ab/`` shards concerned, or one ``find`` of ``files/``), never one request per
   object, and is not sent again.
 - fetch trusts nothing it downloads: each object is written to a temp beside its place in the
@@ -41,7 +41,7 @@ import sys
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from pivotbuild import lock as lockfile
 from pivotbuild import manifest
@@ -443,7 +443,7 @@ def _copy_to_directory(cache: Cache, store: LocalStore, remote: Remote, digests:
     try:
         for start in range(0, len(digests), round_size):
             batch = digests[start : start + round_size]
-            ready: dict[str, tuple[int | str, int]] = {}  # digest -> (fd or temp, size)
+            ready: dict[str, _Copy] = {}
             try:
                 for part_start in range(0, len(batch), _PROGRESS_STEP):
                     part = batch[part_start : part_start + _PROGRESS_STEP]
@@ -463,12 +463,19 @@ def _copy_to_directory(cache: Cache, store: LocalStore, remote: Remote, digests:
     return sent
 
 
+class _Copy(NamedTuple):
+    """A copy on its way to a local-directory remote, not named yet."""
+
+    handle: int | str  # the unnamed file's open fd, or the temp's path
+    target: str  # the object's path on the remote
+    size: int
+
+
 class _Naming(threading.Thread):
     """Flush the remote's file system, then give one round of copies their names: on a
     thread of its own, so that the next round is copied meanwhile."""
 
-    def __init__(self, store: LocalStore, ready: dict[str, tuple[int | str, int]],
-                 jobs: int) -> None:
+    def __init__(self, store: LocalStore, ready: dict[str, _Copy], jobs: int) -> None:
         super().__init__(daemon=True)
         self.store, self.ready, self.jobs = store, ready, jobs
         self.outcomes: dict[str, tuple[int, int]] = {}
@@ -490,14 +497,18 @@ class _Naming(threading.Thread):
             _drop_uploads(ready.values())
             raise
         backend = get_backend()
-        targets = {d: os.path.join(self.store.root, object_rel(d)) for d in ready}
-        unnamed = [(d, h) for d, (h, _) in ready.items() if isinstance(h, int)]
-        temps = [(d, h) for d, (h, _) in ready.items() if isinstance(h, str)]
-        published = backend.publish_files([(fd, targets[d]) for d, fd in unnamed], self.jobs)
-        moved = backend.move_files([(tmp, targets[d]) for d, tmp in temps], self.jobs)
-        self.outcomes = dict(zip([d for d, _ in unnamed] + [d for d, _ in temps],
+        unnamed: list[tuple[str, int, str]] = []  # (digest, fd, target)
+        temps: list[tuple[str, str, str]] = []  # (digest, temp, target)
+        for digest, (handle, target, _) in ready.items():
+            if isinstance(handle, int):
+                unnamed.append((digest, handle, target))
+            else:
+                temps.append((digest, handle, target))
+        published = backend.publish_files([(fd, t) for _, fd, t in unnamed], self.jobs)
+        moved = backend.move_files([(tmp, t) for _, tmp, t in temps], self.jobs)
+        self.outcomes = dict(zip([d for d, _, _ in unnamed] + [d for d, _, _ in temps],
                                  published + moved, strict=True))
-        for digest, tmp in temps:
+        for digest, tmp, _ in temps:
             if self.outcomes[digest][0] == ERR_IO:
                 unlink_quietly(tmp)
 
@@ -513,20 +524,22 @@ class _Naming(threading.Thread):
                 continue
             sent.add(digest)
             report.objects += 1
-            report.bytes += self.ready[digest][1]
+            report.bytes += self.ready[digest].size
         return sent
 
 
 def _upload_part(files_dir: str, store: LocalStore, remote: Remote, part: list[str],
                  shown: Mapping[str, str], jobs: int, report: TransferReport,
-                 ready: dict[str, tuple[int | str, int]]) -> None:
-    """Copy one slice of a round (_copy_to_directory): each good copy goes into ``ready``
-    as (its open fd or its temp's path, size), each failure into the report."""
+                 ready: dict[str, _Copy]) -> None:
+    """Copy one slice of a round (_copy_to_directory): each good copy goes into ``ready``,
+    each failure into the report."""
     unnamed = store.unnamed_files
     flags = COPY_CHECK | COPY_KEEP_EXEC | COPY_DIRECT | (COPY_UNNAMED if unnamed else 0)
     copies = []
+    targets = []
     for digest in part:
         target = os.path.join(store.root, object_rel(digest))
+        targets.append(target)
         directory, name = os.path.split(target)
         try:
             store.ensure_dir(directory)
@@ -536,10 +549,11 @@ def _upload_part(files_dir: str, store: LocalStore, remote: Remote, part: list[s
                        target if unnamed else os.path.join(directory, temp_name(name)),
                        0o444, flags, digest[:32]))
     again = []
-    for digest, (src, dst, *_), result in zip(part, copies, get_backend().copy_files(copies, jobs),
-                                              strict=True):
+    results = get_backend().copy_files(copies, jobs)
+    for digest, target, (src, dst, *_), result in zip(part, targets, copies, results,
+                                                      strict=True):
         if result.status == OK:
-            ready[digest] = (result.fd if unnamed else dst, result.size)
+            ready[digest] = _Copy(result.fd if unnamed else dst, target, result.size)
         elif result.status == COPY_NO_UNNAMED:
             again.append(digest)
         elif result.status == COPY_MISMATCH:
@@ -556,9 +570,9 @@ def _upload_part(files_dir: str, store: LocalStore, remote: Remote, part: list[s
         _upload_part(files_dir, store, remote, again, shown, jobs, report, ready)
 
 
-def _drop_uploads(handles: Iterable[tuple[int | str, int]]) -> None:
+def _drop_uploads(copies: Iterable[_Copy]) -> None:
     """Give up copies not yet named: close the unnamed ones (they vanish), remove temps."""
-    for handle, _ in handles:
+    for handle, _, _ in copies:
         if isinstance(handle, int):
             with contextlib.suppress(OSError):
                 os.close(handle)
