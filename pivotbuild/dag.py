@@ -13,12 +13,13 @@ across runs and machines and reads like the file.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import networkx as nx
+
+from pivotbuild import render_dag
 
 from pivotbuild.config import PROJECT_FILE as _FILE
 from pivotbuild.config import PathProblem, Project, Stage, key_path, normalize_path
@@ -264,89 +265,36 @@ def select(graph: nx.DiGraph, targets: list[str], *, single_item: bool = False,
 
 
 # ---------------------------------------------------------------------------------------------
-# Renderers
+# Renderers (render_dag.py, which fastpath.py shares)
 # ---------------------------------------------------------------------------------------------
 
 
-def _names(graph: nx.DiGraph, names: list[str] | None) -> list[str]:
-    return topological(graph) if names is None else list(names)
-
-
-def _edges(graph: nx.DiGraph, names: list[str]) -> list[tuple[str, str]]:
-    """Edges with both ends in ``names``, ordered by the positions of (upstream, downstream)."""
-    position = {name: i for i, name in enumerate(names)}
-    edges = [(u, v) for u in names for v in graph.successors(u) if v in position]
-    edges.sort(key=lambda e: (position[e[0]], position[e[1]]))
-    return edges
+def _view(graph: nx.DiGraph, names: list[str] | None
+          ) -> tuple[list[str], list[tuple[str, str]], set[str]]:
+    chosen = topological(graph) if names is None else list(names)
+    wanted = set(chosen)
+    edges = [(u, v) for u in chosen for v in graph.successors(u) if v in wanted]
+    frozen = {n for n in chosen if graph.nodes[n]["stage"].frozen}
+    return chosen, render_dag.order_edges(chosen, edges), frozen
 
 
 def to_json(graph: nx.DiGraph, names: list[str] | None = None) -> dict[str, list[Any]]:
     """``{"stages": [...], "edges": [[up, down], ...]}`` restricted to ``names``."""
-    chosen = _names(graph, names)
-    return {"stages": chosen, "edges": [[u, v] for u, v in _edges(graph, chosen)]}
-
-
-def _dot_quote(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    chosen, edges, _ = _view(graph, names)
+    return render_dag.to_json(chosen, edges)
 
 
 def to_dot(graph: nx.DiGraph, names: list[str] | None = None) -> str:
     """A Graphviz ``digraph``; frozen stages are drawn dashed."""
-    chosen = _names(graph, names)
-    lines = ["digraph pivotbuild {", "  rankdir=TB;"]
-    for name in chosen:
-        style = " [style=dashed]" if graph.nodes[name]["stage"].frozen else ""
-        lines.append(f"  {_dot_quote(name)}{style};")
-    for u, v in _edges(graph, chosen):
-        lines.append(f"  {_dot_quote(u)} -> {_dot_quote(v)};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def _mermaid_ids(names: list[str]) -> dict[str, str]:
-    # Mermaid ids may not contain '@', '.', '-' and choke on keywords like `end`: prefix every
-    # id and replace other characters, numbering the rare names that collide afterwards.
-    ids: dict[str, str] = {}
-    used: set[str] = set()
-    for name in names:
-        base = "s_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
-        candidate, n = base, 1
-        while candidate in used:
-            n += 1
-            candidate = f"{base}_{n}"
-        used.add(candidate)
-        ids[name] = candidate
-    return ids
+    return render_dag.to_dot(*_view(graph, names))
 
 
 def to_mermaid(graph: nx.DiGraph, names: list[str] | None = None) -> str:
     """A Mermaid ``flowchart TD``; node ids are sanitised, labels are the real names."""
-    chosen = _names(graph, names)
-    ids = _mermaid_ids(chosen)
-    lines = ["flowchart TD"]
-    for name in chosen:
-        label = name.replace('"', "#quot;")
-        lines.append(f'  {ids[name]}["{label}"]')
-    for u, v in _edges(graph, chosen):
-        lines.append(f"  {ids[u]} --> {ids[v]}")
-    return "\n".join(lines) + "\n"
+    chosen, edges, _ = _view(graph, names)
+    return render_dag.to_mermaid(chosen, edges)
 
 
 def to_text(graph: nx.DiGraph, names: list[str] | None = None) -> str:
     """One line per stage in the given order: ``name  <- up1, up2`` (upstream within names)."""
-    chosen = _names(graph, names)
-    if not chosen:
-        return "(no stages)\n"
-    ups: dict[str, list[str]] = {name: [] for name in chosen}
-    for u, v in _edges(graph, chosen):
-        ups[v].append(u)
-    width = max(len(name) for name in chosen)
-    lines = []
-    for name in chosen:
-        line = name.ljust(width)
-        if ups[name]:
-            line += "  <- " + ", ".join(ups[name])
-        if graph.nodes[name]["stage"].frozen:
-            line += "  (frozen)"
-        lines.append(line.rstrip())
-    return "\n".join(lines) + "\n"
+    return render_dag.to_text(*_view(graph, names))

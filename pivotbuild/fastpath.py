@@ -1,0 +1,391 @@
+"""The no-op fast path: `status`, `repro`, `verify` and `dag` answered from the snapshot.
+
+entry.py tries this before loading click. A command line it fully understands,
+in a project whose snapshot (snapshot.py) still matches pivot.toml, the params
+files and the locks, is answered with one stat per dep and out (and the tree
+memo's walk for directories), importing neither click, pydantic, networkx nor
+rich. It prints exactly what the full path prints (`--json` byte for byte).
+
+Anything else returns None before printing a byte, and the full path runs: a
+flag it does not know, a target that is not a stage name, a changed config or
+lock, any path whose stat or content differs from the snapshot, a missing
+cache object for `verify`, a lock held by another writer. It never decides
+that a stage is stale; it only recognises the case where nothing is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs start-up time
+
+if TYPE_CHECKING:
+    from typing import Any
+
+COMMANDS = ("status", "repro", "verify", "dag")
+# Flags without a value that change nothing when every stage is up to date.
+_FLAGS: dict[str, dict[str, str]] = {
+    "status": {"--json": "json", "-q": "quiet"},
+    "repro": {"--json": "json", "-n": "dry_run", "--dry-run": "dry_run",
+              "-s": "single", "--single-item": "single", "--explain": "explain",
+              "-k": "keep_going", "--keep-going": "keep_going", "--no-commit": "no_commit",
+              "--no-run-cache": "no_run_cache"},
+    "verify": {"--json": "json"},
+    "dag": {"--json": "json", "--dot": "dot", "--mermaid": "mermaid"},
+}
+
+
+class Request:
+    """One command line the fast path can answer."""
+
+    __slots__ = ("command", "directory", "flags", "quiet", "targets", "verbose", "why")
+
+    def __init__(self) -> None:
+        self.directory: str | None = None
+        self.quiet = False
+        self.verbose = 0
+        self.command = ""
+        self.flags: set[str] = set()
+        self.targets: list[str] = []
+        self.why = ""  # why the full path must answer (PIVOTBUILD_FASTPATH_TRACE=1 shows it)
+
+
+def parse(argv: list[str]) -> Request | None:
+    """The request, or None for anything the full command line must handle."""
+    req = Request()
+    i = 0
+    while i < len(argv) and argv[i] not in COMMANDS:
+        arg = argv[i]
+        if arg == "-C" and i + 1 < len(argv):
+            req.directory = argv[i + 1]
+            i += 1
+        elif arg in ("-q", "--quiet"):
+            req.quiet = True
+        elif arg in ("-v", "--verbose"):
+            req.verbose += 1
+        else:
+            return None
+        i += 1
+    if i >= len(argv):
+        return None
+    req.command = argv[i]
+    known = _FLAGS[req.command]
+    rest = argv[i + 1:]
+    j = 0
+    while j < len(rest):
+        arg = rest[j]
+        if arg in known:
+            req.flags.add(known[arg])
+        elif req.command == "repro" and arg in ("-j", "--jobs") and j + 1 < len(rest):
+            if not rest[j + 1].isdigit() or int(rest[j + 1]) < 1:
+                return None
+            j += 1
+        elif req.command == "repro" and arg.startswith("-j") and arg[2:].isdigit():
+            if int(arg[2:]) < 1:
+                return None
+        elif arg.startswith("-") or not arg:
+            return None  # --help, --force, a typo...: click decides
+        else:
+            req.targets.append(arg)
+        j += 1
+    if len({"json", "dot", "mermaid"} & req.flags) > 1:
+        return None
+    return req
+
+
+def run(req: Request, started: float) -> int | None:
+    """Answer the request and return the exit code, or None (with ``req.why``) to let the
+    full path run. The working directory is as it was whenever None is returned."""
+    cwd = os.getcwd()
+    try:
+        code = _run(req, started)
+    finally:
+        if req.why:
+            os.chdir(cwd)
+    return code
+
+
+def _run(req: Request, started: float) -> int | None:
+    from pivotbuild import snapshot
+    from pivotbuild.workspace import find_project_root_str
+
+    def fallback(why: str) -> None:
+        req.why = why
+
+    if req.directory is not None:
+        try:
+            os.chdir(req.directory)
+        except OSError:
+            return fallback("-C: no such directory")
+    found = find_project_root_str(os.getcwd())
+    if found is None:
+        return fallback("no project")
+    root = os.path.realpath(found)
+    doc = snapshot.load(root)
+    if doc is None:
+        return fallback("no usable snapshot")
+    if snapshot.config_key(root, [rel for rel, _ in doc["configs"]]) != doc["configs"]:
+        return fallback("the configuration changed")
+    stages = doc["stages"]
+    chosen = _select(doc, req.targets, "single" in req.flags)
+    if chosen is None:
+        return fallback("a target is not a stage name")
+    if req.command == "dag":
+        return _dag(req, doc, chosen)
+    check = _Check(root, doc)
+    if not check.locks():
+        return fallback("the locks changed")
+    if not all(check.stage(stages[i]) for i in chosen):
+        return fallback("a dep or out changed")
+    if req.command == "verify" and not _objects_present(doc, [stages[i] for i in chosen]):
+        return fallback("a cache object is missing")
+    check.save_aged()
+    if req.command == "status":
+        return _status(req, [stages[i] for i in chosen])
+    if req.command == "verify":
+        return _verify(req)
+    return _repro(req, root, [stages[i] for i in chosen], started)
+
+
+def _select(doc: dict[str, Any], targets: list[str], single: bool) -> list[int] | None:
+    """Indices of the selected stages in topological order (as dag.select chooses them):
+    the targets (stage or matrix base names; anything else: None) and their upstream,
+    without walking above a frozen stage."""
+    stages = doc["stages"]
+    if not targets:
+        return list(range(len(stages)))
+    by_name = {record[0]: i for i, record in enumerate(stages)}
+    chosen: set[int] = set()
+    for target in targets:
+        if target in by_name:
+            chosen.add(by_name[target])
+            continue
+        instances = [i for i, record in enumerate(stages) if record[1] == target]
+        if not instances:
+            return None  # an output path, or a mistake: the full path says which
+        chosen.update(instances)
+    if not single:
+        ups: dict[int, list[int]] = {}
+        for u, v in doc["edges"]:
+            ups.setdefault(v, []).append(u)
+        queue = list(chosen)
+        while queue:
+            index = queue.pop()
+            if stages[index][2] == "frozen":
+                continue
+            for up in ups.get(index, ()):
+                if up not in chosen:
+                    chosen.add(up)
+                    queue.append(up)
+    return sorted(chosen)
+
+
+class _Check:
+    """Compares the workspace with the snapshot; every method answers "still the same?"."""
+
+    def __init__(self, root: str, doc: dict[str, Any]) -> None:
+        self.root = root
+        self.doc = doc
+        self.aged = False  # an untrusted entry was confirmed and has aged: worth saving
+
+    def locks(self) -> bool:
+        from pivotbuild import snapshot
+
+        directory = os.path.join(self.root, snapshot.STATE_DIR, snapshot.LOCKS_DIR)
+        recorded = self.doc["locks"]
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            names = []
+        if names != [entry[0] for entry in recorded]:
+            return False
+        fresh = self._files(recorded, directory, lock_files=True)
+        if fresh is None:
+            return False
+        self.doc["locks"] = fresh
+        return True
+
+    def stage(self, record: tuple[Any, ...]) -> bool:
+        _name, _base, status, _input_hash, files, dirs, _outs = record
+        if status == "frozen":
+            return True
+        fresh = self._files(files, self.root, lock_files=False)
+        if fresh is None:
+            return False
+        files[:] = fresh
+        return self._dirs(dirs)
+
+    def _files(self, entries: list[Any], directory: str, lock_files: bool) -> list[Any] | None:
+        """The entries (trusted where they have aged) if every file is as recorded."""
+        recheck = []
+        for entry in entries:
+            rel, size, mtime_ns, ino, _digest, trusted = entry
+            try:
+                st = os.lstat(os.path.join(directory, rel))
+            except OSError:
+                return None
+            if (st.st_size, st.st_mtime_ns, st.st_ino) != (size, mtime_ns, ino):
+                return None
+            if not trusted:
+                recheck.append(entry)
+        if not recheck:
+            return entries
+        digests = self._content(directory, [e[0] for e in recheck], lock_files)
+        if digests is None:
+            return None
+        from pivotbuild.hashing import RACY_WINDOW_NS
+
+        now = time.time_ns()
+        confirmed = {}
+        for entry, digest in zip(recheck, digests, strict=True):
+            if digest != entry[4]:
+                return None
+            if entry[2] < now - RACY_WINDOW_NS:  # read again, well after its last change
+                confirmed[entry[0]] = (*entry[:5], True)
+                self.aged = True
+        return [confirmed.get(e[0], e) for e in entries]
+
+    @staticmethod
+    def _content(directory: str, rels: list[str], lock_files: bool) -> list[str | None] | None:
+        if lock_files:
+            from pivotbuild import snapshot
+
+            out: list[str | None] = []
+            for rel in rels:
+                try:
+                    with open(os.path.join(directory, rel), "rb") as handle:
+                        out.append(snapshot.content_hash(handle.read()))
+                except OSError:
+                    return None
+            return out
+        from pivotbuild.hashing import get_backend
+
+        results = get_backend().hash_files([os.path.join(directory, r) for r in rels])
+        return [r.hash for r in results]
+
+    def _dirs(self, dirs: list[tuple[str, str]]) -> bool:
+        if not dirs:
+            return True
+        from pivotbuild.state import StateDB
+        from pivotbuild.workspace import STATE_DIR, Hasher
+
+        state = StateDB(os.path.join(self.root, STATE_DIR, "state.db"))
+        try:
+            digests = Hasher(self.root, state).hash_paths(
+                [os.path.join(self.root, rel) for rel, _ in dirs])
+        finally:
+            state.close()
+        return all(d.hash == expected for d, (_, expected) in zip(digests, dirs, strict=True))
+
+    def save_aged(self) -> None:
+        if self.aged:
+            from pivotbuild import snapshot
+
+            snapshot.save(self.root, self.doc)
+
+
+def _objects_present(doc: dict[str, Any], records: list[tuple[Any, ...]]) -> bool:
+    """Every cached output of these stages is in the cache (a directory: every file)."""
+    cache_files = os.path.join(doc["cache_dir"], "files")
+
+    def present(digest: str) -> bool:
+        return os.path.isfile(os.path.join(cache_files, digest[:2], digest[2:]))
+
+    for record in records:
+        for _path, digest, cached in record[6]:
+            if not cached:
+                continue
+            if not present(digest):
+                return False
+            if digest.endswith(".dir"):
+                from pivotbuild import manifest
+
+                try:
+                    with open(os.path.join(cache_files, digest[:2], digest[2:]), "rb") as fh:
+                        entries = manifest.parse(fh.read())
+                except (OSError, ValueError):
+                    return False
+                if not all(present(e.hash) for e in entries):
+                    return False
+    return True
+
+
+# ---- output: exactly what cli.py prints for the same outcome -------------------------------
+
+
+def _emit(stream: Any, text: str) -> None:
+    stream.write(text)
+    stream.flush()
+
+
+def _status(req: Request, records: list[tuple[Any, ...]]) -> int:
+    if req.quiet or "quiet" in req.flags:
+        return 0
+    if "json" in req.flags:
+        doc = {"stages": [{"name": r[0], "status": r[2], "reasons": []} for r in records]}
+        _emit(sys.stdout, json.dumps(doc, indent=2) + "\n")
+        return 0
+    lines = [f"{r[0]}: {r[2]}\n" for r in records]
+    _emit(sys.stdout, "".join(lines) + "Everything is up to date.\n")
+    return 0
+
+
+def _verify(req: Request) -> int:
+    if "json" in req.flags:
+        _emit(sys.stdout, json.dumps({"ok": True, "problems": []}, indent=2) + "\n")
+    elif not req.quiet:
+        _emit(sys.stdout, "verify: everything is up to date and cached\n")
+    return 0
+
+
+def _repro(req: Request, root: str, records: list[tuple[Any, ...]], started: float
+           ) -> int | None:
+    as_json = "json" in req.flags
+    if "dry_run" in req.flags:
+        if as_json:
+            stages = [_result(r, "not-run") for r in records]
+            _emit(sys.stdout, json.dumps({"ok": True, "stages": stages}, indent=2) + "\n")
+        elif not req.quiet:
+            _emit(sys.stderr, "Everything is up to date.\n")
+        return 0
+    from pivotbuild.errors import OperationError
+    from pivotbuild.projectlock import project_lock
+    from pivotbuild.workspace import ensure_state_dir
+
+    command = " ".join(["pivotbuild", *sys.argv[1:]])[:200]
+    try:
+        with project_lock(ensure_state_dir(root), command):
+            pass
+    except OperationError:
+        req.why = "another writer holds the project lock"  # the full path says who
+        return None
+    quiet = req.quiet or as_json
+    if req.verbose and not quiet:
+        _emit(sys.stderr, "".join(f"Stage '{r[0]}' is up to date\n" for r in records))
+    if not quiet:
+        wall = time.monotonic() - started
+        _emit(sys.stderr, f"pivotbuild: 0 ran, {len(records)} skipped, 0 failed in {wall:.2f}s\n")
+    if as_json:
+        stages = [_result(r, "ok") for r in records]
+        _emit(sys.stdout, json.dumps({"ok": True, "stages": stages}, indent=2) + "\n")
+    return 0
+
+
+def _result(record: tuple[Any, ...], status: str) -> dict[str, Any]:
+    return {"name": record[0], "action": "skip", "status": status, "input_hash": record[3],
+            "duration_s": 0.0, "reasons": []}
+
+
+def _dag(req: Request, doc: dict[str, Any], chosen: list[int]) -> int:
+    from pivotbuild import render_dag
+
+    stages = doc["stages"]
+    names = [stages[i][0] for i in chosen]
+    edges = [(stages[u][0], stages[v][0]) for u, v in doc["edges"]]
+    frozen = {stages[i][0] for i in chosen if stages[i][2] == "frozen"}
+    fmt = next((f for f in ("json", "dot", "mermaid") if f in req.flags), None)
+    _emit(sys.stdout, render_dag.render(fmt, names, edges, frozen))
+    return 0

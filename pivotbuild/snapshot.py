@@ -1,0 +1,252 @@
+"""The pipeline snapshot: the expanded pipeline and the state it was last found up to date in.
+
+A no-op is the run users feel most (Ninja's is a few stats). Validating and
+expanding pivot.toml needs pydantic and networkx, which cost more to import
+than everything a no-op has to check. So when the full path has planned every
+stage and found nothing stale, it leaves this snapshot behind, and the next
+``status``, ``repro``, ``verify`` or ``dag`` (fastpath.py) answers from it
+with a stat per path, importing none of them.
+
+File: ``.pivotbuild/snapshot`` (per machine, never committed), written
+atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 1:
+
+- ``magic``: ``"pivotbuild-snapshot"``; ``version``: SNAPSHOT_VERSION;
+  ``pivotbuild``: the package version; ``python``: the interpreter's cache tag
+  (marshal's format belongs to the interpreter);
+- ``root``: the project root's real path; ``cache_dir``: the cache directory
+  the project resolved to; ``env_cache_dir``: ``PIVOTBUILD_CACHE_DIR`` as it was;
+- ``configs``: ``[(relpath, hash or None)]``: the XXH3-128 of each file that
+  decides the expansion (pivot.toml, the params files, config.local.toml);
+  None: the file was absent. Checked by content, so an edit of the same size
+  in the same second is still seen;
+- ``locks``: ``[(file name, size, mtime_ns, ino, hash, trusted)]`` for every
+  file in ``.pivotbuild/locks``; the directory listing must be the same set;
+- ``stages``: in topological order, ``(name, base, status, input_hash, files,
+  dirs, outs)``: ``status`` "up-to-date" or "frozen"; ``files``:
+  ``[(relpath, size, mtime_ns, ino, hash, trusted)]`` for every file dep and
+  out; ``dirs``: ``[(relpath, hash)]`` for directory deps and outs (checked
+  through the tree memo, as the full path does); ``outs``: ``[(relpath, hash,
+  cached)]`` as the lock records them, for ``verify``;
+- ``edges``: ``[(upstream index, downstream index)]`` into ``stages``.
+
+``trusted`` follows git's racy rule: a stat signature identifies content only
+if the file's mtime lay outside hashing.RACY_WINDOW_NS of the moment its
+content was read. An untrusted entry is rehashed by the fast path whenever its
+stat matches, and the snapshot is rewritten trusted once it has aged.
+
+It is a cache. Anything unreadable, of another version, or not matching its
+key, means the full path runs and writes a new one: never a wrong answer. A
+project whose paths go through symlinks gets no snapshot (the stat of a link's
+target is not enough to tell that the link still points there).
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sys
+
+from pivotbuild import __version__
+from pivotbuild.atomic import unlink_quietly, write_atomic
+from pivotbuild.hashing import RACY_WINDOW_NS
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs the fast path start-up
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pivotbuild.pipeline import Pipeline
+    from pivotbuild.plan import Decision
+
+SNAPSHOT_VERSION = 1
+MAGIC = "pivotbuild-snapshot"
+SNAPSHOT_FILE = "snapshot"
+LOCKS_DIR = "locks"
+STATE_DIR = ".pivotbuild"
+CONFIG_FILES = ("pivot.toml", "params.toml", ".pivotbuild/config.local.toml")
+CACHE_ENV = "PIVOTBUILD_CACHE_DIR"
+
+
+def snapshot_path(root: str) -> str:
+    return os.path.join(root, STATE_DIR, SNAPSHOT_FILE)
+
+
+def content_hash(data: bytes) -> str:
+    import xxhash
+
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def config_key(root: str, files: tuple[str, ...] | list[str] = CONFIG_FILES
+               ) -> list[tuple[str, str | None]]:
+    """The content hash of every file that decides the expansion (None: absent)."""
+    key = []
+    for rel in files:
+        data = _read(os.path.join(root, rel))
+        key.append((rel, None if data is None else content_hash(data)))
+    return key
+
+
+def _stat_entry(path: str, rel: str, known_hash: str, now_ns: int
+                ) -> tuple[str, int, int, int, str, bool] | None:
+    """(rel, size, mtime_ns, ino, hash, trusted) for a regular file, None otherwise."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    trusted = st.st_mtime_ns < now_ns - RACY_WINDOW_NS
+    return (rel, st.st_size, st.st_mtime_ns, st.st_ino, known_hash, trusted)
+
+
+def locks_key(root: str, now_ns: int) -> list[tuple[str, int, int, int, str, bool]] | None:
+    """Every lock file's stat signature and content hash; None if one cannot be read."""
+    directory = os.path.join(root, STATE_DIR, LOCKS_DIR)
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    entries = []
+    for name in names:
+        path = os.path.join(directory, name)
+        data = _read(path)
+        if data is None:
+            return None
+        entry = _stat_entry(path, name, content_hash(data), now_ns)
+        if entry is None:
+            return None
+        entries.append(entry)
+    return entries
+
+
+def load(root: str) -> dict[str, Any] | None:
+    """The snapshot of this root if it is one this process can use, else None."""
+    data = _read(snapshot_path(root))
+    if data is None:
+        return None
+    try:
+        doc = marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
+        return None
+    if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
+        return None
+    if (doc.get("version"), doc.get("pivotbuild"), doc.get("python")) != (
+            SNAPSHOT_VERSION, __version__, sys.implementation.cache_tag):
+        return None
+    if doc.get("root") != root or doc.get("env_cache_dir") != os.environ.get(CACHE_ENV):
+        return None
+    return doc
+
+
+def save(root: str, doc: dict[str, Any]) -> None:
+    try:
+        write_atomic(snapshot_path(root), marshal.dumps(doc), durable=False)
+    except OSError:
+        pass  # only ever saves time
+
+
+def forget(root: str) -> None:
+    """Remove the snapshot (the project changed in a way it cannot describe)."""
+    unlink_quietly(snapshot_path(root))
+
+
+# ---- written by the full path --------------------------------------------------------------
+
+
+def build(pipeline: Pipeline, decisions: list[Decision]) -> dict[str, Any] | None:
+    """The snapshot of a project whose every stage was just found up to date (or frozen),
+    or None where the project cannot be described by one."""
+    from pivotbuild.plan import FROZEN, UP_TO_DATE
+
+    root = str(pipeline.root)
+    graph = pipeline.graph
+    if len(decisions) != graph.number_of_nodes():
+        return None
+    if any(d.status not in (UP_TO_DATE, FROZEN) for d in decisions):
+        return None
+    now_ns = _now_ns()
+    locks = locks_key(root, now_ns)
+    if locks is None:
+        return None
+    memo = pipeline.state.get_files(
+        [p for d in decisions for p in (*d.deps, *d.outs)])
+    stages = []
+    position = {d.name: i for i, d in enumerate(decisions)}
+    for decision in decisions:
+        record = _stage_record(root, decision, memo, now_ns)
+        if record is None:
+            return None
+        stages.append(record)
+    edges = sorted((position[u], position[v]) for u, v in graph.edges)
+    return {
+        "magic": MAGIC, "version": SNAPSHOT_VERSION, "pivotbuild": __version__,
+        "python": sys.implementation.cache_tag, "root": root,
+        "cache_dir": str(pipeline.project.cache_dir),
+        "env_cache_dir": os.environ.get(CACHE_ENV),
+        "configs": config_key(root), "locks": locks, "stages": stages, "edges": edges,
+    }
+
+
+def _stage_record(root: str, decision: Decision, memo: dict[str, Any], now_ns: int
+                  ) -> tuple[Any, ...] | None:
+    from pivotbuild.plan import FROZEN
+
+    stage = decision.stage
+    if decision.status == FROZEN:
+        return (stage.name, stage.base, FROZEN, None, [], [], [])
+    lock = decision.lock
+    if lock is None:
+        return None
+    files: list[tuple[str, int, int, int, str, bool]] = []
+    dirs: list[tuple[str, str]] = []
+    locked = {d.path: d.hash for d in lock.deps} | {o.path: o.hash for o in lock.outs}
+    for path, digest in (*decision.deps.items(), *decision.outs.items()):
+        full = os.path.join(root, path)
+        if digest.hash is None or digest.hash != locked.get(path):
+            return None
+        if os.path.realpath(full) != full:
+            return None  # through a symlink: see the module's docstring
+        if digest.is_dir:
+            dirs.append((path, digest.hash))
+            continue
+        entry = _stat_entry(full, path, digest.hash, now_ns)
+        if entry is None:
+            return None
+        row = memo.get(path)
+        # Trusted only where the memo vouches for this very stat (it stores no racy row).
+        trusted = entry[5] and row is not None and tuple(row[:4]) == (*entry[1:4], digest.hash)
+        files.append((*entry[:5], trusted))
+    outs = [(o.path, o.hash, bool(o.cache)) for o in lock.outs]
+    cached = {o.path: o.cache for o in stage.outs}  # pivot.toml decides, not the lock
+    outs = [(p, h, cached.get(p, c)) for p, h, c in outs]
+    return (stage.name, stage.base, decision.status, decision.input_hash, files, dirs, outs)
+
+
+def _now_ns() -> int:
+    import time
+
+    return time.time_ns()
+
+
+def refresh(pipeline: Pipeline, decisions: list[Decision], all_stages: bool) -> None:
+    """After a full-path plan: leave a snapshot if everything is up to date, and remove a
+    stale one otherwise (so that no fast path ever answers from it)."""
+    root = str(pipeline.root)
+    if not all_stages:
+        return
+    doc = build(pipeline, decisions)
+    if doc is None:
+        forget(root)
+    else:
+        save(root, doc)

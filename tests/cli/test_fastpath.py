@@ -1,0 +1,222 @@
+"""The no-op fast path (fastpath.py, snapshot.py): same answers as the full path, and every
+change that can make a stage stale sends the next command to the full path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pivotbuild import fastpath
+
+from .conftest import Result, run
+
+TRACE = {"PIVOTBUILD_FASTPATH_TRACE": "1"}
+FULL = {"PIVOTBUILD_NO_FASTPATH": "1"}
+
+PIPELINE = """\
+[stages.gen]
+cmd = "python3 -c \\"import sys; open('data.txt','w').write(open('src.txt').read()*2)\\""
+deps = ["src.txt"]
+outs = ["data.txt"]
+params = ["gen.n"]
+
+[stages.tree]
+cmd = "mkdir -p tree && cp data.txt tree/a && echo b > tree/b"
+deps = ["data.txt"]
+outs = ["tree"]
+
+[stages.sq]
+foreach = ["x", "y"]
+cmd = "cat tree/a > out-${item}.txt"
+deps = ["tree"]
+outs = ["out-${item}.txt"]
+
+[stages.ice]
+cmd = "echo never > ice.txt"
+outs = ["ice.txt"]
+frozen = true
+"""
+
+
+def fast(args: list[str], cwd: Path) -> Result:
+    return run(args, cwd, env=TRACE)
+
+
+def answered(result: Result) -> bool:
+    return "pivotbuild: fast path answered" in result.err
+
+
+def strip(text: str) -> str:
+    """stderr without the trace line and the wall time of the summary."""
+    lines = [line for line in text.splitlines() if "fast path" not in line]
+    return "\n".join(line.rsplit(" in ", 1)[0] if line.startswith("pivotbuild: 0 ran") else line
+                     for line in lines)
+
+
+@pytest.fixture
+def built(project: Path) -> Path:
+    (project / "pivot.toml").write_text(PIPELINE)
+    (project / "params.toml").write_text("[gen]\nn = 1\n")
+    (project / "src.txt").write_text("hello\n")
+    result = run(["repro"], project)
+    assert result.code == 0, result.err
+    return project
+
+
+def settle(root: Path) -> None:
+    """Let the files age past the racy window and let a full status leave a snapshot."""
+    time.sleep(2.1)
+    assert run(["status"], root, env=FULL).code == 0
+
+
+@pytest.mark.parametrize("args", [
+    ["status"], ["status", "--json"], ["status", "-q"], ["-q", "status"], ["status", "sq"],
+    ["status", "sq@x", "ice"], ["repro"], ["repro", "--json"], ["repro", "-n"],
+    ["repro", "-n", "--json"], ["repro", "-s", "sq@y", "--json"], ["-v", "repro"],
+    ["repro", "-j", "2", "--explain"], ["verify"], ["verify", "--json"], ["dag"],
+    ["dag", "--dot"], ["dag", "--mermaid"], ["dag", "--json"], ["dag", "tree"],
+])
+def test_fast_path_answers_as_the_full_path_does(built: Path, args: list[str]) -> None:
+    settle(built)
+    quick = fast(args, built)
+    assert answered(quick), quick.err
+    full = run(args, built, env=FULL)
+    assert (quick.code, quick.out, strip(quick.err)) == (full.code, full.out, strip(full.err))
+
+
+def test_fresh_outputs_are_rehashed_and_then_trusted(built: Path) -> None:
+    # Right after a repro every output is inside the racy window: the snapshot marks them
+    # untrusted, the fast path reads them again, and once they have aged it trusts them.
+    assert run(["status"], built, env=FULL).code == 0
+    first = fast(["status", "--json"], built)
+    assert answered(first)
+    time.sleep(2.1)
+    assert answered(fast(["status"], built))
+    snap = (built / ".pivotbuild" / "snapshot").read_bytes()
+    assert answered(fast(["status"], built))
+    assert (built / ".pivotbuild" / "snapshot").read_bytes() == snap  # nothing left to age
+
+
+def stale_names(root: Path) -> dict[str, list[dict[str, str]]]:
+    doc = json.loads(fast(["status", "--json"], root).out)
+    return {s["name"]: s["reasons"] for s in doc["stages"] if s["status"] == "stale"}
+
+
+def same_size_same_time(path: Path, old: str, new: str) -> None:
+    """Rewrite a file's text without changing its size or its mtime."""
+    st = path.stat()
+    text = path.read_text()
+    assert len(old) == len(new) and old in text
+    path.write_text(text.replace(old, new))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_editing_pivot_toml_in_the_same_second_is_seen(built: Path) -> None:
+    settle(built)
+    same_size_same_time(built / "pivot.toml", "echo b > tree/b", "echo c > tree/b")
+    result = fast(["status", "--json"], built)
+    assert not answered(result)
+    assert stale_names(built)["tree"] == [{"kind": "cmd-changed"}]
+
+
+def test_editing_a_params_file_is_seen(built: Path) -> None:
+    settle(built)
+    same_size_same_time(built / "params.toml", "n = 1", "n = 2")
+    assert stale_names(built)["gen"] == [{"kind": "params-changed", "key": "gen.n"}]
+
+
+def test_removing_and_adding_a_lock_is_seen(built: Path) -> None:
+    settle(built)
+    lock = built / ".pivotbuild" / "locks" / "tree.json"
+    saved = lock.read_bytes()
+    lock.unlink()
+    assert stale_names(built)["tree"] == [{"kind": "never-run"}]
+    lock.write_bytes(saved)
+    assert stale_names(built) == {}
+    extra = built / ".pivotbuild" / "locks" / "ghost.json"
+    extra.write_bytes(saved.replace(b'"stage": "tree"', b'"stage": "ghost"'))
+    result = fast(["status"], built)
+    assert not answered(result) and "the locks changed" in result.err
+
+
+def test_git_checkout_of_older_locks_is_seen(built: Path) -> None:
+    if shutil.which("git") is None:
+        pytest.fail("git is required")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=built, check=True)
+    subprocess.run([*git, "add", "-A", "-f", ".pivotbuild/locks", "src.txt"], cwd=built,
+                   check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], cwd=built, check=True)
+    (built / "src.txt").write_text("changed\n")
+    assert run(["repro"], built).code == 0
+    settle(built)
+    subprocess.run([*git, "checkout", "-q", "HEAD", "--", ".pivotbuild/locks"], cwd=built,
+                   check=True)
+    stale = stale_names(built)
+    assert {"gen", "tree", "sq@x", "sq@y"} <= set(stale)
+
+
+def test_an_edit_inside_the_racy_window_is_seen(built: Path) -> None:
+    # The snapshot is taken while src.txt is fresh; an edit that keeps size and mtime
+    # must still be seen, because a fresh stat signature is never trusted.
+    (built / "src.txt").write_text("fresh\n")
+    assert run(["repro"], built).code == 0
+    assert run(["status"], built, env=FULL).code == 0
+    assert answered(fast(["status"], built))
+    same_size_same_time(built / "src.txt", "fresh", "FRESH")
+    assert stale_names(built)["gen"] == [{"kind": "dep-changed", "path": "src.txt"}]
+
+
+def test_touched_and_changed_paths_go_to_the_full_path(built: Path) -> None:
+    settle(built)
+    os.utime(built / "src.txt")
+    result = fast(["repro"], built)
+    assert not answered(result) and result.code == 0
+    assert "0 ran" in result.err
+    settle(built)
+    (built / "tree" / "b").chmod(0o644)
+    (built / "tree" / "b").write_text("B\n")
+    assert stale_names(built)["tree"] == [{"kind": "out-changed", "path": "tree"}]
+
+
+def test_verify_with_a_missing_object_goes_to_the_full_path(built: Path) -> None:
+    settle(built)
+    objects = sorted((built / ".pivotbuild" / "cache" / "files").glob("*/*"))
+    victim = next(p for p in objects if not p.name.endswith(".dir"))
+    victim.chmod(0o644)
+    victim.unlink()
+    result = fast(["verify"], built)
+    assert not answered(result) and result.code == 1
+
+
+def test_a_held_project_lock_goes_to_the_full_path(built: Path) -> None:
+    import fcntl
+
+    settle(built)
+    with open(built / ".pivotbuild" / "writer.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        result = fast(["repro"], built)
+    assert result.code == 1 and "another pivotbuild is writing" in result.err
+
+
+@pytest.mark.parametrize("argv", [
+    ["status", "--remote"], ["repro", "-f"], ["repro", "--pull"], ["verify", "--cache"],
+    ["--help"], ["status", "--help"], ["repro", "-j", "0"], ["dag", "--dot", "--json"],
+    ["history"], ["-C"], ["repro", "--wait", "3"], [],
+])
+def test_command_lines_the_fast_path_leaves_to_click(argv: list[str]) -> None:
+    assert fastpath.parse(argv) is None
+
+
+def test_targets_that_are_paths_go_to_the_full_path(built: Path) -> None:
+    settle(built)
+    result = fast(["status", "tree"], built)
+    assert answered(result)
+    result = fast(["status", "tree/a"], built)
+    assert not answered(result) and result.code == 0 and "tree: up-to-date" in result.out
