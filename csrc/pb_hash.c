@@ -1,5 +1,6 @@
 /* pb_hash.c -- hashing buffers and files: instruction-set dispatch, the
- * read/mmap strategy, the thread pool and the batch entry point. */
+ * read/mmap strategy (with the copy sink pb_copy_files writes through) and the
+ * batch entry point. The thread pool they run on is pb_pool.c. */
 #define _GNU_SOURCE
 #include "pivothash.h"
 #include "pb_internal.h"
@@ -80,8 +81,16 @@ void pb_hash_buffer(const void *data, size_t len, uint8_t *digest_out)
 static uint64_t pb_mmap_threshold = 2u << 20;
 static uint64_t pb_read_count;
 
-void pb_set_mmap_threshold(uint64_t bytes) { __atomic_store_n(&pb_mmap_threshold, bytes, __ATOMIC_RELAXED); }
-uint64_t pb_get_mmap_threshold(void) { return __atomic_load_n(&pb_mmap_threshold, __ATOMIC_RELAXED); }
+void pb_set_mmap_threshold(uint64_t bytes)
+{
+    __atomic_store_n(&pb_mmap_threshold, bytes, __ATOMIC_RELAXED);
+}
+
+uint64_t pb_get_mmap_threshold(void)
+{
+    return __atomic_load_n(&pb_mmap_threshold, __ATOMIC_RELAXED);
+}
+
 uint64_t pb_files_read(void) { return __atomic_load_n(&pb_read_count, __ATOMIC_RELAXED); }
 
 /* ---- SIGBUS guard --------------------------------------------------------
@@ -231,7 +240,7 @@ static int pb_hash_mapped(int fd, uint64_t size, pb_xxh_state *state, uint8_t *o
 }
 
 /* Read until buf is full or EOF. Returns bytes read, or -1 with errno set. */
-ssize_t pb_read_full(int fd, uint8_t *buf, size_t cap)
+static ssize_t pb_read_full(int fd, uint8_t *buf, size_t cap)
 {
     size_t got = 0;
     while (got < cap) {

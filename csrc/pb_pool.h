@@ -11,13 +11,13 @@ typedef struct {
     pb_xxh_state state;
     uint8_t *buf;
     size_t cap;
-    char path[4096 + 256]; /* scratch for building absolute paths */
+    char path[PB_PATH_MAX + PB_NAME_MAX + 1]; /* scratch for building paths */
     /* The directory of the last tree entry this worker opened, kept open: the
      * next entries (sorted, so mostly in the same directory) are opened
      * relative to it instead of walking the whole absolute path again. */
     int dirfd;
     size_t dir_len;
-    char dir[4096];
+    char dir[PB_PATH_MAX];
 } pb_worker;
 
 typedef void (*pb_task_fn)(void *ctx, size_t i, pb_worker *w);

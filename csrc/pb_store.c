@@ -6,6 +6,7 @@
  * files) without replacing anything. */
 #define _GNU_SOURCE
 #include "pivothash.h"
+#include "pb_internal.h"
 #include "pb_pool.h"
 
 #include <errno.h>
@@ -229,7 +230,7 @@ size_t pb_publish_files(pb_publish *items, size_t n, int nthreads)
 static void pb_move_one(void *ctx, size_t i, pb_worker *w)
 {
     (void)w;
-    pb_link *item = (pb_link *)ctx + i;
+    pb_move *item = (pb_move *)ctx + i;
     item->err = 0;
 #ifdef RENAME_NOREPLACE
     if (renameat2(AT_FDCWD, item->src, AT_FDCWD, item->dst, RENAME_NOREPLACE) == 0) {
@@ -257,8 +258,8 @@ static void pb_move_one(void *ctx, size_t i, pb_worker *w)
     item->status = PB_OK;
 }
 
-size_t pb_move_files(pb_link *items, size_t n, int nthreads)
+size_t pb_move_files(pb_move *items, size_t n, int nthreads)
 {
-    return pb_batch(items, n, sizeof *items, offsetof(pb_link, status), offsetof(pb_link, err),
+    return pb_batch(items, n, sizeof *items, offsetof(pb_move, status), offsetof(pb_move, err),
                     nthreads, pb_move_one, 0);
 }

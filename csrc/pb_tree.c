@@ -17,46 +17,68 @@
 #include "pb_pool.h"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <errno.h>
-#include <limits.h>
+#include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#define PB_PATH_MAX 4096
-#define PB_MAX_DEPTH 1024
+/* Deep enough for any walk a path of PB_PATH_MAX can hold (each level adds at
+ * least two bytes: '/' and a name), so a deep tree is never taken for a loop. */
+#define PB_MAX_DEPTH (PB_PATH_MAX / 2)
 #define PB_SNAP_MAGIC "PBSNAP01"
 #define PB_SNAP_HEADER 24
 #define PB_SNAP_RECORD 48
 
-/* ---- growing the tree ----------------------------------------------------- */
+/* A status no caller sees: an entry pb_tree_hash has yet to reach. */
+#define PB_PENDING (-1)
 
-static int pb_tree_add(pb_tree *t, const char *rel, size_t rel_len, int status, int err)
+/* ---- the tree and its private part ----------------------------------------- */
+
+/* What pb_tree_walk allocates: the public tree, and the capacities of the
+ * arrays it grows, which are the core's business alone. */
+typedef struct {
+    pb_tree pub;
+    size_t entries_cap;
+    size_t names_cap;
+} pb_tree_priv;
+
+static pb_tree_priv *pb_priv(pb_tree *t)
 {
-    if (t->n == t->entries_cap) {
-        size_t cap = t->entries_cap ? t->entries_cap * 2 : 1024;
+    return (pb_tree_priv *)((char *)t - offsetof(pb_tree_priv, pub));
+}
+
+/* Append an entry whose relative path is dir, '/', name (dir_len 0: name
+ * alone; name_len 0: dir alone). */
+static int pb_tree_add(pb_tree_priv *p, const char *dir, size_t dir_len, const char *name,
+                       size_t name_len, int status, int err)
+{
+    pb_tree *t = &p->pub;
+    size_t rel_len = dir_len + (dir_len && name_len ? 1 : 0) + name_len;
+    if (t->names_len + rel_len + 1 > UINT32_MAX) {
+        errno = EOVERFLOW;
+        return -1;
+    }
+    if (t->n == p->entries_cap) {
+        size_t cap = p->entries_cap ? p->entries_cap * 2 : 1024;
         pb_entry *e = realloc(t->entries, cap * sizeof *e);
         if (!e)
             return -1;
         t->entries = e;
-        t->entries_cap = cap;
+        p->entries_cap = cap;
     }
-    if (t->names_len + rel_len + 1 > t->names_cap) {
-        size_t cap = t->names_cap ? t->names_cap * 2 : 65536;
+    if (t->names_len + rel_len + 1 > p->names_cap) {
+        size_t cap = p->names_cap ? p->names_cap * 2 : 65536;
         while (cap < t->names_len + rel_len + 1)
             cap *= 2;
         char *names = realloc(t->names, cap);
         if (!names)
             return -1;
         t->names = names;
-        t->names_cap = cap;
-    }
-    if (t->names_len + rel_len + 1 > UINT32_MAX) {
-        errno = EOVERFLOW;
-        return -1;
+        p->names_cap = cap;
     }
     pb_entry *e = &t->entries[t->n++];
     memset(e, 0, sizeof *e);
@@ -66,8 +88,12 @@ static int pb_tree_add(pb_tree *t, const char *rel, size_t rel_len, int status, 
     e->err = err;
     if (status != PB_OK)
         t->nerrors++;
-    memcpy(t->names + t->names_len, rel, rel_len);
-    t->names[t->names_len + rel_len] = '\0';
+    char *out = t->names + t->names_len;
+    memcpy(out, dir, dir_len);
+    if (dir_len && name_len)
+        out[dir_len] = '/';
+    memcpy(out + rel_len - name_len, name, name_len);
+    out[rel_len] = '\0';
     t->names_len += rel_len + 1;
     return 0;
 }
@@ -80,13 +106,14 @@ typedef struct {
     char *name;
     size_t len;
     int kind;
+    int sorts_as_dir; /* a directory, entered or not (one too deep to enter is an error) */
     int status;
     int err;
 } pb_child;
 
 typedef struct {
-    pb_tree *t;
-    char path[PB_PATH_MAX];
+    pb_tree_priv *t;
+    char path[PB_PATH_MAX];   /* the directory being read, then each child in turn */
     size_t root_len;          /* path[0..root_len) is the walked directory */
     const char *bound;
     size_t bound_len;
@@ -94,7 +121,7 @@ typedef struct {
     dev_t dev[PB_MAX_DEPTH];  /* the directories being walked, for loop checks */
     ino_t ino[PB_MAX_DEPTH];
     int depth;
-    int failed;               /* out of memory: give up */
+    int failed;               /* out of memory, or the root unreadable: give up */
 } pb_walk;
 
 /* Directories sort as if their name ended in '/', so that visiting children
@@ -106,8 +133,8 @@ static int pb_child_cmp(const void *pa, const void *pb)
     int c = memcmp(a->name, b->name, n);
     if (c)
         return c;
-    unsigned ca = a->len > n ? (unsigned char)a->name[n] : (a->kind == PB_KIND_DIR ? '/' : 0);
-    unsigned cb = b->len > n ? (unsigned char)b->name[n] : (b->kind == PB_KIND_DIR ? '/' : 0);
+    unsigned ca = a->len > n ? (unsigned char)a->name[n] : (a->sorts_as_dir ? '/' : 0);
+    unsigned cb = b->len > n ? (unsigned char)b->name[n] : (b->sorts_as_dir ? '/' : 0);
     return (int)ca - (int)cb;
 }
 
@@ -169,8 +196,6 @@ static void pb_classify_link(pb_walk *w, pb_child *c)
 
 static void pb_classify(pb_walk *w, unsigned char d_type, pb_child *c)
 {
-    c->status = PB_OK;
-    c->err = 0;
     if (d_type == DT_UNKNOWN) {
         struct stat st;
         if (lstat(w->path, &st) != 0) {
@@ -194,32 +219,48 @@ static void pb_classify(pb_walk *w, unsigned char d_type, pb_child *c)
     }
 }
 
-static int pb_add_at(pb_walk *w, size_t len, int status, int err)
+/* Record the directory w->path[0..len) (below the root) as an entry that failed. */
+static void pb_add_dir_error(pb_walk *w, size_t len, int status, int err)
 {
-    const char *rel = w->path + w->root_len + 1;
-    if (pb_tree_add(w->t, rel, len - w->root_len - 1, status, err) != 0) {
+    if (len <= w->root_len) { /* the root itself: the caller reports errno */
         w->failed = 1;
-        return -1;
+        return;
     }
-    return 0;
+    const char *rel = w->path + w->root_len + 1;
+    if (pb_tree_add(w->t, rel, len - w->root_len - 1, "", 0, status, err) != 0)
+        w->failed = 1;
 }
 
-/* Walk the directory whose absolute path is w->path[0..len). */
+/* Record child c of the directory w->path[0..len) as an entry. */
+static void pb_add_child(pb_walk *w, size_t len, const pb_child *c)
+{
+    const char *dir = len > w->root_len ? w->path + w->root_len + 1 : "";
+    size_t dir_len = len > w->root_len ? len - w->root_len - 1 : 0;
+    if (pb_tree_add(w->t, dir, dir_len, c->name, c->len, c->status, c->err) != 0)
+        w->failed = 1;
+}
+
+/* Walk the directory whose absolute path is w->path[0..len), len < PB_PATH_MAX. */
 static void pb_walk_dir(pb_walk *w, size_t len)
 {
     w->path[len] = '\0';
     DIR *d = opendir(w->path);
     if (!d) {
-        if (len == w->root_len)
-            w->failed = 1; /* the caller reports errno for the root itself */
-        else
-            pb_add_at(w, len, PB_ERR_IO, errno);
+        pb_add_dir_error(w, len, PB_ERR_IO, errno);
         return;
     }
     struct stat dst;
-    if (w->depth >= PB_MAX_DEPTH || fstat(dirfd(d), &dst) != 0) {
+    if (fstat(dirfd(d), &dst) != 0) {
+        int err = errno;
         closedir(d);
-        pb_add_at(w, len, PB_ERR_LINK_LOOP, ELOOP);
+        pb_add_dir_error(w, len, PB_ERR_IO, err);
+        errno = err;
+        return;
+    }
+    if (w->depth >= PB_MAX_DEPTH) { /* cannot happen within PB_PATH_MAX; never overrun */
+        closedir(d);
+        pb_add_dir_error(w, len, PB_ERR_IO, ENAMETOOLONG);
+        errno = ENAMETOOLONG;
         return;
     }
     w->dev[w->depth] = dst.st_dev;
@@ -250,8 +291,12 @@ static void pb_walk_dir(pb_walk *w, size_t len)
             break;
         }
         nkids++;
+        c->status = PB_OK;
+        c->err = 0;
         if (len + 1 + c->len >= PB_PATH_MAX) {
+            /* its path would not fit: an entry by its whole name, never entered */
             c->kind = PB_KIND_BAD;
+            c->sorts_as_dir = de->d_type == DT_DIR;
             c->status = PB_ERR_IO;
             c->err = ENAMETOOLONG;
             continue;
@@ -259,6 +304,7 @@ static void pb_walk_dir(pb_walk *w, size_t len)
         w->path[len] = '/';
         memcpy(w->path + len + 1, name, c->len + 1);
         pb_classify(w, de->d_type, c);
+        c->sorts_as_dir = c->kind == PB_KIND_DIR;
     }
     closedir(d);
 
@@ -266,20 +312,16 @@ static void pb_walk_dir(pb_walk *w, size_t len)
         qsort(kids, nkids, sizeof *kids, pb_child_cmp);
     for (size_t i = 0; i < nkids && !w->failed; i++) {
         pb_child *c = &kids[i];
+        if (c->kind != PB_KIND_DIR) {
+            pb_add_child(w, len, c);
+            continue;
+        }
+        /* a directory's path was checked to fit when it was classified */
         size_t clen = len + 1 + c->len;
-        if (clen >= PB_PATH_MAX) {
-            /* keep the name for the error, cut to what fits */
-            clen = PB_PATH_MAX - 1;
-        }
         w->path[len] = '/';
-        memcpy(w->path + len + 1, c->name, clen - len - 1);
-        w->path[clen] = '\0';
-        if (c->kind == PB_KIND_DIR) {
-            if (!w->skip || strcmp(w->path, w->skip) != 0)
-                pb_walk_dir(w, clen);
-        }
-        else
-            pb_add_at(w, clen, c->status, c->err);
+        memcpy(w->path + len + 1, c->name, c->len + 1);
+        if (!w->skip || strcmp(w->path, w->skip) != 0)
+            pb_walk_dir(w, clen);
     }
     for (size_t i = 0; i < nkids; i++)
         free(kids[i].name);
@@ -298,21 +340,17 @@ pb_tree *pb_tree_walk(const char *dir, const char *bound, const char *skip)
         return NULL;
     }
     pb_walk *w = calloc(1, sizeof *w);
-    pb_tree *t = calloc(1, sizeof *t);
-    if (!w || !t) {
+    pb_tree_priv *p = calloc(1, sizeof *p);
+    char *root = strndup(dir, dlen);
+    if (!w || !p || !root) {
         free(w);
-        free(t);
+        free(p);
+        free(root);
         errno = ENOMEM;
         return NULL;
     }
-    w->t = t;
-    t->root = strndup(dir, dlen);
-    if (!t->root) {
-        free(w);
-        free(t);
-        errno = ENOMEM;
-        return NULL;
-    }
+    p->pub.root = root;
+    w->t = p;
     memcpy(w->path, dir, dlen);
     w->root_len = dlen;
     w->bound = bound;
@@ -325,11 +363,11 @@ pb_tree *pb_tree_walk(const char *dir, const char *bound, const char *skip)
     int failed = w->failed, err = errno ? errno : ENOMEM;
     free(w);
     if (failed) {
-        pb_tree_free(t);
+        pb_tree_free(&p->pub);
         errno = err;
         return NULL;
     }
-    return t;
+    return &p->pub;
 }
 
 void pb_tree_free(pb_tree *t)
@@ -340,7 +378,7 @@ void pb_tree_free(pb_tree *t)
     free(t->names);
     free(t->manifest);
     free(t->root);
-    free(t);
+    free(pb_priv(t));
 }
 
 /* ---- hashing a tree against the memo ------------------------------------- */
@@ -361,12 +399,13 @@ static int pb_entry_at(const pb_tree_job *job, pb_entry *e, pb_worker *w, int *d
     const char *rel = job->t->names + e->path_off;
     const char *slash = memrchr(rel, '/', e->path_len);
     size_t dlen = slash ? (size_t)(slash - rel) : 0;
-    if (job->root_len + 1 + e->path_len >= sizeof w->path || job->root_len + 1 + dlen >= sizeof w->dir) {
+    size_t full_dir = job->root_len + (dlen ? 1 + dlen : 0);
+    /* room for root '/' rel and its NUL, and for the directory and its NUL */
+    if (job->root_len + 1 + e->path_len >= sizeof w->path || full_dir >= sizeof w->dir) {
         e->status = PB_ERR_IO;
         e->err = ENAMETOOLONG;
         return -1;
     }
-    size_t full_dir = job->root_len + (dlen ? 1 + dlen : 0);
     if (w->dirfd < 0 || w->dir_len != full_dir || memcmp(w->dir, job->root, job->root_len) != 0 ||
         (dlen && memcmp(w->dir + job->root_len + 1, rel, dlen) != 0)) {
         if (w->dirfd >= 0)
@@ -431,9 +470,10 @@ static void pb_hash_entry(void *ctx, size_t i, pb_worker *w)
 {
     pb_tree_job *job = ctx;
     pb_entry *e = &job->t->entries[i];
-    if (e->status != PB_OK)
+    if (e->status != PB_PENDING)
         return;
-    e->flags &= ~(uint32_t)PB_FLAG_PENDING;
+    e->status = PB_OK;
+    e->flags &= ~(uint32_t)PB_FLAG_FROM_MEMO;
     int dirfd;
     const char *name;
     if (pb_entry_at(job, e, w, &dirfd, &name) != 0)
@@ -564,10 +604,11 @@ size_t pb_tree_hash(pb_tree *t, const void *memo, size_t memo_len, int nthreads)
     t->started_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 
     pb_tree_job job = {t, t->root, strlen(t->root), pb_match_memo(t, memo, memo_len)};
-    /* If the pool cannot run an entry, it must not look hashed. */
+    /* The entries to hash are marked; one the pool could not reach (no memory
+     * for any worker) must not look hashed. */
     for (size_t i = 0; i < t->n; i++)
         if (t->entries[i].status == PB_OK)
-            t->entries[i].flags |= PB_FLAG_PENDING;
+            t->entries[i].status = PB_PENDING;
     pb_parallel_for(t->n, nthreads, pb_hash_entry, &job);
     free(job.memo);
 
@@ -576,7 +617,7 @@ size_t pb_tree_hash(pb_tree *t, const void *memo, size_t memo_len, int nthreads)
     t->total_size = 0;
     for (size_t i = 0; i < t->n; i++) {
         pb_entry *e = &t->entries[i];
-        if (e->status == PB_OK && (e->flags & PB_FLAG_PENDING)) {
+        if (e->status == PB_PENDING) {
             e->status = PB_ERR_IO;
             e->err = ENOMEM;
         }

@@ -5,8 +5,8 @@
  * Why: XXH_INLINE_ALL picks its vector code from the compiler's target flags,
  * so a default build only ever runs SSE2. Compiling the inline xxHash once per
  * instruction set, each in its own translation unit, and choosing at run time
- * (pb_dispatch.c) gives AVX2/AVX-512 where the CPU has them without making the
- * whole extension require them. */
+ * (pb_xxh() in pb_hash.c) gives AVX2/AVX-512 where the CPU has them without
+ * making the whole extension require them. */
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 #include "pb_internal.h"

@@ -1,14 +1,20 @@
-/* pivothash.h -- the whole C API of pivotbuild's hashing core.
+/* pivothash.h -- the whole C API of pivotbuild's core, in three sections:
+ *
+ *   hash   buffers and batches of files; tuning and counters
+ *   tree   walking a directory, hashing it against a memo snapshot, the manifest
+ *   store  moving files into and out of content-addressed stores in bulk
  *
  * The cffi build script (pivotbuild/_core_build.py) reads the declarations
- * between the PB_CDEF markers below, so they are written once, here.
+ * between the PB_CDEF markers below, so they are written once, here. What the
+ * core's .c files share and Python never sees is in pb_internal.h.
  *
  * Rules every function follows:
  *  - the caller owns every buffer it passes in; the only memory the core
  *    allocates is a pb_tree (its size is not known before the walk), which the
  *    caller releases with pb_tree_free;
  *  - per-item failures are reported in the item (status + errno), never by
- *    aborting the batch;
+ *    aborting the batch; a path the system cannot take (PATH_MAX is 4096 bytes
+ *    with its NUL, a name 255 bytes) is an item with PB_ERR_IO / ENAMETOOLONG;
  *  - no function touches Python objects, so cffi releases the GIL around all
  *    of them.
  *
@@ -22,19 +28,18 @@
 #include <stdint.h>
 
 /* PB_CDEF_BEGIN */
+
+/* ==== hash: buffers and files ============================================ */
+
 #define PB_DIGEST_LEN 16
 
-/* Status of one file or tree entry. */
+/* Status of one item (a file, a tree entry, a store operation). */
 #define PB_OK 0
 #define PB_ERR_IO 1            /* a system call failed: see err (errno) */
 #define PB_ERR_NOT_REGULAR 2   /* a fifo, socket or device */
 #define PB_ERR_LINK_OUTSIDE 3  /* a symlink whose target lies outside the bound */
 #define PB_ERR_LINK_DANGLING 4 /* a symlink whose target does not exist */
 #define PB_ERR_LINK_LOOP 5     /* a symlink that loops, or leads back to a parent */
-
-/* Entry flags. */
-#define PB_FLAG_FROM_MEMO 1    /* digest came from the memo snapshot: file not read */
-#define PB_FLAG_PENDING 2      /* internal: not yet hashed */
 
 /* One file of a batch: path in, digest and stat out. */
 typedef struct {
@@ -48,6 +53,25 @@ typedef struct {
     uint8_t digest[16];
 } pb_file;
 
+/* Hash a buffer in memory. */
+void pb_hash_buffer(const void *data, size_t len, uint8_t *digest_out);
+
+/* Hash n files with up to nthreads threads (<= 0: all cores).
+ * Returns the number of files whose status is not PB_OK. */
+size_t pb_hash_files(pb_file *files, size_t n, int nthreads);
+
+/* Tuning and introspection, for tests and benchmarks. */
+void pb_set_mmap_threshold(uint64_t bytes);  /* files at least this big are mmapped */
+uint64_t pb_get_mmap_threshold(void);
+int pb_set_simd(const char *name);            /* "sse2", "avx2", "avx512" or "auto"; 0 ok */
+const char *pb_simd_name(void);
+uint64_t pb_files_read(void);                 /* files opened for reading since load */
+
+/* ==== tree: a walked directory, its manifest and memo snapshot =========== */
+
+/* Entry flags. */
+#define PB_FLAG_FROM_MEMO 1    /* digest came from the memo snapshot: file not read */
+
 /* One file below a walked directory. */
 typedef struct {
     uint64_t size;
@@ -58,11 +82,12 @@ typedef struct {
     uint32_t path_len;
     int32_t status;
     int32_t err;
-    uint32_t flags;
+    uint32_t flags;      /* PB_FLAG_* */
     uint8_t digest[16];
 } pb_entry;
 
-/* A walked directory. Entries are sorted by relative path (bytes, '/'-separated). */
+/* A walked directory. Entries are sorted by relative path (bytes, '/'-separated).
+ * Made by pb_tree_walk only (the core keeps private fields beside it). */
 typedef struct {
     char *root;              /* the walked directory, as given */
     pb_entry *entries;
@@ -76,22 +101,15 @@ typedef struct {
     size_t nerrors;          /* entries whose status is not PB_OK */
     size_t nread;            /* files read by pb_tree_hash (the rest came from the memo) */
     int64_t started_ns;      /* wall clock when pb_tree_hash began (for the racy check) */
-    size_t entries_cap;
-    size_t names_cap;
 } pb_tree;
-
-/* Hash a buffer in memory. */
-void pb_hash_buffer(const void *data, size_t len, uint8_t *digest_out);
-
-/* Hash n files with up to nthreads threads (<= 0: all cores).
- * Returns the number of files whose status is not PB_OK. */
-size_t pb_hash_files(pb_file *files, size_t n, int nthreads);
 
 /* List every file below dir. Symlinks are followed when their target lies
  * inside bound (an absolute, symlink-free path); other links are entries with
  * a PB_ERR_LINK_* status. A directory whose path (as walked) equals skip is
- * left out (pivotbuild's own state directory; NULL: none). Returns NULL with
- * errno set if dir cannot be read. */
+ * left out (pivotbuild's own state directory; NULL: none). An entry whose
+ * path would not fit in PATH_MAX is listed, by its whole relative path, with
+ * PB_ERR_IO / ENAMETOOLONG. Returns NULL with errno set if dir cannot be
+ * read. */
 pb_tree *pb_tree_walk(const char *dir, const char *bound, const char *skip);
 
 /* Fill size, mtime_ns, ino and mode of every entry of t (following the
@@ -111,16 +129,18 @@ size_t pb_tree_snapshot(const pb_tree *t, int64_t racy_cutoff_ns, void *buf, siz
 
 void pb_tree_free(pb_tree *t);
 
+/* ==== store: bulk link, copy, publish and move =========================== */
+
+#define PB_LINK_PRESENT 100  /* dst already existed: nothing was done (or the copy dropped) */
+
 /* One file to hardlink into the cache: src in, status out. */
 typedef struct {
     const char *src;     /* the workspace file */
     const char *dst;     /* its object path (the shard directory must exist) */
     uint32_t mode;       /* the object's mode, e.g. 0444 or 0555 */
-    int32_t status;      /* PB_OK, PB_LINK_PRESENT, or PB_ERR_IO with err */
+    int32_t status;      /* out: PB_OK, PB_LINK_PRESENT, or PB_ERR_IO with err */
     int32_t err;
 } pb_link;
-
-#define PB_LINK_PRESENT 100  /* dst already existed: nothing was done */
 
 /* link(src, dst) then chmod(dst, mode) for each item, with up to nthreads
  * threads. A link is atomic: the object appears whole or not at all. Returns
@@ -175,18 +195,22 @@ typedef struct {
  * of PB_ERR_IO items. */
 size_t pb_publish_files(pb_publish *items, size_t n, int nthreads);
 
-/* rename(src, dst) for each item unless dst exists, in which case src (a temp
- * holding the same content, by dst's name) is removed and the status is
- * PB_LINK_PRESENT. mode is not used. Returns the number of PB_ERR_IO items. */
-size_t pb_move_files(pb_link *items, size_t n, int nthreads);
+/* A named temp to rename to its final name. */
+typedef struct {
+    const char *src;     /* the temp, holding the content dst's name stands for */
+    const char *dst;
+    int32_t status;      /* out: PB_OK, PB_LINK_PRESENT (dst existed: src removed),
+                            PB_ERR_IO (err) */
+    int32_t err;
+} pb_move;
 
-/* Tuning and introspection, for tests and benchmarks. */
-void pb_set_mmap_threshold(uint64_t bytes);  /* files at least this big are mmapped */
-uint64_t pb_get_mmap_threshold(void);
-int pb_set_simd(const char *name);            /* "sse2", "avx2", "avx512" or "auto"; 0 ok */
-const char *pb_simd_name(void);
-uint64_t pb_files_read(void);                 /* files opened for reading since load */
+/* rename(src, dst) for each item unless dst exists, in which case src is
+ * removed and the status is PB_LINK_PRESENT. Returns the number of PB_ERR_IO
+ * items. */
+size_t pb_move_files(pb_move *items, size_t n, int nthreads);
+
 uint64_t pb_files_copied(void);               /* files pb_copy_files began to write */
+
 /* PB_CDEF_END */
 
 #endif

@@ -322,23 +322,27 @@ class CoreBackend:
         finally:
             lib.pb_tree_free(tree)
 
-    def link_files(self, items: Sequence[tuple[str, str, int]], jobs: int = 0
-                   ) -> list[tuple[int, int]]:
-        return self._pb_links(self._lib.pb_link_files, items, jobs)
-
-    def _pb_links(self, fn: Any, items: Sequence[tuple[str, str, int]], jobs: int
-                  ) -> list[tuple[int, int]]:
-        """Call a core function over pb_link items (src, dst, mode): (status, errno) each."""
+    def _src_dst(self, ctype: str, pairs: Sequence[tuple[str, str]]) -> tuple[Any, list[Any]]:
+        """A new ``ctype[]`` (pb_link or pb_move) with each item's src and dst set, and the
+        path buffers, which must outlive the call."""
         ffi = self._ffi
-        if not items:
-            return []
-        links = ffi.new("pb_link[]", len(items))
-        keep: list[Any] = []  # the path buffers must outlive the call
-        for i, (src, dst, mode) in enumerate(items):
+        items = ffi.new(f"{ctype}[]", len(pairs))
+        keep: list[Any] = []
+        for i, (src, dst) in enumerate(pairs):
             c_src, c_dst = ffi.new("char[]", os.fsencode(src)), ffi.new("char[]", os.fsencode(dst))
             keep += (c_src, c_dst)
-            links[i].src, links[i].dst, links[i].mode = c_src, c_dst, mode
-        fn(links, len(items), jobs)
+            items[i].src, items[i].dst = c_src, c_dst
+        return items, keep
+
+    def link_files(self, items: Sequence[tuple[str, str, int]], jobs: int = 0
+                   ) -> list[tuple[int, int]]:
+        if not items:
+            return []
+        links, keep = self._src_dst("pb_link", [(src, dst) for src, dst, _mode in items])
+        for i, (_src, _dst, mode) in enumerate(items):
+            links[i].mode = mode
+        self._lib.pb_link_files(links, len(items), jobs)
+        del keep  # the paths lived through the call
         return [(links[i].status, links[i].err) for i in range(len(items))]
 
     def copy_files(self, items: Sequence[tuple[str, str, int, int, str | None]],
@@ -380,8 +384,12 @@ class CoreBackend:
 
     def move_files(self, items: Sequence[tuple[str, str]], jobs: int = 0
                    ) -> list[tuple[int, int]]:
-        return self._pb_links(self._lib.pb_move_files, [(src, dst, 0) for src, dst in items],
-                              jobs)
+        if not items:
+            return []
+        moves, keep = self._src_dst("pb_move", items)
+        self._lib.pb_move_files(moves, len(items), jobs)
+        del keep  # the paths lived through the call
+        return [(moves[i].status, moves[i].err) for i in range(len(items))]
 
     def files_read(self) -> int:
         return int(self._lib.pb_files_read())
@@ -721,7 +729,8 @@ def _walk_py(
         except OSError as exc:
             return "bad", ERR_IO, exc.errno or 0, None
 
-    def visit(directory: bytes, prefix: bytes) -> None:
+    def children(directory: bytes, prefix: bytes) -> list | None:
+        """directory's entries, classified and sorted; None (an error entry) if unreadable."""
         try:
             with os.scandir(directory) as it:
                 kids = [(entry, classify(entry)) for entry in it]
@@ -729,25 +738,38 @@ def _walk_py(
             if not prefix:
                 raise
             out.append((prefix[:-1], ERR_IO, exc.errno or 0))
-            return
+            return None
         kids.sort(key=lambda k: _child_key(k[0].name, k[1][0] == "dir"))
+        return kids
+
+    # Depth first with a stack of open listings, not recursion: within PATH_MAX a tree
+    # can be ~2,000 levels deep, past Python's recursion limit. stack_ids holds the
+    # directories being listed (for classify's loop check), one per frame.
+    frames = [(root, b"", iter(children(root, b"") or []))]
+    while frames:
+        directory, prefix, kids = frames[-1]
         for entry, (kind, status, err, _st) in kids:
             rel = prefix + entry.name
-            if kind == "dir":
-                if skip is not None and directory + b"/" + entry.name == skip:
-                    continue
-                try:
-                    st = os.stat(entry.path)
-                except OSError as exc:
-                    out.append((rel, ERR_IO, exc.errno or 0))
-                    continue
-                stack_ids.append((st.st_dev, st.st_ino))
-                visit(entry.path, rel + b"/")
-                stack_ids.pop()
-            else:
+            if kind != "dir":
                 out.append((rel, status, err))
-
-    visit(root, b"")
+                continue
+            if skip is not None and directory + b"/" + entry.name == skip:
+                continue
+            try:
+                st = os.stat(entry.path)
+            except OSError as exc:
+                out.append((rel, ERR_IO, exc.errno or 0))
+                continue
+            stack_ids.append((st.st_dev, st.st_ino))
+            sub = children(entry.path, rel + b"/")
+            if sub is None:
+                stack_ids.pop()
+                continue
+            frames.append((entry.path, rel + b"/", iter(sub)))
+            break
+        else:
+            frames.pop()
+            stack_ids.pop()
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -11,6 +12,7 @@ import pytest
 import xxhash
 
 from pivotbuild import hashing
+from tests.test_tree import LONG_NAME, TOO_LONG, make_deep_dir
 
 MIB = 1 << 20
 SIZES = [0, 1, 15, 16, 17, 128, 240, 241, 4096, MIB - 1, MIB, MIB + 1]
@@ -226,3 +228,35 @@ def test_move_files_never_replaces(backend, tmp_path):
     assert (tmp_path / "object2").read_bytes() == b"object2"
     assert missing[0] == hashing.ERR_IO and not (tmp_path / "object3").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["object1", "object2"]
+
+
+# ---- PATH_MAX boundaries (4095 bytes is the longest path the kernel takes) ----------------
+
+
+def test_files_at_path_max_hash_and_past_it_are_named_errors(backend, tmp_path):
+    deep = make_deep_dir(tmp_path, 4093)  # holds "f" ("x"): a 4095-byte path
+    beyond = make_deep_dir(tmp_path, 4094, "b")  # its "f" is 4096 bytes
+    paths = [f"{deep}/f", f"{beyond}/f", f"{tmp_path}/{LONG_NAME}z"]
+    assert [len(os.fsencode(p)) for p in paths[:2]] == [4095, 4096]
+    fits, too_long, name_too_long = backend.hash_files(paths, jobs=2)
+    assert (fits.hash, fits.size, fits.error) == (xxhash.xxh3_128_hexdigest(b"x"), 1, None)
+    assert (too_long.hash, too_long.error) == (None, TOO_LONG)
+    assert (name_too_long.hash, name_too_long.error) == (None, TOO_LONG)
+
+
+def test_store_operations_at_path_max(backend, tmp_path):
+    deep = make_deep_dir(tmp_path, 4093)
+    src, fits, past = f"{deep}/f", f"{deep}/o", f"{deep}/oo"  # 4095, 4095, 4096 bytes
+    too_long = (hashing.ERR_IO, errno.ENAMETOOLONG)
+    assert backend.link_files([(src, fits, 0o444), (src, past, 0o444)]) == [(hashing.OK, 0),
+                                                                           too_long]
+    x = xxhash.xxh3_128_hexdigest(b"x")
+    copied, refused, unreadable = backend.copy_files(
+        [(src, f"{deep}/p", 0o444, hashing.COPY_CHECK, x), (src, f"{deep}/pp", 0o444, 0, None),
+         (f"{deep}/oo", f"{deep}/q", 0o444, 0, None)])
+    assert (copied.status, copied.hash) == (hashing.OK, x)
+    assert (refused.status, refused.err) == too_long
+    assert (unreadable.status, unreadable.err) == too_long
+    assert backend.move_files([(f"{deep}/p", f"{deep}/qq"), (f"{deep}/p", f"{deep}/q")]) == [
+        too_long, (hashing.OK, 0)]
+    assert [r.hash for r in backend.hash_files([f"{deep}/q", fits])] == [x, x]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import random
 import tempfile
@@ -108,7 +110,8 @@ def test_manifest_parse_agrees_with_its_line_by_line_reference(lines, ordered, f
 def test_core_and_python_build_identical_manifests(core, tree):
     with tempfile.TemporaryDirectory() as a:
         materialise(Path(a), tree)
-        assert tree_hash(core, Path(a)).manifest == tree_hash(hashing.PythonBackend(), Path(a)).manifest
+        python = hashing.PythonBackend()
+        assert tree_hash(core, Path(a)).manifest == tree_hash(python, Path(a)).manifest
 
 
 @SETTINGS
@@ -257,3 +260,125 @@ def test_walk_names_bad_entries(backend, tmp_path):
     assert [(e.path, e.error) for e in entries] == [("gone", "dangling symlink"), ("ok", None)]
     with pytest.raises(OSError):
         backend.walk(str(tmp_path / "missing"), str(tmp_path))
+
+
+# ---- PATH_MAX boundaries ----------------------------------------------------------------
+# A path the kernel takes has at most 4095 bytes (PATH_MAX is 4096 with its NUL), a name at
+# most 255. Deeper directories are made one relative step at a time (dir_fd), so building
+# them never needs an absolute path longer than that. What does not fit is an entry with
+# its whole relative name and ENAMETOOLONG, the same from both backends, never a crash.
+
+TOO_LONG = os.strerror(errno.ENAMETOOLONG)
+LONG_NAME = "z" * 255
+
+
+def make_deep_dir(base: Path, length: int, fill: str = "a") -> Path:
+    """A new directory below base whose absolute path has exactly ``length`` bytes, holding
+    a file "f" ("x"), a directory "d" with a file "x", and a file with a 255-byte name."""
+    path = os.fsencode(base)
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while len(path) < length:
+            left = length - len(path)  # room for '/' and a name of at least one byte
+            k = min(200, left - 1)
+            k -= left - 1 - k == 1  # never leave room for a '/' alone
+            os.mkdir(fill * k, dir_fd=fd)
+            step = os.open(fill * k, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = step
+            path += b"/" + os.fsencode(fill * k)
+        for name, content in (("f", b"x"), (LONG_NAME, b"long")):
+            _write_at(fd, name, content)
+        os.mkdir("d", dir_fd=fd)
+        sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        _write_at(sub, "x", b"in d")
+        os.close(sub)
+    finally:
+        os.close(fd)
+    return Path(os.fsdecode(path))
+
+
+def _write_at(dir_fd: int, name: str, content: bytes) -> None:
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dir_fd)
+    try:
+        os.write(fd, content)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("length", [4093, 4094, 4095])
+def test_a_walked_directory_at_path_max_names_what_does_not_fit(backend, tmp_path, length):
+    # 4093: "d" (4095 bytes) is entered, "f" (4095) fits, "d/x" (4097) does not;
+    # 4094, 4095: nothing below fits (the 4095 case once crashed the core: memcpy of SIZE_MAX).
+    root = make_deep_dir(tmp_path, length)
+    assert len(os.fsencode(root)) == length
+    result = backend.hash_tree(str(root), str(root))
+    walked = [(e.path, e.error) for e in backend.walk(str(root), str(root))]
+    assert result.hash is None
+    if length == 4093:
+        assert result.errors == [("d/x", TOO_LONG), (LONG_NAME, TOO_LONG)]
+        assert walked == [("d/x", TOO_LONG), ("f", None), (LONG_NAME, TOO_LONG)]
+    else:
+        assert result.errors == [("d", TOO_LONG), ("f", TOO_LONG), (LONG_NAME, TOO_LONG)]
+        assert walked == result.errors
+
+
+def test_a_root_past_path_max_is_an_error_not_a_crash(backend, tmp_path):
+    root = make_deep_dir(tmp_path, 4096)
+    result = backend.hash_tree(str(root), str(root))
+    assert (result.hash, result.errors) == (None, [("", TOO_LONG)])
+    with pytest.raises(OSError) as raised:
+        backend.walk(str(root), str(root))
+    assert raised.value.errno == errno.ENAMETOOLONG
+    at_limit = make_deep_dir(tmp_path, 4095, "b")
+    slashed = backend.hash_tree(str(at_limit) + "/", str(at_limit))  # 4096 bytes, 4095 used
+    assert [rel for rel, _ in slashed.errors] == ["d", "f", LONG_NAME]
+
+
+def test_deep_entries_keep_their_whole_relative_names(backend, tmp_path):
+    top = tmp_path / "top"
+    top.mkdir()
+    chains = [make_deep_dir(top, n, fill) for n, fill in zip((4093, 4094, 4095, 4096), "abcd")]
+    rel = [os.fsdecode(os.fsencode(c)[len(os.fsencode(top)) + 1:]) for c in chains]
+    walked = backend.walk(str(top), str(top))
+    expected = [(f"{rel[0]}/d/x", TOO_LONG), (f"{rel[0]}/f", None), (f"{rel[0]}/{LONG_NAME}",
+                                                                       TOO_LONG)]
+    for r in rel[1:3]:
+        expected += [(f"{r}/d", TOO_LONG), (f"{r}/f", TOO_LONG), (f"{r}/{LONG_NAME}", TOO_LONG)]
+    expected.append((rel[3], TOO_LONG))  # the 4096-byte directory itself
+    assert [(e.path, e.error) for e in walked] == expected
+    assert walked[1].size == 1
+    result = backend.hash_tree(str(top), str(top))
+    assert result.errors == [(path, error) for path, error in expected if error]
+
+
+def test_a_255_byte_name_and_empty_and_one_byte_files_are_ordinary(backend, tmp_path):
+    for name, content in ((LONG_NAME, b"long"), ("empty", b""), ("one", b"1")):
+        (tmp_path / name).write_bytes(content)
+    result = tree_hash(backend, tmp_path)
+    h = backend.hash_bytes
+    assert result.manifest == (manifest.HEADER + f"{h(b'')} - 0 empty\n".encode()
+                               + f"{h(b'1')} - 1 one\n".encode()
+                               + f"{h(b'long')} - 4 {LONG_NAME}\n".encode())
+
+
+def test_a_tree_deeper_than_any_recursion_limit_hashes(backend, tmp_path):
+    # 1,500 levels fit in PATH_MAX; the core once called level 1,024 a loop, and the Python
+    # walk recursed past its interpreter's limit.
+    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for _ in range(1500):
+            os.mkdir("a", dir_fd=fds[-1])
+            fds.append(os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        _write_at(fds[-1], "leaf", b"x")
+        result = tree_hash(backend, tmp_path)
+        [entry] = manifest.parse(result.manifest)
+        assert (entry.path, entry.size) == ("a/" * 1500 + "leaf", 1)
+        assert [e.path for e in backend.walk(str(tmp_path), str(tmp_path))] == [entry.path]
+    finally:  # bottom up: shutil.rmtree (pytest's clean-up) recurses once per level
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink("leaf", dir_fd=fds[-1])
+        while len(fds) > 1:
+            os.close(fds.pop())
+            os.rmdir("a", dir_fd=fds[-1])
+        os.close(fds[0])

@@ -53,6 +53,261 @@ static void hex(const uint8_t *d, char *out)
         sprintf(out + 2 * i, "%02x", d[i]);
 }
 
+/* ---- the PATH_MAX boundaries ----------------------------------------------
+ * A path the kernel takes is at most 4095 bytes (4096 with its NUL), a name
+ * at most 255. Directories deeper than that are made one relative step at a
+ * time (mkdirat/openat), so no absolute path longer than the kernel takes is
+ * ever used to build them. */
+
+#define TEST_ABS (4096 + 1)     /* the deep directories' paths: at most 4096 bytes */
+#define TEST_PATH (TEST_ABS + 512) /* a deep directory's path and more */
+#define LONG_NAME 255
+
+/* Extend the directory abs[0..base_len) (which exists) by components of
+ * `fill` until its path is exactly target bytes; abs gets the whole path.
+ * Returns an fd on the new directory, or -1. */
+static int make_deep_dir(char *abs, size_t base_len, size_t target, char fill)
+{
+    abs[base_len] = '\0';
+    int fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    size_t len = base_len;
+    while (fd >= 0 && len < target) {
+        size_t left = target - len; /* '/' and a name: at least 2 */
+        size_t k = left - 1 > 200 ? 200 : left - 1;
+        if (left - 1 - k == 1)
+            k--; /* never leave room for '/' alone */
+        char name[LONG_NAME + 1];
+        memset(name, fill, k);
+        name[k] = '\0';
+        abs[len] = '/';
+        memcpy(abs + len + 1, name, k + 1);
+        len += 1 + k;
+        int next = -1;
+        if (mkdirat(fd, name, 0755) == 0)
+            next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        close(fd);
+        fd = next;
+    }
+    return fd;
+}
+
+static int write_at(int dirfd, const char *name, const char *content)
+{
+    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(content);
+    int ok = write(fd, content, len) == (ssize_t)len;
+    return close(fd) == 0 && ok ? 0 : -1;
+}
+
+/* In the directory fd: a file "f" holding "x", a directory "d" with a file
+ * "x", and a file whose name has 255 bytes. */
+static int fill_deep_dir(int fd, const char *long_name)
+{
+    if (write_at(fd, "f", "x") != 0 || write_at(fd, long_name, "long") != 0 ||
+        mkdirat(fd, "d", 0755) != 0)
+        return -1;
+    int d = openat(fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = d >= 0 ? write_at(d, "x", "in d") : -1;
+    if (d >= 0)
+        close(d);
+    return rc;
+}
+
+static const pb_entry *entry_named(const pb_tree *t, const char *rel)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        const pb_entry *e = &t->entries[i];
+        if (e->path_len == strlen(rel) && memcmp(t->names + e->path_off, rel, e->path_len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static int too_long(const pb_entry *e)
+{
+    return e != NULL && e->status == PB_ERR_IO && e->err == ENAMETOOLONG;
+}
+
+/* rel joined: "a/b" into out */
+static const char *join(char *out, const char *a, const char *b)
+{
+    snprintf(out, TEST_PATH, "%s%s%s", a, *a && *b ? "/" : "", b);
+    return out;
+}
+
+static void test_path_max(const char *top)
+{
+    static char abs[4][TEST_ABS], base[TEST_ABS], rel[TEST_PATH], path[TEST_PATH];
+    static const size_t lens[4] = {4093, 4094, 4095, 4096};
+    char long_name[LONG_NAME + 1];
+    memset(long_name, 'z', LONG_NAME);
+    long_name[LONG_NAME] = '\0';
+    uint8_t hx[16], hlong[16];
+    pb_hash_buffer("x", 1, hx);
+    pb_hash_buffer("long", 4, hlong);
+
+    snprintf(base, sizeof base, "%s/deep", top);
+    CHECK(mkdir(base, 0755) == 0);
+    size_t base_len = strlen(base);
+    for (int i = 0; i < 4; i++) {
+        memcpy(abs[i], base, base_len + 1);
+        int fd = make_deep_dir(abs[i], base_len, lens[i], (char)('a' + i));
+        CHECK(fd >= 0 && strlen(abs[i]) == lens[i]);
+        if (fd < 0)
+            return;
+        CHECK(fill_deep_dir(fd, long_name) == 0);
+        close(fd);
+    }
+
+    /* The walked directory itself at 4093, 4094, 4095 bytes: what fits is
+     * listed and hashed, the rest are entries by their whole names (the walk
+     * of a 4095-byte directory once passed SIZE_MAX to memcpy). */
+    for (int i = 0; i < 3; i++) {
+        pb_tree *t = pb_tree_walk(abs[i], abs[i], NULL);
+        CHECK(t != NULL);
+        if (!t)
+            continue;
+        CHECK(t->n == 3);
+        CHECK(too_long(entry_named(t, long_name)));
+        if (lens[i] == 4093) { /* "d" (4095) is entered; "d/x" and "f" are 4097 and 4095 */
+            CHECK(t->nerrors == 2 && too_long(entry_named(t, "d/x")));
+            CHECK(pb_tree_hash(t, NULL, 0, 2) == 2);
+            const pb_entry *f = entry_named(t, "f");
+            CHECK(f && f->status == PB_OK && f->size == 1 && memcmp(f->digest, hx, 16) == 0);
+        } else {
+            CHECK(t->nerrors == 3 && too_long(entry_named(t, "d")));
+            CHECK(too_long(entry_named(t, "f")));
+            CHECK(pb_tree_hash(t, NULL, 0, 2) == 3 && t->manifest == NULL);
+        }
+        /* in manifest order: "d" (a directory) or "d/x", then "f", then the long name */
+        CHECK(t->names[t->entries[0].path_off] == 'd');
+        CHECK(t->entries[1].path_len == 1 && t->names[t->entries[1].path_off] == 'f');
+        CHECK(t->entries[2].path_len == LONG_NAME);
+        pb_tree_free(t);
+    }
+    /* a root of 4096 bytes cannot be walked; one slash more than 4095 is stripped */
+    errno = 0;
+    CHECK(pb_tree_walk(abs[3], abs[3], NULL) == NULL && errno == ENAMETOOLONG);
+    snprintf(path, sizeof path, "%s/", abs[2]);
+    pb_tree *slashed = pb_tree_walk(path, abs[2], NULL);
+    CHECK(slashed && slashed->n == 3 && strcmp(slashed->root, abs[2]) == 0);
+    pb_tree_free(slashed);
+
+    /* The same from the top: the deep directories are entered as far as
+     * their paths fit; every entry keeps its whole relative path. */
+    pb_tree *t = pb_tree_walk(base, base, NULL);
+    CHECK(t != NULL);
+    if (t) {
+        CHECK(t->n == 10 && t->nerrors == 9);
+        const char *p[4];
+        for (int i = 0; i < 4; i++)
+            p[i] = abs[i] + base_len + 1;
+        CHECK(too_long(entry_named(t, join(rel, p[0], "d/x"))));
+        CHECK(too_long(entry_named(t, join(rel, p[0], long_name))));
+        for (int i = 1; i < 3; i++) {
+            CHECK(too_long(entry_named(t, join(rel, p[i], "d"))));
+            CHECK(too_long(entry_named(t, join(rel, p[i], "f"))));
+            CHECK(too_long(entry_named(t, join(rel, p[i], long_name))));
+        }
+        CHECK(too_long(entry_named(t, p[3]))); /* the 4096-byte directory itself */
+        CHECK(pb_tree_stat(t, 2) == 9);
+        CHECK(pb_tree_hash(t, NULL, 0, 2) == 9 && t->nread == 1);
+        const pb_entry *f = entry_named(t, join(rel, p[0], "f"));
+        CHECK(f && f->status == PB_OK && f->size == 1 && memcmp(f->digest, hx, 16) == 0);
+        pb_tree_free(t);
+    }
+
+    /* Batches of files: 4095 bytes hashed, 4096 and a 256-byte name refused. */
+    static char f4095[TEST_PATH], f4096[TEST_PATH], name256[TEST_PATH];
+    snprintf(f4095, sizeof f4095, "%s/f", abs[0]);
+    snprintf(f4096, sizeof f4096, "%s/f", abs[1]);
+    snprintf(name256, sizeof name256, "%s/%sz", top, long_name);
+    CHECK(strlen(f4095) == 4095 && strlen(f4096) == 4096);
+    pb_file files[3] = {{.path = f4095}, {.path = f4096}, {.path = name256}};
+    CHECK(pb_hash_files(files, 3, 2) == 2);
+    CHECK(files[0].status == PB_OK && files[0].size == 1 && memcmp(files[0].digest, hx, 16) == 0);
+    CHECK(files[1].status == PB_ERR_IO && files[1].err == ENAMETOOLONG);
+    CHECK(files[2].status == PB_ERR_IO && files[2].err == ENAMETOOLONG);
+
+    /* A 255-byte name in a shallow tree is an ordinary entry. */
+    snprintf(path, sizeof path, "%s/names", top);
+    CHECK(mkdir(path, 0755) == 0);
+    int nfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    CHECK(nfd >= 0 && write_at(nfd, long_name, "long") == 0 && write_at(nfd, "e", "") == 0);
+    close(nfd);
+    t = pb_tree_walk(path, path, NULL);
+    CHECK(t && t->n == 2 && pb_tree_hash(t, NULL, 0, 1) == 0);
+    if (t) {
+        const pb_entry *empty = entry_named(t, "e");
+        CHECK(empty && empty->status == PB_OK && empty->size == 0);
+        pb_hash_buffer("", 0, hx);
+        CHECK(empty && memcmp(empty->digest, hx, 16) == 0);
+        pb_hash_buffer("x", 1, hx);
+        const pb_entry *e = entry_named(t, long_name);
+        CHECK(e && e->status == PB_OK && e->size == 4 && memcmp(e->digest, hlong, 16) == 0);
+        CHECK(t->manifest && memmem(t->manifest, t->manifest_len, long_name, LONG_NAME));
+        pb_tree_free(t);
+    }
+
+    /* The store at the boundary: destinations of 4095 bytes work, 4096 do not. */
+    static char dst[6][TEST_PATH];
+    const char *dn[6] = {"o", "oo", "p", "pp", "u", "uu"};
+    for (int i = 0; i < 6; i++)
+        snprintf(dst[i], sizeof dst[i], "%s/%s", abs[0], dn[i]);
+    pb_link links[2] = {{.src = f4095, .dst = dst[0], .mode = 0444},
+                        {.src = f4095, .dst = dst[1], .mode = 0444}};
+    CHECK(pb_link_files(links, 2, 2) == 1 && links[0].status == PB_OK);
+    CHECK(links[1].status == PB_ERR_IO && links[1].err == ENAMETOOLONG);
+    pb_copy copies[5] = {
+        {.src = f4095, .dst = dst[2], .mode = 0444, .flags = PB_COPY_CHECK},
+        {.src = f4095, .dst = dst[3], .mode = 0444},
+        {.src = f4096, .dst = dst[2], .mode = 0444},
+        {.src = f4095, .dst = dst[4], .mode = 0444, .flags = PB_COPY_UNNAMED},
+        {.src = f4095, .dst = dst[5], .mode = 0444, .flags = PB_COPY_UNNAMED},
+    };
+    memcpy(copies[0].expect, hx, 16);
+    size_t copy_failures = pb_copy_files(copies, 5, 2);
+    CHECK(copy_failures == (copies[3].status == PB_COPY_NO_UNNAMED ? 4u : 2u));
+    CHECK(copies[0].status == PB_OK && copies[0].size == 1);
+    CHECK(copies[1].status == PB_ERR_IO && copies[1].err == ENAMETOOLONG);
+    CHECK(copies[2].status == PB_ERR_IO && copies[2].err == ENAMETOOLONG);
+    if (copies[3].status == PB_OK && copies[4].status == PB_OK) {
+        pb_publish pubs[2] = {{.fd = copies[3].fd, .dst = dst[4]},
+                              {.fd = copies[4].fd, .dst = dst[5]}};
+        CHECK(pb_publish_files(pubs, 2, 1) == 1 && pubs[0].status == PB_OK);
+        CHECK(pubs[1].status == PB_ERR_IO && pubs[1].err == ENAMETOOLONG);
+        pb_file back = {.path = dst[4]};
+        CHECK(pb_hash_files(&back, 1, 1) == 0 && memcmp(back.digest, hx, 16) == 0);
+    } else {
+        CHECK(copies[3].status == PB_COPY_NO_UNNAMED);
+    }
+    pb_move moves[2] = {{.src = dst[2], .dst = dst[1]}, {.src = dst[2], .dst = dst[3]}};
+    CHECK(pb_move_files(moves, 2, 1) == 2);
+    CHECK(moves[0].status == PB_ERR_IO && moves[0].err == ENAMETOOLONG);
+    CHECK(moves[1].status == PB_ERR_IO && moves[1].err == ENAMETOOLONG);
+    CHECK(access(dst[2], F_OK) == 0);
+
+    /* A tree deeper than the old walk's 1,024-level limit is no loop. */
+    snprintf(path, sizeof path, "%s/tall", top);
+    CHECK(mkdir(path, 0755) == 0);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    for (int level = 0; level < 1500 && fd >= 0; level++) {
+        int next = mkdirat(fd, "a", 0755) == 0 ? openat(fd, "a", O_RDONLY | O_DIRECTORY) : -1;
+        close(fd);
+        fd = next;
+    }
+    CHECK(fd >= 0 && write_at(fd, "leaf", "x") == 0);
+    if (fd >= 0)
+        close(fd);
+    t = pb_tree_walk(path, path, NULL);
+    CHECK(t && t->n == 1 && t->nerrors == 0 && pb_tree_hash(t, NULL, 0, 1) == 0);
+    if (t)
+        CHECK(t->entries[0].path_len == 2 * 1500 - 1 + 5);
+    pb_tree_free(t);
+}
+
 int main(int argc, char **argv)
 {
     char dir[] = "/tmp/pbcoreXXXXXX";
@@ -211,7 +466,7 @@ int main(int argc, char **argv)
      * removed), then an error */
     char moved[4096];
     snprintf(moved, sizeof moved, "%s/moved", dir);
-    pb_link moves[3] = {
+    pb_move moves[3] = {
         {.src = copy_names[1], .dst = moved},
         {.src = copy_names[2], .dst = moved},
         {.src = missing_src, .dst = copy_names[3]},
@@ -268,6 +523,8 @@ int main(int argc, char **argv)
         }
         CHECK(count_entries(pub) == 8);
     }
+
+    test_path_max(dir);
 
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
