@@ -135,7 +135,9 @@ if TYPE_CHECKING:  # the interface both backends provide (typing costs start-up 
             bound_name: str = "the project",
         ) -> list[WalkEntry]:
             """Every file below path, sorted like the manifest, with its stat; the
-            symlink rules of hash_tree apply. Raises OSError if path cannot be read."""
+            symlink rules of hash_tree apply. An entry whose path is longer than the system
+            takes (4,095 bytes) is listed by its whole name with the error "File name too
+            long", as hash_tree reports it. Raises OSError if path cannot be read."""
             ...
 
         def link_files(self, items: Sequence[tuple[str, str, int]], jobs: int = 0

@@ -109,3 +109,21 @@ def test_no_state_outside_a_project(backend, tmp_path, monkeypatch):
     result = Hasher(None, None, 0, backend).hash_paths(["data"])[0]
     assert result.hash is not None and result.nfiles == 3
     assert not (tmp_path / ".pivotbuild").exists()
+
+
+def test_memo_keeps_255_byte_names_and_empty_and_one_byte_files(backend, tmp_path):
+    from pivotbuild.hashing import PythonBackend
+
+    root = tmp_path / "t"
+    deep = root / ("y" * 255) / ("y" * 255)
+    deep.mkdir(parents=True)
+    for name, content in (("z" * 255, b"long"), ("empty", b""), ("one", b"1")):
+        (deep / name).write_bytes(content)
+        os.utime(deep / name, ns=(HOUR_AGO_NS, HOUR_AGO_NS))
+    first = backend.hash_tree(str(root), str(root))
+    assert first.errors == [] and first.nfiles == 3
+    for reader in (backend, PythonBackend()):  # the snapshot format is shared
+        reads = reader.files_read()
+        again = reader.hash_tree(str(root), str(root), first.snapshot)
+        assert (again.hash, again.nread) == (first.hash, 0)
+        assert reader.files_read() == reads
