@@ -13,10 +13,18 @@ import pytest
 from pivotbuild.depfile import DepfileError, discovered, parse, parse_rules, read
 
 CPROJECT = Path(__file__).parent / "data" / "cproject"
-GCC = shutil.which("gcc")
-MAKE = shutil.which("make")
-# gcc is part of the environment these tests run in: fail loudly rather than skip.
-assert GCC is not None, "gcc is required by tests/test_depfile.py"
+
+
+def _tool(name: str) -> str:
+    """gcc and make are part of the environment these tests run in: fail, never skip."""
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} is required by tests/test_depfile.py")
+    return path
+
+
+GCC = _tool("gcc")
+MAKE = _tool("make")
 
 
 def gcc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -263,7 +271,7 @@ def _load_generator() -> ModuleType:
     path = CPROJECT / "make_project.py"
     module = ModuleType("make_project")
     module.__file__ = str(path)
-    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)  # noqa: S102
+    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
     return module
 
 
@@ -290,7 +298,6 @@ def test_cproject_is_what_make_project_writes(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project built once with make -j2 (gcc -MMD -MP depfiles)."""
-    assert MAKE is not None, "make is required by tests/test_depfile.py"
     root = tmp_path_factory.mktemp("cproject")
     GEN.write(root)
     proc = subprocess.run([MAKE, "-j2"], cwd=root, capture_output=True, text=True, check=False)
