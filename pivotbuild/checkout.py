@@ -9,13 +9,11 @@ finds everything in place and does nothing.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-from pivotbuild import manifest
+from pivotbuild import manifest, paths
 from pivotbuild.cache import MissingObjectsError
 from pivotbuild.errors import OperationError
-from pivotbuild.execute import remove_path
 from pivotbuild.lock import Lock, LockedOut, LockProblem
 from pivotbuild.pipeline import Pipeline
 from pivotbuild.workspace import PathDigest
@@ -72,7 +70,7 @@ class Checkout:
             if not self.force:
                 self.report.conflicts.append(out.path)
                 return
-            remove_path(dest)
+            paths.remove(self.p.root, out.path)
         methods = self.p.project.checkout
         if not out.is_dir:
             if current.hash is not None and current.hash != out.hash and not self.force:
@@ -82,7 +80,7 @@ class Checkout:
                 if not self.force:
                     self.report.conflicts.append(out.path)
                     return
-                remove_path(dest)
+                paths.remove(self.p.root, out.path)
             self.p.cache.link_out(out.hash, dest, methods, self.p.root)
             self.report.restored.append(out.path)
             return
@@ -96,7 +94,7 @@ class Checkout:
             self.report.conflicts.append(out.path)  # a file where a directory belongs
             return
         elif current.hash is not None:
-            remove_path(dest)
+            paths.remove(self.p.root, out.path)
         if self.relink:
             only = None
         self.p.cache.checkout_dir(out.hash, dest, methods, self.p.root, only=only)
@@ -114,6 +112,6 @@ class Checkout:
             self.report.conflicts.extend(f"{path}/{p}" for p in sorted(modified + untracked))
             return None
         for rel in untracked:  # only with force
-            os.unlink(self.p.root / path / rel)
+            paths.remove(self.p.root, f"{path}/{rel}")
         return [p for p in want if p not in got or p in modified]
 

@@ -293,8 +293,8 @@ def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json
             click.echo(f"Committed '{name}'")
         if not outcome.plan:
             click.echo("Nothing to commit.")
-    for _stage, error in outcome.failed:
-        _error(error)
+    for failed_stage, error in outcome.failed:
+        _error(f"stage '{failed_stage}': {error}")
     if outcome.failed:
         raise SystemExit(EXIT_FAILED)
 
@@ -441,10 +441,26 @@ def _error(message: str) -> None:
     click.echo(f"pivotbuild: error: {message}", err=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning every known error into one line and an exit code."""
+def _invoke(argv: list[str] | None) -> int | None:
+    """Parse and run one command line. Not click's main(): an interrupt must reach main()
+    below as itself (click would print a blank line and turn it into Abort)."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        code = cli.main(args=argv, prog_name="pivotbuild", standalone_mode=False)
+        with cli.make_context("pivotbuild", args) as ctx:
+            return cli.invoke(ctx)
+    except click.exceptions.Exit as exc:  # --help, --version
+        return exc.exit_code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning every known error into one line and an exit code.
+
+    An interrupt (Ctrl-C, or SIGTERM / SIGHUP as entry.py raises them) prints one line
+    and exits 128 + the signal, after whatever was running has stopped its commands."""
+    from pivotbuild.entry import interrupted_exit_code
+
+    try:
+        code = _invoke(argv)
     except PivotError as exc:
         _error(str(exc))
         code = exc.exit_code
@@ -453,9 +469,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _error("interrupted")
-        code = EXIT_INTERRUPTED
+        code = interrupted_exit_code(exc)
     except BrokenPipeError:
         # Output piped into head or similar: not an error worth a traceback.
         sys.stderr.close()

@@ -30,7 +30,8 @@ class MissingPathsError(OperationError):
         self.stage = stage
         self.paths = paths
         listed = ", ".join(repr(p) for p in paths)
-        super().__init__(f"stage '{stage}': missing {listed}; nothing committed for it")
+        super().__init__(f"missing {listed}; nothing committed for it")  # the caller names
+        # the stage: "stage 'x' failed: ..." (repro), "stage 'x': ..." (commit)
 
 
 @dataclass(slots=True)
@@ -89,7 +90,7 @@ class Committer:
                 shown, problem = digest.errors[0] if digest.errors else (path, "unreadable")
                 if shown.startswith(str(root) + "/"):
                     shown = shown[len(str(root)) + 1:]
-                raise OperationError(f"stage '{name}': {shown}: {problem}")
+                raise OperationError(f"{shown}: {problem}")  # the caller names the stage
             digest.path = path
             out[path] = digest
         return out

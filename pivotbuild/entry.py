@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
 
 from pivotbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED
@@ -58,7 +59,43 @@ def _parse_hash(argv: list[str]) -> tuple[str | None, list[str], int, bool, bool
     return directory, paths, jobs, as_json, no_state
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where SIGINT raises KeyboardInterrupt, so that every
+    cleanup that handles Ctrl-C (stop the commands, write no lock) handles them too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def interrupted_exit_code(exc: KeyboardInterrupt) -> int:
+    """128 + the signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+    return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
 def main() -> None:
+    """Run one command with SIGTERM and SIGHUP handled as SIGINT (unless they were ignored
+    when it started, as under nohup). Once the command is done, they get their default
+    action back: one that comes while the interpreter shuts down ends it at once instead of
+    raising inside its shutdown."""
+    caught = [s for s in _STOP_SIGNALS if signal.getsignal(s) == signal.SIG_DFL]
+    for signum in caught:
+        signal.signal(signum, _raise_interrupted)
+    try:
+        _main()
+    finally:
+        for signum in caught:
+            signal.signal(signum, signal.SIG_DFL)
+
+
+def _main() -> None:
     # A pivotbuild run is short-lived and builds large acyclic structures (a 100,000-line
     # manifest, thousands of plan records); collecting cycles among them after every 700
     # allocations is pure overhead (measured: 4% of a 100,000-file pull), so collect rarely.
@@ -76,9 +113,9 @@ def main() -> None:
         from pivotbuild.hashcmd import run_hash
 
         code = run_hash(paths, jobs, as_json, no_state)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("pivotbuild: error: interrupted", file=sys.stderr)
-        code = EXIT_INTERRUPTED
+        code = interrupted_exit_code(exc)
     except BrokenPipeError:
         sys.stderr.close()
         code = 0

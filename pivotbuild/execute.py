@@ -1,5 +1,5 @@
 """Running stages: scheduling -j wide in dependency order, keep-going, output
-streaming without interleaving, Ctrl-C, and handing results to the commit writer.
+streaming without interleaving, interrupts, and handing results to the commit writer.
 
 A stage starts as soon as every selected upstream stage has succeeded. A stage
 that was stale only because its upstream was is decided again when it is about
@@ -12,9 +12,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
-import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -25,11 +22,14 @@ from typing import IO, Any
 
 import networkx as nx
 
+from pivotbuild import paths
 from pivotbuild.cache import Cache
 from pivotbuild.commit import Committer
 from pivotbuild.config import Project, Stage
 from pivotbuild.errors import OperationError
+from pivotbuild.paths import remove_path  # noqa: F401 - re-exported (checkout.py imports it)
 from pivotbuild.plan import RESTORE, RUN, RUN_CACHE, SKIP, Decision, Planner, Reason
+from pivotbuild.procs import Commands
 from pivotbuild.state import StateDB
 
 OK, FAILED, NOT_RUN = "ok", "failed", "not-run"
@@ -58,26 +58,69 @@ class StageResult:
         return out
 
 
+class LineWriter:
+    """The one writer of the lines a run prints: stage output (stdout, or stderr with
+    --json) and the reporter's lines (stderr), from every thread. One lock; each line is
+    written whole and flushed before the next, so lines never glue together. While a live
+    display is attached (progress.py), lines bound for the terminal go through it, above
+    its bar."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._display: Callable[[str], None] | None = None
+        self._terminal: list[IO[str]] = []
+
+    def line(self, text: str, stream: IO[str] | None = None) -> None:
+        """Write ``text`` (one line or several) to ``stream`` (None: sys.stdout now)."""
+        text = text if text.endswith("\n") else text + "\n"
+        with self._lock:
+            target = stream or sys.stdout
+            if self._display is not None and any(target is s for s in self._terminal):
+                self._display(text[:-1])
+                return
+            target.write(text)
+            target.flush()
+
+    def attach(self, display: Callable[[str], None]) -> None:
+        """Send the lines for the terminal (stderr; stdout too if it is a terminal) to
+        ``display`` until detach()."""
+        with self._lock:
+            self._display = display
+            streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+            self._terminal = [s for s in streams if s is not None and (
+                s is sys.stderr or s is sys.__stderr__ or _isatty(s))]
+
+    def detach(self) -> None:
+        with self._lock:
+            self._display = None
+            self._terminal = []
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+LINES = LineWriter()
+
+
 class Output:
-    """Writes stage output a whole line at a time, prefixed with the stage when
-    several stages may run at once, so parallel output never mixes mid-line."""
+    """Stage output, a whole line at a time (through LINES), prefixed with the stage when
+    several stages may run at once."""
 
     def __init__(self, stream: IO[str] | None, prefix: bool) -> None:
         self.stream = stream  # None: whatever sys.stdout is when a line is written
         self.prefix = prefix
-        self._lock = threading.Lock()
 
     def line(self, stage: str, text: str) -> None:
-        if not text.endswith("\n"):
-            text += "\n"
-        with self._lock:
-            stream = self.stream or sys.stdout
-            stream.write(f"[{stage}] {text}" if self.prefix else text)
-            stream.flush()
+        LINES.line(f"[{stage}] {text}" if self.prefix else text, self.stream)
 
 
 class Reporter:
-    """Tells the user what is happening (stderr). Subclassed by the live display."""
+    """Tells the user what is happening (stderr, through LINES). Subclassed by the live
+    display."""
 
     def __init__(self, verbose: int = 0, quiet: bool = False, explain: bool = False) -> None:
         self.verbose = verbose
@@ -86,7 +129,7 @@ class Reporter:
 
     def say(self, text: str) -> None:
         if not self.quiet:
-            print(text, file=sys.stderr, flush=True)
+            LINES.line(text, sys.stderr)
 
     def start(self, total: int) -> None:
         pass
@@ -151,14 +194,14 @@ class Executor:
         self.reporter = reporter
         self.options = options
         self._interrupted = threading.Event()
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._procs_lock = threading.Lock()
+        self._commands = Commands()
         self.output: Output | None = None
 
     # ---- scheduling -------------------------------------------------------------
 
     def execute(self, decisions: list[Decision]) -> list[StageResult]:
-        """Run the plan; raises KeyboardInterrupt (after cleaning up) on Ctrl-C.
+        """Run the plan; on an interrupt (KeyboardInterrupt: Ctrl-C, or SIGTERM / SIGHUP as
+        entry.py raises them) stops every command, then raises it again.
 
         Event-driven: each stage counts its unfinished upstream stages and becomes ready
         at zero; ready stages start in topological order. A stage decided `skip` with
@@ -172,6 +215,8 @@ class Executor:
         heapq.heapify(ready)
         will_run = [d.name for d in decisions if d.action != SKIP]
         self.output = Output(self.options.stage_output, jobs > 1 and not self._chain(will_run))
+        if will_run:
+            self._commands.prepare()  # the watchdog (procs.py), from this, the main thread
         results: dict[str, StageResult] = {}
         running: dict[Future[StageResult], str] = {}
         stop = False
@@ -185,57 +230,53 @@ class Executor:
                     if waiting[down] == 0:
                         heapq.heappush(ready, position[down])
 
-        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage") as pool:
-            try:
-                while ready or running:
-                    while ready and len(running) < jobs:
-                        name = order[heapq.heappop(ready)]
-                        decision = pending.pop(name)
-                        ups = [u for u in self.graph.predecessors(name) if u in position]
-                        if (stop and not self.options.keep_going) or any(
-                                results[u].status != OK for u in ups):
-                            settle(name, StageResult(name, decision.action, NOT_RUN,
-                                                     decision.reasons))
-                        elif decision.action == SKIP and not decision.upstream_stale:
-                            settle(name, StageResult(name, SKIP, OK, decision.reasons))
+        try:
+            # The pool's threads start the commands and wait for them; they live until this
+            # `with` ends, which is after every task (hence every command) has finished.
+            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage") as pool:
+                try:
+                    while ready or running:
+                        while ready and len(running) < jobs:
+                            name = order[heapq.heappop(ready)]
+                            decision = pending.pop(name)
+                            ups = [u for u in self.graph.predecessors(name) if u in position]
+                            if (stop and not self.options.keep_going) or any(
+                                    results[u].status != OK for u in ups):
+                                settle(name, StageResult(name, decision.action, NOT_RUN,
+                                                         decision.reasons))
+                            elif decision.action == SKIP and not decision.upstream_stale:
+                                settle(name, StageResult(name, SKIP, OK, decision.reasons,
+                                                         decision.input_hash))
+                                self.reporter.stage_finished(results[name])
+                            else:
+                                running[pool.submit(self._process, decision)] = name
+                        if not running:
+                            continue
+                        done, _ = wait(list(running), timeout=0.25, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            name = running.pop(future)
+                            settle(name, future.result())
                             self.reporter.stage_finished(results[name])
-                        else:
-                            running[pool.submit(self._process, decision)] = name
-                    if not running:
-                        continue
-                    done, _ = wait(list(running), timeout=0.25, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        name = running.pop(future)
-                        settle(name, future.result())
-                        self.reporter.stage_finished(results[name])
-                        if results[name].status == FAILED:
-                            stop = True
-            except KeyboardInterrupt:
-                self._interrupted.set()
-                self._stop_all()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+                            if results[name].status == FAILED:
+                                stop = True
+                except KeyboardInterrupt:
+                    self._interrupted.set()
+                    while True:  # a second interrupt must not cut the stopping short
+                        try:
+                            self._commands.stop_all()
+                            pool.shutdown(wait=True, cancel_futures=True)
+                            break
+                        except KeyboardInterrupt:
+                            continue
+                    raise
+        finally:
+            self._commands.close()
         return [results[n] for n in order]
 
     def _chain(self, names: list[str]) -> bool:
         """True if these stages (in topological order) can never run two at a time:
         each one lies downstream of the one before it."""
         return all(nx.has_path(self.graph, a, b) for a, b in itertools.pairwise(names))
-
-    def _stop_all(self) -> None:
-        """Ctrl-C: stop every running command (its whole process group)."""
-        with self._procs_lock:
-            procs = list(self._procs.values())
-        for sig, grace in ((signal.SIGINT, 2.0), (signal.SIGTERM, 2.0), (signal.SIGKILL, 0)):
-            alive = [p for p in procs if p.poll() is None]
-            for proc in alive:
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + grace
-            while grace and time.monotonic() < deadline and any(p.poll() is None for p in alive):
-                time.sleep(0.02)
 
     # ---- one stage --------------------------------------------------------------
 
@@ -249,7 +290,7 @@ class Executor:
                 decision = self.planner.decide(name, force=name in self.options.forced)
             self.reporter.decided(decision)
             if decision.action == SKIP:
-                return StageResult(name, SKIP, OK, decision.reasons)
+                return StageResult(name, SKIP, OK, decision.reasons, decision.input_hash)
             self.reporter.stage_started(name, decision.action)
             if decision.action == RESTORE:
                 self._restore(decision)
@@ -259,14 +300,26 @@ class Executor:
                 return self._run(decision, started)
             return StageResult(name, decision.action, OK, decision.reasons,
                                decision.input_hash, time.monotonic() - started)
-        except OperationError as exc:
+        except (OperationError, OSError) as exc:
+            # e.g. an out whose directory resolves outside the project, a missing wdir, a
+            # full disk while preparing outputs
+            if isinstance(exc, OperationError):
+                error = str(exc)
+            else:
+                error = f"{self._shown(exc.filename)}: " if exc.filename else ""
+                error += exc.strerror or str(exc)
+            duration = time.monotonic() - started
+            if decision.action == RUN:
+                self.state.add_run(name, time.time() - duration, duration, "failed",
+                                   decision.input_hash, False)
             return StageResult(name, decision.action, FAILED, decision.reasons,
-                               decision.input_hash, time.monotonic() - started, str(exc))
-        except OSError as exc:  # e.g. a missing wdir, a full disk while preparing outputs
-            where = f"{exc.filename}: " if exc.filename else ""
-            return StageResult(name, decision.action, FAILED, decision.reasons,
-                               decision.input_hash, time.monotonic() - started,
-                               f"{where}{exc.strerror or exc}")
+                               decision.input_hash, duration, error)
+
+    def _shown(self, path: Any) -> str:
+        """A path for a message: project-relative when it lies inside the project."""
+        text = os.fsdecode(path)
+        root = str(self.project.root)
+        return text[len(root) + 1:] if text.startswith(root + "/") else text
 
     def _restore(self, decision: Decision) -> None:
         """Inputs match the lock: put the locked outputs back from the cache."""
@@ -289,7 +342,7 @@ class Executor:
 
     def _link_out(self, digest: str, path: str, methods: list[str] | None = None) -> None:
         dest = self.project.root / path
-        remove_path(dest)
+        paths.remove(self.project.root, path)
         if digest.endswith(".dir"):
             self.cache.checkout_dir(digest, dest, methods or self.project.checkout,
                                     self.project.root)
@@ -297,29 +350,29 @@ class Executor:
             self.cache.link_out(digest, dest, methods or self.project.checkout, self.project.root)
 
     def _prepare_outs(self, decision: Decision) -> None:
-        """Delete non-persist outputs; bring missing persist outputs back as copies."""
+        """Delete non-persist outputs; bring missing persist outputs back as copies; create
+        their directories. Every out is checked first (paths.py): one whose directory
+        resolves outside the project fails the stage before anything is touched."""
         locked = {o.path: o for o in decision.lock.outs} if decision.lock else {}
         root = self.project.root
+        resolved = {out.path: paths.resolve(root, out.path) for out in decision.stage.outs}
         for out in decision.stage.outs:
-            dest = root / out.path
+            dest = resolved[out.path]
             if not out.persist:
-                remove_path(dest)
+                paths.remove(root, out.path)
             elif not os.path.lexists(dest) and out.path in locked and self.cache.has(
                 locked[out.path].hash
             ):
                 self._link_out(locked[out.path].hash, out.path, ["copy"])
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            paths.make_parent(root, out.path)
 
     def _run(self, decision: Decision, started: float) -> StageResult:
         stage, name = decision.stage, decision.name
-        if decision.missing_deps:
-            missing = ", ".join(repr(p) for p in decision.missing_deps)
-            return StageResult(name, RUN, FAILED, decision.reasons, decision.input_hash, 0.0,
-                               f"missing dependency {missing}")
-        if decision.unreadable_deps:
-            problems = "; ".join(f"{p}: {why}" for p, why in decision.unreadable_deps)
-            return StageResult(name, RUN, FAILED, decision.reasons, decision.input_hash, 0.0,
-                               f"dependency cannot be read ({problems})")
+        early = self._unusable_deps(decision)
+        if early is not None:
+            # Failed before its deps could be hashed: no input hash, but a history record.
+            self.state.add_run(name, time.time(), 0.0, "failed", None, False)
+            return StageResult(name, RUN, FAILED, decision.reasons, None, 0.0, early)
         if decision.input_hash is None:
             decision.input_hash = self.planner.input_hash(decision)
         self._prepare_outs(decision)
@@ -354,6 +407,21 @@ class Executor:
         return StageResult(name, RUN, OK if error is None else FAILED, decision.reasons,
                            decision.input_hash, duration, error)
 
+    def _unusable_deps(self, decision: Decision) -> str | None:
+        """What is wrong with the stage's deps (missing, or a file in them unreadable, named
+        as `commit` names it), or None."""
+        if decision.missing_deps:
+            missing = ", ".join(repr(p) for p in decision.missing_deps)
+            return f"missing dependency {missing}"
+        problems = []
+        for path, digest in decision.deps.items():
+            if digest.hash is None and not digest.missing:
+                shown, why = digest.errors[0] if digest.errors else (path, "cannot be hashed")
+                problems.append(f"{self._shown(shown)}: {why}")
+        if problems:
+            return f"dependency cannot be read ({'; '.join(problems)})"
+        return None
+
     def _run_commands(self, stage: Stage) -> int:
         """Run each command under /bin/sh -c in wdir; stop at the first failure."""
         assert self.output is not None
@@ -361,35 +429,16 @@ class Executor:
                "PIVOTBUILD_STAGE": stage.name}
         cwd = self.project.root / stage.wdir
         for command in stage.cmd:
-            if self._interrupted.is_set():
+            proc = self._commands.start(command, cwd, env)
+            if proc is None:  # interrupted: the other commands are being stopped
                 return 130
-            proc = subprocess.Popen(
-                ["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: Ctrl-C is ours to forward
-            )
-            with self._procs_lock:
-                self._procs[stage.name] = proc
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                self.output.line(stage.name, raw.decode("utf-8", "replace"))
-            code = proc.wait()
-            with self._procs_lock:
-                self._procs.pop(stage.name, None)
+            try:
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    self.output.line(stage.name, raw.decode("utf-8", "replace"))
+                code = proc.wait()
+            finally:
+                self._commands.finished(proc)
             if code != 0:
                 return code if code > 0 else 128 - code
         return 0
-
-
-def remove_path(path: os.PathLike[str] | str) -> None:
-    """Delete a file, symlink or directory tree (never following a symlink)."""
-    if os.path.islink(path) or os.path.isfile(path):
-        os.unlink(path)
-    elif os.path.isdir(path):
-        shutil.rmtree(path, onerror=_make_writable_and_retry)
-
-
-def _make_writable_and_retry(function: Callable[..., Any], path: str, _exc: Any) -> None:
-    # Outputs hardlinked from the cache are read-only, and so may be their dirs.
-    os.chmod(os.path.dirname(path), 0o755)
-    function(path)

@@ -1,7 +1,9 @@
 """Live progress on a terminal (rich): what is running, done and left.
 
 When stderr is not a terminal nothing fancy happens: the plain Reporter prints
-one line per stage started and one summary line.
+one line per stage started and one summary line. Either way every line goes
+through the one line writer (execute.LINES); while the bar is shown, the writer
+hands the lines for the terminal to rich, which prints them above it.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from pivotbuild.execute import Reporter, StageResult
+from pivotbuild.execute import LINES, Reporter, StageResult
 
 
 class LiveReporter(Reporter):
@@ -31,18 +33,19 @@ class LiveReporter(Reporter):
             SpinnerColumn(), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.description}"),
             console=Console(stderr=True), transient=True,
+            redirect_stdout=False,  # stage output stays on stdout unless that is the terminal
         )
         self._running: list[str] = []
         self._lock = threading.Lock()
         self._task = None
 
-    def say(self, text: str) -> None:
-        if not self.quiet:
-            self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+    def _show(self, text: str) -> None:
+        self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def start(self, total: int) -> None:
         self._task = self._progress.add_task("", total=total)
         self._progress.start()
+        LINES.attach(self._show)
 
     def _describe(self) -> None:
         text = "running: " + ", ".join(self._running) if self._running else ""
@@ -63,6 +66,7 @@ class LiveReporter(Reporter):
         super().stage_finished(result)
 
     def finish(self, results: list[StageResult], wall_s: float) -> None:
+        LINES.detach()
         self._progress.stop()
         print_plain = Reporter(self.verbose, self.quiet, self.explain)
         print_plain.finish(results, wall_s)
