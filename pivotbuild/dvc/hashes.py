@@ -1,0 +1,170 @@
+"""DVC's content hashes of the workspace: md5 of files, `.dir` listings of directories.
+
+DVC names every file by an MD5 of its content and every directory by the MD5 of a JSON listing
+of its files followed by ``.dir``. Two flavours exist, and a lock entry says which one it holds:
+
+- ``hash: md5`` (what DVC 3 writes): the MD5 of the file's raw bytes.
+- no ``hash`` key (what DVC 2 wrote, ``md5-dos2unix`` inside DVC): the file is read in 1 MiB
+  chunks; a chunk whose first 512 bytes look like text has every CRLF turned into LF before it
+  is hashed. "Looks like text": empty, or no NUL byte and at most 30% of the bytes outside
+  printable ASCII and ``\\n \\r \\t \\f \\b``. (A CRLF split across two chunks is left alone, as
+  DVC leaves it.)
+
+A directory's listing is ``json.dumps(entries, sort_keys=True)`` in UTF-8, where ``entries`` is
+``[{"md5": <file md5>, "relpath": <path below the directory, "/"-separated>}, ...]`` sorted by
+relpath (Python string order); empty directories do not appear, symlinks to files are read
+through and symlinks to directories are not walked (as ``os.walk`` does). The directory's hash
+is ``md5(listing) + ".dir"``; ``.dvc/cache`` stores the listing itself under that name, which is
+how tests/data/dvc/dir_objects/ checks this format against real DVC. Patterns in
+``.dvcignore`` are not applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+MD5 = "md5"  # DVC 3: raw bytes
+MD5_DOS2UNIX = "md5-dos2unix"  # DVC 2: CRLF → LF in text chunks
+HASH_NAMES = (MD5, MD5_DOS2UNIX)
+
+_CHUNK = 1 << 20  # DVC reads (and so normalises) files in chunks of this size
+_SNIFF = 512  # the first bytes of a chunk that decide whether it is text
+_TEXT_BYTES = bytes(range(32, 127)) + b"\n\r\t\f\b"
+_POOL_FROM = 32  # directories with at least this many files are hashed by a thread pool
+
+
+@dataclass(frozen=True)
+class LockedPath:
+    """One dep or out as dvc.lock or a ``.dvc`` file records it."""
+
+    path: str  # project-relative, "/"-separated
+    md5: str  # 32 hex digits, with ".dir" appended for a directory
+    hash_name: str  # MD5 or MD5_DOS2UNIX (a key DVC would not write gives an error on check)
+    size: int | None = None
+    nfiles: int | None = None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.md5.endswith(".dir")
+
+
+def _looks_like_text(block: bytes) -> bool:
+    if not block:
+        return True
+    if b"\x00" in block:
+        return False
+    return len(block.translate(None, _TEXT_BYTES)) / len(block) <= 0.30
+
+
+def _new_md5() -> hashlib._Hash:
+    return hashlib.md5(usedforsecurity=False)
+
+
+def file_md5(path: Path | str, hash_name: str = MD5) -> str:
+    """The MD5 DVC records for the file at ``path`` (OSError if it cannot be read)."""
+    if hash_name not in HASH_NAMES:
+        raise ValueError(f"unsupported DVC hash {hash_name!r} (supported: md5, md5-dos2unix)")
+    with open(path, "rb") as f:
+        if hash_name == MD5:
+            return hashlib.file_digest(f, _new_md5).hexdigest()
+        digest = _new_md5()
+        while chunk := f.read(_CHUNK):
+            if _looks_like_text(chunk[:_SNIFF]):
+                chunk = chunk.replace(b"\r\n", b"\n")
+            digest.update(chunk)
+        return digest.hexdigest()
+
+
+def _files_below(top: Path) -> list[tuple[str, Path]]:
+    """(relpath, path) of every file below ``top``, sorted as DVC sorts its listing."""
+    found = []
+    for dirpath, _dirnames, filenames in os.walk(top):
+        base = Path(dirpath)
+        rel_dir = base.relative_to(top).as_posix()
+        for name in filenames:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            found.append((rel, base / name))
+    found.sort(key=lambda item: item[0])
+    return found
+
+
+def _map(func: Callable[[Path], str], paths: list[Path]) -> Iterable[str]:
+    if len(paths) < _POOL_FROM:
+        return map(func, paths)
+    # hashlib releases the GIL while it hashes and the OS while it reads: threads overlap both.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(func, paths, chunksize=64))
+
+
+@dataclass(frozen=True)
+class DirListing:
+    """A directory as DVC lists it: the listing bytes, their hash, file count and total size."""
+
+    listing: bytes
+    md5: str  # md5 of the listing + ".dir"
+    nfiles: int
+    size: int
+
+
+def dir_listing(path: Path | str, hash_name: str = MD5) -> DirListing:
+    """DVC's listing of the directory at ``path`` and the ``.dir`` hash it records for it."""
+    if hash_name not in HASH_NAMES:
+        raise ValueError(f"unsupported DVC hash {hash_name!r} (supported: md5, md5-dos2unix)")
+    top = Path(path)
+    if not top.is_dir():
+        raise NotADirectoryError(f"not a directory: {top}")
+    files = _files_below(top)
+    md5s = _map(lambda p: file_md5(p, hash_name), [p for _, p in files])
+    entries = [{"md5": md5, "relpath": rel} for (rel, _), md5 in zip(files, md5s, strict=True)]
+    listing = json.dumps(entries, sort_keys=True).encode("utf-8")
+    size = sum(p.stat().st_size for _, p in files)
+    digest = _new_md5()
+    digest.update(listing)
+    return DirListing(listing=listing, md5=digest.hexdigest() + ".dir", nfiles=len(files),
+                      size=size)
+
+
+def path_md5(path: Path | str, hash_name: str = MD5) -> str:
+    """The hash DVC records for ``path``: a file's md5, or a directory's ``<md5>.dir``."""
+    if Path(path).is_dir():
+        return dir_listing(path, hash_name).md5
+    return file_md5(path, hash_name)
+
+
+class Md5Memo:
+    """Remembers hashes within one import, so a dep shared by many stages is read once."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], str] = {}
+
+    def md5(self, root: Path, rel: str, hash_name: str) -> str:
+        key = (rel, hash_name)
+        if key not in self._known:
+            self._known[key] = path_md5(root / rel, hash_name)
+        return self._known[key]
+
+
+def check_path(root: Path, entry: LockedPath, memo: Md5Memo | None = None) -> str | None:
+    """None when the workspace holds what ``entry`` records, else why not (one line)."""
+    full = root / entry.path
+    if not full.exists():
+        return f"{entry.path}: missing from the workspace"
+    if entry.is_dir != full.is_dir():
+        kind = "a directory" if entry.is_dir else "a file"
+        return f"{entry.path}: recorded as {kind} but the workspace has " + (
+            "a file" if entry.is_dir else "a directory")
+    try:
+        got = (memo or Md5Memo()).md5(root, entry.path, entry.hash_name)
+    except ValueError as exc:
+        return f"{entry.path}: {exc}"
+    except OSError as exc:
+        return f"{entry.path}: cannot be read ({exc.strerror or exc})"
+    if got != entry.md5:
+        return f"{entry.path}: content differs from what DVC recorded"
+    return None
