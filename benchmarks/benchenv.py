@@ -18,7 +18,8 @@ BENCH_DATA = REPO / "bench-data"
 # cached as on a user's machine but outside the sources (PYTHONDONTWRITEBYTECODE=1 would
 # recompile an editable install's modules on every run).
 ENV = {k: v for k, v in os.environ.items()
-       if k not in ("PIVOTBUILD_CACHE_DIR", "PIVOTBUILD_PURE_PYTHON", "PYTHONDONTWRITEBYTECODE")}
+       if k not in ("PIVOTBUILD_CACHE_DIR", "PIVOTBUILD_PURE_PYTHON", "PIVOTBUILD_NO_FASTPATH",
+                    "PIVOTBUILD_FASTPATH_TRACE", "PYTHONDONTWRITEBYTECODE")}
 ENV.update(DVC_NO_ANALYTICS="1", GIT_TERMINAL_PROMPT="0", LC_ALL="C",
            PYTHONPYCACHEPREFIX=str(BENCH_DATA / "pycache"))
 

@@ -61,13 +61,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cproject_gen
 from benchenv import BENCH_DATA, ENV, REPO, BenchError, cpu_model, git_init, log, run
 from corpus import CorpusParams, fanout, generate, read_manifest, small_relpath
 from pagecache import read_all
 from sysload import Probe, wait_quiet
 
 SHARED_CORPUS = BENCH_DATA / CorpusParams().tag() / "data"
-CASES = ("noop", "stages", "parallel", "commit")
+CASES = ("noop", "stages", "cproject", "parallel", "commit")
 GROUP = 10  # stages per group in the many-stage pipeline
 CHAIN_GROUPS = 10  # groups per chain of groups
 N_PARALLEL = 8
@@ -80,6 +81,7 @@ class Tools:
     dvc: str | None
     make: str | None
     git: str | None
+    ninja: str | None
     notes: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -114,9 +116,11 @@ def ensure_dvc(venv: Path, notes: list[str]) -> str | None:
 def find_tools(args: argparse.Namespace) -> Tools:
     notes: list[str] = []
     tools = Tools(find_pivotbuild(), ensure_dvc(Path(args.dvc_venv), notes),
-                  shutil.which("make"), shutil.which("git"), notes)
+                  shutil.which("make"), shutil.which("git"), shutil.which("ninja"), notes)
     if tools.make is None:
         notes.append("make skipped: not on PATH")
+    if tools.ninja is None:
+        notes.append("ninja skipped: not on PATH (Debian: apt-get install ninja-build)")
     if tools.git is None:
         notes.append("git skipped: not on PATH (DVC needs it too)")
         if tools.dvc:
@@ -125,7 +129,8 @@ def find_tools(args: argparse.Namespace) -> Tools:
     for name, argv in (("pivotbuild", [*tools.pivotbuild, "--version"]),
                        ("dvc", [tools.dvc, "--version"] if tools.dvc else None),
                        ("make", [tools.make, "--version"] if tools.make else None),
-                       ("git", [tools.git, "--version"] if tools.git else None)):
+                       ("git", [tools.git, "--version"] if tools.git else None),
+                       ("ninja", [tools.ninja, "--version"] if tools.ninja else None)):
         if argv:
             out = run(argv, cwd=REPO, check=False).stdout.strip().splitlines()
             tools.versions[name] = out[0] if out else "?"
@@ -231,6 +236,22 @@ def write_make(proj: Path, stages: list[Stage]) -> None:
     (proj / "Makefile").write_text("\n".join(lines))
 
 
+def ninja_path(path: str) -> str:
+    """A path as a build.ninja build line spells it ($, space and : escaped with $)."""
+    return path.replace("$", "$$").replace(" ", "$ ").replace(":", "$:")
+
+
+def write_ninja(proj: Path, stages: list[Stage]) -> None:
+    """One build line per stage, its cmd as a variable of one rule; the default targets are
+    the outs nothing else reads, as Ninja chooses them."""
+    lines = ["rule run", "  command = $cmd", ""]
+    for s in stages:
+        lines += [f"build {' '.join(map(ninja_path, s.outs))}: run "
+                  f"{' '.join(map(ninja_path, s.deps))}",
+                  f"  cmd = {s.cmd.replace('$', '$$')}", ""]
+    (proj / "build.ninja").write_text("\n".join(lines))
+
+
 def dvc_init(tools: Tools, proj: Path) -> None:
     assert tools.dvc and tools.git
     git_init(tools.git, proj)
@@ -262,6 +283,8 @@ class Cmd:
     cwd: Path
     reset: Callable[[], None] | None = None  # before every run, untimed
     check_min_s: float = 0.0  # a run faster than this did not do the work: an error
+    env: dict[str, str] = field(default_factory=dict)  # added to ENV for this command
+    expect: str | None = None  # must appear in its output (stdout + stderr), else an error
     times: list[float] = field(default_factory=list)
     other_cpu: list[float] = field(default_factory=list)  # other processes' CPU s per run
     error: str | None = None
@@ -271,9 +294,11 @@ class Cmd:
     def shown(self) -> str:
         argv = list(self.argv)
         argv[0] = Path(argv[0]).name
+        prefix = "".join(f"{k}={v} " for k, v in self.env.items())
         if argv[:2] == ["sh", "-c"]:
-            return argv[2]
-        return shlex.join(argv) if len(argv) < 12 else shlex.join(argv[:4]) + f" ... ({len(argv) - 1} args)"
+            return prefix + argv[2]
+        return prefix + (shlex.join(argv) if len(argv) < 12
+                         else shlex.join(argv[:4]) + f" ... ({len(argv) - 1} args)")
 
     @property
     def median(self) -> float | None:
@@ -286,8 +311,8 @@ def once(c: Cmd) -> float | None:
     os.sync()  # writeback of the last run's (or reset's) dirty pages is not this run's cost
     before = Probe.now()
     t0 = time.perf_counter()
-    r = subprocess.run(c.argv, cwd=c.cwd, env=ENV, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, check=False)
+    r = subprocess.run(c.argv, cwd=c.cwd, env={**ENV, **c.env} if c.env else ENV,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     secs = time.perf_counter() - t0
     c.other_cpu.append(Probe.now().since(before).other_cpu)
     c.out_tail = "\n".join(r.stdout.strip().splitlines()[-3:])
@@ -296,6 +321,9 @@ def once(c: Cmd) -> float | None:
         return None
     if secs < c.check_min_s:
         c.error = f"finished in {secs:.2f} s < {c.check_min_s:.2f} s: it cannot have run everything"
+        return None
+    if c.expect is not None and c.expect not in r.stdout:
+        c.error = f"its output lacks {c.expect!r} (not a no-op?): {c.out_tail[-300:]}"
         return None
     return secs
 
@@ -321,6 +349,39 @@ def measure(cmds: list[Cmd], runs: int, quiet_cores: float, quiet_timeout: float
 
 def skipped(key: str, tool: str, why: str) -> Cmd:
     return Cmd(key, tool, [tool], REPO, error=f"skipped: {why}")
+
+
+# pivotbuild's full path (click, pydantic, networkx, pivot.toml validated and expanded),
+# timed beside the fast path that answers a no-op from .pivotbuild/snapshot (issue 14).
+FULL_PATH = {"PIVOTBUILD_NO_FASTPATH": "1"}
+
+
+def pb_noops(case: str, tools: Tools, proj: Path, commands: tuple[str, ...] = ("status", "repro")
+             ) -> list[Cmd]:
+    """`pivotbuild status` / `repro` in proj, each through the fast path and the full path;
+    a run that does not report a no-op is an error."""
+    cmds = []
+    for command in commands:
+        expect = "Everything is up to date." if command == "status" else " 0 ran, "
+        cmds.append(Cmd(f"{case}.pb.{command}", "pivotbuild", [*tools.pivotbuild, command],
+                        proj, expect=expect))
+        cmds.append(Cmd(f"{case}.pb.{command}.full", "pivotbuild",
+                        [*tools.pivotbuild, command], proj, env=FULL_PATH, expect=expect))
+    return cmds
+
+
+def fast_path_notes(case: str, tools: Tools, proj: Path,
+                    commands: tuple[str, ...] = ("status", "repro")) -> None:
+    """Ask pivotbuild (PIVOTBUILD_FASTPATH_TRACE=1) whether its fast path answered each
+    command in proj, and keep its answer among the notes: a fast-path row means nothing
+    if the fast path was not taken."""
+    for command in commands:
+        r = subprocess.run([*tools.pivotbuild, command], cwd=proj,
+                           env={**ENV, "PIVOTBUILD_FASTPATH_TRACE": "1"},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+        said = [ln for ln in r.stderr.splitlines() if ln.startswith("pivotbuild: fast path")]
+        what = said[-1].removeprefix("pivotbuild: ") if said else "no trace (an older build?)"
+        tools.notes.append(f"{case}: `pivotbuild {command}` after the timed runs: {what}")
 
 
 # ---- cases ----------------------------------------------------------------------------------
@@ -371,8 +432,7 @@ def case_noop(tools: Tools, args: argparse.Namespace, work: Path) -> list[Cmd]:
     if run([*pb, "status", "-q"], p, check=False).returncode != 0:
         raise BenchError(f"pivotbuild status in {p} is not up to date after repro")
 
-    cmds.append(Cmd("noop.pb.status", "pivotbuild", [*pb, "status"], p))
-    cmds.append(Cmd("noop.pb.repro", "pivotbuild", [*pb, "repro"], p))
+    cmds += pb_noops("noop", tools, p)
     if tools.dvc:
         cmds.append(Cmd("noop.dvc.status", "dvc", [tools.dvc, "status"], d))
         cmds.append(Cmd("noop.dvc.repro", "dvc", [tools.dvc, "repro"], d))
@@ -390,6 +450,7 @@ def case_noop(tools: Tools, args: argparse.Namespace, work: Path) -> list[Cmd]:
         cmds.append(Cmd("noop.dvc.start", "dvc", [tools.dvc, "--version"], d))
     log("noop: timing")
     measure(cmds, args.runs, args.quiet_cores, args.quiet_timeout)
+    fast_path_notes("noop", tools, p)
     if tools.dvc and "up to date" not in run([tools.dvc, "status"], d).stdout:
         raise BenchError(f"dvc status in {d} is not up to date after the no-op runs")
     if run([*pb, "status", "-q"], p, check=False).returncode != 0:
@@ -439,6 +500,7 @@ class StagesProjects:
     pb: Path
     dvc: Path | None
     make: Path | None
+    ninja: Path | None
 
 
 def setup_stages(tools: Tools, args: argparse.Namespace, work: Path) -> StagesProjects:
@@ -450,7 +512,7 @@ def setup_stages(tools: Tools, args: argparse.Namespace, work: Path) -> StagesPr
     write_pivot(p, stages)
     log(f"stages: pivotbuild repro of {len(stages)} stages in {p}")
     run([*pb, "-q", "repro"], p)
-    d = m = None
+    d = m = n = None
     if tools.dvc:
         # DVC's first repro of a large pipeline takes many minutes: a project that an earlier
         # run completed for the same pipeline and DVC version is reused as it is.
@@ -479,28 +541,138 @@ def setup_stages(tools: Tools, args: argparse.Namespace, work: Path) -> StagesPr
         sources(m, stages)
         write_make(m, stages)
         run([tools.make, "-s", "-j2"], m)
+    if tools.ninja:
+        n = fresh(base / "ninja")
+        sources(n, stages)
+        write_ninja(n, stages)
+        run([tools.ninja, "-j2"], n)
     wait_racy()
     if run([*pb, "status", "-q"], p, check=False).returncode != 0:
         raise BenchError(f"pivotbuild status in {p} is not up to date after repro")
-    return StagesProjects(stages, p, d, m)
+    return StagesProjects(stages, p, d, m, n)
 
 
 def case_stages(tools: Tools, args: argparse.Namespace, sp: StagesProjects) -> list[Cmd]:
     pb = tools.pivotbuild
-    cmds = [Cmd("stages.pb.repro", "pivotbuild", [*pb, "repro"], sp.pb),
-            Cmd("stages.pb.status", "pivotbuild", [*pb, "status"], sp.pb)]
+    cmds = pb_noops("stages", tools, sp.pb)
     cmds.append(Cmd("stages.dvc.repro", "dvc", [tools.dvc, "repro"], sp.dvc) if sp.dvc
                 else skipped("stages.dvc.repro", "dvc", "DVC unavailable"))
     cmds.append(Cmd("stages.make", "make", [tools.make], sp.make) if sp.make
                 else skipped("stages.make", "make", "make unavailable"))
+    cmds.append(Cmd("stages.make.q", "make", [tools.make, "-q"], sp.make) if sp.make
+                else skipped("stages.make.q", "make", "make unavailable"))
+    cmds.append(Cmd("stages.ninja", "ninja", [tools.ninja, "-n"], sp.ninja,
+                    expect="no work to do") if sp.ninja
+                else skipped("stages.ninja", "ninja", "ninja unavailable"))
     log("stages: timing")
     measure(cmds, args.runs, args.quiet_cores, args.quiet_timeout)
+    fast_path_notes("stages", tools, sp.pb)
     if sp.dvc and "up to date" not in run([tools.dvc, "status"], sp.dvc).stdout:
         raise BenchError(f"dvc status in {sp.dvc} is not up to date after the no-op runs")
     if sp.make and run([tools.make, "-q"], sp.make, check=False).returncode != 0:
         raise BenchError("make -q says the Makefile project is not up to date")
     if run([*pb, "status", "-q"], sp.pb, check=False).returncode != 0:
         raise BenchError("pivotbuild's many-stage project is not up to date after the no-op runs")
+    return cmds
+
+
+def cproject_digest() -> str:
+    """Names, sizes and mtimes of everything in cproject_real: a copy made from another
+    state of it is made again."""
+    import hashlib
+    h = hashlib.sha256()
+    for path in sorted(cproject_gen.SOURCE.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            h.update(f"{path.relative_to(cproject_gen.SOURCE)} {st.st_size} {st.st_mtime_ns}\n"
+                     .encode())
+    return h.hexdigest()[:16]
+
+
+def cproject_copy(dst: Path, names: tuple[str, ...], digest: str) -> bool:
+    """dst holds cproject_real's names (copied with their mtimes), copied again only when
+    the sources changed, so each tool's earlier build is reused; True if copied."""
+    marker = dst.with_name(dst.name + ".sources-ok")
+    want = f"{digest} {' '.join(names)}\n"
+    if marker.is_file() and marker.read_text() == want and dst.is_dir():
+        return False
+    marker.unlink(missing_ok=True)
+    fresh(dst)
+    for name in names:
+        src = cproject_gen.SOURCE / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name)
+        else:
+            shutil.copy2(src, dst / name)
+    os.sync()
+    marker.write_text(want)
+    return True
+
+
+def case_cproject(tools: Tools, args: argparse.Namespace, work: Path) -> list[Cmd]:
+    """Brotli's C sources (cproject_real/): each tool builds its own copy (-j 2; DVC one
+    stage at a time), then the no-ops are timed."""
+    pb = tools.pivotbuild
+    if shutil.which(cproject_gen.CC) is None:
+        raise BenchError(f"cproject: no C compiler `{cproject_gen.CC}` on PATH")
+    base = work / "cproject"
+    digest = cproject_digest()
+    sources_only = ("c", "LICENSE")
+    p = base / "pivotbuild"
+    cproject_copy(p, sources_only, digest)
+    try:
+        ts, per_unit = cproject_gen.tables(p)
+    except (OSError, RuntimeError) as exc:
+        raise BenchError(f"cproject: listing the units' headers failed: {exc}") from None
+    ours, gcc_lists = cproject_gen.header_counts(ts, per_unit)
+    tools.notes.append(
+        f"cproject: {len(per_unit)} compile stages in {len(ts)} foreach tables + link; their "
+        f"deps list {ours} headers in all (each table: the union of its units' headers), "
+        f"gcc's depfiles for Make and Ninja {gcc_lists}")
+    (p / "pivot.toml").write_text(cproject_gen.pivot_toml(ts))
+    # A snapshot an earlier pivotbuild left is not this build's to trust.
+    (p / ".pivotbuild" / "snapshot").unlink(missing_ok=True)
+    log(f"cproject: pivotbuild repro -j 2 in {p}")
+    run([*pb, "-q", "repro", "-j", "2"], p)
+    m = n = d = None
+    if tools.make:
+        m = base / "make"
+        cproject_copy(m, (*sources_only, "Makefile"), digest)
+        log(f"cproject: make -j2 in {m}")
+        run([tools.make, "-s", "-j2"], m)
+    if tools.ninja:
+        n = base / "ninja"
+        cproject_copy(n, (*sources_only, "build.ninja"), digest)
+        log(f"cproject: ninja -j2 in {n}")
+        run([tools.ninja, "-j2"], n)
+    if tools.dvc:
+        d = base / "dvc"
+        cproject_copy(d, sources_only, digest)
+        if not (d / ".dvc").is_dir():
+            dvc_init(tools, d)
+        (d / "dvc.yaml").write_text(cproject_gen.dvc_yaml(ts))
+        log(f"cproject: dvc repro in {d} (one stage at a time)")
+        run([tools.dvc, "repro"], d)
+    wait_racy()
+    # The first status after the build plans every stage on the full path and leaves the
+    # snapshot the fast path answers from.
+    if run([*pb, "status", "-q"], p, check=False).returncode != 0:
+        raise BenchError(f"pivotbuild status in {p} is not up to date after repro")
+
+    cmds = pb_noops("cproject", tools, p)
+    cmds.append(Cmd("cproject.make", "make", [tools.make, "-q"], m) if m
+                else skipped("cproject.make", "make", "make unavailable"))
+    cmds.append(Cmd("cproject.ninja", "ninja", [tools.ninja, "-n"], n, expect="no work to do")
+                if n else skipped("cproject.ninja", "ninja", "ninja unavailable"))
+    cmds.append(Cmd("cproject.dvc.status", "dvc", [tools.dvc, "status"], d, expect="up to date")
+                if d else skipped("cproject.dvc.status", "dvc", "DVC unavailable"))
+    cmds.append(Cmd("cproject.pb.version", "pivotbuild", [*pb, "--version"], p))
+    cmds.append(Cmd("cproject.python", "python", [sys.executable, "-c", "pass"], p))
+    log("cproject: timing")
+    measure(cmds, args.runs, args.quiet_cores, args.quiet_timeout)
+    fast_path_notes("cproject", tools, p)
+    if run([*pb, "status", "-q"], p, check=False).returncode != 0:
+        raise BenchError(f"pivotbuild status in {p} is not up to date after the no-op runs")
     return cmds
 
 
@@ -632,7 +804,9 @@ def case_commit(tools: Tools, args: argparse.Namespace, work: Path,
 
 LABELS = {
     "noop.pb.status": "{N}-file dep, no-op status",
+    "noop.pb.status.full": "the same, full path",
     "noop.pb.repro": "{N}-file dep, no-op repro",
+    "noop.pb.repro.full": "the same, full path",
     "noop.dvc.status": "{N}-file dep, no-op status",
     "noop.dvc.repro": "{N}-file dep, no-op repro",
     "noop.git.status": "the tree committed in git",
@@ -640,9 +814,22 @@ LABELS = {
     "noop.pb.start": "start-up only",
     "noop.dvc.start": "start-up only",
     "stages.pb.repro": "{S}-stage no-op repro",
+    "stages.pb.repro.full": "the same, full path",
     "stages.pb.status": "{S}-stage no-op status",
+    "stages.pb.status.full": "the same, full path",
     "stages.dvc.repro": "{S}-stage no-op repro",
     "stages.make": "{S}-stage no-op",
+    "stages.make.q": "{S}-stage no-op, make -q",
+    "stages.ninja": "{S}-stage no-op, ninja -n",
+    "cproject.pb.status": "C project no-op status",
+    "cproject.pb.status.full": "the same, full path",
+    "cproject.pb.repro": "C project no-op repro",
+    "cproject.pb.repro.full": "the same, full path",
+    "cproject.make": "C project no-op, make -q",
+    "cproject.ninja": "C project no-op, ninja -n",
+    "cproject.dvc.status": "C project no-op status",
+    "cproject.pb.version": "pivotbuild --version",
+    "cproject.python": "interpreter alone (-c pass)",
     "parallel.pb": "8 x sleep {T}, -j 2, forced",
     "parallel.make": "8 x sleep {T}, -j2, forced",
     "parallel.dvc": "8 x sleep {T}, sequential, forced",
@@ -657,26 +844,45 @@ LABELS = {
     "commit.tree.again.dvc": "tree as output, unchanged",
 }
 
-# (what, numerator, denominator key or None for the ideal, limit or None for information)
+SECONDS = "seconds"  # a TARGETS denominator: the numerator's median itself, in seconds
+# (what, numerator, denominator key, None for the ideal or SECONDS, limit or None for
+# information). Issue 3 and 4 targets first in each case, then issue 14's.
 TARGETS = [
     ("no-op status / dvc status", "noop.pb.status", "noop.dvc.status", 0.1),
     ("no-op status / git status", "noop.pb.status", "noop.git.status", 4.0),
+    ("no-op status / git status (issue 14)", "noop.pb.status", "noop.git.status", 1.2),
+    ("no-op status, full path / git status", "noop.pb.status.full", "noop.git.status", None),
     ("no-op repro / dvc status", "noop.pb.repro", "noop.dvc.status", 0.1),
     ("no-op repro / git status", "noop.pb.repro", "noop.git.status", 4.0),
     ("no-op repro / dvc repro", "noop.pb.repro", "noop.dvc.repro", None),
     ("no-op status / find floor", "noop.pb.status", "noop.find", None),
     ("{S}-stage no-op repro / dvc repro", "stages.pb.repro", "stages.dvc.repro", 0.1),
     ("{S}-stage no-op repro / make", "stages.pb.repro", "stages.make", None),
+    ("{S}-stage no-op repro, seconds", "stages.pb.repro", SECONDS, 0.15),
+    ("{S}-stage no-op repro / full path", "stages.pb.repro", "stages.pb.repro.full", None),
+    ("{S}-stage no-op repro / ninja -n", "stages.pb.repro", "stages.ninja", None),
+    ("C project no-op status, seconds", "cproject.pb.status", SECONDS, 0.06),
+    ("C project no-op status / make -q", "cproject.pb.status", "cproject.make", 15.0),
+    ("C project no-op status / ninja -n", "cproject.pb.status", "cproject.ninja", None),
+    ("C project no-op status / dvc status", "cproject.pb.status", "cproject.dvc.status", None),
+    ("C project no-op status / full path", "cproject.pb.status", "cproject.pb.status.full",
+     None),
+    ("C project no-op repro, seconds", "cproject.pb.repro", SECONDS, 0.07),
+    ("C project no-op repro / full path", "cproject.pb.repro", "cproject.pb.repro.full", None),
+    ("pivotbuild --version, seconds", "cproject.pb.version", SECONDS, 0.03),
+    ("pivotbuild --version, seconds (noop case)", "noop.pb.start", SECONDS, 0.03),
     ("8 x {T} s -j 2 / ideal {I} s", "parallel.pb", None, 1.15),
     ("make -B -j2 / ideal {I} s", "parallel.make", None, None),
     ("dvc repro -f / ideal {I} s", "parallel.dvc", None, None),
-    ("commit {S} stages, nothing stale / dvc commit -f", "commit.stages.pb", "commit.stages.dvc", 0.1),
+    ("commit {S} stages, nothing stale / dvc commit -f", "commit.stages.pb", "commit.stages.dvc",
+     0.1),
     ("commit {S} stages named / dvc commit -f", "commit.stages.pb.all", "commit.stages.dvc", None),
     ("commit tree, first / dvc commit -f", "commit.tree.first.pb", "commit.tree.first.dvc", 0.1),
     ("commit tree, first / dvc commit -f, cache.type hardlink", "commit.tree.first.pb",
      "commit.tree.first.dvc.hardlink", None),
     ("commit tree, first / cp -r of the tree", "commit.tree.first.pb", "commit.tree.cp", None),
-    ("commit tree, unchanged / dvc commit -f", "commit.tree.again.pb", "commit.tree.again.dvc", 0.1),
+    ("commit tree, unchanged / dvc commit -f", "commit.tree.again.pb", "commit.tree.again.dvc",
+     0.1),
 ]
 
 
@@ -700,15 +906,18 @@ def report(cmds: dict[str, Cmd], args: argparse.Namespace) -> list[dict]:
         a = cmds.get(num)
         if a is None:
             continue
-        b = cmds.get(den) if den else None
+        b = cmds.get(den) if den and den != SECONDS else None
         ideal = N_PARALLEL * args.sleep / 2
         ratio = None
-        if a.median is not None and (den is None or (b and b.median)):
+        if a.median is not None and den == SECONDS:
+            ratio = a.median
+        elif a.median is not None and (den is None or (b and b.median)):
             ratio = a.median / (b.median if den else ideal)
         verdict = ("n/a" if ratio is None else "info" if limit is None
                    else "PASS" if ratio <= limit else "MISS")
-        target = f"<={limit:g}x" if limit is not None else ""
-        shown = "-" if ratio is None else f"{ratio:.3f}x"
+        unit = " s" if den == SECONDS else "x"
+        target = f"<={limit:g}{unit}" if limit is not None else ""
+        shown = "-" if ratio is None else f"{ratio:.3f}{unit}"
         print(f"{fmt(what, args):58} {shown:>8} {target:>8}  {verdict}")
         rows.append({"what": fmt(what, args), "numerator": num, "denominator": den or "ideal",
                      "ratio": ratio, "target": limit, "result": verdict})
@@ -767,6 +976,8 @@ def main(argv: list[str] | None = None) -> int:
             sp = setup_stages(tools, args, work)
         if "stages" in cases:
             cmds.update((c.key, c) for c in case_stages(tools, args, sp))
+        if "cproject" in cases:
+            cmds.update((c.key, c) for c in case_cproject(tools, args, work))
         if "parallel" in cases:
             cmds.update((c.key, c) for c in case_parallel(tools, args, work))
         if "commit" in cases:
