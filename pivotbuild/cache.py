@@ -15,7 +15,10 @@ the same layout)::
 Objects are immutable and read-only. Each one is written under a temp name in its own
 directory, checked (a file's copy is hashed again and must match its name), made read-only
 and renamed into place, so an object is never half-visible and two processes storing the same
-object at once both succeed (the second rename replaces identical bytes). A directory's files
+object at once both succeed (the second rename replaces identical bytes). Objects are regular
+files, always: a symlinked output, or one whose inode another name shares, is copied in.
+Before an object is placed in the workspace or relied on when storing, it is checked against
+its name again (objcheck.py); one that does not match is removed and named. A directory's files
 are stored before its ``.dir`` object: the presence of a ``.dir`` object implies the presence
 of every file it lists.
 
@@ -56,6 +59,7 @@ from pivotbuild.atomic import (
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.hashing import get_backend
 from pivotbuild.lock import ANY_HASH_RE, is_safe_path
+from pivotbuild.objcheck import ObjectChecker, ObjectMemo, corrupt_text
 
 LAYOUT_VERSION = 1
 RUN_SCHEMA_VERSION = 1
@@ -108,6 +112,26 @@ class MissingObjectsError(OperationError):
         super().__init__(message)
         self.missing = missing
         self.restored = restored or []
+
+
+class CorruptObjectsError(OperationError):
+    """Cache objects found not to match their names when about to be used; each one was
+    removed from the cache. ``corrupt`` and ``missing`` are [(path shown, hash)]."""
+
+    def __init__(self, message: str, corrupt: list[tuple[str, str]],
+                 missing: list[tuple[str, str]] | None = None,
+                 restored: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.corrupt = corrupt
+        self.missing = missing or []
+        self.restored = restored or []
+
+
+def corrupt_message(corrupt: Sequence[tuple[str, str]]) -> str:
+    """'o: cache object … is corrupt (…); removed from the cache' (a few named, then a count)."""
+    first = "; ".join(f"{shown}: {corrupt_text(hash)}" for shown, hash in corrupt[:3])
+    more = f" and {len(corrupt) - 3} more" if len(corrupt) > 3 else ""
+    return f"{first}{more}; removed from the cache"
 
 
 class DirDigest(Protocol):
@@ -181,13 +205,15 @@ class Cache:
     """One cache directory (``files/`` and ``runs/``), see the layout at the top."""
 
     def __init__(self, cache_dir: Path, jobs: int = 0, durable: bool = True,
-                 staging: Path | None = None) -> None:
+                 staging: Path | None = None, memo: ObjectMemo | None = None) -> None:
         """``durable``: flush objects to disk before they become visible (off: tests).
-        ``staging``: a directory for files being placed in the workspace (see _temp_dir)."""
+        ``staging``: a directory for files being placed in the workspace (see _temp_dir).
+        ``memo``: where signatures of objects found good are kept (objcheck.py)."""
         self.cache_dir = Path(cache_dir)
         self.files_dir = self.cache_dir / FILES_DIR
         self.runs_dir = self.cache_dir / RUNS_DIR
         self.jobs = jobs
+        self.checker = ObjectChecker(str(self.files_dir), memo, jobs)
         self.durable = durable
         self._reflink_store = True  # cleared once reflinking into the cache failed
         self._disabled: set[tuple[str, int]] = set()  # (method, st_dev) known not to work
@@ -254,17 +280,22 @@ class Cache:
     # ---- storing ----------------------------------------------------------------------------
 
     def store_file(self, src: Path, hash: str, link: bool = False,
-                   existing: list[str] | None = None) -> None:
-        """Put the file ``src`` into the cache as ``hash`` unless that object is there.
+                   existing: list[str] | None = None, shown: str | None = None) -> None:
+        """Put the file ``src`` into the cache as ``hash`` unless that object is there (and
+        matches its name: a corrupt one is replaced).
 
         ``link``: the object may be a hardlink to ``src`` (no copy, no extra space; src
         becomes read-only, as a hardlink checkout would leave it), where the file system
-        allows; otherwise it is a reflink or a copy. Either way it is hashed again: if
-        ``src`` no longer has ``hash`` (it changed after it was hashed), OperationError and
-        nothing is stored.
+        allows and ``src`` is a regular file no other name shares (a symlink, or a file
+        hardlinked elsewhere, is copied: never chmod'ed, never linked into the cache);
+        otherwise it is a reflink or a copy. Either way it is hashed again: if ``src`` no
+        longer has ``hash`` (it changed after it was hashed), OperationError and nothing is
+        stored. ``existing`` receives ``src`` if the object was there already; errors name
+        ``shown`` (default: src).
         """
         check_hash(hash, directory=False)
-        self._store([_StoreJob(os.fspath(src), hash, os.fspath(src), link=link)], existing)
+        where = os.fspath(src) if shown is None else shown
+        self._store([_StoreJob(os.fspath(src), hash, where, link=link)], existing)
 
     def store_files(self, items: Iterable[tuple[Path, str]]) -> int:
         """store_file for many files at once (parallel copies, one hashing call per batch).
@@ -278,14 +309,16 @@ class Cache:
         return self._store(jobs)
 
     def store_dir(self, src: Path, digest: DirDigest, link: bool = False,
-                  existing: list[str] | None = None) -> int:
+                  existing: list[str] | None = None, shown: str | None = None) -> int:
         """Store every file a directory's manifest lists, then its ``.dir`` object, last.
 
         Returns how many objects were added (the ``.dir`` object included). ``link`` as
         for store_file; ``existing`` (if given) receives the paths of files whose object
-        was already in the cache (not linked to it, then).
+        was already in the cache (not linked to it, then); errors name ``shown`` (default:
+        src) and the file inside it.
         """
-        shown = os.fspath(src)
+        base = os.fspath(src)
+        shown = base if shown is None else shown
         dir_hash, data = digest.hash, digest.manifest
         if dir_hash is None or data is None:
             raise OperationError(f"{shown}: the directory was not hashed; nothing to store")
@@ -297,19 +330,24 @@ class Cache:
         except manifest.ManifestError as exc:
             raise OperationError(f"{shown}: invalid directory manifest: {exc}") from None
         jobs = [
-            _StoreJob(os.path.join(shown, e.path), e.hash, os.path.join(shown, e.path),
+            _StoreJob(os.path.join(base, e.path), e.hash, os.path.join(shown, e.path),
                       e.executable, link)
             for e in entries
         ]
         added = self._store(jobs, existing)
         obj = self.object_path(dir_hash)
-        if obj.is_file():
-            return added
+        try:
+            if obj.read_bytes() == data:
+                return added
+        except OSError:
+            pass  # absent (or unreadable, or corrupt: replaced below)
         try:
             obj.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(obj, data, mode=0o444)
         except OSError as exc:
-            raise OperationError(f"{obj}: cannot write the cache object: {_why(exc)}") from None
+            raise OperationError(f"{shown}: cannot store in the cache: {_why(exc)} ({obj})") \
+                from None
+        self.checker.forget(str(obj))
         return added + 1
 
     def _present(self, hashes: Collection[str]) -> set[str]:
@@ -327,8 +365,14 @@ class Cache:
         return found & set(hashes)
 
     def _store(self, jobs: list[_StoreJob], existing: list[str] | None = None) -> int:
-        """Store what is missing; the sources of objects already present go to existing."""
+        """Store what is missing; the sources of objects already present go to existing.
+        A present object that does not match its name is removed and stored again."""
         present = self._present({job.hash for job in jobs})
+        if present:
+            bad = self.checker.check((job.hash, job.shown) for job in jobs if job.hash in present)
+            for _, hash in bad:
+                self._discard(hash)
+            present.difference_update(hash for _, hash in bad)
         todo: list[_StoreJob] = []
         seen: set[str] = set()
         for job in jobs:
@@ -338,7 +382,11 @@ class Cache:
             elif job.hash not in seen:
                 seen.add(job.hash)
                 todo.append(job)
-        to_copy = self._store_linked([job for job in todo if job.link])
+        linked = [job for job in todo if job.link]
+        sole = self._map(_sole_name, linked) if len(linked) >= _PARALLEL_MIN else [
+            _sole_name(job) for job in linked]
+        to_copy = [job for job, ok in zip(linked, sole, strict=True) if not ok]
+        to_copy += self._store_linked([job for job, ok in zip(linked, sole, strict=True) if ok])
         to_copy += [job for job in todo if not job.link]
         for start in range(0, len(to_copy), _STORE_BATCH):
             self._store_batch(to_copy[start : start + _STORE_BATCH])
@@ -356,13 +404,7 @@ class Cache:
             return jobs
         backend = get_backend()
         fallback: list[_StoreJob] = []
-        try:
-            for prefix in sorted({job.hash[:2] for job in jobs}):
-                os.makedirs(os.path.join(self.files_dir, prefix), exist_ok=True)
-            dev = os.stat(self.files_dir).st_dev
-        except OSError as exc:
-            raise OperationError(f"{self.files_dir}: cannot create the cache: {_why(exc)}") \
-                from None
+        dev = self._make_shards(jobs)
         if ("hardlink", dev) in self._disabled:
             return jobs
         # In batches, so that a million-file output never holds a million path buffers.
@@ -409,13 +451,7 @@ class Cache:
             except Exception as exc:  # noqa: BLE001 - re-raised below, after cleanup
                 return exc
 
-        try:
-            for prefix in sorted({job.hash[:2] for job in jobs}):
-                os.makedirs(os.path.join(self.files_dir, prefix), exist_ok=True)
-        except OSError as exc:
-            raise OperationError(
-                f"{exc.filename or self.files_dir}: cannot create the cache: {_why(exc)}"
-            ) from None
+        self._make_shards(jobs)
         results = self._map(copy, jobs)
         temps = [r for r in results if isinstance(r, str)]
         try:
@@ -442,11 +478,16 @@ class Cache:
                 if os.path.isfile(final):  # stored meanwhile by someone else: same bytes
                     unlink_quietly(tmp)
                     continue
-                os.replace(tmp, final)
+                try:
+                    os.replace(tmp, final)
+                except OSError as exc:
+                    raise OperationError(f"{job.shown}: cannot store in the cache: "
+                                         f"{_why(exc)} ({final})") from None
                 shards.add(shard)
-        except OSError as exc:
+        except OSError as exc:  # the flush: not about one file in particular
             raise OperationError(
-                f"{exc.filename or self.files_dir}: cannot store in the cache: {_why(exc)}"
+                f"{jobs[0].shown}: cannot store in the cache: {_why(exc)} "
+                f"({exc.filename or self.files_dir})"
             ) from None
         finally:
             for tmp in temps:
@@ -471,7 +512,11 @@ class Cache:
             if not stat.S_ISREG(st.st_mode):
                 raise OperationError(f"{job.shown}: cannot store in the cache: not a regular file")
             shard = os.path.join(self.files_dir, job.hash[:2])  # created by _store_batch
-            dst_fd, tmp = create_temp(shard, job.hash[2:], 0o600)
+            try:
+                dst_fd, tmp = create_temp(shard, job.hash[2:], 0o600)
+            except OSError as exc:
+                raise OperationError(f"{job.shown}: cannot store in the cache: {_why(exc)} "
+                                     f"({shard})") from None
             try:
                 cloned = self._reflink_store and self._try_clone(src_fd, dst_fd)
                 if not cloned:
@@ -496,6 +541,37 @@ class Cache:
             raise
         finally:
             os.close(src_fd)
+
+    def _make_shards(self, jobs: Sequence[_StoreJob]) -> int:
+        """Create the shard directories these jobs need; the cache's st_dev. A failure names
+        the first output concerned, then the cache directory."""
+        for prefix in sorted({job.hash[:2] for job in jobs}):
+            shard = os.path.join(self.files_dir, prefix)
+            try:
+                os.makedirs(shard, exist_ok=True)
+            except OSError as exc:
+                job = next(j for j in jobs if j.hash[:2] == prefix)
+                raise OperationError(f"{job.shown}: cannot store in the cache: {_why(exc)} "
+                                     f"({exc.filename or shard})") from None
+        try:
+            return os.stat(self.files_dir).st_dev
+        except OSError as exc:
+            raise OperationError(f"{jobs[0].shown}: cannot store in the cache: {_why(exc)} "
+                                 f"({self.files_dir})") from None
+
+    def _discard(self, hash: str) -> None:
+        """Remove an object found corrupt (a missing one is no error)."""
+        path = self.object_path(hash)
+        self.checker.forget(str(path))
+        if hash.endswith(manifest.DIR_SUFFIX):
+            self._manifests.pop(hash, None)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise OperationError(f"{path}: cannot remove the corrupt cache object: "
+                                 f"{_why(exc)}") from None
 
     def _probe_reflink(self, job: _StoreJob) -> bool:
         """Can this cache reflink job.src? Tried on a scratch file, copying nothing."""
@@ -532,28 +608,35 @@ class Cache:
 
     def link_out(
         self, hash: str, dest: Path, methods: Sequence[str], root: Path,
-        executable: bool | None = None,
+        executable: bool | None = None, shown: str | None = None,
     ) -> str:
         """Put the file object ``hash`` at ``dest`` with the first of ``methods`` that works.
 
         Returns the method used. ``dest`` is replaced through a temp file and a rename: a
         symlink there is replaced itself, never written through; its parent is created and must
-        resolve inside ``root``. ``executable`` None gives the object's own exec bit.
+        resolve inside ``root``. ``executable`` None gives the object's own exec bit. The
+        object is checked against its name first: a corrupt one is removed from the cache
+        (CorruptObjectsError), nothing is placed. ``shown``: how errors name dest.
         """
         check_hash(hash, directory=False)
         _check_methods(methods)
         obj = self.object_path(hash)
+        where = str(dest) if shown is None else shown
         try:
             obj_st = os.stat(obj)
         except FileNotFoundError:
             raise MissingObjectsError(
-                f"{dest}: cache object {hash} is missing; {PULL_HINT}", [(str(dest), hash)]
+                f"{where}: cache object {hash} is missing; {PULL_HINT}", [(where, hash)]
             ) from None
         except OSError as exc:
             raise OperationError(f"{obj}: cannot read the cache object: {_why(exc)}") from None
+        bad = self.checker.check([(hash, where)], {hash: obj_st})
+        if bad:
+            self._discard(hash)
+            raise CorruptObjectsError(corrupt_message(bad), bad)
         parent, dev = self._safe_parent(Path(dest), os.path.realpath(root), "the project")
         final = os.path.join(parent, Path(dest).name)
-        return self._place(str(obj), obj_st, final, methods, executable, str(dest), dev)
+        return self._place(str(obj), obj_st, final, methods, executable, where, dev)
 
     def _safe_parent(self, dest: Path, bound: str, bound_name: str) -> tuple[str, int]:
         """dest's parent, resolved, created, and checked to lie inside ``bound``; (path, st_dev).
@@ -706,10 +789,7 @@ class Cache:
         except OSError as exc:
             raise OperationError(f"{obj}: cannot read the cache object: {_why(exc)}") from None
         if get_backend().hash_bytes(data) + manifest.DIR_SUFFIX != hash:
-            raise OperationError(
-                f"{obj}: cache object is corrupt (its content does not match its name); "
-                f"delete it and {PULL_HINT}"
-            )
+            raise CorruptObjectsError(f"{obj}: {corrupt_text(hash)}", [(str(obj), hash)])
         try:
             return manifest.parse(data)
         except manifest.ManifestError as exc:
@@ -717,25 +797,23 @@ class Cache:
 
     def checkout_dir(
         self, hash: str, dest: Path, methods: Sequence[str], root: Path,
-        only: Collection[str] | None = None,
+        only: Collection[str] | None = None, shown: str | None = None,
     ) -> list[str]:
         """Restore the directory output ``hash`` at ``dest``; the relative paths restored.
 
         Files the manifest lists are (re)placed; other files in ``dest`` are left alone (the
         caller decides about them). ``only`` restricts the work to these relative paths. A
-        symlink at ``dest`` is replaced by a real directory. Files whose object is missing are
-        skipped and reported at the end in one MissingObjectsError (``.restored`` lists what
-        was restored nonetheless).
+        symlink at ``dest`` is replaced by a real directory. Every object is checked against
+        its name first. Files whose object is missing or corrupt are skipped and reported at
+        the end in one MissingObjectsError or CorruptObjectsError (``.restored`` lists what
+        was restored nonetheless); corrupt objects are removed, and with them the ``.dir``
+        object, which no longer has all its files. ``shown``: how errors name dest.
         """
         check_hash(hash, directory=True)
         _check_methods(methods)
         dest = Path(dest)
-        try:
-            entries = self.read_manifest(hash)
-        except MissingObjectsError:
-            raise MissingObjectsError(
-                f"{dest}: cache object {hash} is missing; {PULL_HINT}", [(str(dest), hash)]
-            ) from None
+        where = str(dest) if shown is None else shown
+        entries = self.dir_entries(hash, where)
         if only is not None:
             wanted = set(only)
             entries = [e for e in entries if e.path in wanted]
@@ -756,17 +834,18 @@ class Cache:
             try:
                 present.append((entry, obj, os.stat(obj)))
             except FileNotFoundError:
-                missing.append((os.path.join(str(dest), entry.path), entry.hash))
+                missing.append((os.path.join(where, entry.path), entry.hash))
             except OSError as exc:
                 raise OperationError(f"{obj}: cannot read the cache object: {_why(exc)}") \
                     from None
+        corrupt = self._drop_corrupt(hash, where, present)
 
         self._make_dirs(top, dest, {os.path.dirname(e.path) for e, _, _ in present})
 
         def place(item: tuple[manifest.ManifestEntry, str, os.stat_result]) -> str:
             entry, obj, obj_st = item
             self._place(obj, obj_st, os.path.join(top, entry.path), methods, entry.executable,
-                        os.path.join(str(dest), entry.path), dev)
+                        os.path.join(where, entry.path), dev)
             return entry.path
 
         if len(present) < _PARALLEL_MIN:
@@ -780,14 +859,76 @@ class Cache:
                 linked, rest = self._link_new(top, rest)
                 restored += linked
             restored += self._map(place, rest)
+        if corrupt:
+            raise CorruptObjectsError(corrupt_message(corrupt), corrupt, missing, restored)
         if missing:
             names = ", ".join(path for path, _ in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise MissingObjectsError(
-                f"{dest}: {len(missing)} cache object(s) missing: {names}{more}; {PULL_HINT}",
+                f"{where}: {len(missing)} cache object(s) missing: {names}{more}; {PULL_HINT}",
                 missing, restored,
             )
         return restored
+
+    def dir_entries(self, hash: str, shown: str) -> list[manifest.ManifestEntry]:
+        """read_manifest for placing ``hash`` at ``shown``: errors name ``shown``, and a
+        corrupt ``.dir`` object is removed (CorruptObjectsError)."""
+        try:
+            return self.read_manifest(hash)
+        except MissingObjectsError:
+            raise MissingObjectsError(
+                f"{shown}: cache object {hash} is missing; {PULL_HINT}", [(shown, hash)]
+            ) from None
+        except CorruptObjectsError:
+            self._discard(hash)
+            raise CorruptObjectsError(corrupt_message([(shown, hash)]), [(shown, hash)]) \
+                from None
+
+    def _drop_corrupt(self, hash: str, shown: str,
+                      present: list[tuple[manifest.ManifestEntry, str, os.stat_result]]
+                      ) -> list[tuple[str, str]]:
+        """Check the objects of ``present`` (a directory's files, with their stat results)
+        against their names; remove the corrupt ones from ``present`` and from the cache,
+        and then the ``.dir`` object ``hash`` too. [(path shown, hash)] of the files
+        concerned."""
+        bad = self.checker.check(((e.hash, os.path.join(shown, e.path)) for e, _, _ in present),
+                                 {e.hash: st for e, _, st in present})
+        if not bad:
+            return []
+        bad_hashes = {h for _, h in bad}
+        for digest in bad_hashes:
+            self._discard(digest)
+        self._discard(hash)
+        corrupt = [(os.path.join(shown, e.path), e.hash) for e, _, _ in present
+                   if e.hash in bad_hashes]
+        present[:] = [item for item in present if item[0].hash not in bad_hashes]
+        return corrupt
+
+    def check_output(self, hash: str, shown: str, remove: bool = True) -> list[tuple[str, str]]:
+        """Check the objects of an output (a file object, or a ``.dir`` object and every file
+        it lists) against their names before they are used; [(path shown, hash)] of those
+        that do not match, each removed from the cache when ``remove`` (a ``.dir`` object
+        with it: it no longer has all its files). Missing objects are not reported here."""
+        check_hash(hash)
+        if not hash.endswith(manifest.DIR_SUFFIX):
+            bad = self.checker.check([(hash, shown)])
+            if bad and remove:
+                self._discard(hash)
+            return bad
+        try:
+            entries = self.read_manifest(hash)
+        except MissingObjectsError:
+            return []
+        except CorruptObjectsError:
+            if remove:
+                self._discard(hash)
+            return [(shown, hash)]
+        bad = self.checker.check((e.hash, os.path.join(shown, e.path)) for e in entries)
+        if bad and remove:
+            for _, digest in bad:
+                self._discard(digest)
+            self._discard(hash)
+        return bad
 
     def _first_method(self, methods: Sequence[str], dev: int) -> str | None:
         return next((m for m in methods if (m, dev) not in self._disabled), None)
@@ -985,6 +1126,17 @@ class Cache:
                 from None
 
 
+def _sole_name(job: _StoreJob) -> bool:
+    """May job.src itself become its object? Only a regular file (not a symlink) that no
+    other name shares: linking another name's inode into the cache, and making it read-only,
+    would change that other file, and let an edit of it corrupt the object."""
+    try:
+        st = os.lstat(job.src)
+    except OSError:
+        return True  # the hashing that follows names the problem
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
 def _check_methods(methods: Sequence[str]) -> None:
     if isinstance(methods, str) or not methods:
         raise UsageError(f"checkout methods must be a non-empty list of {CHECKOUT_METHODS}")
@@ -1018,6 +1170,7 @@ def _run_out_problem(out: Any) -> str | None:
 
 
 __all__ = [
-    "CHECKOUT_METHODS", "FICLONE", "LAYOUT_VERSION", "RUN_SCHEMA_VERSION", "Cache", "DirDigest",
-    "InvalidHashError", "MissingObjectsError", "check_hash",
+    "CHECKOUT_METHODS", "FICLONE", "LAYOUT_VERSION", "RUN_SCHEMA_VERSION", "Cache",
+    "CorruptObjectsError", "DirDigest", "InvalidHashError", "MissingObjectsError", "check_hash",
+    "corrupt_message",
 ]

@@ -47,7 +47,8 @@ class Pipeline:
         self.graph = dag.build_graph(self.project)
         self.state = StateDB(self.project.state_dir / "state.db")
         self.hasher = Hasher(self.root, self.state, hash_jobs)
-        self.cache = Cache(self.project.cache_dir, staging=self.project.state_dir / "tmp")
+        self.cache = Cache(self.project.cache_dir, staging=self.project.state_dir / "tmp",
+                           memo=self.state)
         self.planner = Planner(self.project, self.graph, self.hasher, self.cache)
         self.planner.prefetch = prefetch
         self.committer = Committer(self.project, self.hasher, self.cache)

@@ -12,7 +12,8 @@ A stage is compared with its lock:
 - its outs: added or removed (as declared), missing or changed (on disk).
 Reordering deps, outs or params, or toggling ``cache``, ``desc`` or
 ``frozen``, changes nothing, because none of these comparisons sees order or
-flags.
+flags. (What is cached is read from pivot.toml wherever it matters: restoring,
+checkout, verify, transfers; see ``cached_outs``.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pivotbuild import lock as lockfile
 from pivotbuild.cache import Cache
 from pivotbuild.config import Project, Stage
 from pivotbuild.errors import OperationError
-from pivotbuild.lock import Lock, LockProblem
+from pivotbuild.lock import Lock, LockedOut, LockProblem
 from pivotbuild.prefetch import Prefetch
 from pivotbuild.workspace import Hasher, PathDigest
 
@@ -232,14 +233,25 @@ class Planner:
         return RUN
 
     def _restorable(self, decision: Decision) -> bool:
-        """Can every changed or missing out come back from the cache?"""
+        """Can every changed or missing out come back from the cache? Only outs that
+        pivot.toml caches can (the lock's flag may be stale: SPEC §8)."""
         assert decision.lock is not None
         locked = {o.path: o for o in decision.lock.outs}
+        cached = cached_paths(decision.stage)
         for reason in decision.reasons:
             out = locked[reason.path] if reason.path else None
-            if out is None or not out.cache or not self.cache.has(out.hash):
+            if out is None or out.path not in cached or not self.cache.has(out.hash):
                 return False
         return True
+
+    def cached_outs(self, name: str, lock: Lock) -> list[LockedOut]:
+        """The outs of ``lock`` (stage ``name``'s) that pivot.toml says are cached: whether
+        an output is cached is decided by the configuration, never by the lock. An out the
+        stage no longer declares (or a stage no longer in pivot.toml) is not cached."""
+        if name not in self.graph:
+            return []
+        cached = cached_paths(self.graph.nodes[name]["stage"])
+        return [out for out in lock.outs if out.path in cached]
 
     def _run_entry_usable(self, decision: Decision, entry: Mapping[str, Any]) -> bool:
         """Every output of that run can be had: cached ones from the cache, and
@@ -277,6 +289,11 @@ class Planner:
             ]
             decisions[name] = self.decide(name, stale_upstream=stale_up, force=name in forced)
         return [decisions[n] for n in names]
+
+
+def cached_paths(stage: Stage) -> frozenset[str]:
+    """The paths of the stage's outs that are stored in the cache (``cache = true``)."""
+    return frozenset(out.path for out in stage.outs if out.cache)
 
 
 def _compare_paths(kind: str, current: Mapping[str, PathDigest], locked: Mapping[str, str]

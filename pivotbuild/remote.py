@@ -75,6 +75,7 @@ from pivotbuild.hashing import (
     get_backend,
 )
 from pivotbuild.lock import ANY_HASH_RE, Lock, LockProblem, is_safe_path
+from pivotbuild.plan import cached_paths
 from pivotbuild.remote_store import (
     FsspecStore,
     LocalStore,
@@ -102,6 +103,8 @@ _DIRECTORY_BATCH = 16384
 _PROGRESS_STEP = 1024
 _FD_MARGIN = 256  # open files kept free for everything but a round's unnamed copies
 _RUN_ENTRY_MAX = 1 << 20  # bytes; a run-cache entry is a few hundred
+_CORRUPT_LOCAL = ("the cached copy is corrupt (its content does not match its name); "
+                  "'pivotbuild verify --cache' lists such objects")
 
 
 def default_jobs() -> int:
@@ -215,13 +218,21 @@ def _read_locks(pipeline: Pipeline, names: Iterable[str], problems: list[str] | 
     return locks
 
 
-def _lock_refs(locks: Mapping[str, Lock]) -> list[OutputRef]:
+def _lock_refs(pipeline: Pipeline, locks: Mapping[str, Lock]) -> list[OutputRef]:
+    """The outputs of these locks that pivot.toml caches (never the lock's own flag)."""
+    planner = pipeline.planner
     return [OutputRef(name, out.path, out.hash)
-            for name, lock in locks.items() for out in lock.outs if out.cache]
+            for name, lock in locks.items() for out in planner.cached_outs(name, lock)]
 
 
-def _entry_refs(stage: str, entry: Mapping[str, Any]) -> list[OutputRef]:
-    return [OutputRef(stage, out["path"], out["hash"]) for out in entry["outs"] if out["cache"]]
+def _entry_refs(pipeline: Pipeline, stage: str, entry: Mapping[str, Any]) -> list[OutputRef]:
+    """The outputs a run-cache entry has in the cache (its ``cache`` flag: stored by that
+    run) that pivot.toml caches too; for a stage pivot.toml does not know, the entry's."""
+    refs = [OutputRef(stage, out["path"], out["hash"]) for out in entry["outs"] if out["cache"]]
+    if stage not in pipeline.graph:
+        return refs
+    cached = cached_paths(pipeline.graph.nodes[stage]["stage"])
+    return [ref for ref in refs if ref.path in cached]
 
 
 def run_entry_problem(doc: Any, input_hash: str) -> str | None:
@@ -306,14 +317,14 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
     locks = _read_locks(pipeline, names, problems)
     for message in problems:
         report.fail("lock", message)
-    refs = _lock_refs(locks)
+    refs = _lock_refs(pipeline, locks)
     entries: dict[str, tuple[str, dict[str, Any]]] = {}  # input hash -> (stage, entry)
     if run_cache:
         for name, lock in locks.items():
             entry = cache.get_run(lock.input_hash)
             if entry is not None:
                 entries[lock.input_hash] = (name, entry)
-                refs.extend(_entry_refs(name, entry))
+                refs.extend(_entry_refs(pipeline, name, entry))
 
     files: dict[str, str] = {}  # hash -> how it is shown
     dirs: dict[str, tuple[str, set[str]]] = {}  # .dir hash -> (shown, its files' hashes)
@@ -349,6 +360,11 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
                 report.fail(files[digest], f"object {digest} is not in the local cache; "
                                            f"nothing sent for it")
         todo = [h for h in todo if h in local]
+        # Uploaded as they are, so checked against their names first (through the memo).
+        corrupt = {digest for _, digest in cache.checker.check((h, files[h]) for h in todo)}
+        for digest in corrupt:
+            report.fail(files[digest], f"object {digest} not sent: {_CORRUPT_LOCAL}")
+        todo = [h for h in todo if h not in corrupt]
     bar = _Progress(progress, f"push → {remote.name}")
     try:
         bar.add(len(todo) + len(dirs) + len(entries))
@@ -376,7 +392,7 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
                 if input_hash in runs_there:
                     report.skipped += 1
                     continue
-                lacking = [r for r in _entry_refs(stage, entry) if r.hash not in have]
+                lacking = [r for r in _entry_refs(pipeline, stage, entry) if r.hash not in have]
                 if lacking:
                     report.fail(f"run-cache entry {input_hash} ({stage})",
                                 f"not sent: {lacking[0].shown} is not on the remote")
@@ -557,9 +573,7 @@ def _upload_part(files_dir: str, store: LocalStore, remote: Remote, part: list[s
         elif result.status == COPY_NO_UNNAMED:
             again.append(digest)
         elif result.status == COPY_MISMATCH:
-            report.fail(shown[digest], f"object {digest} not sent: the cached copy is "
-                                       f"corrupt (its content hashes to {result.hash}); "
-                                       f"'pivotbuild verify --cache' lists such objects")
+            report.fail(shown[digest], f"object {digest} not sent: {_CORRUPT_LOCAL}")
         elif result.status == ERR_IO and result.err == errno.ENOENT and not os.path.exists(src):
             report.fail(shown[digest], f"object {digest} not sent: it is not in the "
                                        f"local cache")
@@ -882,7 +896,7 @@ def fetch(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
     bar = _Progress(progress, f"fetch ← {remote.name}")
     fetcher = _Fetcher(pipeline.cache, remote, jobs, report, bar)
     try:
-        refs = _lock_refs(locks)
+        refs = _lock_refs(pipeline, locks)
         entries: dict[str, tuple[str, dict[str, Any]]] = {}
         if run_cache:
             for name, lock in locks.items():
@@ -892,10 +906,10 @@ def fetch(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
                 entry = fetcher.run_entry(lock.input_hash, name)
                 if entry is not None:
                     entries[lock.input_hash] = (name, entry)
-                    refs.extend(_entry_refs(name, entry))
+                    refs.extend(_entry_refs(pipeline, name, entry))
         complete = fetcher.objects(refs)
         for input_hash, (name, entry) in entries.items():
-            if all(r.hash in complete for r in _entry_refs(name, entry)):
+            if all(r.hash in complete for r in _entry_refs(pipeline, name, entry)):
                 fetcher.store_run(input_hash, entry)
     finally:
         bar.close()
@@ -939,7 +953,7 @@ def prefetch_for_repro(pipeline: Pipeline, names: list[str], remote: Remote, job
     bar = _Progress(progress, f"fetch ← {remote.name}")
     fetcher = _Fetcher(pipeline.cache, remote, jobs, report, bar)
     try:
-        fetcher.objects(_lock_refs(locks))
+        fetcher.objects(_lock_refs(pipeline, locks))
         if run_cache:
             _Predictor(pipeline, fetcher, locks).walk(names)
     finally:
@@ -947,17 +961,24 @@ def prefetch_for_repro(pipeline: Pipeline, names: list[str], remote: Remote, job
     return report
 
 
-def _bring_run(cache: Cache, fetcher: _Fetcher, input_hash: str, stage: str
+def _bring_run(pipeline: Pipeline, fetcher: _Fetcher, input_hash: str, stage: str
                ) -> dict[str, Any] | None:
     """The run-cache entry for ``input_hash`` (the local one, else the remote's) with every
-    object it names in the local cache; stored locally last. None if that cannot be had."""
+    object it names in the local cache; stored locally last. None if that cannot be had.
+
+    Nothing is taken on trust: objects fetched are checked as they arrive, and those
+    already in the local cache are checked against their names first (through the memo):
+    a corrupt one is removed, and so fetched again."""
+    cache = pipeline.cache
     entry = cache.get_run(input_hash)
     fetched = entry is None
     if entry is None:
         entry = fetcher.run_entry(input_hash, stage)
         if entry is None:
             return None
-    refs = _entry_refs(stage, entry)
+    refs = _entry_refs(pipeline, stage, entry)
+    for ref in refs:
+        cache.check_output(ref.hash, ref.shown)
     complete = fetcher.objects(refs)
     if not all(r.hash in complete for r in refs):
         return None
@@ -976,6 +997,7 @@ class RemoteRunCache:
                  jobs: int = 0,
                  on_failure: Callable[[str, str], None] | None = None) -> None:
         """Failures go into ``report``, and each to ``on_failure`` as it happens."""
+        self.pipeline = pipeline
         self.cache = pipeline.cache
         self.remote = remote
         self.report = report
@@ -990,7 +1012,7 @@ class RemoteRunCache:
             fetcher = _Fetcher(self.cache, self.remote, self.jobs, self.report,
                                _Progress(False, ""))
             try:
-                found = _bring_run(self.cache, fetcher, input_hash, stage or "?") is not None
+                found = _bring_run(self.pipeline, fetcher, input_hash, stage or "?") is not None
             except OperationError as exc:  # e.g. the remote went away: the stage just runs
                 self.report.fail(f"run-cache entry {input_hash} ({stage or '?'})", str(exc))
                 found = False
@@ -1032,7 +1054,7 @@ class _Predictor:
         lock = self.locks.get(name)
         if lock is not None and lock.input_hash == input_hash:
             return {o.path: o.hash for o in lock.outs}
-        entry = _bring_run(self.p.cache, self.fetcher, input_hash, name)
+        entry = _bring_run(self.p, self.fetcher, input_hash, name)
         return None if entry is None else {o["path"]: o["hash"] for o in entry["outs"]}
 
     def _workspace(self, path: str) -> str | None:
@@ -1116,7 +1138,7 @@ def status_remote(pipeline: Pipeline, names: list[str], remote: Remote) -> Remot
     from the remote (validated, not stored) when only the remote has it."""
     result = RemoteStatus(remote.name)
     locks = _read_locks(pipeline, names, result.problems)
-    refs = _lock_refs(locks)
+    refs = _lock_refs(pipeline, locks)
     remote.check()
     cache = pipeline.cache
     members: dict[str, set[str] | None] = {}  # .dir hash -> its files' hashes (None: unknown)

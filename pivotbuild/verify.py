@@ -1,6 +1,8 @@
 """verify: a CI gate. Passes only when every selected stage is up to date and
 every cached output its lock names is in the cache (with ``--cache``, also
-unaltered: each object is hashed again and must match its name)."""
+unaltered: each object is hashed again and must match its name). Which outputs
+are cached is read from pivot.toml, not from the lock: an output made cached
+since its lock was written must be stored (``commit``) before verify passes."""
 
 from __future__ import annotations
 
@@ -54,9 +56,11 @@ def verify(pipeline: Pipeline, names: list[str], *, rehash: bool = False) -> Ver
 
 def _check_objects(pipeline: Pipeline, lock: Lock, rehash: bool, report: VerifyReport) -> None:
     cache = pipeline.cache
-    for out in lock.outs:
-        if not out.cache:
-            continue
+    for out in pipeline.planner.cached_outs(lock.stage, lock):
+        # An output the lock records as not cached was never stored: committing stores it.
+        hint = ("run 'pivotbuild pull' or 'pivotbuild repro'" if out.cache else
+                f"it is cached since its lock was written: run 'pivotbuild commit "
+                f"{lock.stage}'")
         objects = [(out.path, out.hash)]
         if out.is_dir and cache.has(out.hash):
             try:
@@ -69,8 +73,7 @@ def _check_objects(pipeline: Pipeline, lock: Lock, rehash: bool, report: VerifyR
             if not cache.has(digest):
                 report.problems.append(Problem(
                     "missing-object", lock.stage,
-                    f"{path}: cache object {digest} is missing (run 'pivotbuild pull' or "
-                    f"'pivotbuild repro')", path, digest))
+                    f"{path}: cache object {digest} is missing ({hint})", path, digest))
             elif rehash:
                 report.checked_objects += 1
                 if not cache.verify(digest):

@@ -732,3 +732,204 @@ def test_corrupt_run_entries_are_absent(cache, content):
 
 def test_get_run_of_an_invalid_hash_is_none(cache):
     assert cache.get_run("../../etc/passwd") is None
+
+
+# ---- links never enter the cache (SPEC §8) ------------------------------------------------
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+def test_store_of_a_symlink_copies_its_target(cache, project, relative):
+    src = write(project / "src.txt", b"linked bytes")
+    src.chmod(0o640)
+    link = project / "out"
+    link.symlink_to("src.txt" if relative else src)
+    h = file_hash(src)
+    cache.store_file(link, h, link=True)
+    obj = cache.object_path(h)
+    assert stat.S_ISREG(os.lstat(obj).st_mode) and obj.read_bytes() == b"linked bytes"
+    assert mode(obj) == 0o444 and mode(src) == 0o640
+    assert os.stat(obj).st_ino != os.stat(src).st_ino
+    assert link.is_symlink()
+
+
+def test_store_of_a_file_another_name_shares_copies_it(cache, project):
+    src = write(project / "src.txt", b"shared inode")
+    out = project / "out"
+    os.link(src, out)
+    h = file_hash(out)
+    cache.store_file(out, h, link=True)
+    obj = cache.object_path(h)
+    assert os.stat(obj).st_ino != os.stat(src).st_ino and os.stat(src).st_nlink == 2
+    assert mode(src) == 0o644
+    with open(src, "ab") as f:  # an edit of the source never reaches the object
+        f.write(b" edited")
+    assert cache.verify(h)
+
+
+def test_store_of_a_sole_file_still_links_it(cache, project):
+    src = write(project / "alone", b"one name")
+    h = file_hash(src)
+    cache.store_file(src, h, link=True)
+    obj = cache.object_path(h)
+    if os.stat(obj).st_ino != os.stat(src).st_ino:
+        pytest.skip("this file system reflinks or refuses hardlinks into the cache")
+    assert mode(src) == 0o444
+
+
+def test_store_dir_copies_its_links(cache, project):
+    src = write(project / "src.txt", b"shared")
+    d = project / "d"
+    write(d / "own", b"own bytes")
+    (d / "sym").symlink_to("../src.txt")
+    os.link(src, d / "hard")
+    digest = tree_digest(d, project)
+    cache.store_dir(d, digest, link=True)
+    for e in manifest.parse(digest.manifest):
+        obj = cache.object_path(e.hash)
+        assert stat.S_ISREG(os.lstat(obj).st_mode)
+    assert os.stat(src).st_nlink == 2 and mode(src) == 0o644
+    src_obj = cache.object_path(file_hash(src))
+    assert os.stat(src_obj).st_ino != os.stat(src).st_ino
+    assert (d / "sym").is_symlink()
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_store_failure_names_the_output_then_the_cache(cache, project, monkeypatch, link):
+    src = write(project / "f", b"x")
+    h = file_hash(src)
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(os, "makedirs", refuse)
+    with pytest.raises(OperationError, match=r"^out/f: cannot store in the cache: "
+                       r"Permission denied \(.*files/\w\w\)$"):
+        cache.store_file(src, h, link=link, shown="out/f")
+    with pytest.raises(OperationError, match=r"^out/f: cannot store in the cache: "):
+        cache.store_file(project / "missing", h, shown="out/f")
+
+
+# ---- corrupt objects are never placed -------------------------------------------------------
+
+
+def corrupt(path: Path, data: bytes = b"evil") -> None:
+    path.chmod(0o644)
+    with open(path, "r+b") as f:  # in place: the inode stays, as through a hardlink
+        f.write(data)
+        f.truncate()
+
+
+def age(path: Path, seconds: float = 60) -> None:
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+
+
+class DictMemo:
+    """A stand-in for the state database's file memo."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[int, int, int, str]] = {}
+
+    def get_files(self, paths):
+        return {p: self.rows[p] for p in paths if p in self.rows}
+
+    def put_files(self, rows):
+        for path, size, mtime, ino, digest in rows:
+            self.rows[path] = (size, mtime, ino, digest)
+
+
+def test_link_out_of_a_corrupt_object_removes_it_and_places_nothing(cache, project):
+    src = write(project / "f", b"good bytes")
+    h = file_hash(src)
+    cache.store_file(src, h)
+    corrupt(cache.object_path(h))
+    dest = project / "restored"
+    with pytest.raises(cachemod.CorruptObjectsError, match="out/f: cache object .* is corrupt"
+                       ) as info:
+        cache.link_out(h, dest, ["hardlink", "copy"], project, shown="out/f")
+    assert info.value.corrupt == [("out/f", h)]
+    assert not dest.exists() and not cache.has(h)
+
+
+def test_checkout_dir_with_a_corrupt_member_restores_the_rest(cache, project):
+    d = make_tree(project)
+    digest = tree_digest(d, project)
+    cache.store_dir(d, digest)
+    entries = {e.path: e for e in manifest.parse(digest.manifest)}
+    bad = entries["weights.bin"].hash
+    corrupt(cache.object_path(bad))
+    shutil.rmtree(d)
+    with pytest.raises(cachemod.CorruptObjectsError, match="model/weights.bin") as info:
+        cache.checkout_dir(digest.hash, d, ["copy"], project, shown="model")
+    assert info.value.corrupt == [("model/weights.bin", bad)]
+    assert not (d / "weights.bin").exists() and (d / "run.sh").read_bytes() == b"#!/bin/sh\necho hi\n"
+    assert "run.sh" in info.value.restored
+    # The object is gone, and the .dir object with it (it no longer has all its files).
+    assert not cache.has(bad) and not cache.has(digest.hash)
+
+
+def test_store_replaces_a_corrupt_object(cache, project):
+    src = write(project / "f", b"good bytes")
+    h = file_hash(src)
+    cache.store_file(src, h)
+    corrupt(cache.object_path(h))
+    existing: list[str] = []
+    cache.store_file(src, h, existing=existing)
+    assert existing == [] and cache.verify(h)
+
+
+def test_check_output_of_a_directory(cache, project):
+    d = make_tree(project)
+    digest = tree_digest(d, project)
+    cache.store_dir(d, digest)
+    assert cache.check_output(digest.hash, "model") == []
+    bad = {e.path: e.hash for e in manifest.parse(digest.manifest)}["sub/b.txt"]
+    corrupt(cache.object_path(bad))
+    found = cache.check_output(digest.hash, "model", remove=False)
+    assert found and found[0][1] == bad and cache.has(bad) and cache.has(digest.hash)
+    assert cache.check_output(digest.hash, "model")[0][1] == bad
+    assert not cache.has(bad) and not cache.has(digest.hash)
+
+
+def test_the_memo_spares_unchanged_objects_but_not_edited_ones(tmp_path, project, monkeypatch):
+    memo = DictMemo()
+    cache = Cache(tmp_path / "cache", memo=memo)
+    src = write(project / "f", b"good bytes")
+    h = file_hash(src)
+    cache.store_file(src, h)
+    obj = cache.object_path(h)
+    age(obj)  # out of the racy window: its signature may be trusted
+    assert cache.check_output(h, "f") == [] and str(obj) in memo.rows
+
+    backend = hashing.get_backend()
+    calls: list[list[str]] = []
+    real = backend.hash_files
+
+    def counting(paths, jobs=0):
+        calls.append(list(paths))
+        return real(paths, jobs)
+
+    monkeypatch.setattr(backend, "hash_files", counting)
+    fresh = Cache(tmp_path / "cache", memo=memo)  # another process, the same memo
+    fresh.link_out(h, project / "a", ["copy"], project)
+    assert calls == []  # not read again
+    # Edited in place (same inode), its mtime put back: the size still gives it away.
+    st = os.stat(obj)
+    corrupt(obj, b"good bytes, and more")
+    os.utime(obj, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(obj).st_ino == st.st_ino
+    with pytest.raises(cachemod.CorruptObjectsError):
+        Cache(tmp_path / "cache", memo=memo).link_out(h, project / "b", ["copy"], project)
+    assert calls and not (project / "b").exists()
+
+
+def test_a_fresh_object_is_not_trusted_by_the_memo(tmp_path, project):
+    memo = DictMemo()
+    cache = Cache(tmp_path / "cache", memo=memo)
+    src = write(project / "f", b"new")
+    h = file_hash(src)
+    cache.store_file(src, h)
+    assert cache.check_output(h, "f") == []
+    assert memo.rows == {}  # written just now: inside the racy window
+    corrupt(cache.object_path(h), b"neW")  # same size, and perhaps the same mtime
+    assert cache.check_output(h, "f") == [("f", h)]

@@ -73,8 +73,11 @@ def test_no_commit_then_commit_records_the_workspace(pipe):
     run(["repro"], pipe)
     assert ran(pipe) == ["prepare", "train"]
     h = history(pipe)
-    assert [r["committed"] for r in h] == [True, True]  # commit recorded those runs
-    assert h[1]["input_hash"] == lock(pipe, "train")["input_hash"]
+    # The --no-commit runs stay as they were; commit added a record per stage (issue 11).
+    assert [(r["stage"], r["status"], r["committed"]) for r in h] == [
+        ("prepare", "ok", False), ("train", "ok", False),
+        ("prepare", "committed", True), ("train", "committed", True)]
+    assert h[1]["input_hash"] == h[3]["input_hash"] == lock(pipe, "train")["input_hash"]
 
 
 def test_comment_only_change_to_a_dep_script_is_committed_without_running(tmp_path):
@@ -259,7 +262,9 @@ def test_verify_passes_then_names_each_failure(pipe):
     data = bytearray(obj.read_bytes())
     data[0] ^= 1
     obj.write_bytes(bytes(data))
-    run(["checkout", "--force"], pipe)  # restore the workspace to look right by content
+    # checkout would refuse the corrupt object (and remove it): write the workspace copy by
+    # hand, so that only the object is wrong
+    (pipe / "clean.txt").write_text("HELLO\n")
     corrupt = run(["verify", "--cache", "--json"], pipe)
     assert corrupt.code == 1
     kinds = {(p["kind"], p.get("hash")) for p in json.loads(corrupt.out)["problems"]}
