@@ -3,8 +3,10 @@
 It never clobbers: a workspace file whose content differs from its lock, or an
 untracked file inside an output directory, is left alone and reported unless
 ``force``. A missing cache object is reported with a hint to pull; the rest is
-still restored. ``cache = false`` outputs are never touched. A second checkout
-finds everything in place and does nothing.
+still restored. An object whose content does not match its name is never placed:
+it is removed from the cache and reported (exit 1). Outputs that pivot.toml does
+not cache (``cache = false``, whatever the lock says) are never touched. A second
+checkout finds everything in place and does nothing.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pivotbuild import manifest, paths
-from pivotbuild.cache import MissingObjectsError
+from pivotbuild.cache import CorruptObjectsError, MissingObjectsError
 from pivotbuild.errors import OperationError
 from pivotbuild.lock import Lock, LockedOut, LockProblem
 from pivotbuild.pipeline import Pipeline
 from pivotbuild.workspace import PathDigest
+
+
+REPAIR_HINT = "run 'pivotbuild repro' to make it again, or 'pivotbuild pull'"
 
 
 @dataclass(slots=True)
@@ -25,11 +30,13 @@ class CheckoutReport:
     unchanged: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  # paths it refused to clobber
     missing: list[tuple[str, str]] = field(default_factory=list)  # (path, object hash)
-    problems: list[str] = field(default_factory=list)  # invalid locks, unwritable paths
+    corrupt: list[tuple[str, str]] = field(default_factory=list)  # (path, hash): removed
+    problems: list[str] = field(default_factory=list)  # invalid locks, unwritable paths,
+    # corrupt objects
 
     @property
     def ok(self) -> bool:
-        return not (self.conflicts or self.missing or self.problems)
+        return not (self.conflicts or self.missing or self.corrupt or self.problems)
 
 
 class Checkout:
@@ -49,13 +56,17 @@ class Checkout:
                 self.report.problems.append(found.message)
             elif found is not None:
                 locks.append(found)
-        outs = [out for lock in locks for out in lock.outs if out.cache]
+        outs = [out for lock in locks for out in self.p.planner.cached_outs(lock.stage, lock)]
         self.p.planner.hash_paths(out.path for out in outs)
         for out in outs:
             try:
                 self._one(out, self.p.planner.digest(out.path, strict=False))
             except MissingObjectsError as exc:
                 self.report.missing.extend(exc.missing)
+            except CorruptObjectsError as exc:
+                self.report.corrupt.extend(exc.corrupt)
+                self.report.missing.extend(exc.missing)
+                self.report.problems.append(f"{exc} ({REPAIR_HINT})")
             except OperationError as exc:
                 self.report.problems.append(str(exc))
         return self.report
@@ -81,10 +92,10 @@ class Checkout:
                     self.report.conflicts.append(out.path)
                     return
                 paths.remove(self.p.root, out.path)
-            self.p.cache.link_out(out.hash, dest, methods, self.p.root)
+            self.p.cache.link_out(out.hash, dest, methods, self.p.root, shown=out.path)
             self.report.restored.append(out.path)
             return
-        wanted = self.p.cache.read_manifest(out.hash)
+        wanted = self.p.cache.dir_entries(out.hash, out.path)
         only = None
         if current.hash is not None and current.is_dir and current.manifest is not None:
             only = self._dir_changes(out.path, wanted, manifest.parse(current.manifest))
@@ -97,7 +108,8 @@ class Checkout:
             paths.remove(self.p.root, out.path)
         if self.relink:
             only = None
-        self.p.cache.checkout_dir(out.hash, dest, methods, self.p.root, only=only)
+        self.p.cache.checkout_dir(out.hash, dest, methods, self.p.root, only=only,
+                                  shown=out.path)
         self.report.restored.append(out.path)
 
     def _dir_changes(self, path: str, wanted: list[manifest.ManifestEntry],

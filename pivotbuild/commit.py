@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pivotbuild import lock as lockfile
 from pivotbuild import manifest
-from pivotbuild.cache import Cache
+from pivotbuild.cache import Cache, CorruptObjectsError
 from pivotbuild.config import Project, Stage
 from pivotbuild.errors import OperationError
 from pivotbuild.lock import Lock, LockedDep, LockedOut
@@ -127,12 +127,14 @@ class Committer:
             # cache object (no copy, no extra space); persist outputs stay private.
             link = self._prefers_hardlinks and not out.persist
             existing: list[str] = []
+            # An object already there is checked against its name (and replaced if corrupt):
+            # the lock written below must never name a bad object.
             if digest.is_dir:
-                self.cache.store_dir(root / out.path, digest, link=link, existing=existing)
-            elif not self.cache.has(digest.hash):
-                self.cache.store_file(root / out.path, digest.hash, link=link)
+                self.cache.store_dir(root / out.path, digest, link=link, existing=existing,
+                                     shown=out.path)
             else:
-                existing.append(str(root / out.path))
+                self.cache.store_file(root / out.path, digest.hash, link=link,
+                                      existing=existing, shown=out.path)
             if not out.persist:
                 relink.extend((out.path, path) for path in existing)
         self._link_back(stage, snap, relink)
@@ -146,13 +148,16 @@ class Committer:
         """Replace workspace files whose object was already in the cache by reflinks or
         hardlinks to it (the project's checkout preference), so that an output is not kept
         on disk twice. (Files stored by hardlink already are their object.) Where no
-        link works, the workspace copies are simply kept."""
+        link works, the workspace copies are simply kept, and so are symlinks: what the
+        stage made a link stays one."""
         methods = [m for m in self.project.checkout if m != "copy"]
         if not methods or not self._links_work or not files:
             return
         root = self.project.root
         manifests: dict[str, dict[str, bool]] = {}
         for out_path, path in files:
+            if os.path.islink(path):
+                continue
             digest = snap.outs[out_path]
             rel = os.path.relpath(path, root / out_path)
             try:
@@ -164,6 +169,10 @@ class Committer:
                 else:
                     file_hash = digest.hash or ""
                 self.cache.link_out(file_hash, Path(path), methods, root)
+            except CorruptObjectsError:
+                # Found corrupt (and removed) after it was checked moments ago: store it again
+                # from this very file, which was hashed with that content.
+                self.cache.store_file(Path(path), file_hash, shown=os.path.relpath(path, root))
             except OperationError:
                 self._links_work = False  # e.g. the cache is on another file system
                 return

@@ -23,7 +23,7 @@ from typing import IO, Any
 import networkx as nx
 
 from pivotbuild import paths
-from pivotbuild.cache import Cache
+from pivotbuild.cache import Cache, CorruptObjectsError, MissingObjectsError
 from pivotbuild.commit import Committer
 from pivotbuild.config import Project, Stage
 from pivotbuild.errors import OperationError
@@ -293,10 +293,14 @@ class Executor:
                 return StageResult(name, SKIP, OK, decision.reasons, decision.input_hash)
             self.reporter.stage_started(name, decision.action)
             if decision.action == RESTORE:
-                self._restore(decision)
+                restored = self._restore(decision)
             elif decision.action == RUN_CACHE:
-                self._restore_run(decision)
+                restored = self._restore_run(decision)
             else:
+                return self._run(decision, started)
+            if not restored:  # a cache object was bad (named, removed): run the stage instead
+                decision.action = RUN
+                self.reporter.stage_started(name, RUN)
                 return self._run(decision, started)
             return StageResult(name, decision.action, OK, decision.reasons,
                                decision.input_hash, time.monotonic() - started)
@@ -321,33 +325,49 @@ class Executor:
         root = str(self.project.root)
         return text[len(root) + 1:] if text.startswith(root + "/") else text
 
-    def _restore(self, decision: Decision) -> None:
-        """Inputs match the lock: put the locked outputs back from the cache."""
+    def _restore(self, decision: Decision) -> bool:
+        """Inputs match the lock: put the locked outputs back from the cache. False if an
+        object turned out missing or corrupt: the stage must run instead."""
         assert decision.lock is not None
         changed = {r.path for r in decision.reasons}
         for out in decision.lock.outs:
-            if out.path in changed:
-                self._link_out(out.hash, out.path)
+            if out.path in changed and not self._link_out(out.hash, out.path):
+                return False
+        return True
 
-    def _restore_run(self, decision: Decision) -> None:
-        """A run with these inputs was seen before: take its outputs, then commit."""
+    def _restore_run(self, decision: Decision) -> bool:
+        """A run with these inputs was seen before: take its outputs, then commit. False
+        (nothing committed) if an object turned out missing or corrupt: run instead."""
         assert decision.run_entry is not None
         cached = {o.path for o in decision.stage.outs if o.cache}
         for out in decision.run_entry["outs"]:
             if out["path"] in cached and out.get("cache", True):
-                self._link_out(out["hash"], out["path"])
+                if not self._link_out(out["hash"], out["path"]):
+                    return False
             # a non-cached output is only accepted when already on disk (see the planner)
         if not self.options.no_commit:
             self.committer.commit(decision.stage)
+        return True
 
-    def _link_out(self, digest: str, path: str, methods: list[str] | None = None) -> None:
+    def _link_out(self, digest: str, path: str, methods: list[str] | None = None) -> bool:
+        """Put an output back from the cache; False, after a warning naming the output, if
+        one of its objects is missing or does not match its name (a corrupt one is removed
+        from the cache, and so is a ``.dir`` object that no longer has all its files)."""
         dest = self.project.root / path
         paths.remove(self.project.root, path)
-        if digest.endswith(".dir"):
-            self.cache.checkout_dir(digest, dest, methods or self.project.checkout,
-                                    self.project.root)
-        else:
-            self.cache.link_out(digest, dest, methods or self.project.checkout, self.project.root)
+        try:
+            if digest.endswith(".dir"):
+                self.cache.checkout_dir(digest, dest, methods or self.project.checkout,
+                                        self.project.root, shown=path)
+            else:
+                self.cache.link_out(digest, dest, methods or self.project.checkout,
+                                    self.project.root, shown=path)
+        except (MissingObjectsError, CorruptObjectsError) as exc:
+            if digest.endswith(".dir"):
+                self.cache.remove(digest)  # incomplete: the next commit stores it whole
+            self.reporter.say(f"pivotbuild: warning: {exc}")
+            return False
+        return True
 
     def _prepare_outs(self, decision: Decision) -> None:
         """Delete non-persist outputs; bring missing persist outputs back as copies; create
