@@ -23,8 +23,10 @@ TEMP_SUFFIX = ".tmp"
 
 def temp_name(final_name: str) -> str:
     """A fresh temp name for a file that will be renamed to ``final_name``."""
-    # Keep the name short enough for NAME_MAX even when final_name is long.
-    return f".{final_name[:200]}.{os.urandom(6).hex()}{TEMP_SUFFIX}"
+    # Keep the name short enough for NAME_MAX (255 bytes) even when final_name is long:
+    # cut it at 200 bytes, not characters (a character may take four).
+    head = final_name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
+    return f".{head}.{os.urandom(6).hex()}{TEMP_SUFFIX}"
 
 
 def is_temp_name(name: str) -> bool:

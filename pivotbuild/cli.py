@@ -16,6 +16,7 @@ import click
 
 from pivotbuild import __version__
 from pivotbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PivotError, UsageError
+from pivotbuild.urls import redact_text
 
 
 class Context:
@@ -266,16 +267,19 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
 @click.pass_obj
 def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json: bool,
                    wait: float | None) -> None:
-    """Record the workspace as it is for stale stages (or the named ones), without running."""
+    """Record the workspace as it is for stale stages (or the named ones), without running.
+
+    A matrix base name commits every instance. --dry-run hashes what commit would, writes
+    nothing (but the stat memo) and exits as commit would: 1 if a stage would fail."""
     with _pipeline(write=not dry_run, wait=wait) as pipeline:
+        chosen: dict[str, None] = {}
         for name in stages:
-            if name not in pipeline.graph:
-                raise UsageError(f"unknown stage: '{name}'")
-        names = pipeline.select(list(stages), single_item=True) if stages else pipeline.select([])
+            chosen.update(dict.fromkeys(pipeline.stage_names(name)))
+        names = pipeline.select(list(chosen), single_item=True) if stages else pipeline.select([])
         outcome = pipeline.commit(names, explicit=bool(stages), dry_run=dry_run)
     if as_json:
         doc = {
-            "committed": [d.name for d in outcome.plan] if dry_run else outcome.committed,
+            "committed": outcome.committed,
             "failed": [{"stage": s, "error": e} for s, e in outcome.failed],
             "unchanged": outcome.unchanged,
         }
@@ -284,13 +288,16 @@ def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json
         click.echo(json.dumps(doc, indent=2))
     elif not obj.quiet:
         if dry_run:
-            for decision in outcome.plan:
+            planned = {d.name: d for d in outcome.plan}
+            for name in outcome.committed:
+                decision = planned[name]
                 outs = [o.path for o in decision.stage.outs if o.cache]
                 why = "; ".join(str(r) for r in decision.reasons) or "requested"
                 click.echo(f"would commit '{decision.name}' ({why}); would store: "
                            f"{', '.join(outs) or 'nothing'}")
-        for name in outcome.committed:
-            click.echo(f"Committed '{name}'")
+        else:
+            for name in outcome.committed:
+                click.echo(f"Committed '{name}'")
         if not outcome.plan:
             click.echo("Nothing to commit.")
     for failed_stage, error in outcome.failed:
@@ -361,24 +368,45 @@ def verify_command(obj: Context, targets: tuple[str, ...], rehash: bool, as_json
         raise SystemExit(EXIT_FAILED)
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 @cli.command("gc")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.option("--grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Keep unreferenced objects and run-cache entries changed within the last "
+                   "SECONDS (default 3600, or $PIVOTBUILD_GC_GRACE_S; 0: delete them now).")
 @_wait_option
 @click.pass_obj
-def gc_command(obj: Context, dry_run: bool, wait: float | None) -> None:
-    """Delete cache objects and run-cache entries that no current lock references."""
+def gc_command(obj: Context, dry_run: bool, grace: float | None, wait: float | None) -> None:
+    """Delete cache objects and run-cache entries that no current lock references.
+
+    What changed within the grace period is kept: another project sharing the cache may
+    have stored it and not yet written the lock that references it."""
+    from pivotbuild.gc import grace_seconds
+
+    grace_s = grace_seconds(grace)  # a bad PIVOTBUILD_GC_GRACE_S fails before anything
     with _pipeline(write=not dry_run, wait=wait) as pipeline:
         from pivotbuild.gc import gc
 
-        report = gc(pipeline, dry_run=dry_run)
+        report = gc(pipeline, dry_run=dry_run, grace_s=grace_s)
     verb = "would delete" if dry_run else "deleted"
     if not obj.quiet:
         for name in report.objects:
             click.echo(f"{verb} object {name}")
         for name in report.runs:
             click.echo(f"{verb} run-cache entry {name}")
-        click.echo(f"gc: {verb} {len(report.objects)} objects and {len(report.runs)} run-cache "
-                   f"entries; kept {report.kept_objects} objects", err=True)
+        click.echo(f"gc: {verb} {_count(len(report.objects), 'object', 'objects')} and "
+                   f"{_count(len(report.runs), 'run-cache entry', 'run-cache entries')}; kept "
+                   f"{_count(report.kept_objects, 'referenced object', 'referenced objects')}",
+                   err=True)
+        if report.young_objects or report.young_runs:
+            shown = f"{report.grace_s:g}"
+            objects = _count(report.young_objects, "unreferenced object", "unreferenced objects")
+            runs = _count(report.young_runs, "run-cache entry", "run-cache entries")
+            click.echo(f"gc: kept {objects} and {runs} changed in the last {shown} s "
+                       f"(--grace {shown}; '--grace 0' deletes them now)", err=True)
 
 
 @cli.command("dag")
@@ -408,15 +436,27 @@ def dag_command(targets: tuple[str, ...], fmt: str | None) -> None:
 @click.option("-n", "limit", type=click.IntRange(min=1), default=None, help="Only the last N runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
 def history_command(stage: str | None, limit: int | None, as_json: bool) -> None:
-    """List past runs: run id, stage, start, duration, status, input hash, committed."""
+    """List past runs: run id, stage, start, duration, status, input hash, committed.
+
+    STAGE may be a matrix base name (every instance's runs) or a stage no longer in
+    pivot.toml that has runs recorded; any other name exits 2."""
     import datetime
 
     from pivotbuild.state import StateDB
     from pivotbuild.workspace import STATE_DIR
 
-    state = StateDB(_root() / STATE_DIR / "state.db")
+    root = _root()
+    state = StateDB(root / STATE_DIR / "state.db")
     try:
         runs = state.runs(stage, limit)
+        if stage is not None:
+            from pivotbuild.config import load_project
+
+            stages = load_project(root).stages
+            if stage not in stages and any(s.base == stage for s in stages.values()):
+                runs = state.runs(stage, limit, instances=True)
+            elif stage not in stages and not runs:
+                raise UsageError(f"unknown stage: '{stage}'")
     finally:
         state.close()
     if as_json:
@@ -434,11 +474,12 @@ def history_command(stage: str | None, limit: int | None, as_json: bool) -> None
 
 
 def _warn(message: str) -> None:
-    click.echo(f"pivotbuild: warning: {message}", err=True)
+    click.echo(f"pivotbuild: warning: {redact_text(message)}", err=True)
 
 
 def _error(message: str) -> None:
-    click.echo(f"pivotbuild: error: {message}", err=True)
+    # Any message may quote a URL (a remote library's error): never with its userinfo.
+    click.echo(f"pivotbuild: error: {redact_text(message)}", err=True)
 
 
 def _invoke(argv: list[str] | None) -> int | None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pivotbuild.errors import EXIT_FAILED, EXIT_OK
+from pivotbuild.urls import redact_text
 
 if TYPE_CHECKING:
     from pivotbuild.checkout import CheckoutReport
@@ -22,11 +23,12 @@ _SHOW_FAILED = 20  # failures listed one per line; past that, a count
 
 
 def _error(message: str) -> None:
-    click.echo(f"pivotbuild: error: {message}", err=True)
+    # Messages may quote what a remote library said, URLs included: never their userinfo.
+    click.echo(f"pivotbuild: error: {redact_text(message)}", err=True)
 
 
 def _warn(message: str) -> None:
-    click.echo(f"pivotbuild: warning: {message}", err=True)
+    click.echo(f"pivotbuild: warning: {redact_text(message)}", err=True)
 
 
 def _quiet(obj: Any) -> bool:
@@ -176,7 +178,7 @@ def remote_status_command_impl(obj: Any, targets: tuple[str, ...], remote_name: 
         remotes.ONLY_ON_REMOTE: "only on the remote (not in the local cache)",
         remotes.MISSING: "missing on the remote and in the local cache",
     }
-    click.echo(f"remote '{remote.name}' ({remote.url}):")
+    click.echo(f"remote '{remote.name}' ({remote.shown_url}):")
     for out in result.outputs:
         if out.status == remotes.IN_SYNC:
             continue

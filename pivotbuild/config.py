@@ -9,6 +9,16 @@ as one ``ConfigError(file, key_path, problem)``; loading never writes anything t
 Decisions worth knowing:
 - Paths are normalised lexically (``./a//b/`` → ``a/b``, ``a/../b`` → ``b``); symlinks are not
   resolved here. A dep or out may not be the root itself nor lie inside ``.pivotbuild/``.
+- An out can never be one of the project's own files (SPEC §8; ``_protected_out_problem``): it may
+  not be, lie inside or hold ``pivot.toml`` or a params file, nor be or lie inside a ``.git``
+  (at any depth), nor be a ``*.pvt`` record; and an out directory that exists may not hold a
+  ``.git`` directly (a submodule or vendored clone: one lstat per out at load time; deeper
+  repositories are not searched). Names are compared without case, for case-insensitive file
+  systems.
+- A stage name (a matrix instance's included) is at most 250 bytes of UTF-8, so that its lock
+  file ``<name>.json`` fits the 255-byte file name limit.
+- A remote URL (or endpoint_url) that carries credentials (urls.py) is an error, in pivot.toml
+  and config.local.toml alike; the message never quotes the URL.
 - Duplicate deps, outs or params (after templating and normalisation) within a stage are errors.
 - Templating applies to cmd, deps, outs paths, params keys, wdir and desc; ``[vars]`` values are
   taken literally (not templated themselves). ``item`` and ``params`` are reserved var names.
@@ -39,6 +49,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from pivotbuild.errors import ConfigError, UsageError
+from pivotbuild.urls import credential_problem, redact_text
 
 PROJECT_FILE = "pivot.toml"
 PARAMS_FILE = "params.toml"
@@ -48,6 +59,10 @@ CACHE_DIR_ENV = "PIVOTBUILD_CACHE_DIR"
 CHECKOUT_METHODS = ("reflink", "hardlink", "copy")
 
 STAGE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# A lock is ``locks/<stage>.json`` and a file name holds at most 255 bytes (NAME_MAX).
+MAX_STAGE_NAME_BYTES = 255 - len(".json")
+GIT_DIR = ".git"
+TRACK_SUFFIX = ".pvt"  # `track`'s records (SPEC §10)
 # Matrix axis names must be usable in ``${item.axis}``, so they follow the bare-key rule.
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 # One regex scans a template left to right: the ``$${`` escape, a ``${...}`` reference, or an
@@ -338,7 +353,7 @@ def _describe(value: Any) -> str:
     text = repr(value) if not isinstance(value, bool) else str(value).lower()
     if len(text) > 40:
         return _toml_type(value)
-    return f"{_toml_type(value)} {text}"
+    return f"{_toml_type(value)} {redact_text(text)}"  # a URL typed in the wrong key
 
 
 _EXPECTED = {
@@ -471,6 +486,16 @@ def render(template: str, context: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def stage_name_size_problem(name: str) -> str | None:
+    """Why ``name`` is too long to name its lock file, or None."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size <= MAX_STAGE_NAME_BYTES:
+        return None
+    shown = repr(name) if len(name) <= 40 else repr(name[:40])[:-1] + "…'"
+    return (f"stage name {shown} is {size} bytes: too long for its lock file's name "
+            f"(at most {MAX_STAGE_NAME_BYTES} bytes)")
+
+
 def _name_problem(name: str) -> str | None:
     """Why a generated stage name cannot be used (it names a lock file), or None."""
     if "/" in name:
@@ -481,7 +506,7 @@ def _name_problem(name: str) -> str | None:
         return f"generated stage name {name!r} contains a control character"
     if name.startswith("."):
         return f"generated stage name {name!r} starts with '.'"
-    return None
+    return stage_name_size_problem(name)
 
 
 def _name_part(value: Any) -> str:
@@ -539,22 +564,60 @@ def _instances(base: str, raw: _RawStage) -> list[tuple[str, Any]]:
     return result
 
 
+def protected_files(params_files: list[str]) -> dict[str, str]:
+    """The project files no out may be or hold, project-relative, with what each one is.
+
+    ``params_files``: every params file the project reads (today ``params.toml``; a
+    ``params_file`` setting or ``FILE:key`` params add theirs here)."""
+    files = {PROJECT_FILE: f"the pipeline file {PROJECT_FILE}"}
+    for name in params_files:
+        files.setdefault(name, f"the params file {name}")
+    return files
+
+
+def _protected_out_problem(path: str, protected: Mapping[str, str], root: Path | None
+                           ) -> str | None:
+    """Why the normalised out ``path`` would destroy one of the project's own files, or None.
+    (``.pivotbuild`` and the project root are refused for deps and outs alike, elsewhere.)"""
+    folded = path.casefold()
+    parts = folded.split("/")
+    if GIT_DIR in parts:
+        return f"path is or lies inside a git repository ({GIT_DIR}), which can never be an output"
+    if parts[-1].endswith(TRACK_SUFFIX):
+        return (f"path is a tracked-path record (*{TRACK_SUFFIX}), which can never be an "
+                "output")
+    for file, what in protected.items():
+        if is_inside(file.casefold(), folded):
+            verb = "is" if file.casefold() == folded else "holds"
+            return f"path {verb} {what}, which can never be an output"
+    if root is not None and os.path.lexists(os.path.join(root, path, GIT_DIR)):
+        return (f"path holds a git repository ({path}/{GIT_DIR}), which can never be an "
+                "output")
+    return None
+
+
 class _StageBuilder:
     """Turns one raw stage table into its Stage instances; holds what every instance shares."""
 
     def __init__(self, variables: dict[str, Any], params: dict[str, Any], has_params: bool,
-                 forbidden: list[str]) -> None:
+                 forbidden: list[str], protected: dict[str, str], root: Path | None) -> None:
         self.variables = variables
         self.params = params
         self.has_params = has_params
         # Project-relative directories no dep or out may lie in (pivotbuild's own state).
         self.forbidden = forbidden
+        # Project files no out may be or hold: path -> what it is (protected_files()).
+        self.protected = protected
+        self.root = root  # where to look for a .git inside an out directory (None: nowhere)
 
     def build(self, base: str, raw: _RawStage, cmd_is_str: bool) -> list[Stage]:
         if not STAGE_NAME_RE.fullmatch(base):
             raise ConfigError(PROJECT_FILE, key_path("stages", base),
                               f"invalid stage name {base!r} (allowed: letters, digits, '_', "
                               "'.', '-', not starting with '.' or '-')")
+        too_long = stage_name_size_problem(base)
+        if too_long:
+            raise ConfigError(PROJECT_FILE, key_path("stages", base), too_long)
         stages = []
         for name, item in _instances(base, raw):
             context: dict[str, Any] = dict(self.variables)
@@ -626,6 +689,9 @@ class _StageBuilder:
         out_seen: dict[str, int] = {}
         for i, out in enumerate(raw.outs):
             norm = path(out.path, "outs", i)
+            problem = _protected_out_problem(norm, self.protected, self.root)
+            if problem:
+                raise fail(key_path("stages", base, "outs", i), f"{problem}: {out.path!r}")
             if norm in out_seen:
                 raise fail(key_path("stages", base, "outs", i),
                            f"{norm!r} is listed twice (also outs[{out_seen[norm]}])")
@@ -706,6 +772,21 @@ def _resolve_cache_dir(root: Path, from_toml: str | None, from_local: str | None
     return root / STATE_DIR / "cache"
 
 
+_CREDENTIALS_HINT = ("credentials never go in a URL (it is shown in messages, and pivot.toml is "
+                     "committed): give them in the environment (AWS_ACCESS_KEY_ID, ...) or as "
+                     "a profile in " + LOCAL_CONFIG_FILE)
+
+
+def _check_credentials(file: str, name: str, fields: Mapping[str, Any]) -> None:
+    """ConfigError if the remote's url or endpoint_url carries a secret; never quotes it."""
+    for key in ("url", "endpoint_url"):
+        value = fields.get(key)
+        problem = credential_problem(value) if isinstance(value, str) else None
+        if problem:
+            raise ConfigError(file, key_path("remotes", name, key),
+                              f"the URL {problem}; {_CREDENTIALS_HINT}")
+
+
 def _remotes(raw: _RawFile, local: _RawLocalFile | None) -> dict[str, Remote]:
     merged: dict[str, dict[str, Any]] = {}
     for name, remote in raw.remotes.items():
@@ -713,10 +794,12 @@ def _remotes(raw: _RawFile, local: _RawLocalFile | None) -> dict[str, Remote]:
             raise ConfigError(PROJECT_FILE, key_path("remotes", name), "invalid remote name")
         if not remote.url:
             raise ConfigError(PROJECT_FILE, key_path("remotes", name, "url"), "must not be empty")
+        _check_credentials(PROJECT_FILE, name, remote.model_dump())
         merged[name] = remote.model_dump()
     if local is not None:
         for name, over in local.remotes.items():
             fields = {k: v for k, v in over.model_dump().items() if v is not None}
+            _check_credentials(LOCAL_CONFIG_FILE, name, fields)
             entry = {**merged.get(name, {}), **fields}
             if not entry.get("url"):
                 raise ConfigError(LOCAL_CONFIG_FILE, key_path("remotes", name, "url"),
@@ -779,7 +862,8 @@ def _load_project(root: Path) -> Project:
     if inside and inside != "." and not is_inside(inside, STATE_DIR):
         forbidden.append(inside)  # a cache kept inside the project must not be an input
 
-    builder = _StageBuilder(raw.vars, params, has_params, forbidden)
+    protected = protected_files([PARAMS_FILE])
+    builder = _StageBuilder(raw.vars, params, has_params, forbidden, protected, root)
     stages: dict[str, Stage] = {}
     for base, raw_stage in raw.stages.items():
         cmd_is_str = isinstance(document["stages"][base].get("cmd"), str)
@@ -794,7 +878,8 @@ def _load_project(root: Path) -> Project:
 
 
 __all__ = [
-    "CHECKOUT_METHODS", "LOCAL_CONFIG_FILE", "PARAMS_FILE", "PROJECT_FILE", "Out", "PathProblem",
-    "Project", "Remote", "Stage", "TemplateProblem", "find_root", "is_inside", "key_path",
-    "load_project", "normalize_path", "render",
+    "CHECKOUT_METHODS", "LOCAL_CONFIG_FILE", "MAX_STAGE_NAME_BYTES", "PARAMS_FILE", "PROJECT_FILE",
+    "Out", "PathProblem", "Project", "Remote", "Stage", "TemplateProblem", "find_root",
+    "is_inside", "key_path", "load_project", "normalize_path", "protected_files", "render",
+    "stage_name_size_problem",
 ]

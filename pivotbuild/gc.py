@@ -11,14 +11,17 @@ keeps one project's gc from deleting another's work:
 - every project that writes to a cache registers its root in
   ``cache_dir/projects/`` (cache.py), and gc honours the locks of every
   registered project whose root still exists (one that is gone is unregistered);
-- an object or run-cache entry changed within the last hour (its ctime: storing
-  sets it) is never deleted, since another project may have stored it and not
-  yet written the lock that references it;
+- an object or run-cache entry changed within the grace period (its ctime:
+  storing sets it) is never deleted, since another project may have stored it
+  and not yet written the lock that references it. The period is ``gc --grace
+  SECONDS``, else ``PIVOTBUILD_GC_GRACE_S``, else an hour; gc counts what it kept
+  for that reason, so that the user learns why garbage stayed;
 - an unreadable lock in any of those projects stops gc: it might reference anything.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from pivotbuild.atomic import is_temp_name
 from pivotbuild.cache import MissingObjectsError
-from pivotbuild.errors import OperationError
+from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.lock import LOCKS_DIR, Lock, read_lock
 from pivotbuild.pipeline import Pipeline
 from pivotbuild.workspace import STATE_DIR
@@ -36,20 +39,32 @@ from pivotbuild.workspace import STATE_DIR
 class GcReport:
     objects: list[str] = field(default_factory=list)  # deleted (or, dry run, to delete)
     runs: list[str] = field(default_factory=list)
-    kept_objects: int = 0
+    kept_objects: int = 0  # referenced by a lock
+    young_objects: int = 0  # unreferenced, but changed within the grace period
+    young_runs: int = 0  # run-cache entries likewise
+    grace_s: float = 0.0
     problems: list[str] = field(default_factory=list)
 
 
-# Objects and entries younger than this are kept whatever the locks say (see above);
-# PIVOTBUILD_GC_GRACE_S overrides it (tests use 0).
+# Objects and entries younger than this are kept whatever the locks say (see above).
 GRACE_S = 3600.0
+GRACE_ENV = "PIVOTBUILD_GC_GRACE_S"
 
 
-def _grace_s() -> float:
-    try:
-        return float(os.environ.get("PIVOTBUILD_GC_GRACE_S", GRACE_S))
-    except ValueError:
+def grace_seconds(flag: float | None) -> float:
+    """The grace period: ``--grace`` if given, else the environment's, else GRACE_S."""
+    if flag is not None:
+        return flag
+    raw = os.environ.get(GRACE_ENV, "").strip()
+    if not raw:
         return GRACE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"{GRACE_ENV}={raw!r}: expected a number of seconds, 0 or more")
+    return value
 
 
 def current_locks(pipeline: Pipeline) -> tuple[list[Lock], list[str]]:
@@ -69,15 +84,20 @@ def current_locks(pipeline: Pipeline) -> tuple[list[Lock], list[str]]:
     return locks, problems
 
 
-def _young(path: Path, now: float, grace: float) -> bool:
+def _young(path: Path, now: float, grace: float) -> bool | None:
+    """Changed within the grace period? None if it is gone (or being replaced right now:
+    certainly not garbage either way)."""
     try:
         return now - path.lstat().st_ctime < grace
     except OSError:
-        return True  # being replaced right now: certainly not garbage
+        return None
 
 
-def gc(pipeline: Pipeline, *, dry_run: bool = False) -> GcReport:
-    report = GcReport()
+def gc(pipeline: Pipeline, *, dry_run: bool = False, grace_s: float | None = None
+       ) -> GcReport:
+    """Delete (``dry_run``: list) what no lock references and is older than the grace period
+    (``grace_s``; None: grace_seconds(None))."""
+    report = GcReport(grace_s=grace_seconds(grace_s))
     locks, report.problems = current_locks(pipeline)
     if report.problems:
         # An unreadable lock may reference anything: deleting would risk its outputs.
@@ -94,15 +114,34 @@ def gc(pipeline: Pipeline, *, dry_run: bool = False) -> GcReport:
                     keep.update(e.hash for e in cache.read_manifest(out.hash))
                 except MissingObjectsError:
                     pass
-    now, grace = time.time(), _grace_s()
-    for name in list(cache.iter_objects()):
-        if name in keep or _young(cache.object_path(name), now, grace):
+    now, grace = time.time(), report.grace_s
+    names = list(cache.iter_objects())
+    young = {name: _young(cache.object_path(name), now, grace)
+             for name in names if name not in keep}
+    # A young manifest is kept, so are the files it lists, however old: a .dir object never
+    # outlives its files (the project that stored it may be about to write its lock).
+    listed: set[str] = set()
+    for name in names:
+        if name.endswith(".dir") and young.get(name):
+            try:
+                listed.update(e.hash for e in cache.read_manifest(name))
+            except (MissingObjectsError, OperationError, ValueError):
+                pass
+    for name in names:
+        if name in keep:
             report.kept_objects += 1
-            continue
-        report.objects.append(name)
+        elif young[name] or name in listed:
+            report.young_objects += 1
+        elif young[name] is not None:
+            report.objects.append(name)
     keep_runs = {lock.input_hash for lock in locks}
-    report.runs = [h for h in cache.iter_runs()
-                   if h not in keep_runs and not _young(cache.run_path(h), now, grace)]
+    for input_hash in cache.iter_runs():
+        young = None if input_hash in keep_runs else _young(cache.run_path(input_hash), now,
+                                                            grace)
+        if young:
+            report.young_runs += 1
+        elif young is not None:
+            report.runs.append(input_hash)
     if not dry_run:
         # Directory objects first: a .dir object must never outlive the files it lists.
         for name in sorted(report.objects, key=lambda n: not n.endswith(".dir")):

@@ -288,11 +288,19 @@ def _unique(entries: Sequence[LockedDep | LockedOut], where: str) -> None:
 # ---- where locks live -----------------------------------------------------------------------
 
 
+# A lock's file name, ``<stage>.json``, must fit NAME_MAX (255 bytes); config.py refuses
+# longer stage names when pivot.toml is loaded, this is the last guard.
+MAX_STAGE_BYTES = 255 - len(".json")
+
+
 def check_stage_name(stage: str) -> None:
     """Refuse a stage name that could not be a file directly inside locks/."""
     if (not stage or "/" in stage or "\0" in stage or stage.startswith(".")
             or stage in (".", "..")):
         raise UsageError(f"invalid stage name for a lock file: {stage!r}")
+    if len(stage.encode("utf-8", "surrogatepass")) > MAX_STAGE_BYTES:
+        raise UsageError(f"stage name too long for a lock file (at most {MAX_STAGE_BYTES} "
+                         f"bytes): {stage[:40]!r}…")
 
 
 def lock_path(state_dir: Path, stage: str) -> Path:
@@ -329,9 +337,10 @@ def parse_lock(text: bytes | str, stage: str | None = None) -> Lock:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise LockFormatError(
-            f"not valid JSON, truncated? {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+        # Some of json's messages end in "at" already ("Unterminated string starting at").
+        where = f"line {exc.lineno} column {exc.colno}"
+        what = f"{exc.msg} {where}" if exc.msg.endswith(" at") else f"{exc.msg} at {where}"
+        raise LockFormatError(f"not valid JSON, truncated? {what}") from None
     except RecursionError:
         raise LockFormatError("not valid JSON (nested too deeply)") from None
     return Lock.from_dict(data, stage)

@@ -7,6 +7,7 @@ calls one method here and renders what it returns.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,6 +73,15 @@ class Pipeline:
             return absolute[len(root) + 1:]
         raise UsageError(f"unknown stage or output: '{target}'")
 
+    def stage_names(self, name: str) -> list[str]:
+        """The stages a stage name or a matrix base name names; UsageError for any other."""
+        if name in self.graph:
+            return [name]
+        instances = [s.name for s in self.project.stages.values() if s.base == name]
+        if not instances:
+            raise UsageError(f"unknown stage: '{name}'")
+        return instances
+
     def select(self, targets: list[str], *, single_item: bool = False,
                downstream: bool = False) -> list[str]:
         return dag.select(self.graph, [self._target(t) for t in targets],
@@ -103,7 +113,12 @@ class Pipeline:
 
     def commit(self, names: list[str], *, explicit: bool, dry_run: bool = False
                ) -> CommitOutcome:
-        """Record stale stages (or the named ones, even if up to date) from the workspace."""
+        """Record stale stages (or the named ones, even if up to date) from the workspace.
+
+        Each committed stage gets its own history record (status ``committed``); earlier
+        records, those of `repro --no-commit` included, are never rewritten. ``dry_run``
+        hashes what commit would (writing only the stat memo) and reports the stages that
+        would fail as failed, so that it exits as commit would."""
         outcome = CommitOutcome()
         decisions = self.planner.plan(names)
         for decision in decisions:
@@ -112,15 +127,20 @@ class Pipeline:
                 outcome.unchanged.append(decision.name)
                 continue
             outcome.plan.append(decision)
-        if dry_run:
-            return outcome
         for decision in outcome.plan:
+            wall_start, started = time.time(), time.monotonic()
             try:
+                if dry_run:
+                    self.committer.snapshot(decision.stage)
+                    outcome.committed.append(decision.name)
+                    continue
                 result = self.committer.commit(decision.stage)
-                outcome.committed.append(decision.name)
-                self.state.mark_committed_runs(decision.name, result.lock.input_hash)
             except (MissingPathsError, OperationError) as exc:
                 outcome.failed.append((decision.name, str(exc)))
+                continue
+            outcome.committed.append(decision.name)
+            self.state.add_run(decision.name, wall_start, time.monotonic() - started,
+                               "committed", result.lock.input_hash, True)
         return outcome
 
     def dag_names(self, targets: list[str]) -> list[str]:

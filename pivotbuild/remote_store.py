@@ -26,6 +26,7 @@ from pivotbuild.atomic import (
 from pivotbuild.cache import FILES_DIR, RUN_SUFFIX, RUNS_DIR, check_hash
 from pivotbuild.config import Project
 from pivotbuild.errors import OperationError, UsageError
+from pivotbuild.urls import redact_text, redact_url
 
 if TYPE_CHECKING:
     from pivotbuild.config import Remote as RemoteConfig
@@ -242,12 +243,18 @@ class Remote:
         self.url = url
         self.store = store
 
+    @property
+    def shown_url(self) -> str:
+        """The URL as messages show it: never its userinfo or a secret (urls.py)."""
+        return redact_url(self.url)
+
     def __repr__(self) -> str:
-        return f"Remote({self.name!r}, {self.url!r})"
+        return f"Remote({self.name!r}, {self.shown_url!r})"
 
     def error(self, exc: BaseException, doing: str = "") -> OperationError:
         what = f" {doing}" if doing else ""
-        return OperationError(f"remote '{self.name}' ({self.url}){what}: {cause(exc)}")
+        return OperationError(redact_text(
+            f"remote '{self.name}' ({self.shown_url}){what}: {cause(exc)}"))
 
     def check(self) -> None:
         """OperationError (one line: the remote and the cause) if it cannot be used."""
@@ -324,10 +331,12 @@ def open_remote(project: Project, name: str | None) -> Remote:
         fs, root = url_to_fs(url, **options)
     except ImportError as exc:
         extra = " (pip install 'pivotbuild[s3]')" if protocol in ("s3", "s3a") else ""
-        raise OperationError(f"remote '{name}' ({url}): {protocol}:// needs a package that is "
-                             f"not installed: {exc}{extra}") from None
+        raise OperationError(redact_text(
+            f"remote '{name}' ({redact_url(url)}): {protocol}:// needs a package that is not "
+            f"installed: {exc}{extra}")) from None
     except Exception as exc:  # noqa: BLE001 - a bad URL or option, said in one line
-        raise OperationError(f"remote '{name}' ({url}): {cause(exc)}") from None
+        raise OperationError(redact_text(
+            f"remote '{name}' ({redact_url(url)}): {cause(exc)}")) from None
     return Remote(name, url, FsspecStore(fs, root, protocol))
 
 def map_jobs(fn: Callable[[T], R], items: Sequence[T], jobs: int) -> list[R]:

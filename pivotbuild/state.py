@@ -10,7 +10,9 @@ Tables (schema version in ``PRAGMA user_version``):
   100k Python lookups, and rewriting it is one write (as a 7 MB SQLite blob
   it cost a WAL write and a checkpoint, ~100 ms);
 - ``runs(run_id, stage, started_at, duration_s, status, input_hash, committed)``:
-  every stage run, committed or not (``repro --no-commit``), for ``history``.
+  every stage run, committed or not (``repro --no-commit``), and every ``commit``
+  of a stage (status ``committed``), for ``history``. Rows are only ever added:
+  a record, once written, is never rewritten.
 
 The memo only ever saves work: a missing, stale or corrupt row means a file is
 read again. Racy entries (mtime within hashing.RACY_WINDOW_NS of the moment
@@ -19,6 +21,12 @@ within the file system's timestamp granularity, is never trusted.
 
 The database is per machine and never committed. It is opened lazily: a
 read-only command in a project that never hashed anything creates nothing.
+
+It is optional. One that SQLite calls corrupt (not a database, a malformed
+image) is moved aside to ``state.db.corrupt`` and a fresh one is started, with
+one warning; one that cannot be used otherwise (a newer pivotbuild's, a full
+disk) is left alone and pivotbuild carries on without it, saying so once per
+process with what to do.
 """
 
 from __future__ import annotations
@@ -65,10 +73,35 @@ CREATE INDEX IF NOT EXISTS runs_by_stage ON runs (stage, run_id);
 """
 
 
+# SQLite's primary result codes for a file that is damaged or no database at all.
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+CORRUPT_SUFFIX = ".corrupt"
+_HINT = ("it only holds the stat memo and run history: deleting it is safe, and "
+         "pivotbuild starts a new one")
+_warned: set[str] = set()  # databases this process has warned about
+_set_aside_lock = threading.Lock()
+
+
+def _warn_once(path: str, message: str) -> None:
+    """One warning per database per process (the prefetch thread has its own StateDB)."""
+    with _set_aside_lock:
+        if path in _warned:
+            return
+        _warned.add(path)
+    print(f"pivotbuild: warning: {path}: {message}", file=sys.stderr)
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.DatabaseError) and isinstance(code, int) and (
+        code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB))
+
+
 def _locked(method: Callable[..., T]) -> Callable[..., T]:
     """Serialise the method on the connection, and make the state database optional:
-    if it cannot be read or written (a full disk, a corrupt file, a newer schema),
-    say so once and carry on as if it were empty. It only ever saves work."""
+    a corrupt file is set aside and the method tried once more on a fresh one; if it still
+    cannot be read or written (a full disk, a newer schema), say so once and carry on as
+    if it were empty. It only ever saves work."""
 
     @functools.wraps(method)
     def wrapper(self: StateDB, *args: Any, **kwargs: Any) -> T:
@@ -78,10 +111,16 @@ def _locked(method: Callable[..., T]) -> Callable[..., T]:
             try:
                 return method(self, *args, **kwargs)
             except (sqlite3.Error, OSError) as exc:
-                self._broken = True
-                print(f"pivotbuild: warning: {self.path}: {exc}; carrying on without the "
-                      "stat memo and run history", file=sys.stderr)
-                return _EMPTY.get(method.__name__)  # type: ignore[return-value]
+                problem: BaseException = exc
+            if _is_corrupt(problem) and self._set_aside(problem):
+                try:
+                    return method(self, *args, **kwargs)
+                except (sqlite3.Error, OSError) as exc:
+                    problem = exc
+            self._broken = True
+            self._close_quietly()
+            _warn_once(self.path, f"{problem}; carrying on without it ({_HINT})")
+            return _EMPTY.get(method.__name__)  # type: ignore[return-value]
 
     return wrapper
 
@@ -93,7 +132,8 @@ _EMPTY: dict[str, Any] = {"get_files": {}, "runs": [], "add_run": 0}
 class RunRecord(namedtuple("RunRecord", "run_id stage started_at duration_s status "
                                        "input_hash committed")):
     """One row of the run history: run_id, stage, started_at (seconds since the epoch),
-    duration_s, status ("ok", "failed" or "interrupted"), input_hash, committed.
+    duration_s, status ("ok", "failed", "interrupted", or "committed" for a `commit`),
+    input_hash, committed.
     (A namedtuple: dataclasses would cost the `hash` command start-up time.)"""
 
     __slots__ = ()
@@ -117,6 +157,7 @@ class StateDB:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._broken = False
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
 
     def _db(self, create: bool) -> sqlite3.Connection | None:
         with self._lock:
@@ -130,19 +171,63 @@ class StateDB:
             conn = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
+            try:
+                info = os.stat(self.path)
+                self._identity = (info.st_dev, info.st_ino)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise sqlite3.DatabaseError(
+                        f"written by a newer pivotbuild (schema {version}, this one reads "
+                        f"{SCHEMA_VERSION})")
+                if version < SCHEMA_VERSION:
+                    conn.executescript(_SCHEMA)
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            except BaseException:
                 conn.close()
-                raise sqlite3.DatabaseError(
-                    f"{self.path} was written by a newer pivotbuild (schema {version})"
-                )
-            if version < SCHEMA_VERSION:
-                conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                raise
             self._conn = conn
         return self._conn
+
+    def _close_quietly(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    def _set_aside(self, problem: BaseException) -> bool:
+        """A corrupt database: move it to ``state.db.corrupt`` (its WAL beside it) so that a
+        fresh one is created, and say so once. If another StateDB (this process's prefetch
+        thread, another pivotbuild) already replaced it, just reopen. False if it cannot be
+        moved."""
+        self._close_quietly()
+        with _set_aside_lock:
+            try:
+                info = os.stat(self.path)
+            except FileNotFoundError:
+                return True
+            except OSError:
+                return False
+            if self._identity is not None and (info.st_dev, info.st_ino) != self._identity:
+                return True  # not the file that failed: someone set that one aside already
+            aside = self.path + CORRUPT_SUFFIX
+            try:
+                os.replace(self.path, aside)
+                if os.path.lexists(self.path + "-wal"):
+                    os.replace(self.path + "-wal", aside + "-wal")
+                for leftover in (self.path + "-shm", aside + "-shm"):
+                    if os.path.lexists(leftover):
+                        os.unlink(leftover)
+            except OSError:
+                return False
+            _warned.add(self.path)
+        print(f"pivotbuild: warning: {self.path}: {problem}; moved aside to "
+              f"{os.path.basename(aside)} and started afresh (it only holds the stat memo and "
+              "run history, which start over)", file=sys.stderr)
+        return True
 
     @_locked
     def close(self) -> None:
@@ -226,20 +311,17 @@ class StateDB:
         return int(cursor.lastrowid or 0)
 
     @_locked
-    def mark_committed_runs(self, stage: str, input_hash: str) -> None:
-        """`commit` recorded what an earlier `--no-commit` run with these inputs made."""
-        db = self._db(create=False)
-        if db is not None:
-            db.execute("UPDATE runs SET committed = 1 WHERE stage = ? AND input_hash = ? "
-                       "AND committed = 0 AND status = 'ok'", (stage, input_hash))
-
-    @_locked
-    def runs(self, stage: str | None = None, limit: int | None = None) -> list[RunRecord]:
-        """Runs, oldest first (the last ``limit`` of them)."""
+    def runs(self, stage: str | None = None, limit: int | None = None, *,
+             instances: bool = False) -> list[RunRecord]:
+        """Runs, oldest first (the last ``limit`` of them); ``stage``: only its runs, and
+        with ``instances`` those of every matrix instance ``stage@…`` too."""
         db = self._db(create=False)
         if db is None:
             return []
         where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
+        if stage and instances:
+            where += " OR substr(stage, 1, ?) = ?"
+            args += [len(stage) + 1, f"{stage}@"]
         query = f"SELECT * FROM runs {where} ORDER BY run_id DESC"
         if limit is not None:
             query += f" LIMIT {int(limit)}"

@@ -709,3 +709,150 @@ def test_example_file_loads(tmp_path: Path) -> None:
     assert plot.deps == ["metrics.json", "scripts/plot.py"]
     assert plot.outs == [Out(path="plots/loss.svg")]
     assert "${TMPDIR}" in plot.cmd[0]
+
+
+# --- SPEC §8: the project's own files are never outs ---------------------------------------
+
+
+@pytest.mark.parametrize(("out", "problem"), [
+    (".git", "path is or lies inside a git repository (.git), which can never be an output"),
+    (".git/config", "path is or lies inside a git repository (.git)"),
+    ("a/.git/x", "path is or lies inside a git repository (.git)"),
+    (".GIT", "path is or lies inside a git repository (.git)"),
+    ("pivot.toml", "path is the pipeline file pivot.toml, which can never be an output"),
+    ("Pivot.TOML", "path is the pipeline file pivot.toml"),
+    ("params.toml", "path is the params file params.toml, which can never be an output"),
+    ("x.pvt", "path is a tracked-path record (*.pvt), which can never be an output"),
+    ("d/x.PVT", "path is a tracked-path record (*.pvt)"),
+    (".pivotbuild/x", "path lies inside .pivotbuild/, which pivotbuild manages"),
+])
+def test_project_files_are_never_outs(tmp_path: Path, out: str, problem: str) -> None:
+    message = error(tmp_path, f'[stages.s]\ncmd = "c"\nouts = ["ok", "{out}"]\n')
+    assert message.startswith(f"pivot.toml: stages.s.outs[1]: {problem}")
+    assert message.endswith(f"which can never be an output: {out!r}") or (
+        message.endswith(f"which pivotbuild manages: {out!r}"))
+
+
+def test_project_files_as_outs_through_wdir_and_matrix(tmp_path: Path) -> None:
+    assert error(tmp_path, '[stages.s]\ncmd = "c"\nwdir = "sub"\nouts = ["../params.toml"]\n') == (
+        "pivot.toml: stages.s.outs[0]: path is the params file params.toml, which can never be "
+        "an output: '../params.toml'")
+    assert error(tmp_path, '[stages.s]\nforeach = ["a", ".git"]\ncmd = "c"\n'
+                 'outs = ["${item}/x"]\n') == (
+        "pivot.toml: stages.s.outs[0]: path is or lies inside a git repository (.git), which "
+        "can never be an output: '${item}/x' (in s@.git)")
+
+
+def test_an_out_directory_holding_a_git_repository_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "vendor" / "lib").mkdir(parents=True)
+    (tmp_path / "vendor" / "lib" / ".git").write_text("gitdir: ../../.git/modules/lib\n")
+    message = error(tmp_path, '[stages.s]\ncmd = "c"\nouts = ["vendor/lib"]\n')
+    assert message == ("pivot.toml: stages.s.outs[0]: path holds a git repository "
+                       "(vendor/lib/.git), which can never be an output: 'vendor/lib'")
+    # Deps may be anything in the project, pivot.toml, .git and records included.
+    project = load(tmp_path, '[stages.s]\ncmd = "c"\ndeps = ["pivot.toml", "vendor/lib", '
+                             '"x.pvt", ".git/HEAD"]\nouts = ["vendor/out"]\n')
+    assert project.stages["s"].deps == ["pivot.toml", "vendor/lib", "x.pvt", ".git/HEAD"]
+
+
+def test_protected_files_lists_params_files() -> None:
+    from pivotbuild.config import protected_files
+
+    assert protected_files(["params.toml", "conf/params.yaml"]) == {
+        "pivot.toml": "the pipeline file pivot.toml",
+        "params.toml": "the params file params.toml",
+        "conf/params.yaml": "the params file conf/params.yaml",
+    }
+
+
+# --- SPEC §8: stage names that fit their lock file's name -----------------------------------
+
+
+def test_stage_name_length_limit(tmp_path: Path) -> None:
+    assert "a" * 250 in load(tmp_path, f'[stages.{"a" * 250}]\ncmd = "c"\n').stages
+    message = error(tmp_path, f'[stages.{"a" * 251}]\ncmd = "c"\n')
+    assert message.startswith(f"pivot.toml: stages.{'a' * 251}: stage name ")
+    assert message.endswith("is 251 bytes: too long for its lock file's name (at most 250 bytes)")
+    wide = "é" * 124  # "m@" + 248 bytes
+    assert f"m@{wide}" in load(tmp_path, f'[stages.m]\nforeach = ["{wide}"]\ncmd = "c"\n').stages
+    message = error(tmp_path, f'[stages.m]\nforeach = ["x", "{wide}é"]\ncmd = "c"\n')
+    assert message.startswith("pivot.toml: stages.m.foreach[1]: stage name 'm@éé")
+    assert "is 252 bytes: too long" in message
+    message = error(tmp_path, f'[stages.m]\nmatrix = {{a = ["{"x" * 200}"], b = ["{"y" * 60}"]}}'
+                              '\ncmd = "c"\n')
+    assert message.startswith("pivot.toml: stages.m.matrix.a[0]: stage name ")
+    assert "is 263 bytes" in message
+
+
+# --- SPEC §8: credentials never in a remote URL ---------------------------------------------
+
+SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYzEXAMPLEKEY"
+
+
+@pytest.mark.parametrize("url", [
+    f"s3://AKIDEXAMPLE:{SECRET}@bucket/prefix",
+    f"s3://AKIDEXAMPLE:{SECRET[:10]}/{SECRET[10:]}@bucket/prefix",
+    f"s3://token{SECRET}@bucket/prefix",
+    f"https://user:{SECRET}@host/cache",
+    f"https://user:a/{SECRET}@host:8080/cache",
+    f"s3://bucket/p?secret_key={SECRET}",
+    f"s3://bucket/p?region=eu&aws_secret_access_key={SECRET}",
+    f"https://host/p?X-Amz-Signature={SECRET}",
+    f"https://host/p?sig={SECRET}",
+    f"https://host/p?password={SECRET}",
+    f"https://host/p?apiKey={SECRET}",
+    f"https://host/p#access_token={SECRET}",
+    f"s3://bucket/AKIAIOSFODNN7EXAMPLE/{SECRET}",
+])
+def test_credentials_in_a_url_are_refused_without_echoing_them(tmp_path: Path, url: str) -> None:
+    message = error(tmp_path, f'[remotes.origin]\nurl = "{url}"\n')
+    assert message.startswith("pivot.toml: remotes.origin.url: the URL holds ")
+    assert "credentials never go in a URL" in message
+    assert SECRET[:10] not in message and SECRET[10:] not in message and "AKIA" not in message
+    local = tmp_path / ".pivotbuild" / "config.local.toml"
+    local.parent.mkdir(exist_ok=True)
+    local.write_text(f'[remotes.origin]\nurl = "{url}"\n')
+    message = error(tmp_path, '[remotes.origin]\nurl = "s3://bucket/p"\n')
+    assert message.startswith(".pivotbuild/config.local.toml: remotes.origin.url: the URL holds ")
+    assert SECRET[:10] not in message and SECRET[10:] not in message
+    local.unlink()
+    message = error(tmp_path, f'[remotes.origin]\nurl = "s3://b/p"\nendpoint_url = "{url}"\n')
+    assert message.startswith("pivot.toml: remotes.origin.endpoint_url: the URL holds ")
+
+
+@pytest.mark.parametrize("url", [
+    "/srv/cache", "../cache@2", "file:///srv/cache", "s3://bucket/prefix",
+    "s3://bucket/p?region=eu-west-1", "https://host:8080/a@b/cache", "sftp://deploy@host/srv",
+    "gs://bucket/prefix?passive=1", "abfs://container@account.dfs.core.windows.net/p",
+])
+def test_urls_without_secrets_are_accepted(tmp_path: Path, url: str) -> None:
+    assert load(tmp_path, f'[remotes.origin]\nurl = "{url}"\n').remotes["origin"].url == url
+
+
+def test_a_url_typed_into_the_wrong_key_is_not_echoed(tmp_path: Path) -> None:
+    message = error(tmp_path, '[project]\njobs = "s3://k:hunter2@b"\n')
+    assert "hunter2" not in message and message.startswith("pivot.toml: project.jobs: ")
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("s3://KEY:se/cret@bucket/p", "s3://***@bucket/p"),
+    ("https://user:pw@host:8080/c?region=eu&token=abc",
+     "https://***@host:8080/c?region=eu&token=***"),
+    ("sftp://deploy@host/srv", "sftp://***@host/srv"),
+    ("https://host:8080/a@b", "https://host:8080/a@b"),
+    ("/srv/cache", "/srv/cache"),
+    ("s3://bucket/AKIAIOSFODNN7EXAMPLE/x", "s3://bucket/***/x"),
+])
+def test_redact_url(url: str, shown: str) -> None:
+    from pivotbuild.urls import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_redact_text_masks_every_userinfo_in_a_message() -> None:
+    from pivotbuild.urls import redact_text
+
+    assert redact_text("cannot reach 'https://u:p@h/x' nor s3://K:S/x@b/p: no") == (
+        "cannot reach 'https://***@h/x' nor s3://***@b/p: no")
+    assert redact_text("plain message, mail me@example.com") == (
+        "plain message, mail me@example.com")

@@ -190,6 +190,28 @@ def test_lock_path_refuses_escaping_names(tmp_path, name):
         lock_path(tmp_path, name)
 
 
+def test_lock_path_refuses_a_name_too_long_for_a_file_name(tmp_path):
+    assert lock_path(tmp_path, "a" * 250).name == "a" * 250 + ".json"  # 255 bytes: fits
+    assert lock_path(tmp_path, "m@" + "é" * 124).name.endswith(".json")  # 250 bytes
+    for name in ("a" * 251, "m@" + "é" * 125):  # 251 and 252 bytes
+        with pytest.raises(UsageError, match="too long"):
+            lock_path(tmp_path, name)
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ('{"cmd": ["echo', "Unterminated string starting at line 1 column 10"),
+    ('{"cmd": "a\tb"}', "Invalid control character at line 1 column 11"),
+    ('{"cmd" 1}', "Expecting ':' delimiter at line 1 column 8"),
+])
+def test_json_problems_read_as_one_sentence(tmp_path, text, reason):
+    path = lock_path(tmp_path, "train")
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    message = str(read_lock(path, shown="train.json"))
+    assert f"not valid JSON, truncated? {reason});" in message
+    assert " at at " not in message
+
+
 # ---- reading: absent and corrupted --------------------------------------------------------
 
 
