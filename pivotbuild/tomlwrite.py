@@ -51,7 +51,7 @@ def _float(number: float) -> str:
     if math.isinf(number):
         return "inf" if number > 0 else "-inf"
     text = repr(number)  # shortest round-trip form: "0.1", "1e+20", "1.5e-07"
-    return text if any(c in text for c in ".en") else text + ".0"
+    return text if any(c in text for c in ".e") else text + ".0"
 
 
 def value(item: Any) -> str:

@@ -373,7 +373,7 @@ def test_check_path_names_what_is_wrong(tmp_path):
     assert "unsupported DVC hash 'etag'" in check_path(tmp_path, LockedPath("f", md5, "etag"))
 
 
-def test_many_files_hash_the_same_through_the_thread_pool(tmp_path):
+def test_listing_of_many_nested_files_is_sorted_by_relpath(tmp_path):
     top = tmp_path / "many"
     for i in range(100):
         (top / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
@@ -474,3 +474,25 @@ def test_toml_writer_spellings():
     long = [f"item-{i:03}" for i in range(20)]
     assert tomllib.loads("x = " + tomlwrite.array(long))["x"] == long
     assert "\n" in tomlwrite.array(long)
+
+
+def test_dvc_config_settings_map_or_are_reported(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text(
+        "[core]\n    remote = nested\n    autostage = true\n"
+        "[cache]\n    type = reflink,symlink,copy\n"
+        "[parsing]\n    bool = boolean_optional\n"
+        "['remote \"nested\"']\n    url = remote://other/sub\n"
+        "['remote \"bad name\"']\n    url = /srv/x\n")
+    root = _project(tmp_path, "stages:\n  s:\n    cmd: run ${opts}\n"
+                              "vars:\n  - opts: {fast: false, n: 2}\n")
+    conversion = convert(root)
+    toml = tomllib.loads(conversion.toml)
+    assert toml["project"] == {"checkout": ["reflink", "copy"]}  # no usable default remote
+    assert "remotes" not in toml
+    # parsing.bool = boolean_optional: DVC writes a false flag as --no-NAME
+    assert toml["stages"]["s"]["cmd"] == "run --no-fast --n 2"
+    assert {n.what for n in conversion.not_converted} == {
+        '.dvc/config: remote "nested".url', '.dvc/config: remote "bad name".url'}
+    assert any("core.autostage" in n for n in conversion.notes)
+    assert any("cache.type" in n for n in conversion.notes)

@@ -473,6 +473,11 @@ class _Converter:
                     if path is None or out_path is None or g.out_index[n] < 0:
                         continue
                     table = g.table["outs"][g.out_index[n]]
+                    if g.mode != "plain" and (out_path == path or
+                                              path.startswith(out_path + "/")):
+                        self.result.note(f"dvc.yaml: {spot} names {file!r}, an output of "
+                                         f"{inst.dvc_name}; the flag applies to every "
+                                         f"instance of stages.{g.name}")
                     if out_path == path:
                         if table.get(kind) in (None, True):
                             table[kind] = value
