@@ -49,7 +49,20 @@ def real_parent(root: os.PathLike[str] | str, path: os.PathLike[str] | str) -> s
     parent = os.path.realpath(os.path.dirname(full))
     if not inside(parent, bound):
         raise PathEscapeError(shown, parent)
+    landed = os.path.join(parent, name)[len(bound) + 1:]
+    if landed and landed != shown and _project_file(landed):
+        # pivot.toml refuses these as outs; a symlinked directory must not reach them either.
+        raise OperationError(f"{shown}: its directory resolves to {landed}, one of the "
+                             "project's own files; refusing to delete or write it")
     return parent
+
+
+def _project_file(rel: str) -> bool:
+    """True for a root-relative path that is or lies in .git, .pivotbuild, or is pivot.toml,
+    params.toml or a *.pvt record (SPEC §8; config.py refuses them as declared outs)."""
+    parts = rel.casefold().split("/")
+    return (".git" in parts or parts[0] == ".pivotbuild" or rel.casefold() in (
+        "pivot.toml", "params.toml") or parts[-1].endswith(".pvt"))
 
 
 def resolve(root: os.PathLike[str] | str, path: os.PathLike[str] | str) -> Path:

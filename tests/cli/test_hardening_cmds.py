@@ -109,6 +109,29 @@ def test_an_output_cannot_be_the_root_or_contain_the_project_files(tmp_path: Pat
     assert (tmp_path / "vendor" / "lib" / ".git" / "HEAD").is_file()
 
 
+@pytest.mark.parametrize(("link", "target", "out", "landed"), [
+    ("gl", ".git", "gl/HEAD", ".git/HEAD"),
+    ("self", ".", "self/pivot.toml", "pivot.toml"),
+    ("state", ".pivotbuild", "state/locks", ".pivotbuild/locks"),
+])
+def test_a_symlinked_directory_does_not_reach_the_project_files(
+        tmp_path: Path, link: str, target: str, out: str, landed: str) -> None:
+    """Sibling of hole 2 (with hole 1): the out is declared through a symlink inside the
+    project that lands on one of its own files; the stage fails naming it, nothing is lost."""
+    git_init(tmp_path)
+    (tmp_path / link).symlink_to(target)
+    config = f'[stages.x]\ncmd = "echo x >> runs.log"\nouts = ["{out}"]\n'
+    (tmp_path / "pivot.toml").write_text(config)
+    (tmp_path / ".pivotbuild" / "locks").mkdir(parents=True)
+    result = run(["repro"], tmp_path)
+    assert result.code == 1, result.err
+    assert f"{out}: its directory resolves to {landed}, one of the project's own" in result.err
+    assert ran(tmp_path) == []
+    assert (tmp_path / ".git" / "HEAD").is_file()
+    assert (tmp_path / "pivot.toml").read_text() == config
+    assert (tmp_path / ".pivotbuild" / "locks").is_dir()
+
+
 def test_a_dependency_on_pivot_toml_is_still_allowed(tmp_path: Path) -> None:
     (tmp_path / "pivot.toml").write_text(
         '[stages.x]\ncmd = "wc -c < pivot.toml > size"\ndeps = ["pivot.toml"]\n'
