@@ -496,3 +496,11 @@ def test_dvc_config_settings_map_or_are_reported(tmp_path):
         '.dvc/config: remote "nested".url', '.dvc/config: remote "bad name".url'}
     assert any("core.autostage" in n for n in conversion.notes)
     assert any("cache.type" in n for n in conversion.notes)
+
+
+def test_repeated_foreach_values_are_one_stage_as_in_dvc(tmp_path):
+    root = _project(tmp_path, "stages:\n  f:\n    foreach: [a, b, a]\n    do:\n"
+                              "      cmd: echo ${item}\n")
+    conversion = convert(root)
+    assert tomllib.loads(conversion.toml)["stages"]["f"]["foreach"] == ["a", "b"]
+    assert [c.dvc_stage for c in conversion.checks] == ["f@a", "f@b"]

@@ -112,6 +112,9 @@ class _Converter:
             raise ConfigError(DVC_YAML, "", "expected a mapping at the top level")
         lock = load(self.root, DVC_LOCK) if (self.root / DVC_LOCK).is_file() else {}
         self.lock = (lock.get("stages") if isinstance(lock, dict) else None) or {}
+        if lock and not (isinstance(lock, dict) and str(lock.get("schema")) == "2.0"):
+            self.result.note("dvc.lock is not in the format DVC 2 and 3 write (schema 2.0); "
+                             "no stage can be proven up to date from it")
         params = self.file_data(PARAMS_YAML)
         scope = Scope({}, {})
         if isinstance(params, dict):
@@ -215,6 +218,10 @@ class _Converter:
             mode = "matrix" if scalar and plain_axes else "unroll"
         else:
             return [self.group(name, base, d, [(None, {})], "plain", scope)]
+        unique = dict(insts)  # DVC keys instances by name: a repeated name is one stage
+        if len(unique) != len(insts):
+            mode = "unroll" if mode == "matrix" else mode
+            insts = list(unique.items())
         if mode != "unroll" and not any(_bad_suffix(k) for k, _ in insts):
             try:
                 return [self.group(name, base, template, insts, mode, scope, matrix)]
@@ -223,12 +230,11 @@ class _Converter:
         names = [f"{name}-{_name_key(k)}" for k, _ in insts]
         self.result.note(f"stages.{base}: pivotbuild's foreach/matrix cannot express it, so "
                          "each instance is its own stage: " + ", ".join(names))
-        return [self.group(n, base, template, [(k, extra)], "plain", scope, unrolled=True)
+        return [self.group(n, base, template, [(k, extra)], "plain", scope)
                 for n, (k, extra) in zip(names, insts, strict=True)]
 
     def group(self, name: str, base: str, d: Any, insts: Sequence[tuple[str | None, dict]],
-              mode: str, scope: Scope, matrix: dict[str, list[Any]] | None = None,
-              unrolled: bool = False) -> _Group:
+              mode: str, scope: Scope, matrix: dict[str, list[Any]] | None = None) -> _Group:
         where = f"stages.{base}"
         if not isinstance(d, dict) or "cmd" not in d:
             raise ConfigError(DVC_YAML, where, "a stage needs a 'cmd'")
