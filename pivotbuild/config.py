@@ -564,6 +564,20 @@ def _instances(base: str, raw: _RawStage) -> list[tuple[str, Any]]:
     return result
 
 
+def _unrecordable(value: Any, where: str) -> str | None:
+    """The first TOML date, time or datetime in a params value (the lock cannot hold one)."""
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return f"{where!r} is a {_toml_type(value)}"
+    items = (value.items() if isinstance(value, dict) else
+             enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        found = _unrecordable(item, f"{where}[{key}]" if isinstance(key, int) else
+                              f"{where}.{key}")
+        if found:
+            return found
+    return None
+
+
 def protected_files(params_files: list[str]) -> dict[str, str]:
     """The project files no out may be or hold, project-relative, with what each one is.
 
@@ -713,6 +727,10 @@ class _StageBuilder:
             except KeyError:
                 hint = "" if self.has_params else f" (there is no {PARAMS_FILE})"
                 raise fail(where, f"{dotted!r} not found in {PARAMS_FILE}{hint}") from None
+            unrecordable = _unrecordable(values[dotted], dotted)
+            if unrecordable:
+                raise fail(where, f"{unrecordable} in {PARAMS_FILE}: a lock records params as "
+                           "JSON, which has no dates or times (write it as a string)")
             params.append(dotted)
 
         desc = None if raw.desc is None else tmpl(raw.desc, "desc")

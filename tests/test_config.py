@@ -856,3 +856,16 @@ def test_redact_text_masks_every_userinfo_in_a_message() -> None:
         "cannot reach 'https://***@h/x' nor s3://***@b/p: no")
     assert redact_text("plain message, mail me@example.com") == (
         "plain message, mail me@example.com")
+
+
+def test_a_params_value_a_lock_cannot_record_is_a_config_error(tmp_path: Path) -> None:
+    toml = '[stages.s]\ncmd = "c"\nparams = ["seed", "train"]\n'
+    assert error(tmp_path, toml, "seed = 1\n[train]\nlr = 0.1\nsteps = [1, 07:30:00]\n") == (
+        "pivot.toml: stages.s.params[1]: 'train.steps[1]' is a time in params.toml: a lock "
+        "records params as JSON, which has no dates or times (write it as a string)")
+    assert error(tmp_path, '[stages.s]\ncmd = "c"\nparams = ["when"]\n',
+                 "when = 2024-01-01T00:00:00Z\n").startswith(
+        "pivot.toml: stages.s.params[0]: 'when' is a datetime in params.toml")
+    # A date used only in ${params...} templating is fine: it becomes text.
+    project = load(tmp_path, '[stages.s]\ncmd = "echo ${params.when}"\n', "when = 2024-01-01\n")
+    assert project.stages["s"].cmd == ["echo 2024-01-01"]

@@ -386,6 +386,21 @@ def test_status_with_an_invalid_lock_exits_0_and_shows_the_stage_stale(
     assert lock(tmp_path, "a")["stage"] == "a"
 
 
+def test_a_date_param_is_a_config_error_not_a_failed_status(tmp_path: Path) -> None:
+    """Sibling of hole 11 (status exiting 1): a TOML date in a listed param could not be
+    recorded in the lock, and status and repro failed with exit 1 on every run."""
+    (tmp_path / "params.toml").write_text("[train]\nlr = 0.1\nstart = 2024-01-01\n")
+    (tmp_path / "pivot.toml").write_text(
+        '[stages.x]\ncmd = "echo x >> runs.log; echo x > o"\nouts = ["o"]\n'
+        'params = ["train"]\n')
+    for command in (["status"], ["repro"], ["commit"]):
+        result = run(command, tmp_path)
+        assert result.code == 2, (command, result.err)
+        assert "pivot.toml: stages.x.params[0]: 'train.start' is a date in params.toml" in (
+            result.err)
+    assert ran(tmp_path) == []
+
+
 # ---- 13. gc --grace ------------------------------------------------------------------------
 
 
