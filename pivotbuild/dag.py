@@ -20,7 +20,6 @@ from typing import Any
 import networkx as nx
 
 from pivotbuild import render_dag
-
 from pivotbuild.config import PROJECT_FILE as _FILE
 from pivotbuild.config import PathProblem, Project, Stage, key_path, normalize_path
 from pivotbuild.errors import ConfigError, UsageError

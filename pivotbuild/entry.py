@@ -1,10 +1,12 @@
-"""The console entry point, with a fast path for `hash`.
+"""The console entry point, with fast paths for `hash`, `--version` and the no-op.
 
 `pivotbuild hash` is the command people time against xxhsum: loading click
 costs more than hashing a gigabyte. So a command line that is plainly
 `[-C DIR] [-q|-v]... hash [-j N] [--json] [--no-state] PATH...` runs without
-it; anything else (--help, an unknown option, a mistake) goes to click
-(cli.py), which stays the one place that defines and documents the commands.
+it. A no-op `status`, `repro`, `verify` or `dag` is answered from the pipeline
+snapshot without click, pydantic or networkx (fastpath.py). Anything else
+(--help, an unknown option, a mistake, a stale stage) goes to click (cli.py),
+which stays the one place that defines and documents the commands.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import gc
 import os
 import signal
 import sys
+import time
 
-from pivotbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED
+from pivotbuild.errors import EXIT_FAILED
+
+_STARTED = time.monotonic()  # the repro summary's wall time counts from here
 
 
 def _parse_hash(argv: list[str]) -> tuple[str | None, list[str], int, bool, bool] | None:
@@ -59,6 +64,34 @@ def _parse_hash(argv: list[str]) -> tuple[str | None, list[str], int, bool, bool
     return directory, paths, jobs, as_json, no_state
 
 
+def _fast_path(argv: list[str]) -> None:
+    """A no-op status, repro, verify or dag answered from the pipeline snapshot
+    (fastpath.py); exits if it answered. PIVOTBUILD_NO_FASTPATH=1 turns it off."""
+    if os.environ.get("PIVOTBUILD_NO_FASTPATH") == "1":
+        return
+    from pivotbuild import fastpath
+
+    request = fastpath.parse(argv)
+    if request is None:
+        return
+    try:
+        code = fastpath.run(request, _STARTED)
+    except KeyboardInterrupt as exc:
+        print("pivotbuild: error: interrupted", file=sys.stderr)
+        sys.exit(interrupted_exit_code(exc))
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(0)
+    except OSError as exc:  # the full path runs into the same problem and names it
+        request.why = f"{exc.filename or ''}: {exc.strerror or exc}"
+        code = None
+    if os.environ.get("PIVOTBUILD_FASTPATH_TRACE") == "1":
+        said = "answered" if code is not None else f"not taken: {request.why}"
+        print(f"pivotbuild: fast path {said}", file=sys.stderr)
+    if code is not None:
+        sys.exit(code)
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised where SIGINT raises KeyboardInterrupt, so that every
     cleanup that handles Ctrl-C (stop the commands, write no lock) handles them too."""
@@ -100,8 +133,15 @@ def _main() -> None:
     # manifest, thousands of plan records); collecting cycles among them after every 700
     # allocations is pure overhead (measured: 4% of a 100,000-file pull), so collect rarely.
     gc.set_threshold(100_000, 50, 50)
-    parsed = _parse_hash(sys.argv[1:])
+    argv = sys.argv[1:]
+    if argv == ["--version"]:  # as click's version_option says it, without loading click
+        from pivotbuild import __version__
+
+        print(f"pivotbuild, version {__version__}")
+        sys.exit(0)
+    parsed = _parse_hash(argv)
     if parsed is None:
+        _fast_path(argv)  # returns only if the full command line must answer
         from pivotbuild.cli import main as cli_main
 
         cli_main()

@@ -220,3 +220,78 @@ def test_targets_that_are_paths_go_to_the_full_path(built: Path) -> None:
     assert answered(result)
     result = fast(["status", "tree/a"], built)
     assert not answered(result) and result.code == 0 and "tree: up-to-date" in result.out
+
+
+# ---- property: for random pipelines and random edits, fast and full answers agree ----------
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+EDITS = ("edit-src", "touch-src", "edit-out", "delete-out", "edit-cmd", "edit-param",
+         "delete-lock", "repro", "full-status", "wait")
+
+
+def _pipeline(deps: list[list[int]]) -> str:
+    tables = []
+    for i, ups in enumerate(deps):
+        inputs = ["src.txt", *(f"o{u}.txt" for u in ups)]
+        tables.append(
+            f'[stages.s{i}]\ncmd = "cat {" ".join(inputs)} > o{i}.txt"\n'
+            f"deps = {json.dumps(inputs)}\nouts = [\"o{i}.txt\"]\nparams = [\"p.s{i}\"]\n")
+    return "\n".join(tables)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[list[list[int]], list[tuple[str, int]]]:
+    n = draw(st.integers(min_value=1, max_value=4))
+    deps = [sorted(draw(st.sets(st.integers(0, i - 1), max_size=2))) if i else []
+            for i in range(n)]
+    edits = draw(st.lists(st.tuples(st.sampled_from(EDITS), st.integers(0, n - 1)),
+                          min_size=2, max_size=6))
+    return deps, edits
+
+
+@pytest.mark.slow
+@hypothesis.settings(max_examples=8, deadline=None,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(scenarios())
+def test_fast_and_full_paths_agree_after_random_edits(
+        tmp_path_factory: pytest.TempPathFactory,
+        scenario: tuple[list[list[int]], list[tuple[str, int]]]) -> None:
+    deps, edits = scenario
+    root = tmp_path_factory.mktemp("prop")
+    (root / "pivot.toml").write_text(_pipeline(deps))
+    (root / "params.toml").write_text("[p]\n" + "".join(f"s{i} = 0\n" for i in range(len(deps))))
+    (root / "src.txt").write_text("0\n")
+    assert run(["repro"], root).code == 0
+    assert run(["status"], root, env=FULL).code == 0
+    for step, (edit, i) in enumerate(edits):
+        if edit == "edit-src":
+            same_size_same_time(root / "src.txt", (root / "src.txt").read_text()[0],
+                                str(step % 10))
+        elif edit == "touch-src":
+            os.utime(root / "src.txt")
+        elif edit == "edit-out" and (root / f"o{i}.txt").exists():
+            out = root / f"o{i}.txt"
+            out.unlink()
+            out.write_text("tampered\n")
+        elif edit == "delete-out":
+            (root / f"o{i}.txt").unlink(missing_ok=True)
+        elif edit == "edit-cmd":
+            text = (root / "pivot.toml").read_text()
+            (root / "pivot.toml").write_text(text.replace(f"> o{i}.txt", f">  o{i}.txt", 1))
+        elif edit == "edit-param":
+            text = (root / "params.toml").read_text()
+            (root / "params.toml").write_text(text.replace(f"s{i} = ", f"s{i} = 1", 1))
+        elif edit == "delete-lock":
+            (root / ".pivotbuild" / "locks" / f"s{i}.json").unlink(missing_ok=True)
+        elif edit == "repro":
+            assert run(["repro"], root).code == 0
+        elif edit == "full-status":
+            run(["status"], root, env=FULL)
+        else:
+            time.sleep(2.1)
+        for args in (["status", "--json"], ["dag", "--json"], ["verify", "--json"]):
+            quick = fast(args, root)
+            full = run(args, root, env=FULL)
+            assert (quick.code, quick.out) == (full.code, full.out), (edit, args, quick.err)
