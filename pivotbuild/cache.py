@@ -128,7 +128,8 @@ class CorruptObjectsError(OperationError):
 
 
 def corrupt_message(corrupt: Sequence[tuple[str, str]]) -> str:
-    """'o: cache object … is corrupt (…); removed from the cache' (a few named, then a count)."""
+    """'o: cache object … is corrupt (…); removed from the cache' (a few named, then a
+    count)."""
     first = "; ".join(f"{shown}: {corrupt_text(hash)}" for shown, hash in corrupt[:3])
     more = f" and {len(corrupt) - 3} more" if len(corrupt) > 3 else ""
     return f"{first}{more}; removed from the cache"

@@ -17,9 +17,13 @@ What is guaranteed:
   are no unnamed files, a temp name beside it, then a rename); through fsspec, a temp name and
   a rename on file systems, one PUT (atomic by itself) on object stores. A ``.dir`` manifest
   is sent only after every file it lists is on the remote, and a run-cache entry only after
-  the objects it names, so their presence on a remote implies their content's. What the remote already has is learned by
-  listing (the ``ab/`` shards concerned, or one ``find`` of ``files/``), never one request per
-  object, and is not sent again.
+  the objects it names, so their presence on a remote implies their content's. What the
+  remote already has is learned by listing (the ``ab/`` shards concerned, or one ``find`` of
+  ``files/``), never one request per object, and is not sent again. Nothing false leaves the
+  cache: each object is checked against its name before it is sent (on the copy to a
+  directory; through the cache's memo before an upload), and a run-cache entry whose objects
+  could not be sent is not sent either. Which outputs are cached is read from pivot.toml,
+  never from the lock (SPEC §8).
 - fetch trusts nothing it downloads: each object is written to a temp beside its place in the
   cache, rehashed, and renamed into place only if its hash equals its name; a ``.dir`` manifest
   is parsed by manifest.parse (absolute paths, ``..`` and empty segments are rejected) before
@@ -1195,7 +1199,7 @@ def status_remote(pipeline: Pipeline, names: list[str], remote: Remote) -> Remot
 
 __all__ = [
     "IN_SYNC", "MISSING", "MISSING_ON_REMOTE", "ONLY_ON_REMOTE", "OutputRef", "OutputStatus",
-    "Remote", "RemoteRunCache", "RemoteStatus", "TransferReport", "default_jobs", "fetch", "object_rel",
-    "open_remote", "prefetch_for_repro", "pull", "push", "run_entry_problem", "run_rel",
+    "Remote", "RemoteRunCache", "RemoteStatus", "TransferReport", "default_jobs", "fetch",
+    "object_rel", "open_remote", "prefetch_for_repro", "pull", "push", "run_entry_problem", "run_rel",
     "status_remote",
 ]

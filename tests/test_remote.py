@@ -749,3 +749,85 @@ def test_s3_unreachable_endpoint_is_one_line_and_writes_nothing(tmp_path: Path,
         assert message.startswith("remote 'origin' (s3://bucket/team/cache): cannot connect")
         assert "\n" not in message
     assert not (b / ".pivotbuild" / "cache").exists()
+
+
+# ---- nothing false leaves the cache (SPEC §8) --------------------------------------------------
+
+
+def memory_remote(built: Path, tmp_path: Path) -> tuple[str, object]:
+    import fsspec
+
+    root = f"/pivot-{uuid.uuid4().hex}"
+    fs = fsspec.filesystem("memory")
+    fs.mkdir(root)
+    text = (built / "pivot.toml").read_text()
+    (built / "pivot.toml").write_text(text.replace(
+        f'url = "{tmp_path / "remote"}"', f'url = "memory://{root}"'))
+    return root, fs
+
+
+def test_push_to_fsspec_never_uploads_a_corrupt_object_nor_its_run_entry(built: Path,
+                                                                         tmp_path: Path):
+    root, fs = memory_remote(built, tmp_path)
+    clean = lock_doc(built, "prepare")["outs"][0]["hash"]
+    obj = built / ".pivotbuild" / "cache" / "files" / clean[:2] / clean[2:]
+    obj.chmod(0o644)
+    obj.write_text("HELLO, EDITED IN PLACE\n")
+    report = do("push", built, run_cache=True)
+    assert not report.ok
+    failed = dict(report.failed)
+    assert "clean.txt (prepare)" in failed and "corrupt" in failed["clean.txt (prepare)"]
+    names = {p.rsplit("/", 2)[-2] + p.rsplit("/", 1)[-1] for p in fs.find(root)}
+    assert clean not in names
+    assert lock_doc(built, "prepare")["input_hash"] + ".json" not in names
+    assert lock_doc(built, "report")["input_hash"] + ".json" in names  # the others went
+    assert obj.exists()  # push reads the cache: it reports, it does not delete
+    fs.rm(root, recursive=True)
+
+
+def toggle_cache(root: Path, path: str, cached: bool) -> None:
+    text = (root / "pivot.toml").read_text()
+    plain, flagged = f'outs = ["{path}"]', f'outs = [{{path = "{path}", cache = false}}]'
+    (root / "pivot.toml").write_text(text.replace(plain, flagged) if not cached
+                                     else text.replace(flagged, plain))
+
+
+def test_pivot_toml_not_the_lock_decides_what_is_transferred(built: Path, remote_dir: Path,
+                                                             tmp_path: Path):
+    clean = lock_doc(built, "prepare")["outs"][0]["hash"]
+    toggle_cache(built, "clean.txt", cached=False)
+    assert lock_doc(built, "prepare")["outs"][0]["cache"] is True  # the lock still says so
+    pushed = do("push", built, run_cache=True)
+    assert pushed.ok, pushed.failed
+    assert not (remote_dir / "files" / clean[:2] / clean[2:]).exists()
+    assert (remote_dir / "runs").is_dir()  # the other stages' entries went
+    with opened(built) as pipeline:
+        outs = {o.path for o in remotes.status_remote(
+            pipeline, pipeline.select([]), remotes.open_remote(pipeline.project, None)).outputs}
+    assert "clean.txt" not in outs and "report.txt" in outs
+    # A clone with the same pivot.toml neither fetches nor places it.
+    toggle_cache(built, "clean.txt", cached=True)
+    assert do("push", built).ok
+    toggle_cache(built, "clean.txt", cached=False)
+    b = clone(built, tmp_path / "b")
+    fetched, checked = do("pull", b)
+    assert fetched.ok and checked.ok
+    assert clean not in cache_objects(b) and not (b / "clean.txt").exists()
+    assert (b / "report.txt").read_bytes() == (built / "report.txt").read_bytes()
+
+
+def test_remote_run_cache_hook_replaces_a_corrupt_local_object(built: Path, tmp_path: Path):
+    assert do("push", built, run_cache=True).ok
+    b = clone(built, tmp_path / "b", locks=False)
+    shutil.copytree(built / ".pivotbuild" / "cache" / "runs", b / ".pivotbuild" / "cache" / "runs")
+    clean = lock_doc(built, "prepare")["outs"][0]["hash"]
+    planted = b / ".pivotbuild" / "cache" / "files" / clean[:2] / clean[2:]
+    planted.parent.mkdir(parents=True)
+    planted.write_text("POISON\n")
+    input_hash = lock_doc(built, "prepare")["input_hash"]
+    with opened(b) as pipeline:
+        report = remotes.TransferReport("origin", "fetch")
+        hook = remotes.RemoteRunCache(pipeline, remotes.open_remote(pipeline.project, None),
+                                      report)
+        assert hook(input_hash, "prepare")
+    assert report.ok and planted.read_bytes() == (built / "clean.txt").read_bytes()
