@@ -1,18 +1,26 @@
-"""Pipelines side by side: pivotbuild against DVC, GNU Make and git, as whole processes.
+"""Pipelines side by side: pivotbuild against DVC, GNU Make, Ninja and git, as whole processes.
 
 One run generates equivalent projects for each tool under WORK (default
-bench-data/pipelines, git-ignored), times every command as a subprocess (wall
-clock; one untimed warm-up, then --runs timed runs, the tools of a case
-interleaved round-robin) and prints medians, ratios and PASS/MISS per target.
+bench-data/pipelines, git-ignored; pipeline_projects.py), times every command as
+a subprocess (wall clock; one untimed warm-up, then --runs timed runs, the tools
+of a case interleaved round-robin; pipeline_timing.py) and prints medians, ratios
+and PASS/MISS per target.
 
     noop      one stage `find data -type f | wc -l > count.txt` whose dep is the
               100,000-file tree (data/, hardlinked from the corpus):
-              pivotbuild status / repro, dvc status / dvc repro, git status (the
-              same tree added and committed in a git repository), and
-              find -printf (the stat-only floor, for reading the others)
-    stages    no-op repro of a 1,000-stage pipeline (groups of 10: a root, a
-              chain of 4, a fan-out of 4, a fan-in; every 10th group starts a
-              new chain of groups): pivotbuild repro, dvc repro, make
+              pivotbuild status / repro (fast path, and full path with
+              PIVOTBUILD_NO_FASTPATH=1), dvc status / dvc repro, git status (the
+              same tree added and committed in a git repository), find -printf
+              (the stat-only floor, for reading the others), --version of both
+    stages    no-op of a 1,000-stage pipeline (groups of 10: a root, a chain of
+              4, a fan-out of 4, a fan-in; every 10th group starts a new chain of
+              groups): pivotbuild repro / status (fast and full path), dvc repro,
+              make, make -q, ninja -n (a generated build.ninja)
+    cproject  (issue 14) Brotli's C library and tool, benchmarks/cproject_real/
+              (36 translation units + a link; its own Makefile and build.ninja,
+              pivot.toml and dvc.yaml from cproject_gen.py), each tool building its
+              own copy: pivotbuild status / repro (fast and full path), make -q,
+              ninja -n, dvc status, pivotbuild --version and `python -c pass`
     parallel  8 independent stages `sleep 1 && cp src out`, all forced:
               pivotbuild repro -f -j 2, make -B -j2, dvc repro -f (DVC runs
               stages one at a time; reported, no target)
@@ -25,20 +33,27 @@ interleaved round-robin) and prints medians, ratios and PASS/MISS per target.
 
 Targets (issues 3 and 4): noop status and repro <= 0.1 x dvc status and
 <= 4 x git status; stages <= 0.1 x dvc repro; parallel <= 1.15 x the ideal
-(8 x sleep / 2 = 4 s); commit <= 0.1 x dvc commit -f, each case.
+(8 x sleep / 2 = 4 s); commit <= 0.1 x dvc commit -f, each case. Issue 14 (the
+no-op fast path): noop status <= 1.2 x git status; stages repro <= 0.15 s;
+cproject status <= 0.06 s and <= 15 x make -q, repro <= 0.07 s;
+pivotbuild --version <= 0.03 s. pivotbuild's fast path answers a no-op from
+.pivotbuild/snapshot, which the first full-path status after a build leaves (the
+setup runs one, 2 s after the build); after timing, each case asks
+PIVOTBUILD_FASTPATH_TRACE=1 whether the fast path answered and prints the answer.
 
 DVC is installed into a throwaway virtualenv (--dvc-venv, default
 bench-data/dvc-venv) with `pip install dvc`, reused when present; its repos are
 `git init` + `dvc init` with analytics and update checks off and DVC's state
 kept inside the repo (core.site_cache_dir) so it can be emptied. Both tools run
 with their default cache link types. A peer that cannot be found or installed is
-skipped with a note.
+skipped with a note (Ninja: Debian package ninja-build).
 
     python benchmarks/compare_pipeline.py [--runs 5] [--json OUT]
         [--small-files 100000] [--stages 1000] [--sleep 1.0]
-        [--cases noop,stages,parallel,commit] [--work DIR] [--quiet-cores 0.3]
+        [--cases noop,stages,cproject,parallel,commit] [--work DIR] [--quiet-cores 0.3]
 
-Quick smoke run (about a minute, DVC already installed):
+Quick smoke run (a few minutes, DVC already installed; the C project is compiled
+once per tool and its builds are reused by later runs):
     python benchmarks/compare_pipeline.py --small-files 2000 --stages 50 --runs 3 --sleep 0.25
 
 The 100,000-file tree is bench-data/s100000-l4x256-seed0/data/small when that
@@ -51,27 +66,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cproject_gen
 from benchenv import BENCH_DATA, ENV, REPO, BenchError, cpu_model, git_init, log, run
-from corpus import CorpusParams, fanout, generate, read_manifest, small_relpath
 from pagecache import read_all
-from sysload import Probe, wait_quiet
+from pipeline_projects import (
+    Stage,
+    cproject_copy,
+    cproject_digest,
+    dvc_forget,
+    dvc_init,
+    fresh,
+    many_stages,
+    pivot_forget,
+    rmtree,
+    source_tree,
+    sources,
+    tree_project,
+    write_dvc,
+    write_make,
+    write_ninja,
+    write_pivot,
+)
+from pipeline_timing import LABELS, N_PARALLEL, Cmd, fmt, measure, report, skipped
 
-SHARED_CORPUS = BENCH_DATA / CorpusParams().tag() / "data"
 CASES = ("noop", "stages", "cproject", "parallel", "commit")
-GROUP = 10  # stages per group in the many-stage pipeline
-CHAIN_GROUPS = 10  # groups per chain of groups
-N_PARALLEL = 8
 
 # ---- tools ----------------------------------------------------------------------------------
 
@@ -137,219 +162,7 @@ def find_tools(args: argparse.Namespace) -> Tools:
     return tools
 
 
-# ---- trees and projects ---------------------------------------------------------------------
-
-def source_tree(n: int, work: Path) -> tuple[Path, list[str]]:
-    """The corpus' small-file tree with n files and its files' relative paths."""
-    m = read_manifest(SHARED_CORPUS)
-    if m and m.get("params", {}).get("small") == n and m.get("small_files") == n:
-        root, fan = SHARED_CORPUS, m["fanout"]
-    else:
-        root = work / f"corpus-s{n}"
-        if read_manifest(root) is None:
-            log(f"generating a {n}-file corpus in {root} (benchmarks/corpus.py --large 0)")
-        fan = generate(root, CorpusParams(small=n, large=0), verbose=True)["fanout"]
-    assert fan == fanout(n)
-    rels = [small_relpath(i, fan).split("/", 1)[1] for i in range(n)]
-    return root / "small", rels
-
-
-def place_tree(src: Path, rels: list[str], dst: Path, how: str) -> None:
-    """dst/<rel> for every rel: a hardlink to src/<rel> ("link") or a copy of it ("copy")."""
-    made: set[str] = set()
-    for rel in rels:
-        parent = rel.rpartition("/")[0]
-        if parent not in made:
-            (dst / parent).mkdir(parents=True, exist_ok=True)
-            made.add(parent)
-        if how == "link":
-            os.link(src / rel, dst / rel)
-        else:
-            shutil.copyfile(src / rel, dst / rel)
-    os.sync()
-
-
-def tree_project(proj: Path, src: Path, rels: list[str], how: str) -> None:
-    """Make proj/data the tree (once: a marker beside proj says it is complete) and empty
-    everything else in proj."""
-    marker = proj.with_name(proj.name + ".data-ok")
-    want = f"{src} {len(rels)} {how}\n"
-    if not marker.is_file() or marker.read_text() != want or not (proj / "data").is_dir():
-        marker.unlink(missing_ok=True)
-        rmtree(proj)
-        log(f"{'linking' if how == 'link' else 'copying'} {len(rels)} files into {proj}/data")
-        place_tree(src, rels, proj / "data", how)
-        marker.write_text(want)
-    for p in proj.iterdir():
-        if p.name != "data":
-            rmtree(p)
-
-
-def rmtree(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        subprocess.run(["rm", "-rf", "--", str(p)], check=True)
-    elif p.exists() or p.is_symlink():
-        p.unlink()
-
-
-def fresh(proj: Path) -> Path:
-    rmtree(proj)
-    proj.mkdir(parents=True)
-    return proj
-
-
-def toml_str(s: str) -> str:
-    return json.dumps(s)  # a JSON string of printable ASCII is a TOML basic string
-
-
-@dataclass
-class Stage:
-    name: str
-    cmd: str
-    deps: list[str]
-    outs: list[str]
-
-
-def write_pivot(proj: Path, stages: list[Stage]) -> None:
-    lines = []
-    for s in stages:
-        lines += [f"[stages.{s.name}]", f"cmd = {toml_str(s.cmd)}",
-                  f"deps = [{', '.join(map(toml_str, s.deps))}]",
-                  f"outs = [{', '.join(map(toml_str, s.outs))}]", ""]
-    (proj / "pivot.toml").write_text("\n".join(lines))
-
-
-def write_dvc(proj: Path, stages: list[Stage]) -> None:
-    lines = ["stages:"]
-    for s in stages:
-        lines += [f"  {s.name}:", f"    cmd: {json.dumps(s.cmd)}",
-                  f"    deps: [{', '.join(map(json.dumps, s.deps))}]",
-                  f"    outs: [{', '.join(map(json.dumps, s.outs))}]"]
-    (proj / "dvc.yaml").write_text("\n".join(lines) + "\n")
-
-
-def write_make(proj: Path, stages: list[Stage]) -> None:
-    outs = [o for s in stages for o in s.outs]
-    lines = [".PHONY: all", "all: " + " ".join(outs), ""]
-    for s in stages:
-        lines += [f"{' '.join(s.outs)}: {' '.join(s.deps)}", f"\t{s.cmd}", ""]
-    (proj / "Makefile").write_text("\n".join(lines))
-
-
-def ninja_path(path: str) -> str:
-    """A path as a build.ninja build line spells it ($, space and : escaped with $)."""
-    return path.replace("$", "$$").replace(" ", "$ ").replace(":", "$:")
-
-
-def write_ninja(proj: Path, stages: list[Stage]) -> None:
-    """One build line per stage, its cmd as a variable of one rule; the default targets are
-    the outs nothing else reads, as Ninja chooses them."""
-    lines = ["rule run", "  command = $cmd", ""]
-    for s in stages:
-        lines += [f"build {' '.join(map(ninja_path, s.outs))}: run "
-                  f"{' '.join(map(ninja_path, s.deps))}",
-                  f"  cmd = {s.cmd.replace('$', '$$')}", ""]
-    (proj / "build.ninja").write_text("\n".join(lines))
-
-
-def dvc_init(tools: Tools, proj: Path) -> None:
-    assert tools.dvc and tools.git
-    git_init(tools.git, proj)
-    run([tools.dvc, "init", "-q"], proj)
-    for key, value in (("core.analytics", "false"), ("core.check_update", "false"),
-                       ("core.site_cache_dir", str(proj / ".dvc" / "site-cache"))):
-        run([tools.dvc, "config", "--local", key, value], proj)
-
-
-def dvc_forget(proj: Path) -> None:
-    """Empty DVC's cache and every memo it keeps (state, index, links), drop dvc.lock."""
-    for p in (proj / ".dvc" / "cache", proj / ".dvc" / "tmp", proj / ".dvc" / "site-cache",
-              proj / "dvc.lock"):
-        rmtree(p)
-
-
-def pivot_forget(proj: Path) -> None:
-    """Empty pivotbuild's cache, memo, locks and history."""
-    rmtree(proj / ".pivotbuild")
-
-
-# ---- measuring ------------------------------------------------------------------------------
-
-@dataclass
-class Cmd:
-    key: str
-    tool: str
-    argv: list[str]
-    cwd: Path
-    reset: Callable[[], None] | None = None  # before every run, untimed
-    check_min_s: float = 0.0  # a run faster than this did not do the work: an error
-    env: dict[str, str] = field(default_factory=dict)  # added to ENV for this command
-    expect: str | None = None  # must appear in its output (stdout + stderr), else an error
-    times: list[float] = field(default_factory=list)
-    other_cpu: list[float] = field(default_factory=list)  # other processes' CPU s per run
-    error: str | None = None
-    out_tail: str = ""
-
-    @property
-    def shown(self) -> str:
-        argv = list(self.argv)
-        argv[0] = Path(argv[0]).name
-        prefix = "".join(f"{k}={v} " for k, v in self.env.items())
-        if argv[:2] == ["sh", "-c"]:
-            return prefix + argv[2]
-        return prefix + (shlex.join(argv) if len(argv) < 12
-                         else shlex.join(argv[:4]) + f" ... ({len(argv) - 1} args)")
-
-    @property
-    def median(self) -> float | None:
-        return statistics.median(self.times) if self.times and not self.error else None
-
-
-def once(c: Cmd) -> float | None:
-    if c.reset:
-        c.reset()
-    os.sync()  # writeback of the last run's (or reset's) dirty pages is not this run's cost
-    before = Probe.now()
-    t0 = time.perf_counter()
-    r = subprocess.run(c.argv, cwd=c.cwd, env={**ENV, **c.env} if c.env else ENV,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-    secs = time.perf_counter() - t0
-    c.other_cpu.append(Probe.now().since(before).other_cpu)
-    c.out_tail = "\n".join(r.stdout.strip().splitlines()[-3:])
-    if r.returncode != 0:
-        c.error = f"exit {r.returncode}: {c.out_tail[-300:]}"
-        return None
-    if secs < c.check_min_s:
-        c.error = f"finished in {secs:.2f} s < {c.check_min_s:.2f} s: it cannot have run everything"
-        return None
-    if c.expect is not None and c.expect not in r.stdout:
-        c.error = f"its output lacks {c.expect!r} (not a no-op?): {c.out_tail[-300:]}"
-        return None
-    return secs
-
-
-def measure(cmds: list[Cmd], runs: int, quiet_cores: float, quiet_timeout: float) -> None:
-    cmds = [c for c in cmds if not c.error]
-    if quiet_cores > 0 and not wait_quiet(quiet_cores, timeout=quiet_timeout, window=2.0):
-        log(f"  (other processes stayed above {quiet_cores} cores; measuring anyway)")
-    for r in range(runs + 1):  # round 0: untimed warm-up
-        for c in cmds:
-            if c.error:
-                continue
-            secs = once(c)
-            if secs is not None and r > 0:
-                c.times.append(secs)
-            if r == 0:
-                c.other_cpu.clear()
-            if c.error:
-                log(f"  {c.key}: {c.error}")
-        log(f"  round {r}/{runs}: " + ", ".join(
-            f"{c.key} {c.times[-1]:.3f}" for c in cmds if c.times and r > 0 and not c.error))
-
-
-def skipped(key: str, tool: str, why: str) -> Cmd:
-    return Cmd(key, tool, [tool], REPO, error=f"skipped: {why}")
-
+# ---- issue 14: the fast path beside the full path ------------------------------------------
 
 # pivotbuild's full path (click, pydantic, networkx, pivot.toml validated and expanded),
 # timed beside the fast path that answers a no-op from .pivotbuild/snapshot (issue 14).
@@ -378,7 +191,7 @@ def fast_path_notes(case: str, tools: Tools, proj: Path,
     for command in commands:
         r = subprocess.run([*tools.pivotbuild, command], cwd=proj,
                            env={**ENV, "PIVOTBUILD_FASTPATH_TRACE": "1"},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+                           capture_output=True, text=True, check=False)
         said = [ln for ln in r.stderr.splitlines() if ln.startswith("pivotbuild: fast path")]
         what = said[-1].removeprefix("pivotbuild: ") if said else "no trace (an older build?)"
         tools.notes.append(f"{case}: `pivotbuild {command}` after the timed runs: {what}")
@@ -408,7 +221,7 @@ def case_noop(tools: Tools, args: argparse.Namespace, work: Path) -> list[Cmd]:
     d = base / "dvc"
     if tools.dvc:
         tree_project(d, src, rels, "link")
-        dvc_init(tools, d)
+        dvc_init(tools.dvc, tools.git, d)
         write_dvc(d, [stage])
         log(f"noop: dvc repro in {d}")
         run([tools.dvc, "repro"], d)
@@ -458,40 +271,8 @@ def case_noop(tools: Tools, args: argparse.Namespace, work: Path) -> list[Cmd]:
     return cmds
 
 
-def many_stages(n: int) -> list[Stage]:
-    """n stages in groups of GROUP: j=0 root (from src/gNNN.txt and, inside a chain of
-    groups, the previous group's fan-in), 1-4 a chain, 5-8 a fan-out of stage 4, 9 the
-    fan-in of 5-8."""
-    stages = []
-    for i in range(n):
-        g, j = divmod(i, GROUP)
-        b = g * GROUP
-        out = f"out/s{i:04d}"
-        if j == 0:
-            deps = [f"src/g{g:03d}.txt"]
-            if g % CHAIN_GROUPS:  # continue the chain of groups: after the previous fan-in
-                deps.append(f"out/s{b - 1:04d}")
-            cmd = f"cat {' '.join(deps)} > {out}"
-        elif j <= 4:
-            deps = [f"out/s{i - 1:04d}"]
-            cmd = f"cp {deps[0]} {out}"
-        elif j <= 8:
-            deps = [f"out/s{b + 4:04d}"]
-            cmd = f"cp {deps[0]} {out}"
-        else:
-            deps = [f"out/s{k:04d}" for k in range(b + 5, min(b + 9, n))]
-            cmd = f"cat {' '.join(deps)} > {out}"
-        stages.append(Stage(f"s{i:04d}", cmd, deps, [out]))
-    return stages
 
 
-def sources(proj: Path, stages: list[Stage]) -> None:
-    (proj / "out").mkdir(parents=True, exist_ok=True)
-    for s in stages:
-        for dep in s.deps:
-            if dep.startswith("src/"):
-                (proj / "src").mkdir(exist_ok=True)
-                (proj / dep).write_text(f"{dep}\n")
 
 
 @dataclass
@@ -529,7 +310,7 @@ def setup_stages(tools: Tools, args: argparse.Namespace, work: Path) -> StagesPr
             marker.unlink(missing_ok=True)
             fresh(d)
             sources(d, stages)
-            dvc_init(tools, d)
+            dvc_init(tools.dvc, tools.git, d)
             write_dvc(d, stages)
             log(f"stages: dvc repro of {len(stages)} stages in {d} (DVC runs them one at a time)")
             t0 = time.perf_counter()
@@ -576,37 +357,8 @@ def case_stages(tools: Tools, args: argparse.Namespace, sp: StagesProjects) -> l
     return cmds
 
 
-def cproject_digest() -> str:
-    """Names, sizes and mtimes of everything in cproject_real: a copy made from another
-    state of it is made again."""
-    import hashlib
-    h = hashlib.sha256()
-    for path in sorted(cproject_gen.SOURCE.rglob("*")):
-        if path.is_file():
-            st = path.stat()
-            h.update(f"{path.relative_to(cproject_gen.SOURCE)} {st.st_size} {st.st_mtime_ns}\n"
-                     .encode())
-    return h.hexdigest()[:16]
 
 
-def cproject_copy(dst: Path, names: tuple[str, ...], digest: str) -> bool:
-    """dst holds cproject_real's names (copied with their mtimes), copied again only when
-    the sources changed, so each tool's earlier build is reused; True if copied."""
-    marker = dst.with_name(dst.name + ".sources-ok")
-    want = f"{digest} {' '.join(names)}\n"
-    if marker.is_file() and marker.read_text() == want and dst.is_dir():
-        return False
-    marker.unlink(missing_ok=True)
-    fresh(dst)
-    for name in names:
-        src = cproject_gen.SOURCE / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name)
-        else:
-            shutil.copy2(src, dst / name)
-    os.sync()
-    marker.write_text(want)
-    return True
 
 
 def case_cproject(tools: Tools, args: argparse.Namespace, work: Path) -> list[Cmd]:
@@ -649,7 +401,7 @@ def case_cproject(tools: Tools, args: argparse.Namespace, work: Path) -> list[Cm
         d = base / "dvc"
         cproject_copy(d, sources_only, digest)
         if not (d / ".dvc").is_dir():
-            dvc_init(tools, d)
+            dvc_init(tools.dvc, tools.git, d)
         (d / "dvc.yaml").write_text(cproject_gen.dvc_yaml(ts))
         log(f"cproject: dvc repro in {d} (one stage at a time)")
         run([tools.dvc, "repro"], d)
@@ -698,7 +450,7 @@ def case_parallel(tools: Tools, args: argparse.Namespace, work: Path) -> list[Cm
     if tools.dvc:
         d = fresh(base / "dvc")
         sources(d, stages)
-        dvc_init(tools, d)
+        dvc_init(tools.dvc, tools.git, d)
         write_dvc(d, stages)
         cmds.append(Cmd("parallel.dvc", "dvc", [tools.dvc, "repro", "-f"], d,
                         check_min_s=N_PARALLEL * args.sleep * 0.98))
@@ -737,7 +489,7 @@ def case_commit(tools: Tools, args: argparse.Namespace, work: Path,
     if tools.dvc:
         d = base / "dvc"
         tree_project(d, src, rels, "copy")
-        dvc_init(tools, d)
+        dvc_init(tools.dvc, tools.git, d)
         write_dvc(d, [stage])
         (d / "gen.sh").write_text(script)
     wait_racy()
@@ -800,129 +552,7 @@ def case_commit(tools: Tools, args: argparse.Namespace, work: Path,
     return first + again + cmds
 
 
-# ---- report ---------------------------------------------------------------------------------
-
-LABELS = {
-    "noop.pb.status": "{N}-file dep, no-op status",
-    "noop.pb.status.full": "the same, full path",
-    "noop.pb.repro": "{N}-file dep, no-op repro",
-    "noop.pb.repro.full": "the same, full path",
-    "noop.dvc.status": "{N}-file dep, no-op status",
-    "noop.dvc.repro": "{N}-file dep, no-op repro",
-    "noop.git.status": "the tree committed in git",
-    "noop.find": "stat floor",
-    "noop.pb.start": "start-up only",
-    "noop.dvc.start": "start-up only",
-    "stages.pb.repro": "{S}-stage no-op repro",
-    "stages.pb.repro.full": "the same, full path",
-    "stages.pb.status": "{S}-stage no-op status",
-    "stages.pb.status.full": "the same, full path",
-    "stages.dvc.repro": "{S}-stage no-op repro",
-    "stages.make": "{S}-stage no-op",
-    "stages.make.q": "{S}-stage no-op, make -q",
-    "stages.ninja": "{S}-stage no-op, ninja -n",
-    "cproject.pb.status": "C project no-op status",
-    "cproject.pb.status.full": "the same, full path",
-    "cproject.pb.repro": "C project no-op repro",
-    "cproject.pb.repro.full": "the same, full path",
-    "cproject.make": "C project no-op, make -q",
-    "cproject.ninja": "C project no-op, ninja -n",
-    "cproject.dvc.status": "C project no-op status",
-    "cproject.pb.version": "pivotbuild --version",
-    "cproject.python": "interpreter alone (-c pass)",
-    "parallel.pb": "8 x sleep {T}, -j 2, forced",
-    "parallel.make": "8 x sleep {T}, -j2, forced",
-    "parallel.dvc": "8 x sleep {T}, sequential, forced",
-    "commit.stages.pb": "{S} stages, nothing stale",
-    "commit.stages.pb.all": "{S} stages, all named (forced)",
-    "commit.stages.dvc": "{S} stages, all (forced)",
-    "commit.tree.first.pb": "tree as output, empty cache+memo",
-    "commit.tree.first.dvc": "tree as output, empty cache+state",
-    "commit.tree.first.dvc.hardlink": "the same, cache.type hardlink",
-    "commit.tree.cp": "copy floor: cp -r of the tree",
-    "commit.tree.again.pb": "tree as output, unchanged",
-    "commit.tree.again.dvc": "tree as output, unchanged",
-}
-
-SECONDS = "seconds"  # a TARGETS denominator: the numerator's median itself, in seconds
-# (what, numerator, denominator key, None for the ideal or SECONDS, limit or None for
-# information). Issue 3 and 4 targets first in each case, then issue 14's.
-TARGETS = [
-    ("no-op status / dvc status", "noop.pb.status", "noop.dvc.status", 0.1),
-    ("no-op status / git status", "noop.pb.status", "noop.git.status", 4.0),
-    ("no-op status / git status (issue 14)", "noop.pb.status", "noop.git.status", 1.2),
-    ("no-op status, full path / git status", "noop.pb.status.full", "noop.git.status", None),
-    ("no-op repro / dvc status", "noop.pb.repro", "noop.dvc.status", 0.1),
-    ("no-op repro / git status", "noop.pb.repro", "noop.git.status", 4.0),
-    ("no-op repro / dvc repro", "noop.pb.repro", "noop.dvc.repro", None),
-    ("no-op status / find floor", "noop.pb.status", "noop.find", None),
-    ("{S}-stage no-op repro / dvc repro", "stages.pb.repro", "stages.dvc.repro", 0.1),
-    ("{S}-stage no-op repro / make", "stages.pb.repro", "stages.make", None),
-    ("{S}-stage no-op repro, seconds", "stages.pb.repro", SECONDS, 0.15),
-    ("{S}-stage no-op repro / full path", "stages.pb.repro", "stages.pb.repro.full", None),
-    ("{S}-stage no-op repro / ninja -n", "stages.pb.repro", "stages.ninja", None),
-    ("C project no-op status, seconds", "cproject.pb.status", SECONDS, 0.06),
-    ("C project no-op status / make -q", "cproject.pb.status", "cproject.make", 15.0),
-    ("C project no-op status / ninja -n", "cproject.pb.status", "cproject.ninja", None),
-    ("C project no-op status / dvc status", "cproject.pb.status", "cproject.dvc.status", None),
-    ("C project no-op status / full path", "cproject.pb.status", "cproject.pb.status.full",
-     None),
-    ("C project no-op repro, seconds", "cproject.pb.repro", SECONDS, 0.07),
-    ("C project no-op repro / full path", "cproject.pb.repro", "cproject.pb.repro.full", None),
-    ("pivotbuild --version, seconds", "cproject.pb.version", SECONDS, 0.03),
-    ("pivotbuild --version, seconds (noop case)", "noop.pb.start", SECONDS, 0.03),
-    ("8 x {T} s -j 2 / ideal {I} s", "parallel.pb", None, 1.15),
-    ("make -B -j2 / ideal {I} s", "parallel.make", None, None),
-    ("dvc repro -f / ideal {I} s", "parallel.dvc", None, None),
-    ("commit {S} stages, nothing stale / dvc commit -f", "commit.stages.pb", "commit.stages.dvc",
-     0.1),
-    ("commit {S} stages named / dvc commit -f", "commit.stages.pb.all", "commit.stages.dvc", None),
-    ("commit tree, first / dvc commit -f", "commit.tree.first.pb", "commit.tree.first.dvc", 0.1),
-    ("commit tree, first / dvc commit -f, cache.type hardlink", "commit.tree.first.pb",
-     "commit.tree.first.dvc.hardlink", None),
-    ("commit tree, first / cp -r of the tree", "commit.tree.first.pb", "commit.tree.cp", None),
-    ("commit tree, unchanged / dvc commit -f", "commit.tree.again.pb", "commit.tree.again.dvc",
-     0.1),
-]
-
-
-def fmt(s: str, args: argparse.Namespace) -> str:
-    return s.format(S=args.stages, N=args.small_files, T=f"{args.sleep:g}",
-                    I=f"{N_PARALLEL * args.sleep / 2:g}")
-
-
-def report(cmds: dict[str, Cmd], args: argparse.Namespace) -> list[dict]:
-    print(f"\n{'what':36} {'tool':10} {'median s':>9} {'min':>8} {'max':>8}  command")
-    for key, c in cmds.items():
-        what = fmt(LABELS.get(key, key), args)
-        if c.median is None:
-            print(f"{what:36} {c.tool:10} {'-':>9} {'':>8} {'':>8}  {c.shown}  [{c.error}]")
-        else:
-            print(f"{what:36} {c.tool:10} {c.median:9.3f} {min(c.times):8.3f} "
-                  f"{max(c.times):8.3f}  {c.shown}")
-    rows = []
-    print(f"\n{'pivotbuild vs':58} {'ratio':>8} {'target':>8}  result")
-    for what, num, den, limit in TARGETS:
-        a = cmds.get(num)
-        if a is None:
-            continue
-        b = cmds.get(den) if den and den != SECONDS else None
-        ideal = N_PARALLEL * args.sleep / 2
-        ratio = None
-        if a.median is not None and den == SECONDS:
-            ratio = a.median
-        elif a.median is not None and (den is None or (b and b.median)):
-            ratio = a.median / (b.median if den else ideal)
-        verdict = ("n/a" if ratio is None else "info" if limit is None
-                   else "PASS" if ratio <= limit else "MISS")
-        unit = " s" if den == SECONDS else "x"
-        target = f"<={limit:g}{unit}" if limit is not None else ""
-        shown = "-" if ratio is None else f"{ratio:.3f}{unit}"
-        print(f"{fmt(what, args):58} {shown:>8} {target:>8}  {verdict}")
-        rows.append({"what": fmt(what, args), "numerator": num, "denominator": den or "ideal",
-                     "ratio": ratio, "target": limit, "result": verdict})
-    return rows
-
+# ---- main -----------------------------------------------------------------------------------
 
 def source_digest() -> str:
     """A digest of pivotbuild's sources (Python and C), to tell whether they changed while
