@@ -134,6 +134,9 @@ class Reporter:
     def start(self, total: int) -> None:
         pass
 
+    def interrupted(self) -> None:
+        """The run was interrupted (its commands stopped): no finish() will come."""
+
     def decided(self, decision: Decision) -> None:
         if self.explain and decision.action != SKIP:
             why = "; ".join(str(r) for r in decision.reasons) or "forced"
@@ -243,7 +246,7 @@ class Executor:
                             if (stop and not self.options.keep_going) or any(
                                     results[u].status != OK for u in ups):
                                 settle(name, StageResult(name, decision.action, NOT_RUN,
-                                                         decision.reasons))
+                                                         decision.reasons, decision.input_hash))
                             elif decision.action == SKIP and not decision.upstream_stale:
                                 settle(name, StageResult(name, SKIP, OK, decision.reasons,
                                                          decision.input_hash))
@@ -268,6 +271,7 @@ class Executor:
                             break
                         except KeyboardInterrupt:
                             continue
+                    self.reporter.interrupted()
                     raise
         finally:
             self._commands.close()

@@ -65,6 +65,10 @@ class LiveReporter(Reporter):
             self._progress.advance(self._task)
         super().stage_finished(result)
 
+    def interrupted(self) -> None:
+        LINES.detach()
+        self._progress.stop()  # the terminal gets its cursor back
+
     def finish(self, results: list[StageResult], wall_s: float) -> None:
         LINES.detach()
         self._progress.stop()

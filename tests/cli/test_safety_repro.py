@@ -213,3 +213,19 @@ def test_a_stage_refused_before_its_cmd_leaves_a_failed_record_with_its_input_ha
     records = history(project)
     assert [(r["status"], r["input_hash"]) for r in records] == [
         ("failed", stage["input_hash"])]
+
+
+def test_a_stage_not_run_after_a_failure_still_carries_its_input_hash(project):
+    """Without -k nothing new starts after a failure; a stage left out that way had its deps
+    hashed when the plan was made, so its result has its input hash (its downstream,
+    whose deps the failure leaves unknown, has none)."""
+    (project / "pivot.toml").write_text(
+        '[stages.a]\ncmd = "exit 3"\nouts = ["a"]\n\n'
+        '[stages.b]\ncmd = "cp a b"\ndeps = ["a"]\nouts = ["b"]\n\n'
+        '[stages.z]\ncmd = "echo z > z"\nouts = ["z"]\n')
+    result = run(["repro", "-j", "1", "--json"], project)
+    assert result.code == 1
+    stages = {s["name"]: s for s in json.loads(result.out)["stages"]}
+    assert stages["a"]["status"] == "failed" and stages["a"]["input_hash"]
+    assert (stages["z"]["status"], bool(stages["z"]["input_hash"])) == ("not-run", True)
+    assert (stages["b"]["status"], stages["b"]["input_hash"]) == ("not-run", None)

@@ -164,3 +164,39 @@ def test_a_normal_run_leaves_its_watchdog_nowhere(project):
         return hits
 
     assert wait_until(lambda: carriers() == [])
+
+
+def test_sigterm_with_the_live_display_gives_the_terminal_back(project):
+    """On a terminal the progress bar hides the cursor; an interrupt must stop the display
+    (cursor shown again) before the one "interrupted" line."""
+    import pty
+
+    sleeping_project(project, stages=1)
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pivotbuild", "repro"], cwd=project,
+                            stdin=terminal, stdout=terminal, stderr=terminal,
+                            env={**os.environ, "TERM": "xterm", "COLUMNS": "100"})
+    os.close(terminal)
+    try:
+        wait_for_stages(project, proc, 1)
+        proc.send_signal(signal.SIGTERM)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=60) == 143
+    finally:
+        os.close(controller)
+        if proc.poll() is None:
+            proc.kill()
+    text = seen.decode("utf-8", "replace")
+    assert "\x1b[?25l" in text  # the display was on ...
+    assert text.rindex("\x1b[?25h") > text.rindex("\x1b[?25l")  # ... and gave the cursor back
+    assert text.count("pivotbuild: error: interrupted") == 1
+    assert text.rindex("pivotbuild: error: interrupted") > text.rindex("\x1b[?25h")
+    assert wait_until(lambda: sleepers() == [])
