@@ -413,6 +413,7 @@ class Cache:
             batch = jobs[start : start + _STORE_BATCH * 8]
             items: list[tuple[str, str, int]] = []
             linked_jobs: list[_StoreJob] = []
+            sigs: list[tuple[str, int, int, int]] = []
             digests = backend.hash_files([job.src for job in batch], self.jobs)
             for job, got in zip(batch, digests, strict=True):
                 if got.hash is None:
@@ -428,8 +429,11 @@ class Cache:
                 final = os.path.join(self.files_dir, job.hash[:2], job.hash[2:])
                 items.append((job.src, final, _mode_for(executable, writable=False)))
                 linked_jobs.append(job)
+                sigs.append((final, got.size, got.mtime_ns, got.ino))
             results = backend.link_files(items, self.jobs)
-            for job, (status, err) in zip(linked_jobs, results, strict=True):
+            for job, sig, (status, err) in zip(linked_jobs, sigs, results, strict=True):
+                if status == hashing.OK:
+                    self.checker.trust(*sig)  # the file hashed just now is now the object
                 if status == hashing.ERR_IO:
                     if err in _HARDLINK_UNSUPPORTED:
                         if err != errno.EMLINK:
@@ -460,7 +464,7 @@ class Cache:
                 if isinstance(result, Exception):
                     raise result
             digests = get_backend().hash_files(temps, self.jobs)
-            for job, got in zip(jobs, digests, strict=True):
+            for job, got in zip(jobs, digests, strict=True):  # (each temp: its object)
                 if got.hash is None:
                     raise OperationError(
                         f"{job.shown}: cannot read back its copy in the cache: {got.error}"
@@ -472,6 +476,7 @@ class Cache:
                     )
             if self.durable and not fsync_each:
                 sync_filesystem(self.files_dir)
+            got_by_tmp = dict(zip(temps, digests, strict=True))
             shards = set()
             for job, tmp in zip(jobs, temps, strict=True):
                 shard = os.path.join(self.files_dir, job.hash[:2])  # hash checked on entry
@@ -484,6 +489,8 @@ class Cache:
                 except OSError as exc:
                     raise OperationError(f"{job.shown}: cannot store in the cache: "
                                          f"{_why(exc)} ({final})") from None
+                self.checker.trust(final, got_by_tmp[tmp].size, got_by_tmp[tmp].mtime_ns,
+                                   got_by_tmp[tmp].ino)
                 shards.add(shard)
         except OSError as exc:  # the flush: not about one file in particular
             raise OperationError(

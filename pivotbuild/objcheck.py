@@ -10,9 +10,11 @@ inode) are those it had when it last hashed to its name is not read again: edite
 even through a hardlink, it keeps its inode but its mtime (and usually size) moves. Those
 signatures are kept for this process and, when given one, in a persistent memo (the project's
 state database, keyed by the object's absolute path, which no project-relative key can be).
-Only signatures outside the racy window (hashing.RACY_WINDOW_NS) are ever trusted, as for the
-workspace memo: a file changed within the file system's timestamp granularity of being hashed
-could keep its mtime.
+Only signatures outside the racy window (hashing.RACY_WINDOW_NS) are ever written to the
+memo, as for the workspace memo: a file changed within the file system's timestamp granularity
+of being hashed could keep its mtime. The one exception is an object this process wrote itself
+and hashed as it wrote it (a store, a fetch: ``trust``): nobody else could write it before it
+got its name, read-only; it is trusted for the rest of this process, never in the memo.
 """
 
 from __future__ import annotations
@@ -118,6 +120,12 @@ class ObjectChecker:
         if rows and self.memo is not None:
             self.memo.put_files(rows)
         return bad
+
+    def trust(self, path: str, size: int, mtime_ns: int, ino: int) -> None:
+        """The object at ``path`` was written by this process, its content hashed to its
+        name on the way: trust this signature for the rest of the process (not the memo)."""
+        with self._lock:
+            self._good[path] = (size, mtime_ns, ino)
 
     def forget(self, path: str) -> None:
         with self._lock:

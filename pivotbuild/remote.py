@@ -828,8 +828,13 @@ class _Fetcher:
             if status == ERR_IO:
                 unlink_quietly(tmp)
                 problem = problem or f"{final}: cannot store in the cache: {os.strerror(err)}"
-            else:
-                self.report.objects += 1
+                continue
+            self.report.objects += 1
+            if status == OK and not final.endswith(manifest.DIR_SUFFIX):
+                # Hashed on its way in by this process: placing it need not read it again.
+                with contextlib.suppress(OSError):
+                    st = os.stat(final)
+                    self.cache.checker.trust(final, st.st_size, st.st_mtime_ns, st.st_ino)
         if problem:
             raise OperationError(problem)
 

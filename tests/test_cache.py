@@ -934,3 +934,33 @@ def test_a_fresh_object_is_not_trusted_by_the_memo(tmp_path, project):
     assert memo.rows == {}  # written just now: inside the racy window
     corrupt(cache.object_path(h), b"neW")  # same size, and perhaps the same mtime
     assert cache.check_output(h, "f") == [("f", h)]
+
+
+def test_objects_this_process_stored_are_placed_without_reading_them_again(
+        tmp_path, project, monkeypatch):
+    cache = Cache(tmp_path / "cache", memo=DictMemo())
+    d = make_tree(project)
+    digest = tree_digest(d, project)
+    cache.store_dir(d, digest)
+    single = write(project / "single", b"single file")
+    single_hash = file_hash(single)
+    cache.store_file(single, single_hash, link=True)
+    backend = hashing.get_backend()
+    calls: list[list[str]] = []
+    real = backend.hash_files
+
+    def counting(paths, jobs=0):
+        calls.append(list(paths))
+        return real(paths, jobs)
+
+    monkeypatch.setattr(backend, "hash_files", counting)
+    shutil.rmtree(d)
+    cache.checkout_dir(digest.hash, d, ["copy"], project)
+    cache.link_out(single_hash, project / "again", ["copy"], project)
+    assert calls == []
+    # Edited in place since (through the workspace file that is the object): found out all
+    # the same, by its size (within one timestamp tick its mtime may not have moved).
+    corrupt(cache.object_path(single_hash), b"single file, edited")
+    with pytest.raises(cachemod.CorruptObjectsError):
+        cache.link_out(single_hash, project / "third", ["copy"], project)
+    assert calls

@@ -831,3 +831,23 @@ def test_remote_run_cache_hook_replaces_a_corrupt_local_object(built: Path, tmp_
                                       report)
         assert hook(input_hash, "prepare")
     assert report.ok and planted.read_bytes() == (built / "clean.txt").read_bytes()
+
+
+def test_pull_places_what_it_fetched_without_reading_it_again(built: Path, tmp_path: Path,
+                                                              monkeypatch):
+    """Fetched objects were hashed on their way in: the checkout that follows trusts them
+    (a pull of 100,000 files must not read them all twice)."""
+    assert do("push", built).ok
+    b = clone(built, tmp_path / "b")
+    backend = get_backend()
+    real = backend.hash_files
+    read_objects: list[str] = []
+
+    def counting(paths, jobs=0):
+        read_objects.extend(p for p in paths if "/cache/files/" in p and ".tmp" not in p)
+        return real(paths, jobs)
+
+    monkeypatch.setattr(backend, "hash_files", counting)
+    fetched, checked = do("pull", b)
+    assert fetched.ok and checked.ok and outputs(b) == outputs(built)
+    assert read_objects == []
