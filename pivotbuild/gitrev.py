@@ -1,0 +1,233 @@
+"""Read a project's files as they are in a git revision, without checking anything out.
+
+``open_revision(root, "HEAD~1")`` resolves the revision once (``git rev-parse --verify
+REV^{commit}``, with ``--show-toplevel --show-prefix`` in the same process, since the project
+may be a subdirectory of the git work tree) and returns a ``Revision``; its methods take
+project-relative paths:
+
+- ``read_files(paths)`` reads any number of files with ONE ``git cat-file --batch`` process
+  (never one process per file) and returns ``{path: bytes | None}``: None for a path that is
+  not a file in the revision (absent, a directory, a submodule, a dangling symlink).
+  Symlinks committed to git are followed inside the repository, as the workspace would follow
+  them (``--follow-symlinks``).
+- ``read_file(path)`` is the same for one path, and raises ``FileNotInRevision`` instead of
+  returning None.
+- ``list_dir(path)`` lists one directory (``git ls-tree``): ``[TreeEntry]``, empty when the
+  directory is absent; ``files(recursive ...)`` lists every file below a directory.
+
+Errors, each one line naming what was asked for:
+- ``NotAGitRepository`` (exit 2): the project is not inside a git work tree;
+- ``UnknownRevision`` (exit 2): REV names no commit (also for a repository with no commit yet);
+- ``FileNotInRevision`` (exit 1): ``read_file`` of a path the revision does not have as a file;
+- ``GitFailed`` (exit 1): git is not installed, or failed in a way not foreseen above.
+
+git runs with ``LC_ALL=C`` (its messages are parsed) and ``GIT_OPTIONAL_LOCKS=0`` (reading
+never takes the index lock); nothing here writes to the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pivotbuild.errors import OperationError, UsageError
+
+__all__ = [
+    "FileNotInRevision", "GitFailed", "NotAGitRepository", "Revision", "TreeEntry",
+    "UnknownRevision", "open_revision",
+]
+
+
+class NotAGitRepository(UsageError):
+    """The project is not inside a git work tree (exit 2)."""
+
+
+class UnknownRevision(UsageError):
+    """The revision names no commit (exit 2)."""
+
+
+class FileNotInRevision(OperationError):
+    """A file the caller needs is not in the revision (exit 1)."""
+
+
+class GitFailed(OperationError):
+    """git is missing or failed unexpectedly (exit 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """One entry of a directory at a revision. ``path`` is project-relative; ``kind`` is
+    ``"blob"`` (a file or a symlink: ``mode`` tells), ``"tree"`` or ``"commit"`` (a
+    submodule); ``oid`` is git's object id."""
+
+    path: str
+    kind: str
+    mode: str
+    oid: str
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.mode == "120000"
+
+
+def _git_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["LC_ALL"] = "C"
+    env["GIT_OPTIONAL_LOCKS"] = "0"
+    env.pop("GIT_PAGER", None)
+    return env
+
+
+def _run(args: Sequence[str], cwd: Path, stdin: bytes | None = None
+         ) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True,
+                              env=_git_env(), check=False)
+    except FileNotFoundError:
+        raise GitFailed("git is not installed (or not on PATH): it is needed to read "
+                        "another revision") from None
+    except OSError as exc:
+        raise GitFailed(f"cannot run git: {exc.strerror or exc}") from None
+
+
+def _first_line(data: bytes) -> str:
+    text = data.decode("utf-8", "replace").strip()
+    return text.splitlines()[-1] if text else "no message"
+
+
+def open_revision(root: str | os.PathLike[str], rev: str = "HEAD") -> Revision:
+    """Resolve ``rev`` for the project at ``root``; raises the errors the module lists."""
+    root = Path(root)
+    if not rev or rev.startswith("-") or "\n" in rev or "\0" in rev:
+        raise UnknownRevision(f"unknown revision {rev!r}: not a git revision name")
+    proc = _run(["rev-parse", "--show-toplevel", "--show-prefix", "--verify", "-q",
+                 f"{rev}^{{commit}}"], cwd=root)
+    lines = proc.stdout.decode("utf-8", "surrogateescape").rstrip("\n").split("\n")
+    if proc.returncode != 0 or len(lines) != 3:
+        message = _first_line(proc.stderr)
+        if "not a git repository" in message:
+            raise NotAGitRepository(f"{root}: not inside a git repository, so revision "
+                                    f"{rev!r} cannot be read (git init, or compare nothing)")
+        if proc.returncode == 1 or "Needed a single revision" in message or not proc.stderr:
+            hint = " (the repository has no commit yet)" if rev == "HEAD" else ""
+            raise UnknownRevision(f"unknown revision {rev!r}: no such commit in the git "
+                                  f"repository at {lines[0] or root}{hint}")
+        raise GitFailed(f"git rev-parse {rev!r} failed: {message}")
+    toplevel, prefix, commit = lines[0], lines[1], lines[2]
+    if len(commit) not in (40, 64):
+        raise GitFailed(f"git rev-parse {rev!r} printed no commit id")
+    return Revision(rev=rev, commit=commit, toplevel=Path(toplevel), prefix=prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """A resolved commit of the git repository that holds the project.
+
+    ``rev`` is the name the user gave, ``commit`` its full object id, ``toplevel`` the work
+    tree's root, ``prefix`` the project's directory inside it (``""`` or ``"sub/dir/"``)."""
+
+    rev: str
+    commit: str
+    toplevel: Path
+    prefix: str
+
+    @property
+    def label(self) -> str:
+        """How messages name the revision: ``HEAD~1 (3f2a9c1)``."""
+        short = self.commit[:7]
+        return self.rev if self.rev == short else f"{self.rev} ({short})"
+
+    def _object_name(self, path: str) -> str:
+        path = _check_path(path)
+        inside = self.prefix + ("" if path == "." else path)
+        return f"{self.commit}:{inside.rstrip('/')}"
+
+    def read_files(self, paths: Iterable[str]) -> dict[str, bytes | None]:
+        """``{path: content}`` for every path; None where the revision has no such file.
+
+        One ``git cat-file --batch`` process reads them all, whatever their number."""
+        wanted = list(dict.fromkeys(paths))
+        if not wanted:
+            return {}
+        names = [self._object_name(p) for p in wanted]
+        request = "".join(f"{n}\n" for n in names).encode("utf-8", "surrogateescape")
+        proc = _run(["cat-file", "--batch", "--follow-symlinks"], cwd=self.toplevel,
+                    stdin=request)
+        if proc.returncode != 0:
+            raise GitFailed(f"git cat-file failed reading {self.label}: "
+                            f"{_first_line(proc.stderr)}")
+        return dict(zip(wanted, _parse_batch(proc.stdout, names, self.label)))
+
+    def read_file(self, path: str) -> bytes:
+        """The content of ``path`` at this revision; FileNotInRevision if it has none."""
+        content = self.read_files([path])[path]
+        if content is None:
+            raise FileNotInRevision(f"{path}: not a file in revision {self.label}")
+        return content
+
+    def list_dir(self, path: str = ".") -> list[TreeEntry]:
+        """The entries directly inside directory ``path`` (project-relative), sorted by name;
+        empty if the revision has no such directory. OperationError if it is a file."""
+        return self._ls_tree(path, recursive=False)
+
+    def files(self, path: str = ".") -> list[str]:
+        """Every file (and symlink) below directory ``path``, recursively, project-relative
+        and sorted; empty if the revision has no such directory."""
+        return [e.path for e in self._ls_tree(path, recursive=True) if e.kind == "blob"]
+
+    def _ls_tree(self, path: str, recursive: bool) -> list[TreeEntry]:
+        name = self._object_name(path)
+        args = ["ls-tree", "-z", *(["-r"] if recursive else []), "--end-of-options", name]
+        proc = _run(args, cwd=self.toplevel)
+        if proc.returncode != 0:
+            message = _first_line(proc.stderr)
+            if "Not a valid object name" in message:
+                return []
+            if "not a tree object" in message:
+                raise OperationError(f"{path}: not a directory in revision {self.label}")
+            raise GitFailed(f"git ls-tree of {path!r} at {self.label} failed: {message}")
+        base = _check_path(path)
+        base = "" if base == "." else base + "/"
+        entries = []
+        for record in proc.stdout.split(b"\0"):
+            if not record:
+                continue
+            meta, _, raw_name = record.partition(b"\t")
+            mode, kind, oid = meta.decode("ascii").split(" ")
+            entries.append(TreeEntry(base + os.fsdecode(raw_name), kind, mode, oid))
+        return entries
+
+
+def _check_path(path: str) -> str:
+    """A project-relative, normalised path as the rest of pivotbuild writes them."""
+    if (not isinstance(path, str) or not path or path.startswith("/") or "\n" in path
+            or "\0" in path or any(p in ("", "..") for p in path.split("/"))
+            or (path != "." and "." in path.split("/"))):
+        raise OperationError(f"{path!r}: cannot be read from git (not a normalised "
+                             f"project-relative path)")
+    return path
+
+
+def _parse_batch(out: bytes, names: list[str], label: str) -> list[bytes | None]:
+    """Split ``git cat-file --batch --follow-symlinks`` output: one answer per name."""
+    results: list[bytes | None] = []
+    pos = 0
+    for name in names:
+        end = out.find(b"\n", pos)
+        if end < 0:
+            raise GitFailed(f"git cat-file stopped early reading {label} (at {name!r})")
+        header = out[pos:end].decode("utf-8", "surrogateescape")
+        pos = end + 1
+        if header in (f"{name} missing", f"{name} ambiguous"):
+            results.append(None)
+            continue
+        fields = header.split(" ")
+        # "<oid> <type> <size>", or "symlink|dangling|loop|notdir <size>" then a line of text.
+        size = int(fields[-1])
+        content = out[pos:pos + size]
+        pos += size + 1  # the content, then a newline
+        results.append(content if len(fields) == 3 and fields[1] == "blob" else None)
+    return results
