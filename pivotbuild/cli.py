@@ -449,13 +449,15 @@ def history_command(stage: str | None, limit: int | None, as_json: bool) -> None
     state = StateDB(root / STATE_DIR / "state.db")
     try:
         runs = state.runs(stage, limit)
-        if stage is not None:
+        if stage is not None and not runs:
+            # Only now is pivot.toml needed: is it a matrix base, a stage never run, or
+            # no stage at all?
             from pivotbuild.config import load_project
 
             stages = load_project(root).stages
-            if stage not in stages and any(s.base == stage for s in stages.values()):
+            if any(s.base == stage and s.name != stage for s in stages.values()):
                 runs = state.runs(stage, limit, instances=True)
-            elif stage not in stages and not runs:
+            elif stage not in stages:
                 raise UsageError(f"unknown stage: '{stage}'")
     finally:
         state.close()

@@ -54,6 +54,8 @@ GRACE_ENV = "PIVOTBUILD_GC_GRACE_S"
 def grace_seconds(flag: float | None) -> float:
     """The grace period: ``--grace`` if given, else the environment's, else GRACE_S."""
     if flag is not None:
+        if math.isnan(flag):
+            raise UsageError("--grace: expected a number of seconds, 0 or more")
         return flag
     raw = os.environ.get(GRACE_ENV, "").strip()
     if not raw:

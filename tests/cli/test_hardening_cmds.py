@@ -328,7 +328,7 @@ def test_the_longest_stage_names_work(tmp_path: Path) -> None:
         f'[stages.{ascii_name}]\ncmd = "echo a >> runs.log; echo a > a.txt"\nouts = ["a.txt"]\n'
         f'[stages.m]\nforeach = ["{wide}"]\ncmd = "echo m >> runs.log; echo m > m.txt"\n'
         'outs = ["m.txt"]\n', encoding="utf-8")
-    result = run(["repro"], tmp_path)
+    result = run(["repro", "-j", "1"], tmp_path)
     assert result.code == 0, result.err
     assert ran(tmp_path) == ["a", "m"]
     assert lock(tmp_path, ascii_name)["stage"] == ascii_name
@@ -549,7 +549,7 @@ def test_commit_adds_its_own_history_record_and_rewrites_none(tmp_path: Path) ->
     (tmp_path / "pivot.toml").write_text(
         '[stages.a]\ncmd = "echo a >> runs.log; echo made > o"\nouts = ["o"]\n'
         '[stages.b]\ncmd = "echo b >> runs.log; echo b > p"\nouts = ["p"]\n')
-    assert run(["repro", "--no-commit"], tmp_path).code == 0
+    assert run(["repro", "--no-commit", "-j", "1"], tmp_path).code == 0
     before = history(tmp_path)
     assert [(r["stage"], r["status"], r["committed"]) for r in before] == [
         ("a", "ok", False), ("b", "ok", False)]
