@@ -311,7 +311,7 @@ def render_svg(plot: Mapping[str, Any]) -> str:
 
 
 _STYLE = """
-body { font-family: sans-serif; margin: 2em auto; max-width: 760px; color: #222; }
+body { font-family: sans-serif; margin: 2em auto; padding: 0 1em; max-width: 760px; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-bottom: .2em; }
 section { margin-bottom: 2.5em; } figure { margin: 0; }
 .note { color: #8a5a00; margin: .2em 0; } .meta { color: #666; margin: .2em 0; }
