@@ -10,11 +10,11 @@ file (see ``pivotbuild/discover/_pivotbuild_discover.py``). After the run, ``rea
 the discovered deps.
 
 Limits (what is not recorded): a process started with ``python -S``, ``-I`` or ``-E``, or
-with ``PYTHONPATH`` replaced rather than extended (write ``PYTHONPATH=src:$PYTHONPATH``); a
-process killed by a signal; code run from source text (``exec(open(f).read())``,
-``runpy.run_path``) or loaded without entering ``sys.modules``; a module file outside the
-project reached through a symlink into it; Python older than 3.8 (its own ``sitecustomize``
-still runs).
+with ``PYTHONPATH`` replaced rather than extended (write ``PYTHONPATH=src:$PYTHONPATH``); code
+run from source text (``exec(open(f).read())``, ``runpy.run_path``) or loaded without
+entering ``sys.modules``; in a process killed by a signal, the modules that a finder other than
+the path finder found (an editable install's); a module file outside the project reached
+through a symlink into it; Python older than 3.8 (its own ``sitecustomize`` still runs).
 
 Record files, shared with the read tracer (pivotbuild/audit.py): lines ``K PATH``, where K is
 one character saying what happened and PATH an absolute path in which ``\\`` is written as

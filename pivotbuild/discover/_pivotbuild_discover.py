@@ -1,32 +1,35 @@
-"""The import recorder of `discover = ["python"]`: at exit, appends to the stage's record file
-the project files that this Python process imported, and the script it ran.
+"""The import recorder of `discover = ["python"]`: appends to the stage's record file the
+project files that this Python process imports, and the script it runs, as soon as it knows
+them.
 
 Loaded by ``sitecustomize.py`` beside it, in whatever interpreter (3.8 or newer) a stage's
-commands start; it therefore uses nothing but the standard library's ``os`` and ``sys`` (and
-``atexit``), and 3.8 syntax. Nothing it does may change the program: every error is swallowed,
-and the record is written once the program is done with everything else.
+commands start; it therefore uses nothing but the standard library's ``os``, ``sys`` and
+``atexit``, and 3.8 syntax. Nothing it does may change the program: every error is swallowed.
 
-What is recorded, at interpreter exit (``atexit``, so after the program's own exit handlers),
-before ``os._exit`` (a ``fork`` child, and multiprocessing's fork and forkserver workers end
-that way) and before ``os.exec*`` replaces the process:
+When a file is recorded:
 
-- the ``__file__`` of every module in ``sys.modules`` (packages' ``__init__.py`` included,
-  ``__main__`` and multiprocessing's ``__mp_main__`` too), and ``sys.argv[0]`` as it was at
-  start-up and at exit, when it names a file (``python main.py``; ``python -m mod`` gives the
-  module's path);
-- only when it lies inside the project root, given in ``PIVOTBUILD_DISCOVER_ROOT`` (compared
-  both as given and with its symlinks resolved); the file is recorded with its symlinks
-  resolved, and dropped if that lands outside the root;
-- never a file of this interpreter's installation: its ``site-packages`` / ``dist-packages``
-  directories and its prefixes (a venv kept inside the project) are skipped.
+- the script (``sys.argv[0]`` when it names a file: ``python main.py``) at start-up;
+- each module file as soon as the import system's path finder finds it (a ``find_spec``
+  wrapper on ``PathFinder``, returning the same spec), so that a process killed later (a
+  ``multiprocessing.Pool`` worker stopped by ``terminate()``) has recorded its imports;
+- at interpreter exit (``atexit``), before ``os._exit`` (``fork`` children, multiprocessing's
+  fork and forkserver workers) and before ``os.exec*``: a sweep of ``sys.modules``
+  (``__file__`` of each module; packages' ``__init__.py``, ``__mp_main__`` included) for those
+  found another way (editable-install finders, ``spec_from_file_location``), and
+  ``sys.argv[0]`` again (``python -m mod`` sets it to the module's path).
+
+What is recorded: only files inside the project root given in ``PIVOTBUILD_DISCOVER_ROOT``
+(compared both as given and with its symlinks resolved), each with its symlinks resolved and
+dropped if that lands outside the root; never a file of this interpreter's installation (its
+``site-packages`` / ``dist-packages`` directories, its prefixes when they lie inside the
+project: a venv kept there). Each file once per process (a forked child skips what its parent
+recorded before the fork).
 
 Record format (the one pivotbuild/discovered.py reads): one line per file, ``m PATH`` for a
 module, ``x PATH`` for a script, PATH absolute, with ``\\`` written as ``\\\\`` and a newline
-as ``\\n``. The lines of one process are appended with O_APPEND writes of whole lines (at most
-64 KiB each), so processes running at the same time never mix their lines.
+as ``\\n``. Lines are appended with O_APPEND writes of whole lines (at most 64 KiB each), so
+processes running at the same time never mix their lines.
 """
-
-from __future__ import annotations
 
 import os
 import sys
@@ -40,84 +43,102 @@ _INSTALL_DIRS = ("/site-packages/", "/dist-packages/")
 
 
 class _Recorder:
-    """The state the recorder keeps from start-up to exit."""
+    """What the recorder keeps from start-up to exit."""
 
     def __init__(self, record_file: str, root: str, hook_dir: str) -> None:
         self.record_file = record_file
         try:
-            self.cwd: str | None = os.getcwd()
+            self.cwd = os.getcwd()  # type: str | None
         except OSError:
             self.cwd = None
-        self.root = os.path.normpath(os.path.join(self.cwd or "/", root))
-        self.hook_dir = hook_dir
+        root = os.path.normpath(os.path.join(self.cwd or "/", root))
+        self.given = _as_dir(root)
+        self.real = _as_dir(os.path.realpath(root))
+        self.skipped = _installation_dirs(self.real, hook_dir)
+        self.written = set()  # type: set[str]
+        self.dirs = {}  # type: dict[str, str]
         self.argv0 = _argv0()
 
-    def record(self) -> None:
-        """Append this process's lines to the record file; never raises."""
+    def line(self, kind: str, name: str) -> "bytes | None":
+        """The record line for file ``name`` if it is a project file not written yet."""
+        if not name.startswith("/"):
+            if self.cwd is None:
+                return None
+            name = os.path.join(self.cwd, name)
+        if "/." in name:  # "..", "." or a hidden directory: normalise before comparing
+            name = os.path.normpath(name)
+        if not name.startswith((self.given, self.real)):
+            return None
+        resolved = _resolve(name, self.dirs)
+        if resolved in self.written or not resolved.startswith(self.real):
+            return None
+        below = resolved[len(self.real) - 1:]  # from the "/" after the root
+        if any(part in below for part in _INSTALL_DIRS):
+            return None
+        if any(resolved.startswith(d) for d in self.skipped):
+            return None
+        self.written.add(resolved)
+        return kind.encode() + b" " + _escape(os.fsencode(resolved)) + b"\n"
+
+    def now(self, kind: str, name: object) -> None:
+        """Record one file at once; never raises."""
         try:
-            lines = self._lines()
-            if lines:
-                _append(self.record_file, lines)
-        except BaseException:  # noqa: BLE001 - the program's exit must not change
+            if isinstance(name, str) and name:
+                entry = self.line(kind, name)
+                if entry is not None:
+                    _append(self.record_file, [entry])
+        except BaseException:  # noqa: BLE001, S110 - the program must not notice
             pass
 
-    def _candidates(self) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
-        for module in list(sys.modules.values()):
-            try:  # no module __getattr__ or lazy-loader attribute hook may run from here
-                name = object.__getattribute__(module, "__dict__").get("__file__")
-            except Exception:  # noqa: BLE001
-                continue
-            if isinstance(name, str) and name:
-                found.append(("m", name))
-        for argv0 in (self.argv0, _argv0()):
-            if argv0 not in _NOT_FILES:
-                found.append(("x", argv0))
-        return found
-
-    def _lines(self) -> list[bytes]:
-        root = self.root
-        real_root = os.path.realpath(root)
-        given = _as_dir(root)
-        real = _as_dir(real_root)
-        skipped = self._installation_dirs(real)
-        lines: set[bytes] = set()
-        for kind, name in self._candidates():
-            if not name.startswith("/"):
-                if self.cwd is None:
+    def sweep(self) -> None:
+        """Record what sys.modules and sys.argv name and was not recorded yet; never raises."""
+        try:
+            entries = []
+            for module in list(sys.modules.values()):
+                try:  # no module __getattr__ or lazy-loader attribute hook may run from here
+                    name = object.__getattribute__(module, "__dict__").get("__file__")
+                except Exception:  # noqa: BLE001, S112
                     continue
-                name = os.path.join(self.cwd, name)
-            if "/." in name:  # "..", "." or a hidden directory: normalise before comparing
-                name = os.path.normpath(name)
-            if not (name.startswith(given) or name.startswith(real)):
-                continue
-            resolved = os.path.realpath(name)
-            if not resolved.startswith(real):
-                continue
-            below = resolved[len(real) - 1:]  # from the "/" after the root
-            if any(part in below for part in _INSTALL_DIRS):
-                continue
-            if any(resolved.startswith(d) for d in skipped):
-                continue
-            lines.add(kind.encode() + b" " + _escape(os.fsencode(resolved)) + b"\n")
-        return sorted(lines)
+                if isinstance(name, str) and name:
+                    entries.append(self.line("m", name))
+            for argv0 in (self.argv0, _argv0()):
+                if argv0 not in _NOT_FILES:
+                    entries.append(self.line("x", argv0))
+            lines = [entry for entry in entries if entry is not None]
+            if lines:
+                _append(self.record_file, lines)
+        except BaseException:  # noqa: BLE001, S110 - the program's exit must not change
+            pass
 
-    def _installation_dirs(self, real_root_dir: str) -> list[str]:
-        """This interpreter's own directories that lie inside the project (a venv kept there),
-        and this hook's directory, each ending in "/"."""
-        places = {sys.prefix, sys.exec_prefix, self.hook_dir,
-                  getattr(sys, "base_prefix", sys.prefix),
-                  getattr(sys, "base_exec_prefix", sys.exec_prefix)}
-        stdlib = getattr(os, "__file__", None)
-        if stdlib:
-            places.add(os.path.dirname(stdlib))
-        dirs = []
-        for place in places:
-            if place:
-                real = _as_dir(os.path.realpath(place))
-                if real.startswith(real_root_dir) and real != real_root_dir:
-                    dirs.append(real)
-        return dirs
+
+def _installation_dirs(real_root_dir: str, hook_dir: str) -> "list[str]":
+    """This interpreter's own directories that lie inside the project (a venv kept there),
+    and the recorder's directory, each ending in "/"."""
+    places = {sys.prefix, sys.exec_prefix, hook_dir,
+              getattr(sys, "base_prefix", sys.prefix),
+              getattr(sys, "base_exec_prefix", sys.exec_prefix)}
+    stdlib = getattr(os, "__file__", None)
+    if stdlib:
+        places.add(os.path.dirname(stdlib))
+    dirs = []
+    for place in places:
+        if place:
+            real = _as_dir(os.path.realpath(place))
+            if real.startswith(real_root_dir) and real != real_root_dir:
+                dirs.append(real)
+    return dirs
+
+
+def _resolve(name: str, dirs: "dict[str, str]") -> str:
+    """``os.path.realpath(name)``, with the directories' answers kept in ``dirs`` (a module's
+    directory is shared by its siblings): one lstat per file that is not a symlink."""
+    head, tail = os.path.split(name)
+    real_dir = dirs.get(head)
+    if real_dir is None:
+        real_dir = dirs[head] = os.path.realpath(head)
+    if os.path.islink(name):
+        return os.path.realpath(name)
+    return os.path.join(real_dir, tail)
 
 
 def _argv0() -> str:
@@ -141,12 +162,12 @@ def _escape(raw: bytes) -> bytes:
     return raw
 
 
-def _append(record_file: str, lines: list[bytes]) -> None:
+def _append(record_file: str, lines: "list[bytes]") -> None:
     """O_APPEND writes of whole lines, each write at most _CHUNK bytes (one longer line alone)."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(record_file, flags, 0o644)
     try:
-        chunk: list[bytes] = []
+        chunk = []  # type: list[bytes]
         size = 0
         for line in lines:
             if chunk and size + len(line) > _CHUNK:
@@ -173,21 +194,24 @@ def install(hook_dir: str) -> None:
     if not record_file or not root:
         return
     recorder = _Recorder(record_file, root, hook_dir)
+    if recorder.argv0 not in _NOT_FILES:
+        recorder.now("x", recorder.argv0)
 
     import atexit
 
-    atexit.register(recorder.record)
+    atexit.register(recorder.sweep)
     for name in ("_exit", "execv", "execve"):
         real = getattr(os, name, None)
         if real is not None:
-            setattr(os, name, _recording_first(real, recorder))
+            setattr(os, name, _sweeping_first(real, recorder))
+    _watch_path_finder(recorder)
 
 
-def _recording_first(real, recorder: _Recorder):  # type: ignore[no-untyped-def]
-    """``real`` (os._exit, os.execv, os.execve), writing the record before it runs."""
+def _sweeping_first(real, recorder: _Recorder):  # type: ignore[no-untyped-def]
+    """``real`` (os._exit, os.execv, os.execve), sweeping before it runs."""
 
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-        recorder.record()
+        recorder.sweep()
         return real(*args, **kwargs)
 
     wrapper.__name__ = real.__name__
@@ -196,3 +220,23 @@ def _recording_first(real, recorder: _Recorder):  # type: ignore[no-untyped-def]
     wrapper.__module__ = "os"
     wrapper.__wrapped__ = real  # type: ignore[attr-defined]
     return wrapper
+
+
+def _watch_path_finder(recorder: _Recorder) -> None:
+    """Record each module file the path finder finds, as it finds it (the same spec is
+    returned: imports behave as before)."""
+    finder = next((f for f in sys.meta_path if getattr(f, "__name__", "") == "PathFinder"
+                   and isinstance(f.__dict__.get("find_spec"), classmethod)), None)
+    if finder is None:
+        return
+    original = finder.__dict__["find_spec"].__func__
+
+    def find_spec(cls, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
+        spec = original(cls, fullname, path, target)
+        if spec is not None and spec.origin and getattr(spec, "has_location", False):
+            recorder.now("m", spec.origin)
+        return spec
+
+    find_spec.__doc__ = original.__doc__
+    find_spec.__wrapped__ = original  # type: ignore[attr-defined]
+    setattr(finder, "find_spec", classmethod(find_spec))  # noqa: B010 - mypy: a method

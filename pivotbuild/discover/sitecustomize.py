@@ -10,6 +10,8 @@ module while ``site`` starts up. It then:
 3. imports the next ``sitecustomize`` on ``sys.path`` (the venv's, the distribution's, the
    user's), which then stands in ``sys.modules`` as ``sitecustomize``, as if this one were
    not there. An error in that one is reported by ``site`` exactly as it would be without us.
+   When there is none, this module ends by raising the ImportError that ``site`` silently
+   ignores, so that ``sys.modules`` has no ``sitecustomize``, as without us.
 
 This file is written in the syntax every Python still in use accepts (2.7 included), so an old
 interpreter run by a stage only chains to its own ``sitecustomize``; it records nothing. It
@@ -28,29 +30,35 @@ def _pivotbuild_start():
             import _pivotbuild_discover
 
             _pivotbuild_discover.install(here)
-        except Exception:  # the recorder must never break the program
+        except Exception:  # noqa: BLE001, S110 - the recorder must never break the program
             pass
     try:
         real_here = os.path.realpath(here)
-        sys.path[:] = [p for p in sys.path
-                       if not p or os.path.realpath(p) != real_here]
-    except Exception:
+        sys.path[:] = [p for p in sys.path if p != here and not (
+            os.path.basename(p.rstrip("/")) == "discover" and os.path.realpath(p) == real_here)]
+    except Exception:  # noqa: BLE001, S110
         pass
 
 
 def _pivotbuild_chain():
-    # type: () -> None
-    """Import the next sitecustomize on sys.path (this directory is no longer on it)."""
-    ours = sys.modules.pop("sitecustomize", None)
+    # type: () -> bool
+    """Import the next sitecustomize on sys.path (this directory is no longer on it); False if
+    there is none."""
+    sys.modules.pop("sitecustomize", None)
     try:
         import sitecustomize  # noqa: F401  (the next one, now that we are off sys.path)
     except ImportError as exc:
         if getattr(exc, "name", "sitecustomize") != "sitecustomize" or (
                 sys.version_info[0] < 3 and "sitecustomize" not in str(exc)):
             raise  # the user's sitecustomize failed: site reports it as it always would
-        if ours is not None:  # none further: importlib expects to find us here
-            sys.modules["sitecustomize"] = ours
+        return False
+    return True
 
 
 _pivotbuild_start()
-_pivotbuild_chain()
+if not _pivotbuild_chain():
+    # None further: leave no trace in sys.modules, as if there were no sitecustomize at all.
+    # site ignores exactly this error ("No module named 'sitecustomize'").
+    if sys.version_info[0] < 3:  # noqa: UP036 - this file is read by every Python
+        raise ImportError("No module named sitecustomize")
+    raise ImportError("No module named 'sitecustomize'", name="sitecustomize")

@@ -1,0 +1,310 @@
+"""The read tracer of `repro --audit` for one stage run: how its commands are traced (the
+LD_PRELOAD library pivotbuild/_pbtrace.so, or strace), and the reader that turns the trace
+into the project paths they read.
+
+Use, per stage run (the commands run as ``/bin/sh -c COMMAND`` in the stage's wdir)::
+
+    t = tracer(root, trace_file, cwd=wdir)          # also empties an old trace
+    for line in notices.new(t.notices): say(line)   # notices: one Notices per repro
+    run(t.command(cmd), env=t.environ(env))         # each of the stage's commands
+    found = read_trace(trace_file, root)            # after the commands ran
+    for line in notices.new(found.notices()): say(line)
+    remove_trace(trace_file)
+
+Methods, chosen by ``tracer``: "preload" (the library, built by setup.py; the normal case),
+"strace" (``strace -ff`` around the whole command, when the library is missing or /bin/sh is a
+static binary), or "none" (neither available: the command runs untraced, and the notice says
+the audit is incomplete). Under "preload", a static binary that a command runs is traced with
+strace by the library itself, or reported untraced when there is no strace (see
+csrc/trace/pb_trace.h). strace must be 5.2 or newer (``-z``).
+
+``read_trace`` returns every existing project path that the commands opened for reading,
+stat'ed, checked with access() or executed: regular files, directories, symlinks alike, the
+stage's own outs and its declared and discovered deps included. Choosing what to warn about
+(files only; not declared, not discovered, not an out) is the caller's business. Paths are
+normalised lexically, not resolved: a file read through a symlink inside the project is named
+as the program named it; a path that leaves the project is never returned, nor anything in
+``.pivotbuild/``, nor the trace files themselves.
+
+Limits: reads made with direct system calls (not through libc), inside libc itself
+(``opendir``), by a program started with a cleared environment by a static binary, or by a
+static binary when strace is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shlex
+import shutil
+import struct
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pivotbuild.discovered import parse, project_paths, read_bytes
+
+LIBRARY = Path(__file__).resolve().parent / "_pbtrace.so"
+ROOT_VAR = "PIVOTBUILD_TRACE_ROOT"
+FILE_VAR = "PIVOTBUILD_TRACE_FILE"
+STRACE_VAR = "PIVOTBUILD_TRACE_STRACE"
+UNDER_STRACE_VAR = "PIVOTBUILD_TRACE_UNDER_STRACE"
+# The same as PB_TRACE_STRACE_CALLS in csrc/trace/pb_trace.h (a test keeps them equal).
+STRACE_CALLS = ("trace=/^(open|openat|openat2|stat|lstat|newfstatat|fstatat64|stat64|lstat64|"
+                "statx|access|faccessat|faccessat2|execve|execveat)$")
+STRACE_OPTIONS = ("-ff", "-qq", "-z", "-xx", "-y", "-e", STRACE_CALLS)
+STRACE_MIN_VERSION = (5, 2)
+PRELOAD, STRACE, NONE = "preload", "strace", "none"
+READ_KINDS = frozenset("rsx")
+TOP = "top"  # the pid field of the S line that tracer() writes for a whole-command strace
+
+
+@dataclass(frozen=True)
+class Tracer:
+    """How to run the commands of one stage run so that their reads are traced."""
+
+    trace_file: Path
+    method: str
+    variables: Mapping[str, str]
+    prefix: tuple[str, ...]
+    notices: tuple[str, ...]
+
+    def environ(self, env: Mapping[str, str]) -> dict[str, str]:
+        """``env`` with the tracer's variables; LD_PRELOAD keeps what ``env`` had, after the
+        library."""
+        merged = {**env, **self.variables}
+        if "LD_PRELOAD" in self.variables and env.get("LD_PRELOAD"):
+            merged["LD_PRELOAD"] = f"{self.variables['LD_PRELOAD']}:{env['LD_PRELOAD']}"
+        return merged
+
+    def command(self, command: str) -> str:
+        """The shell command to run in place of ``command`` (itself, unless under strace)."""
+        if not self.prefix:
+            return command
+        return "exec " + shlex.join([*self.prefix, "/bin/sh", "-c", command])
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What one traced stage run read."""
+
+    paths: list[str]
+    via_strace: list[str] = field(default_factory=list)
+    untraced: list[str] = field(default_factory=list)
+
+    def notices(self) -> list[str]:
+        """One line per static program: traced with strace, or not traced at all."""
+        lines = [f"audit: {path} is a static binary, which the read tracer cannot follow; "
+                 "traced it with strace" for path in self.via_strace]
+        lines += [f"audit: incomplete: {path} is a static binary and strace is not installed; "
+                  "its reads are not known" for path in self.untraced]
+        return lines
+
+
+class Notices:
+    """Remembers what was said during one run, so that each notice is given once."""
+
+    def __init__(self) -> None:
+        self._said: set[str] = set()
+
+    def new(self, lines: Iterable[str]) -> list[str]:
+        """The lines not said before (now remembered as said)."""
+        fresh = [line for line in dict.fromkeys(lines) if line not in self._said]
+        self._said.update(fresh)
+        return fresh
+
+
+def tracer(root: str | os.PathLike[str], trace_file: str | os.PathLike[str], *,
+           cwd: str | os.PathLike[str], shell: str = "/bin/sh",
+           strace: str | None | bool = True, library: Path | None | bool = True) -> Tracer:
+    """The Tracer for one stage run whose commands run as ``shell -c CMD`` in ``cwd``.
+
+    ``strace`` and ``library`` default to what this machine has (``find_strace()``,
+    ``LIBRARY`` if built); pass a path, or None for "not available". An old trace at
+    ``trace_file`` is removed first."""
+    trace = Path(os.path.abspath(trace_file))
+    remove_trace(trace)
+    trace.parent.mkdir(parents=True, exist_ok=True)
+    strace_path = find_strace() if strace is True else (strace or None)
+    lib = (LIBRARY if LIBRARY.is_file() else None) if library is True else (library or None)
+    root_abs = os.path.abspath(root)
+    static_shell = is_static_elf(shell)
+    if lib is not None and not static_shell:
+        variables = {"LD_PRELOAD": str(lib), ROOT_VAR: root_abs, FILE_VAR: str(trace)}
+        if strace_path:
+            variables[STRACE_VAR] = strace_path
+        return Tracer(trace, PRELOAD, variables, (), ())
+    why = (f"{shell} is a static binary" if static_shell
+           else "pivotbuild's read tracer (pivotbuild/_pbtrace.so) is not built")
+    if strace_path is None:
+        return Tracer(trace, NONE, {}, (), (
+            f"audit: incomplete: {why} and strace is not installed; reads are not traced",))
+    with open(trace, "ab") as out:  # the cwd that the strace of the whole command starts in
+        out.write(b"S " + _escape(os.fsencode(f"{TOP}\0{os.path.abspath(cwd)}\0{shell}"))
+                  + b"\n")
+    prefix = (strace_path, *STRACE_OPTIONS, "-o", f"{trace}.strace.{TOP}", "--")
+    return Tracer(trace, STRACE, {}, prefix, (f"audit: {why}; tracing reads with strace",))
+
+
+def read_trace(trace_file: str | os.PathLike[str], root: str | os.PathLike[str]) -> Trace:
+    """The project paths read during a traced run (see the module docstring), and the static
+    programs it ran. A missing trace file means nothing was read; an unreadable one is an
+    OperationError naming it."""
+    trace = os.path.abspath(trace_file)
+    found: list[str] = []
+    via_strace: list[str] = []
+    untraced: list[str] = []
+    cwds: dict[str, str] = {}
+    for kind, payload in parse(read_bytes(trace)):
+        if kind in READ_KINDS:
+            found.append(payload)
+        elif kind == "S":
+            pid, _, rest = payload.partition("\0")
+            cwd, _, program = rest.partition("\0")
+            cwds[pid] = cwd
+            if pid != TOP:
+                via_strace.append(os.path.join(cwd, program))
+        elif kind == "U":
+            untraced.append(payload)
+    for sidecar in _sidecars(trace):
+        pid = sidecar.name[len(Path(trace).name) + len(".strace."):].split(".")[0]
+        found.extend(strace_paths(read_bytes(sidecar), cwds.get(pid, os.fspath(root))))
+    mine = os.path.realpath(trace)
+    own = [p for p in map(os.path.normpath, found)
+           if not _is_trace_file(p, trace) and not _is_trace_file(p, mine)]
+    return Trace(project_paths(own, root, files_only=False),
+                 sorted(set(map(os.path.normpath, via_strace))), sorted(set(untraced)))
+
+
+def remove_trace(trace_file: str | os.PathLike[str]) -> None:
+    """Delete a trace file and the strace files beside it (missing ones are fine)."""
+    trace = Path(os.path.abspath(trace_file))
+    for path in [trace, *_sidecars(trace)]:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _sidecars(trace: str | os.PathLike[str]) -> list[Path]:
+    path = Path(trace)
+    try:
+        return sorted(path.parent.glob(f"{_glob_escape(path.name)}.strace.*"))
+    except OSError:
+        return []
+
+
+def _glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _is_trace_file(path: str, trace: str) -> bool:
+    return path == trace or path.startswith(trace + ".strace.")
+
+
+def _escape(raw: bytes) -> bytes:
+    return raw.replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
+
+
+# ---- strace output (-ff -xx -y -z): one file per process, every string in hex ----
+
+_HEX = r"(?:\\x[0-9a-f]{2})*"
+_LINE = re.compile(rf"^(?P<call>\w+)\((?P<args>.*)\) = (?P<ret>-?\d+)(?:<(?P<retpath>{_HEX})>)?")
+_ARGS = re.compile(rf'^(?:(?P<dirfd>AT_FDCWD|-?\d+)(?:<(?P<dirpath>{_HEX})>)?, )?'
+                   rf'"(?P<path>{_HEX})"(?P<rest>.*)$')
+_OPENS = frozenset({"open", "openat", "openat2"})
+_AT_CALLS = frozenset({"openat", "openat2", "newfstatat", "fstatat64", "statx", "faccessat",
+                       "faccessat2", "execveat"})
+_WRITES = ("O_WRONLY", "O_TRUNC", "O_TMPFILE")
+
+
+def strace_paths(data: bytes, cwd: str) -> Iterator[str]:
+    """The absolute paths read in one strace output file, relative ones resolved against the
+    directory strace printed (-y) or else ``cwd``, the directory the traced program started
+    in. Writes (O_WRONLY, O_TRUNC, O_TMPFILE opens) are left out, like the preload does."""
+    for raw in data.decode("ascii", "replace").splitlines():
+        line = _LINE.match(raw)
+        if line is None:
+            continue
+        call = line["call"]
+        args = _ARGS.match(line["args"])
+        if args is None or (call in _AT_CALLS) != (args["dirfd"] is not None):
+            continue
+        if call in _OPENS and any(flag in args["rest"] for flag in _WRITES):
+            continue
+        if call in _OPENS and line["retpath"]:
+            yield _unhex(line["retpath"])
+            continue
+        path = _unhex(args["path"])
+        if not path:
+            continue  # fstatat(fd, "", AT_EMPTY_PATH): the descriptor, opened before
+        if args["dirfd"] not in (None, "AT_FDCWD") and not args["dirpath"]:
+            continue  # relative to a descriptor strace could not name
+        base = _unhex(args["dirpath"]) if args["dirpath"] else cwd
+        yield os.path.join(base, path)
+
+
+def _unhex(text: str) -> str:
+    return os.fsdecode(bytes.fromhex(text.replace("\\x", "")))
+
+
+# ---- what can run the tracer ----
+
+@functools.cache
+def find_strace() -> str | None:
+    """The absolute path of an strace this tracer can use (5.2 or newer), or None."""
+    found = shutil.which("strace")
+    if found is None:
+        return None
+    try:
+        out = subprocess.run([found, "-V"], capture_output=True, text=True, timeout=30,
+                             check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"version (\d+)\.(\d+)", out)
+    if match is None or (int(match[1]), int(match[2])) < STRACE_MIN_VERSION:
+        return None
+    return os.path.abspath(found)
+
+
+def is_static_elf(path: str | os.PathLike[str], *, follow_script: bool = True) -> bool:
+    """True if ``path`` is an ELF executable that the dynamic loader does not start (no
+    PT_INTERP program header), so that LD_PRELOAD cannot reach it; for a ``#!`` script, the
+    answer for its interpreter. False for anything else, unreadable files included."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+            if follow_script and head.startswith(b"#!"):
+                line = head[2:].split(b"\n", 1)
+                words = line[0].split() if len(line) == 2 else []
+                return bool(words) and is_static_elf(os.fsdecode(words[0]), follow_script=False)
+            return _elf_without_interp(f, head)
+    except OSError:
+        return False
+
+
+def _elf_without_interp(f, head: bytes) -> bool:  # type: ignore[no-untyped-def]
+    if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return False
+    order = "<" if head[5] == 1 else ">"
+    if head[4] == 2:  # 64-bit
+        if len(head) < 64:
+            return False
+        e_type, = struct.unpack_from(order + "H", head, 16)
+        phoff, = struct.unpack_from(order + "Q", head, 32)
+        phentsize, phnum = struct.unpack_from(order + "HH", head, 54)
+    else:
+        e_type, = struct.unpack_from(order + "H", head, 16)
+        phoff, = struct.unpack_from(order + "I", head, 28)
+        phentsize, phnum = struct.unpack_from(order + "HH", head, 42)
+    if e_type not in (2, 3) or phentsize < 4 or phnum == 0:  # ET_EXEC, ET_DYN
+        return False
+    f.seek(phoff)
+    table = f.read(phentsize * phnum)
+    if len(table) < phentsize * phnum:
+        return False
+    pt_interp = 3
+    return all(struct.unpack_from(order + "I", table, i * phentsize)[0] != pt_interp
+               for i in range(phnum))
