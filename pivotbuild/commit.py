@@ -121,8 +121,10 @@ class Committer:
             digest = snap.outs[out.path]
             if not out.cache or digest.hash is None:
                 continue
-            if digest.is_dir and self.cache.has(digest.hash):
-                continue  # its .dir object exists, hence every file it lists
+            if (digest.is_dir and self.cache.has(digest.hash)
+                    and not self.cache.check_output(digest.hash, out.path)):
+                continue  # its .dir object exists, hence every file it lists, all sound
+                # (a corrupt one was removed with the .dir object: both stored again below)
             # Where hardlinks are the preferred checkout, the output itself becomes the
             # cache object (no copy, no extra space); persist outputs stay private.
             link = self._prefers_hardlinks and not out.persist

@@ -286,6 +286,27 @@ def test_damaged_directory_member_is_not_restored_by_repro(tmp_path: Path):
     assert run(["verify", "--cache"], tmp_path).code == 0
 
 
+@pytest.mark.parametrize("where", ["d/a", "f"])
+def test_commit_never_relies_on_a_damaged_object_already_in_the_cache(tmp_path: Path,
+                                                                        where: str):
+    """A run that makes outputs whose objects exist already (a file, a directory's member)
+    checks them: a damaged one is stored again from the workspace before the lock names it."""
+    other = "f" if where == "d/a" else "d/a"
+    (tmp_path / "pivot.toml").write_text(
+        '[project]\ncheckout = ["copy"]\n\n'
+        f'[stages.s]\ncmd = "echo s >> runs.log; mkdir -p d; cp in.txt {where}; '
+        f'echo other > {other}"\ndeps = ["in.txt"]\nouts = ["d", "f"]\n')
+    (tmp_path / "in.txt").write_text("good\n")
+    assert run(["repro"], tmp_path).code == 0
+    member = file_digest(b"good\n")
+    damage(obj(tmp_path, member))
+    forced = run(["repro", "-f"], tmp_path)
+    assert forced.code == 0, forced.err
+    assert ran(tmp_path) == ["s", "s"]
+    assert obj(tmp_path, member).read_text() == "good\n"
+    assert run(["verify", "--cache"], tmp_path).code == 0
+
+
 def test_pull_does_not_place_a_damaged_local_object(tmp_path: Path):
     remote = tmp_path / "remote"
     remote.mkdir()
