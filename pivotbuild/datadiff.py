@@ -118,13 +118,13 @@ def records_from_pvt(files: Mapping[str, bytes], rev: str | None = None) -> dict
 def revision_records(revision: Revision, locks_path: str = LOCKS_PATH) -> dict[str, Entry]:
     """The outputs (from its locks) and tracked paths (from its ``.pvt`` files) of a git
     revision; two ``ls-tree`` and one ``cat-file`` process, whatever their number."""
-    lock_names = [e.path for e in revision.list_dir(locks_path)
-                  if e.kind == "blob" and e.path.endswith(".json")]
-    pvt_names = [p for p in revision.files() if p.endswith(PVT_SUFFIX)
-                 and not p.startswith(".pivotbuild/")]
-    contents = revision.read_files([*lock_names, *pvt_names])
-    locks = {n: contents[n] or b"" for n in lock_names}
-    pvts = {n: contents[n] or b"" for n in pvt_names}
+    lock_entries = [e for e in revision.list_dir(locks_path)
+                    if e.kind == "blob" and e.path.endswith(".json")]
+    pvt_entries = [e for e in revision.entries() if e.path.endswith(PVT_SUFFIX)
+                   and not e.path.startswith(".pivotbuild/")]
+    contents = revision.read_files([*lock_entries, *pvt_entries])  # by object id
+    locks = {e.path: contents[e.path] or b"" for e in lock_entries}
+    pvts = {e.path: contents[e.path] or b"" for e in pvt_entries}
     records = records_from_locks(locks, revision.label)
     records.update(records_from_pvt(pvts, revision.label))
     return records

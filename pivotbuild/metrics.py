@@ -28,7 +28,8 @@ whose value changed (or that one side lacks) are listed, as ``dvc metrics diff``
 Params. ``load_params`` reads the dotted keys a pipeline uses from one params file (TOML,
 YAML or JSON by extension); a key naming a table yields the whole table, a value is not
 flattened (a list param stays one value). ``param_keys_from_locks`` gathers the keys the locks
-record (``FILE:key`` for a file other than the default one).
+record (``FILE:key`` for a file other than the default one); ``param_keys_from_lock_files``
+does the same from lock files' bytes.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ from typing import Any
 from pivotbuild.errors import OperationError
 
 __all__ = [
-    "MetricsError", "diff", "flatten", "load", "load_params", "param_keys_from_locks",
-    "params_diff", "parse_document", "render_diff_md", "render_diff_text", "render_show_md",
-    "render_show_text", "show",
+    "MetricsError", "diff", "flatten", "format_value", "load", "load_params",
+    "param_keys_from_lock_files", "param_keys_from_locks", "params_diff", "parse_document",
+    "render_diff_md", "render_diff_text", "render_show_md", "render_show_text", "select_params",
+    "show",
 ]
 
 Scalar = int | float | bool | str | None
@@ -106,7 +108,7 @@ def _load_yaml(text: str) -> Any:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -186,7 +188,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _difference(old: int | float, new: int | float) -> int | float | None:
+def _difference(old: float, new: float) -> int | float | None:
     if isinstance(old, int) and isinstance(new, int):
         return new - old
     try:
@@ -213,7 +215,7 @@ def _same(old: Any, new: Any) -> bool:
 
 
 def diff(old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, Any]],
-         all: bool = False) -> dict[str, dict[str, dict[str, Any]]]:  # noqa: A002
+         all: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
     """Compare two ``show`` documents (old: a revision, new: usually the workspace).
 
     Files and keys come in the new document's order, then those only the old one has."""
@@ -250,6 +252,12 @@ def load_params(path: str, data: bytes, keys: Iterable[str] | None = None,
         raise MetricsError(f"{_where(path, rev)}: expected a table of params at the top level")
     if keys is None:
         return flatten(parsed)
+    return select_params(parsed, keys)
+
+
+def select_params(parsed: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """``{dotted.key: value}`` for the keys an already parsed params file has (the
+    workspace's params, which config.py has parsed anyway, need no second parse)."""
     values: dict[str, Any] = {}
     for key in keys:
         found, value = _lookup(parsed, key)
@@ -288,8 +296,26 @@ def param_keys_from_locks(params: Iterable[Mapping[str, Any]], default_file: str
     return keys
 
 
+def param_keys_from_lock_files(files: Mapping[str, bytes | None], default_file: str
+                               ) -> dict[str, set[str]]:
+    """``param_keys_from_locks`` straight from lock files' bytes (e.g. a revision's, read by
+    ``gitrev``): only each lock's ``params`` object is read, without the full validation of
+    ``pivotbuild.lock`` (a thousand locks in a fifth of the time). A lock that is not JSON or
+    has no ``params`` object adds no key: the lock module reports it where it matters."""
+    found: list[Mapping[str, Any]] = []
+    for data in files.values():
+        try:
+            doc = json.loads(data) if data else None
+        except (ValueError, RecursionError):
+            continue
+        params = doc.get("params") if isinstance(doc, dict) else None
+        if isinstance(params, dict):
+            found.append(params)
+    return param_keys_from_locks(found, default_file)
+
+
 def params_diff(old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, Any]],
-                all: bool = False) -> dict[str, dict[str, dict[str, Any]]]:  # noqa: A002
+                all: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
     """``{"params.toml": {"train.lr": {"old": 0.1, "new": 0.2, "diff": 0.1}}}`` from two
     ``{params file: {key: value}}`` mappings (``load_params`` per file); same rules as
     ``diff``."""

@@ -44,8 +44,15 @@ from typing import Any
 from pivotbuild.errors import ConfigError, OperationError
 from pivotbuild.metrics import MetricsError, parse_document
 
-__all__ = ["PlotSpec", "TEMPLATES", "load_records", "parse_plot_flag", "render_html", "show",
-           "vegalite"]
+__all__ = [
+    "TEMPLATES",
+    "PlotSpec",
+    "load_records",
+    "parse_plot_flag",
+    "render_html",
+    "show",
+    "vegalite",
+]
 
 TEMPLATES = ("linear", "scatter", "bar")
 _FLAG_KEYS = {"x", "y", "title", "template"}
@@ -225,7 +232,7 @@ def show(specs: Mapping[str, PlotSpec], revisions: Mapping[str, Mapping[str, byt
             raise OperationError(f"{path}: plot file not found in {where} (has its stage run?)")
         x, ys = _axes(spec, tables, path)
         many_revs, many_fields = len(tables) > 1, len(ys) > 1
-        data = []
+        data: list[dict[str, Any]] = []
         for label, rows in tables.items():
             for field in ys:
                 series = (f"{label}: {field}" if many_revs and many_fields
@@ -334,8 +341,8 @@ def render_html(doc: Mapping[str, Any], title: str = "pivotbuild plots") -> str:
         parts.append(f"<section>\n<h2>{html.escape(plot['title'])}</h2>\n")
         meta = [] if plot["title"] == plot["path"] else [plot["path"]]
         meta += [f"y: {', '.join(plot['y'])}", f"x: {plot['x']}",
-                 f"{'revisions' if len(plot['revisions']) > 1 else 'revision'}: "
-                 f"{', '.join(plot['revisions'])}"]
+                 (f"{'revisions' if len(plot['revisions']) > 1 else 'revision'}: "
+                 f"{', '.join(plot['revisions'])}")]
         parts.append(f"<p class=\"meta\">{html.escape(' · '.join(meta))}</p>\n")
         if plot["missing"]:
             parts.append(f"<p class=\"note\">Not found in {html.escape(', '.join(plot['missing']))}"

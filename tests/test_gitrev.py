@@ -10,8 +10,7 @@ import pytest
 
 from pivotbuild import gitrev
 from pivotbuild.errors import EXIT_FAILED, EXIT_USAGE
-from pivotbuild.gitrev import (FileNotInRevision, NotAGitRepository, UnknownRevision,
-                               open_revision)
+from pivotbuild.gitrev import FileNotInRevision, NotAGitRepository, UnknownRevision, open_revision
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
@@ -200,3 +199,14 @@ def test_uncommitted_changes_are_not_read(repo: Path) -> None:
     rev = open_revision(repo)
     assert rev.read_files(["metrics.json", "new.json"]) == {
         "metrics.json": b'{"acc": 0.9}\n', "new.json": None}
+
+
+def test_entries_are_read_by_object_id_and_symlinks_are_still_followed(repo: Path) -> None:
+    rev = open_revision(repo, "HEAD~1")
+    entries = rev.entries()
+    assert [e.path for e in entries] == ["blob.bin", "data/a.txt", "data/with space é.txt",
+                                         "link.json", "metrics.json"]
+    found = rev.read_files([*entries, "data/a.txt", "nope"])  # a path given twice is one read
+    assert found == {"blob.bin": b"\0\n\xff\nend", "data/a.txt": b"a\n",
+                     "data/with space é.txt": b"spaced\n", "link.json": b'{"acc": 0.8}\n',
+                     "metrics.json": b'{"acc": 0.8}\n', "nope": None}

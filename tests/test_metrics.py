@@ -59,18 +59,18 @@ def test_deep_nesting_does_not_exhaust_the_stack() -> None:
 
 @pytest.mark.parametrize(("name", "data", "message"), [
     ("m.json", b'{"acc": 0.9,}',
-     "m.json at HEAD (abc1234): not valid JSON: Expecting property name enclosed in double "
-     "quotes at line 1 column 13"),
+     ("m.json at HEAD (abc1234): not valid JSON: Expecting property name enclosed in double "
+     "quotes at line 1 column 13")),
     ("m.yaml", b"acc: [0.9\n",
-     "m.yaml at HEAD (abc1234): not valid YAML: did not find expected ',' or ']' at line 2 "
-     "column 1"),
-    ("m.toml", b"acc = \n", "m.toml at HEAD (abc1234): not valid TOML: Invalid value (at "
-     "line 1, column 7)"),
+     ("m.yaml at HEAD (abc1234): not valid YAML: did not find expected ',' or ']' at line 2 "
+     "column 1")),
+    ("m.toml", b"acc = \n", ("m.toml at HEAD (abc1234): not valid TOML: Invalid value (at "
+     "line 1, column 7)")),
     ("m.json", b"\xff\xfe{", "m.json at HEAD (abc1234): not UTF-8 text"),
-    ("m.json", b"0.9", "m.json at HEAD (abc1234): expected an object of metrics, the file is "
-     "a single float value"),
-    ("m.yaml", b"", "m.yaml at HEAD (abc1234): expected an object of metrics, the file is "
-     "empty"),
+    ("m.json", b"0.9", ("m.json at HEAD (abc1234): expected an object of metrics, the file is "
+     "a single float value")),
+    ("m.yaml", b"", ("m.yaml at HEAD (abc1234): expected an object of metrics, the file is "
+     "empty")),
 ])
 def test_an_invalid_file_is_one_line_naming_the_file_and_revision(
         name: str, data: bytes, message: str) -> None:
@@ -215,3 +215,15 @@ def test_metrics_and_params_diff_between_a_commit_and_the_workspace(tmp_path: Pa
         "params.toml", (root / "params.toml").read_bytes(), keys)}
     assert metrics.params_diff(old_params, new_params) == {
         "params.toml": {"train.lr": {"old": 0.1, "new": 0.2, "diff": 0.1}}}
+
+
+def test_param_keys_straight_from_lock_files_skip_unreadable_ones() -> None:
+    files = {"a.json": json.dumps({"params": {"train.lr": 0.1, "x.yaml:k": 1}}).encode(),
+             "b.json": b"{not json", "c.json": b'{"params": []}', "d.json": None}
+    assert metrics.param_keys_from_lock_files(files, "params.toml") == {
+        "params.toml": {"train.lr"}, "x.yaml": {"k"}}
+
+
+def test_select_params_from_an_already_parsed_file() -> None:
+    assert metrics.select_params({"a": {"b": 1, "c": [1, 2]}}, ["a.b", "a.c", "a.z", "q"]) == {
+        "a.b": 1, "a.c": [1, 2]}

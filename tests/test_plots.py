@@ -34,14 +34,14 @@ def test_plot_flag_forms() -> None:
 
 
 @pytest.mark.parametrize(("value", "message"), [
-    ("yes", "pivot.toml: stages.t.outs[0].plot: expected true, false or a table {x, y, "
-     "title, template}"),
-    ({"z": 1}, "pivot.toml: stages.t.outs[0].plot.z: unknown key (expected x, y, title or "
-     "template)"),
-    ({"template": "pie"}, "pivot.toml: stages.t.outs[0].plot.template: unknown template 'pie' "
-     "(expected one of linear, scatter, bar)"),
-    ({"y": []}, "pivot.toml: stages.t.outs[0].plot.y: expected a field name or a list of "
-     "field names"),
+    ("yes", ("pivot.toml: stages.t.outs[0].plot: expected true, false or a table {x, y, "
+     "title, template}")),
+    ({"z": 1}, ("pivot.toml: stages.t.outs[0].plot.z: unknown key (expected x, y, title or "
+     "template)")),
+    ({"template": "pie"}, ("pivot.toml: stages.t.outs[0].plot.template: unknown template 'pie' "
+     "(expected one of linear, scatter, bar)")),
+    ({"y": []}, ("pivot.toml: stages.t.outs[0].plot.y: expected a field name or a list of "
+     "field names")),
     ({"x": 3}, "pivot.toml: stages.t.outs[0].plot.x: expected a field name"),
     ({"title": 3}, "pivot.toml: stages.t.outs[0].plot.title: expected a string"),
 ])
@@ -70,13 +70,13 @@ def test_csv_tsv_json_and_yaml_records() -> None:
     ("p.csv", b"a,a\n1,2\n", "p.csv at HEAD: the header row has an empty or repeated column"),
     ("p.csv", b"", "p.csv at HEAD: empty, expected a header row and data rows"),
     ("p.csv", b"\xff", "p.csv at HEAD: not UTF-8 text"),
-    ("p.json", b'{"a": [], "b": []}', "p.json at HEAD: expected a list of records (objects), "
-     "or an object holding one such list"),
-    ("p.json", b"[1, 2]", "p.json at HEAD: expected a list of records (objects), or an "
-     "object holding one such list"),
+    ("p.json", b'{"a": [], "b": []}', ("p.json at HEAD: expected a list of records (objects), "
+     "or an object holding one such list")),
+    ("p.json", b"[1, 2]", ("p.json at HEAD: expected a list of records (objects), or an "
+     "object holding one such list")),
     ("p.json", b"[", "p.json at HEAD: not valid JSON: Expecting value at line 1 column 2"),
-    ("p.parquet", b"PAR1", "p.parquet at HEAD: cannot plot a .parquet file (expected .csv, "
-     ".tsv, .json, .yaml or .yml)"),
+    ("p.parquet", b"PAR1", ("p.parquet at HEAD: cannot plot a .parquet file (expected .csv, "
+     ".tsv, .json, .yaml or .yml)")),
 ])
 def test_an_unreadable_plot_file_names_the_file_and_revision(name: str, data: bytes,
                                                              message: str) -> None:
@@ -124,8 +124,8 @@ def test_revisions_are_overlaid_and_a_file_missing_from_one_is_noted() -> None:
     (PlotSpec(y=("tag",)), {"workspace": b"step,tag\n0,1\n1,x\n"},
      "loss.csv at workspace: record 2: 'tag' is not a number: 'x'"),
     (PlotSpec(), {"workspace": b"step,tag\n0,x\n"},
-     "loss.csv at workspace: no numeric column to plot against 'step' (name one with plot = "
-     "{ y = ... })"),
+     ("loss.csv at workspace: no numeric column to plot against 'step' (name one with plot = "
+     "{ y = ... })")),
     (PlotSpec(), {"HEAD": None, "workspace": None},
      "loss.csv: plot file not found in HEAD, workspace (has its stage run?)"),
 ])
