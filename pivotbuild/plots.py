@@ -9,7 +9,8 @@ revision through ``gitrev``) and calls:
 
 Inputs: CSV (``.csv``), TSV (``.tsv``), and JSON or YAML records (``.json``, ``.yaml``,
 ``.yml``): a list of objects, or an object holding exactly one such list. CSV cells that read
-as numbers are numbers; an empty cell is no value.
+as numbers are numbers; an empty cell is no value; a y value that is NaN or infinite is not
+drawn (a gap), as an empty one.
 
 The flag (``parse_plot_flag``): ``plot = true`` draws x = the ``step`` field if there is one,
 else the first column, against every other numeric column; ``plot = {x, y, title,
@@ -119,7 +120,7 @@ def _cell(text: str) -> Any:
         number = float(text)
     except ValueError:
         return text
-    return number if math.isfinite(number) else text
+    return number  # "nan" and "inf" too: drawn as gaps, like an empty cell
 
 
 def load_records(path: str, data: bytes, rev: str | None = None) -> list[dict[str, Any]]:
@@ -170,13 +171,18 @@ def _is_number(value: Any) -> bool:
             and math.isfinite(value))
 
 
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(dict.fromkeys(k for row in rows for k in row))
 
 
 def _numeric(rows: Sequence[Mapping[str, Any]], column: str) -> bool:
     values = [r.get(column) for r in rows if r.get(column) is not None]
-    return bool(values) and all(_is_number(v) for v in values)
+    return (any(_is_number(v) for v in values)
+            and all(_is_number(v) or isinstance(v, float) for v in values))
 
 
 def _axes(spec: PlotSpec, tables: Mapping[str, list[dict[str, Any]]], path: str
@@ -203,7 +209,7 @@ def _axes(spec: PlotSpec, tables: Mapping[str, list[dict[str, Any]]], path: str
         for field in ys:
             for number, row in enumerate(table, start=1):
                 value = row.get(field)
-                if value is not None and not _is_number(value):
+                if value is not None and not _is_number(value) and not isinstance(value, float):
                     raise OperationError(f"{_where(path, rev)}: record {number}: {field!r} is "
                                          f"not a number: {value!r}")
     return x, ys
@@ -237,9 +243,9 @@ def show(specs: Mapping[str, PlotSpec], revisions: Mapping[str, Mapping[str, byt
             for field in ys:
                 series = (f"{label}: {field}" if many_revs and many_fields
                           else label if many_revs else field)
-                data.extend({"rev": label, "field": field, "x": row.get(x),
+                data.extend({"rev": label, "field": field, "x": _finite_or_none(row.get(x)),
                              "value": row.get(field), "series": series}
-                            for row in rows if row.get(field) is not None)
+                            for row in rows if _is_number(row.get(field)))
         plots.append({"path": path, "title": spec.title or path, "template": spec.template,
                       "x": x, "y": ys, "revisions": list(tables), "missing": missing,
                       "data": data})

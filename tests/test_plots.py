@@ -291,3 +291,14 @@ def test_the_page_renders_in_headless_chromium_without_console_errors(tmp_path: 
     assert (width, height) == (800, 700)
     # The first chart (bars: HEAD~1 blue, workspace orange) is on screen, in colour.
     assert _count(rows, VEGA_BLUE) > 2000 and _count(rows, VEGA_ORANGE) > 2000
+
+
+def test_nan_and_infinite_values_are_gaps_not_errors() -> None:
+    doc = plots.show({"p.csv": PlotSpec(), "p.json": PlotSpec()},
+                     {"workspace": {"p.csv": b"step,loss\n0,0.5\n1,nan\n2,inf\n3,0.2\n",
+                                    "p.json": b'[{"step": 0, "loss": NaN}, {"step": 1, '
+                                              b'"loss": 0.3}]'}})
+    csv_plot, json_plot = doc["plots"]
+    assert csv_plot["y"] == ["loss"] and json_plot["y"] == ["loss"]
+    assert [(d["x"], d["value"]) for d in csv_plot["data"]] == [(0, 0.5), (3, 0.2)]
+    assert [(d["x"], d["value"]) for d in json_plot["data"]] == [(1, 0.3)]
