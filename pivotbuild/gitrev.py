@@ -88,7 +88,9 @@ def _run(args: Sequence[str], cwd: Path, stdin: bytes | None = None
     try:
         return subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True,
                               env=_git_env(), check=False)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        if exc.filename == cwd or not Path(cwd).is_dir():
+            raise GitFailed(f"{cwd}: no such directory") from None
         raise GitFailed("git is not installed (or not on PATH): it is needed to read "
                         "another revision") from None
     except OSError as exc:
@@ -96,8 +98,13 @@ def _run(args: Sequence[str], cwd: Path, stdin: bytes | None = None
 
 
 def _first_line(data: bytes) -> str:
-    text = data.decode("utf-8", "replace").strip()
-    return text.splitlines()[-1] if text else "no message"
+    """git's own one-line reason: its first ``fatal:`` or ``error:`` line (hints follow it)."""
+    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()
+             if line.strip()]
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
+    return lines[0] if lines else "no message"
 
 
 def open_revision(root: str | os.PathLike[str], rev: str = "HEAD") -> Revision:

@@ -210,3 +210,8 @@ def test_entries_are_read_by_object_id_and_symlinks_are_still_followed(repo: Pat
     assert found == {"blob.bin": b"\0\n\xff\nend", "data/a.txt": b"a\n",
                      "data/with space é.txt": b"spaced\n", "link.json": b'{"acc": 0.8}\n',
                      "metrics.json": b'{"acc": 0.8}\n', "nope": None}
+
+
+def test_a_project_directory_that_is_gone(tmp_path: Path) -> None:
+    with pytest.raises(gitrev.GitFailed, match="no such directory"):
+        open_revision(tmp_path / "gone", "HEAD")
