@@ -90,7 +90,16 @@ class Pipeline:
     # ---- verbs --------------------------------------------------------------------
 
     def status(self, names: list[str]) -> list[Decision]:
-        return self.planner.plan(names)
+        decisions = self.planner.plan(names)
+        self._refresh_snapshot(decisions)
+        return decisions
+
+    def _refresh_snapshot(self, decisions: list[Decision]) -> None:
+        """A plan of every stage leaves the snapshot the no-op fast path answers from
+        (snapshot.py) if nothing is stale, and removes it otherwise."""
+        from pivotbuild import snapshot
+
+        snapshot.refresh(self, decisions, len(decisions) == self.graph.number_of_nodes())
 
     def repro(self, names: list[str], *, options: RunOptions, reporter: Reporter,
               force: bool = False, single_item: bool = False, dry_run: bool = False,
@@ -101,6 +110,8 @@ class Pipeline:
             forced = frozenset(names)
         options.forced = forced
         decisions = self.planner.plan(names, force=forced)
+        if not forced:
+            self._refresh_snapshot(decisions)
         if dry_run:
             for decision in decisions:
                 reporter.decided(decision)
