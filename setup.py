@@ -71,11 +71,15 @@ class OptionalBuildExt(build_ext):
                     check=True, capture_output=True, text=True,
                 )
         except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
-            detail = getattr(exc, "stderr", "") or str(exc)
+            if isinstance(exc, subprocess.CalledProcessError):
+                lines = (exc.stderr or "").strip().splitlines()
+                detail = lines[-1] if lines else f"{compiler[0]} exited with {exc.returncode}"
+            else:
+                detail = str(exc)
             print(
                 "WARNING: pivotbuild's read tracer (pivotbuild/_pbtrace.so, for repro --audit) "
-                f"was not built ({detail.strip().splitlines()[-1] if detail.strip() else exc}); "
-                "--audit will trace with strace where it is installed.",
+                f"was not built ({detail}); --audit will trace with strace where it is "
+                "installed.",
                 file=sys.stderr,
             )
 

@@ -292,6 +292,104 @@ def test_a_path_near_path_max(project: Path, tmp_path: Path, library: Path) -> N
     assert trace.paths == [rel]
 
 
+WRAPPERS_C = """\
+    #define _GNU_SOURCE
+    #include <fcntl.h>
+    #include <stdio.h>
+    #include <sys/stat.h>
+    #include <unistd.h>
+    int __xstat(int, const char *, struct stat *);
+    int __lxstat(int, const char *, struct stat *);
+    int __fxstatat(int, int, const char *, struct stat *, int);
+    int __xstat64(int, const char *, struct stat64 *);
+    int __open_2(const char *, int);
+    int __openat_2(int, const char *, int);
+    int main(void) {
+        struct stat st;
+        struct stat64 st64;
+        struct statx stx;
+        int d = open("w", O_RDONLY | O_DIRECTORY);
+        int ok = d >= 0;
+        ok &= close(open("w/open", O_RDONLY)) == 0;
+        ok &= close(open64("w/open64", O_RDONLY)) == 0;
+        ok &= close(openat(d, "openat", O_RDONLY)) == 0;
+        ok &= close(openat64(AT_FDCWD, "w/openat64", O_RDONLY)) == 0;
+        ok &= close(__open_2("w/__open_2", O_RDONLY)) == 0;
+        ok &= close(__openat_2(d, "__openat_2", O_RDONLY)) == 0;
+        ok &= fclose(fopen("w/fopen", "r")) == 0;
+        ok &= fclose(fopen64("w/fopen64", "rb")) == 0;
+        ok &= fclose(freopen("w/freopen", "r", fopen("w/fopen", "r"))) == 0;
+        ok &= stat("w/stat", &st) == 0;
+        ok &= lstat("w/lstat", &st) == 0;
+        ok &= stat64("w/stat64", &st64) == 0;
+        ok &= fstatat(d, "fstatat", &st, 0) == 0;
+        ok &= __xstat(1, "w/__xstat", &st) == 0;
+        ok &= __lxstat(1, "w/__lxstat", &st) == 0;
+        ok &= __fxstatat(1, d, "__fxstatat", &st, 0) == 0;
+        ok &= __xstat64(1, "w/__xstat64", &st64) == 0;
+        ok &= statx(AT_FDCWD, "w/statx", 0, STATX_SIZE, &stx) == 0;
+        ok &= access("w/access", R_OK) == 0;
+        ok &= faccessat(d, "faccessat", R_OK, 0) == 0;
+        ok &= euidaccess("w/euidaccess", R_OK) == 0;
+        ok &= fclose(fopen("w/written", "w")) == 0;   /* a write: not a read */
+        printf("%d\\n", ok);
+        return 0;
+    }
+"""
+
+WRAPPED = ["open", "open64", "openat", "openat64", "__open_2", "__openat_2", "fopen", "fopen64",
+           "freopen", "stat", "lstat", "stat64", "fstatat", "__xstat", "__lxstat", "__fxstatat",
+           "__xstat64", "statx", "access", "faccessat", "euidaccess"]
+
+
+def test_every_wrapped_entry_point_records(project: Path, tmp_path: Path,
+                                           library: Path) -> None:
+    """Each function on its own file, older glibc's __xstat family and fortify's __open_2
+    included (called directly, as programs built against those headers do)."""
+    (project / "w").mkdir()
+    for name in WRAPPED:
+        (project / "w" / name).write_text(name)
+    prog = compile_c(tmp_path, "wrappers", WRAPPERS_C)
+    proc, trace, _ = traced(project, str(prog), tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, "1\n"), proc.stderr
+    assert trace.paths == sorted(["w", *[f"w/{name}" for name in WRAPPED]])
+
+
+SPAWNER_C = """\
+    #include <spawn.h>
+    #include <stdio.h>
+    #include <sys/wait.h>
+    #include <unistd.h>
+    int main(void) {
+        pid_t pid;
+        int status;
+        char *cat[] = {"cat", "data/extra.csv", NULL};
+        char *empty[] = {NULL};
+        if (posix_spawn(&pid, "/bin/cat", NULL, NULL, cat, empty) != 0) return 10;
+        waitpid(pid, &status, 0);
+        char *sread[] = {"sread", "data/declared.csv", NULL};
+        if (posix_spawnp(&pid, "sread", NULL, NULL, sread, empty) != 0) return 11;
+        waitpid(pid, &status, 0);
+        if (WEXITSTATUS(status) != 5) return 12;
+        fflush(stdout);
+        execvp("sread", sread);
+        return 13;
+    }
+"""
+
+
+def test_spawned_and_path_searched_children(project: Path, tmp_path: Path, library: Path,
+                                            static_reader: Path) -> None:
+    """posix_spawn with an empty environment keeps the tracer; posix_spawnp and execvp find a
+    static binary on PATH and run it under strace."""
+    prog = compile_c(tmp_path, "spawner", SPAWNER_C)
+    env = {"PATH": f"{static_reader.parent}:{os.environ['PATH']}"}
+    proc, trace, _ = traced(project, str(prog), tmp_path, env=env)
+    assert (proc.returncode, proc.stdout) == (5, "a,b\n1,2\nx\nx\n"), proc.stderr
+    assert trace.paths == ["data/declared.csv", "data/extra.csv"]
+    assert trace.via_strace == [str(static_reader)]
+
+
 # ---- static binaries: strace, or said to be untraced ----
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,7 @@ def test_a_venv_inside_the_project_is_not_recorded(tmp_path: Path) -> None:
 
 
 def test_forks_and_multiprocessing_children_are_recorded(project: Path, tmp_path: Path) -> None:
-    for name in ("spawned", "forked", "osfork"):
+    for name in ("spawned", "forked", "served", "osfork"):
         write(project, f"pkg/{name}.py", "VALUE = 1\n")
     write(project, "par.py", """\
         import multiprocessing as mp
@@ -163,12 +163,17 @@ def test_forks_and_multiprocessing_children_are_recorded(project: Path, tmp_path
             import pkg.forked
             return 1
 
+        def served(_):
+            import pkg.served
+            return 1
+
         if __name__ == "__main__":
             with mp.get_context("spawn").Pool(1) as pool:
                 assert pool.map(spawned, [0]) == [1]
-            p = mp.get_context("fork").Process(target=forked, args=(0,))
-            p.start(); p.join()
-            assert p.exitcode == 0
+            for how, target in (("fork", forked), ("forkserver", served)):
+                p = mp.get_context(how).Process(target=target, args=(0,))
+                p.start(); p.join()
+                assert p.exitcode == 0
             pid = os.fork()
             if pid == 0:
                 import pkg.osfork
@@ -180,7 +185,8 @@ def test_forks_and_multiprocessing_children_are_recorded(project: Path, tmp_path
     proc = run(project, f"{sys.executable} par.py", record)
     assert proc.returncode == 0, proc.stderr
     assert discovered.read([record], project) == [
-        "par.py", "pkg/__init__.py", "pkg/forked.py", "pkg/osfork.py", "pkg/spawned.py"]
+        "par.py", "pkg/__init__.py", "pkg/forked.py", "pkg/osfork.py", "pkg/served.py",
+        "pkg/spawned.py"]
 
 
 def test_os_exec_records_what_was_imported_before(project: Path, tmp_path: Path) -> None:

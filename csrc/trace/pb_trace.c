@@ -239,9 +239,11 @@ static int seen(char kind, const char *path, size_t len) {
 
 /* Record (dirfd, path) as kind if it lies below the root. Keeps errno. */
 void record(char kind, int dirfd, const char *path) {
+    if (t_busy || path == NULL)
+        return;
     if (__atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == 0)
         pb_init();
-    if (g_state != 1 || t_busy || path == NULL)
+    if (g_state != 1)
         return;
     t_busy = 1;
     int saved = errno;

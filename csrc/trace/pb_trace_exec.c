@@ -187,18 +187,24 @@ static void plan_exec(struct plan *p, const char *target, char *const argv[],
     int stat_bin = target && !g_under_strace && is_static(target, 0);
     int have_cwd = stat_bin && syscall(SYS_getcwd, cwd, sizeof cwd) > 0 && cwd[0] == '/';
     int use_strace = stat_bin && g_strace[0] && have_cwd;
-    if (stat_bin)
-        note_static(target, use_strace, have_cwd ? cwd : NULL);
+    const char *where = have_cwd ? cwd : NULL;
     if (!(add_preload || add_root || add_file || add_strace || use_strace)) {
+        if (stat_bin)
+            note_static(target, 0, where);
         errno = saved;
         t_busy = 0;
         return;
     }
-    size_t need = (envc + 8) * sizeof(char *) + (argc + 16) * sizeof(char *)
-                  + (preload ? strlen(preload) : 0) + 2 * PATH_MAX + 256;
+    size_t need = (envc + 8) * sizeof(char *) + 64; /* 64: the areas' alignment */
+    if (add_preload && preload && preload[0])
+        need += strlen(g_env_preload) + strlen(preload) + 2;
+    if (use_strace)
+        need += (argc + 16) * sizeof(char *) + strlen(g_file) + 48;
     if (need > sizeof p->local) {
         void *m = mmap(NULL, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED) {
+            if (stat_bin)
+                note_static(target, 0, where);
             errno = saved;
             t_busy = 0;
             return;
@@ -208,6 +214,12 @@ static void plan_exec(struct plan *p, const char *target, char *const argv[],
     }
     size_t used = 0;
     char **env = take(p, &used, (envc + 8) * sizeof(char *));
+    if (env == NULL) { /* cannot happen: need counts every area */
+        plan_free(p);
+        errno = saved;
+        t_busy = 0;
+        return;
+    }
     size_t e = 0;
     for (size_t i = 0; i < envc; i++) {
         if (add_preload && preload && strncmp(envp[i], "LD_PRELOAD=", 11) == 0)
@@ -268,6 +280,8 @@ static void plan_exec(struct plan *p, const char *target, char *const argv[],
             p->via_strace = 1;
         }
     }
+    if (stat_bin)
+        note_static(target, p->via_strace, where);
     errno = saved;
     t_busy = 0;
 }
