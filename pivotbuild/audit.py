@@ -27,8 +27,9 @@ as the program named it; a path that leaves the project is never returned, nor a
 ``.pivotbuild/``, nor the trace files themselves.
 
 Limits: reads made with direct system calls (not through libc), inside libc itself
-(``opendir``), by a program started with a cleared environment by a static binary, or by a
-static binary when strace is missing.
+(``opendir``), by a program started with a cleared environment by a static binary, by a
+setuid or setgid program (the loader ignores LD_PRELOAD for it), or by a static or 32-bit
+binary when strace is missing. fexecve and execveat are not followed.
 """
 
 from __future__ import annotations
@@ -95,11 +96,13 @@ class Trace:
     untraced: list[str] = field(default_factory=list)
 
     def notices(self) -> list[str]:
-        """One line per static program: traced with strace, or not traced at all."""
-        lines = [f"audit: {path} is a static binary, which the read tracer cannot follow; "
+        """One line per program the library could not follow: traced with strace, or not
+        traced at all."""
+        lines = [f"audit: {path} cannot load the read tracer (a static or 32-bit binary); "
                  "traced it with strace" for path in self.via_strace]
-        lines += [f"audit: incomplete: {path} is a static binary and strace is not installed; "
-                  "its reads are not known" for path in self.untraced]
+        lines += [f"audit: incomplete: {path} cannot load the read tracer (a static or 32-bit "
+                  "binary) and strace is not installed; its reads are not known"
+                  for path in self.untraced]
         return lines
 
 
@@ -130,13 +133,13 @@ def tracer(root: str | os.PathLike[str], trace_file: str | os.PathLike[str], *,
     strace_path = find_strace() if strace is True else (strace or None)
     lib = (LIBRARY if LIBRARY.is_file() else None) if library is True else (library or None)
     root_abs = os.path.abspath(root)
-    static_shell = is_static_elf(shell)
+    static_shell = needs_strace(shell)
     if lib is not None and not static_shell:
         variables = {"LD_PRELOAD": str(lib), ROOT_VAR: root_abs, FILE_VAR: str(trace)}
         if strace_path:
             variables[STRACE_VAR] = strace_path
         return Tracer(trace, PRELOAD, variables, (), ())
-    why = (f"{shell} is a static binary" if static_shell
+    why = (f"{shell} cannot load the read tracer (a static or 32-bit binary)" if static_shell
            else "pivotbuild's read tracer (pivotbuild/_pbtrace.so) is not built")
     if strace_path is None:
         return Tracer(trace, NONE, {}, (), (
@@ -167,7 +170,7 @@ def read_trace(trace_file: str | os.PathLike[str], root: str | os.PathLike[str])
             if pid != TOP:
                 via_strace.append(os.path.join(cwd, program))
         elif kind == "U":
-            untraced.append(payload)
+            untraced.append(os.path.normpath(payload))
     for sidecar in _sidecars(trace):
         pid = sidecar.name[len(Path(trace).name) + len(".strace."):].split(".")[0]
         found.extend(strace_paths(read_bytes(sidecar), cwds.get(pid, os.fspath(root))))
@@ -269,23 +272,25 @@ def find_strace() -> str | None:
     return os.path.abspath(found)
 
 
-def is_static_elf(path: str | os.PathLike[str], *, follow_script: bool = True) -> bool:
-    """True if ``path`` is an ELF executable that the dynamic loader does not start (no
-    PT_INTERP program header), so that LD_PRELOAD cannot reach it; for a ``#!`` script, the
-    answer for its interpreter. False for anything else, unreadable files included."""
+def needs_strace(path: str | os.PathLike[str], *, follow_script: bool = True) -> bool:
+    """True if the preload library cannot reach the program ``path``: an ELF executable that
+    the dynamic loader does not start (no PT_INTERP program header: a static binary), or one
+    of the other word size (a 32-bit program: its loader refuses a 64-bit library); for a
+    ``#!`` script, the answer for its interpreter. False for anything else, unreadable files
+    included. (The library decides the same way for every program a traced one executes.)"""
     try:
         with open(path, "rb") as f:
             head = f.read(256)
             if follow_script and head.startswith(b"#!"):
                 line = head[2:].split(b"\n", 1)
                 words = line[0].split() if len(line) == 2 else []
-                return bool(words) and is_static_elf(os.fsdecode(words[0]), follow_script=False)
-            return _elf_without_interp(f, head)
+                return bool(words) and needs_strace(os.fsdecode(words[0]), follow_script=False)
+            return _unreachable_elf(f, head)
     except OSError:
         return False
 
 
-def _elf_without_interp(f, head: bytes) -> bool:  # type: ignore[no-untyped-def]
+def _unreachable_elf(f, head: bytes) -> bool:  # type: ignore[no-untyped-def]
     if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
         return False
     order = "<" if head[5] == 1 else ">"
@@ -301,6 +306,8 @@ def _elf_without_interp(f, head: bytes) -> bool:  # type: ignore[no-untyped-def]
         phentsize, phnum = struct.unpack_from(order + "HH", head, 42)
     if e_type not in (2, 3) or phentsize < 4 or phnum == 0:  # ET_EXEC, ET_DYN
         return False
+    if (head[4] == 2) != (struct.calcsize("P") == 8):
+        return True  # the other word size
     f.seek(phoff)
     table = f.read(phentsize * phnum)
     if len(table) < phentsize * phnum:

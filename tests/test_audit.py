@@ -400,13 +400,32 @@ def static_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_static_binary_is_traced_with_strace(project: Path, tmp_path: Path, library: Path,
                                                static_reader: Path) -> None:
     shutil.copy(static_reader, project / "sread")
-    assert audit.is_static_elf(project / "sread")
+    assert audit.needs_strace(project / "sread")
     proc, trace, _ = traced(project, "./sread data/extra.csv; cat data/declared.csv", tmp_path)
     assert (proc.returncode, proc.stdout) == (0, "a,b\n1,2\nx\n")
     assert trace.paths == ["data/declared.csv", "data/extra.csv", "sread"]
     assert trace.via_strace == [str(project / "sread")]
-    assert trace.notices() == [(f"audit: {project / 'sread'} is a static binary, which the read "
-                                "tracer cannot follow; traced it with strace")]
+    assert trace.notices() == [(f"audit: {project / 'sread'} cannot load the read tracer (a "
+                                "static or 32-bit binary); traced it with strace")]
+
+
+def test_below_strace_the_library_leaves_ld_preload(project: Path, tmp_path: Path,
+                                                    library: Path) -> None:
+    """The static program (and everything below strace) gets the user's LD_PRELOAD without
+    the library; the variables are kept."""
+    prog = compile_c(tmp_path, "showenv", """\
+        #include <stdio.h>
+        #include <stdlib.h>
+        int main(void) {
+            const char *v = getenv("LD_PRELOAD");
+            printf("%s %s\\n", v ? v : "-", getenv("PIVOTBUILD_TRACE_UNDER_STRACE"));
+            return 0;
+        }
+        """, "-static")
+    other = "libm.so.6"  # a harmless library of every glibc system
+    proc, trace, _ = traced(project, str(prog), tmp_path, env={"LD_PRELOAD": other})
+    assert (proc.returncode, proc.stdout) == (0, f"{other} 1\n"), proc.stderr
+    assert trace.via_strace == [str(prog)]
 
 
 def test_a_static_binary_without_strace_is_named_untraced(
@@ -461,17 +480,38 @@ def test_strace_output_parsing() -> None:
         "/p/a.csv", "/p/sub/../b.csv", "/start/rel.csv", "/p/c.csv", "/start/./tool"]
 
 
-def test_is_static_elf(tmp_path: Path, static_reader: Path) -> None:
+def elf32_with_interp(path: Path) -> Path:
+    """A 32-bit i386 ELF header with one PT_INTERP program header (it cannot run here; the
+    tracer must still see that a 64-bit library cannot be preloaded into it)."""
+    import struct
+
+    ident = b"\x7fELF" + bytes([1, 1, 1]) + bytes(9)
+    header = ident + struct.pack("<HHIIIIIHHHHHH", 2, 3, 1, 0, 52, 0, 0, 52, 32, 1, 0, 0, 0)
+    path.write_bytes(header + struct.pack("<8I", 3, 0, 0, 0, 0, 0, 4, 1))
+    path.chmod(0o755)
+    return path
+
+
+def test_a_32_bit_program_is_not_given_the_library(project: Path, tmp_path: Path,
+                                                   library: Path) -> None:
+    prog = elf32_with_interp(project / "old32")
+    proc, trace, _ = traced(project, "./old32; echo rc=$?", tmp_path, strace=None)
+    assert proc.stdout.startswith("rc=") and "ERROR: ld.so" not in proc.stderr
+    assert trace.untraced == [str(prog)]
+    assert audit.needs_strace(prog)
+
+
+def test_needs_strace(tmp_path: Path, static_reader: Path) -> None:
     script = tmp_path / "script"
     script.write_text(f"#!{static_reader} -x\n")
     text = tmp_path / "text"
     text.write_text("hello\n")
-    assert audit.is_static_elf(static_reader)
-    assert audit.is_static_elf(script)
-    assert not audit.is_static_elf("/bin/sh")
-    assert not audit.is_static_elf(sys.executable)
-    assert not audit.is_static_elf(text)
-    assert not audit.is_static_elf(tmp_path / "missing")
+    assert audit.needs_strace(static_reader)
+    assert audit.needs_strace(script)
+    assert not audit.needs_strace("/bin/sh")
+    assert not audit.needs_strace(sys.executable)
+    assert not audit.needs_strace(text)
+    assert not audit.needs_strace(tmp_path / "missing")
 
 
 def test_the_strace_calls_match_the_c_header() -> None:

@@ -19,9 +19,10 @@
  *      and O_TMPFILE opens, and fopen modes "w", "a", "w+", are writes, not recorded
  *   s  a successful stat, lstat, fstatat, statx, access or faccessat of PATH
  *   x  PATH executed (execve and friends, posix_spawn*): recorded before the exec
- *   S  PATH is a static binary the preload cannot follow, run under strace instead; the
- *      line is "S PID\0CWD\0PATH": strace writes PIVOTBUILD_TRACE_FILE.strace.PID.TID
- *   U  PATH is a static binary that ran untraced (no strace): the audit misses its reads
+ *   S  PATH cannot load the library (a static binary, or of the other word size): it runs
+ *      under strace instead; the line is "S PID\0CWD\0PATH", and strace writes
+ *      PIVOTBUILD_TRACE_FILE.strace.PID.TID
+ *   U  PATH could not load the library and ran untraced (no strace): its reads are missed
  *
  * r, s and x are recorded only for paths below the root; S and U for any path.
  */

@@ -3,9 +3,10 @@
  *
  * LD_PRELOAD and the PIVOTBUILD_TRACE_* variables are put back when a program runs another with
  * an environment lacking them (env -i, env -u LD_PRELOAD, subprocess with env={}). A static
- * binary (an ELF without PT_INTERP, or a script whose #! interpreter is one) cannot load the
- * library: it runs under `strace -ff` when PIVOTBUILD_TRACE_STRACE names one (an "S" line in the
- * trace), else untraced (a "U" line). Under that strace, argv[0] of the static program is its
+ * binary (an ELF without PT_INTERP), a program of the other word size (32-bit), or a script
+ * whose #! interpreter is one of those cannot load the library: it runs under `strace -ff` when
+ * PIVOTBUILD_TRACE_STRACE names one (an "S" line in the trace; the library is taken out of its
+ * LD_PRELOAD), else untraced (a "U" line). Under that strace, argv[0] of the program is its
  * path. These wrappers run between vfork and exec too: no allocation (the new argv and envp
  * live on the stack, or in an mmap when large), no locks, no dlsym. See pb_trace.h. */
 #include "pb_trace_internal.h"
@@ -18,8 +19,10 @@ static ssize_t pread_all(int fd, void *buf, size_t len, off_t off) {
     return syscall(SYS_pread64, fd, buf, len, off);
 }
 
-/* 1 if path is an ELF the dynamic loader does not run (no PT_INTERP), or a #! script whose
- * interpreter is one; 0 otherwise (dynamic, not ELF, unreadable). */
+/* 1 if path is an ELF the preload cannot reach: one the dynamic loader does not run (no
+ * PT_INTERP), or one of the other word size (a 32-bit program: its loader would refuse this
+ * library), or a #! script whose interpreter is one; 0 otherwise (a dynamic ELF of our class,
+ * not an ELF, unreadable). */
 static int is_static(const char *path, int depth) {
     int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -62,6 +65,10 @@ static int is_static(const char *path, int depth) {
     if (phentsize < (is64 ? sizeof(Elf64_Phdr) : sizeof(Elf32_Phdr)) || phentsize > 1024
         || phnum > 65535)
         result = 0;
+    else if (result && is64 != (sizeof(void *) == 8)) {
+        close(fd);
+        return 1; /* the other word size */
+    }
     unsigned char ph[1024];
     size_t per_chunk = sizeof ph / phentsize;
     for (unsigned i = 0; result && i < phnum; i += (unsigned)per_chunk) {
@@ -107,6 +114,26 @@ static int preload_has_self(const char *value) {
         p += strspn(p, ": ");
     }
     return 0;
+}
+
+/* "LD_PRELOAD=" and value's entries other than this library, ":" separated, into out (room
+ * for strlen(value) + 12 bytes); 0 if none is left. */
+static int without_self(char *out, const char *value) {
+    size_t self = strlen(g_self), n = 11, kept = 0;
+    memcpy(out, "LD_PRELOAD=", 11);
+    for (const char *p = value; *p;) {
+        size_t len = strcspn(p, ": ");
+        if (len && !(len == self && memcmp(p, g_self, len) == 0)) {
+            if (kept++)
+                out[n++] = ':';
+            memcpy(out + n, p, len);
+            n += len;
+        }
+        p += len;
+        p += strspn(p, ": ");
+    }
+    out[n] = '\0';
+    return kept > 0;
 }
 
 struct plan {
@@ -195,11 +222,12 @@ static void plan_exec(struct plan *p, const char *target, char *const argv[],
         t_busy = 0;
         return;
     }
+    size_t plen = preload ? strlen(preload) : 0;
     size_t need = (envc + 8) * sizeof(char *) + 64; /* 64: the areas' alignment */
-    if (add_preload && preload && preload[0])
-        need += strlen(g_env_preload) + strlen(preload) + 2;
     if (use_strace)
-        need += (argc + 16) * sizeof(char *) + strlen(g_file) + 48;
+        need += (argc + 16) * sizeof(char *) + strlen(g_file) + 48 + plen + 12;
+    else if (add_preload && plen)
+        need += strlen(g_env_preload) + plen + 2;
     if (need > sizeof p->local) {
         void *m = mmap(NULL, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED) {
@@ -221,12 +249,19 @@ static void plan_exec(struct plan *p, const char *target, char *const argv[],
         return;
     }
     size_t e = 0;
+    int new_preload = use_strace || add_preload;
     for (size_t i = 0; i < envc; i++) {
-        if (add_preload && preload && strncmp(envp[i], "LD_PRELOAD=", 11) == 0)
+        if (new_preload && strncmp(envp[i], "LD_PRELOAD=", 11) == 0)
             continue; /* replaced below */
         env[e++] = envp[i];
     }
-    if (add_preload) {
+    if (use_strace) {
+        /* below strace, the library is not wanted: a 32-bit program's loader would complain
+         * about it, and strace -f sees every descendant anyway */
+        char *rest = plen ? take(p, &used, plen + 12) : NULL;
+        if (rest && without_self(rest, preload))
+            env[e++] = rest;
+    } else if (add_preload) {
         if (preload && preload[0]) {
             size_t len = strlen(g_env_preload) + 1 + strlen(preload) + 1;
             char *joined = take(p, &used, len);
