@@ -53,16 +53,31 @@ def environ(record_file: str | os.PathLike[str], root: str | os.PathLike[str],
     }
 
 
-def read(record_files: Iterable[str | os.PathLike[str]], root: str | os.PathLike[str]
-         ) -> list[str]:
+def read(record_files: Iterable[str | os.PathLike[str]], root: str | os.PathLike[str],
+         declared: Iterable[str] = ()) -> list[str]:
     """The discovered deps in ``record_files``: sorted project-relative paths of existing
-    files, each once. A record file that does not exist holds nothing (no Python process
-    ran); one that cannot be read is an OperationError naming it."""
+    files, each once, less those ``declared`` (project-relative deps) covers: a path equal to
+    one, or below one, as for depfiles. A record file that does not exist holds nothing (no
+    Python process ran); one that cannot be read is an OperationError naming it."""
     found: list[str] = []
     for record_file in record_files:
         found.extend(path for kind, path in parse(read_bytes(record_file))
                      if kind in (MODULE, SCRIPT))
-    return project_paths(found, root, files_only=True)
+    cover = {posixpath.normpath(d).rstrip("/") for d in declared}
+    return [p for p in project_paths(found, root, files_only=True) if not covered(p, cover)]
+
+
+def covered(path: str, declared: set[str]) -> bool:
+    """True if project-relative ``path`` is one of ``declared`` or lies below one (``"."``
+    covers everything)."""
+    if path in declared or "." in declared:
+        return True
+    cut = path.rfind("/")
+    while cut > 0:
+        if path[:cut] in declared:
+            return True
+        cut = path.rfind("/", 0, cut)
+    return False
 
 
 def read_bytes(record_file: str | os.PathLike[str]) -> bytes:

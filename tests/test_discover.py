@@ -371,6 +371,15 @@ def test_reader_rules(tmp_path: Path) -> None:
         "adir"]
 
 
+def test_declared_deps_are_not_discovered_again(project: Path, tmp_path: Path) -> None:
+    record = tmp_path / "rec"
+    assert run(project, f"{sys.executable} main.py", record).returncode == 0
+    assert discovered.read([record], project, declared=["main.py", "pkg/"]) == ["other.py"]
+    assert discovered.read([record], project, declared=["./pkg/helpers.py"]) == [
+        "main.py", "other.py", "pkg/__init__.py"]
+    assert discovered.read([record], project, declared=["."]) == []
+
+
 def test_an_unreadable_record_file_is_an_error_naming_it(tmp_path: Path) -> None:
     (tmp_path / "rec").mkdir()
     with pytest.raises(OperationError, match=r"rec: cannot read the record file"):
