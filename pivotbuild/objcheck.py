@@ -85,15 +85,15 @@ class ObjectChecker:
             return []
         if self.memo is not None:
             rows = self.memo.get_files(path for path, _ in unsure)
-            remembered = []
+            still = []
             for path, sig in unsure:
                 row = rows.get(path)
                 if row is not None and tuple(row[:3]) == sig and row[3] == wanted[path][0]:
                     with self._lock:
                         self._good[path] = sig
                 else:
-                    remembered.append((path, sig))
-            unsure = remembered
+                    still.append((path, sig))
+            unsure = still
         return self._hash([path for path, _ in unsure], wanted)
 
     def _hash(self, paths: Sequence[str], wanted: Mapping[str, tuple[str, str]]
