@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pivotbuild.discovered import parse, project_paths, read_bytes
+from pivotbuild.errors import OperationError
 
 LIBRARY = Path(__file__).resolve().parent / "_pbtrace.so"
 ROOT_VAR = "PIVOTBUILD_TRACE_ROOT"
@@ -71,6 +72,7 @@ class Tracer:
     variables: Mapping[str, str]
     prefix: tuple[str, ...]
     notices: tuple[str, ...]
+    shell: str = "/bin/sh"
 
     def environ(self, env: Mapping[str, str]) -> dict[str, str]:
         """``env`` with the tracer's variables; LD_PRELOAD keeps what ``env`` had, after the
@@ -84,7 +86,7 @@ class Tracer:
         """The shell command to run in place of ``command`` (itself, unless under strace)."""
         if not self.prefix:
             return command
-        return "exec " + shlex.join([*self.prefix, "/bin/sh", "-c", command])
+        return "exec " + shlex.join([*self.prefix, self.shell, "-c", command])
 
 
 @dataclass(frozen=True)
@@ -126,10 +128,15 @@ def tracer(root: str | os.PathLike[str], trace_file: str | os.PathLike[str], *,
 
     ``strace`` and ``library`` default to what this machine has (``find_strace()``,
     ``LIBRARY`` if built); pass a path, or None for "not available". An old trace at
-    ``trace_file`` is removed first."""
+    ``trace_file`` is removed first; a trace file that cannot be prepared is an
+    OperationError naming it."""
     trace = Path(os.path.abspath(trace_file))
     remove_trace(trace)
-    trace.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        trace.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OperationError(f"{trace}: cannot prepare the trace file: "
+                             f"{exc.strerror or exc}") from None
     strace_path = find_strace() if strace is True else (strace or None)
     lib = (LIBRARY if LIBRARY.is_file() else None) if library is True else (library or None)
     root_abs = os.path.abspath(root)
@@ -138,17 +145,23 @@ def tracer(root: str | os.PathLike[str], trace_file: str | os.PathLike[str], *,
         variables = {"LD_PRELOAD": str(lib), ROOT_VAR: root_abs, FILE_VAR: str(trace)}
         if strace_path:
             variables[STRACE_VAR] = strace_path
-        return Tracer(trace, PRELOAD, variables, (), ())
+        return Tracer(trace, PRELOAD, variables, (), (), shell)
     why = (f"{shell} cannot load the read tracer (a static or 32-bit binary)" if static_shell
            else "pivotbuild's read tracer (pivotbuild/_pbtrace.so) is not built")
     if strace_path is None:
         return Tracer(trace, NONE, {}, (), (
-            f"audit: incomplete: {why} and strace is not installed; reads are not traced",))
-    with open(trace, "ab") as out:  # the cwd that the strace of the whole command starts in
-        out.write(b"S " + _escape(os.fsencode(f"{TOP}\0{os.path.abspath(cwd)}\0{shell}"))
-                  + b"\n")
+            f"audit: incomplete: {why} and strace is not installed; reads are not traced",),
+            shell)
+    try:
+        with open(trace, "ab") as out:  # the cwd the strace of the whole command starts in
+            out.write(b"S " + _escape(os.fsencode(f"{TOP}\0{os.path.abspath(cwd)}\0{shell}"))
+                      + b"\n")
+    except OSError as exc:
+        raise OperationError(f"{trace}: cannot prepare the trace file: "
+                             f"{exc.strerror or exc}") from None
     prefix = (strace_path, *STRACE_OPTIONS, "-o", f"{trace}.strace.{TOP}", "--")
-    return Tracer(trace, STRACE, {}, prefix, (f"audit: {why}; tracing reads with strace",))
+    return Tracer(trace, STRACE, {}, prefix, (f"audit: {why}; tracing reads with strace",),
+                  shell)
 
 
 def read_trace(trace_file: str | os.PathLike[str], root: str | os.PathLike[str]) -> Trace:
@@ -182,13 +195,17 @@ def read_trace(trace_file: str | os.PathLike[str], root: str | os.PathLike[str])
 
 
 def remove_trace(trace_file: str | os.PathLike[str]) -> None:
-    """Delete a trace file and the strace files beside it (missing ones are fine)."""
+    """Delete a trace file and the strace files beside it (missing ones are fine; one that
+    cannot be deleted is an OperationError naming it)."""
     trace = Path(os.path.abspath(trace_file))
     for path in [trace, *_sidecars(trace)]:
         try:
             path.unlink()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             pass
+        except OSError as exc:
+            raise OperationError(f"{path}: cannot remove the trace file: "
+                                 f"{exc.strerror or exc}") from None
 
 
 def _sidecars(trace: str | os.PathLike[str]) -> list[Path]:

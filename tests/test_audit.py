@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pivotbuild import audit
+from pivotbuild.errors import OperationError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -519,6 +520,15 @@ def test_the_strace_calls_match_the_c_header() -> None:
     block = re.search(r"#define PB_TRACE_STRACE_CALLS\s*\\\n((?:.*\\\n)*.*\n)", header)
     assert block is not None
     assert "".join(re.findall(r'"([^"]*)"', block.group(1))) == audit.STRACE_CALLS
+
+
+def test_a_trace_file_that_cannot_be_prepared_is_an_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where the trace directory should be")
+    with pytest.raises(OperationError, match=r"blocker/t: cannot prepare the trace file"):
+        audit.tracer(tmp_path, tmp_path / "blocker" / "t", cwd=tmp_path)
+    (tmp_path / "dir.trace").mkdir()
+    with pytest.raises(OperationError, match=r"dir.trace: cannot remove the trace file"):
+        audit.tracer(tmp_path, tmp_path / "dir.trace", cwd=tmp_path)
 
 
 def test_notices_are_said_once() -> None:
