@@ -164,8 +164,12 @@ def test_git_checkout_of_older_locks_is_seen(built: Path) -> None:
 
 def test_an_edit_inside_the_racy_window_is_seen(built: Path) -> None:
     # The snapshot is taken while src.txt is fresh; an edit that keeps size and mtime
-    # must still be seen, because a fresh stat signature is never trusted.
+    # must still be seen, because a fresh stat signature is never trusted. (Its mtime is
+    # set ahead of the clock so that it stays inside the racy window however slowly the
+    # commands below run; a file edited after its window has passed gets a new mtime.)
     (built / "src.txt").write_text("fresh\n")
+    ahead = time.time_ns() + 60 * 10**9
+    os.utime(built / "src.txt", ns=(ahead, ahead))
     assert run(["repro"], built).code == 0
     assert run(["status"], built, env=FULL).code == 0
     assert answered(fast(["status"], built))
