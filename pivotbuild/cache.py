@@ -58,7 +58,8 @@ from pivotbuild.atomic import (
 )
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.hashing import get_backend
-from pivotbuild.lock import ANY_HASH_RE, is_safe_path
+from pivotbuild.lock import is_safe_path
+from pivotbuild.names import ANY_HASH_RE
 from pivotbuild.objcheck import ObjectChecker, ObjectMemo, corrupt_text
 
 LAYOUT_VERSION = 1

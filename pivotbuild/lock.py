@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,13 +54,11 @@ from typing import Any
 from pivotbuild.atomic import write_if_changed
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.hashing import get_backend
+from pivotbuild.names import is_dir_hash, is_hash
 
 SCHEMA_VERSION = 1
 INPUT_HASH_VERSION = 1
 LOCKS_DIR = "locks"
-
-FILE_HASH_RE = re.compile(r"[0-9a-f]{32}")
-ANY_HASH_RE = re.compile(r"[0-9a-f]{32}(\.dir)?")
 
 _KEYS = {"cmd", "deps", "input_hash", "outs", "params", "schema", "stage"}
 _DEP_KEYS = {"hash", "path", "size"}
@@ -172,7 +169,7 @@ class Lock:
         if not isinstance(cmd, list) or not all(isinstance(c, str) for c in cmd):
             raise LockFormatError("cmd is not a list of strings")
 
-        if not _is_hash(data["input_hash"], directory=False):
+        if not is_hash(data["input_hash"], directory=False):
             raise LockFormatError("input_hash is not a hash")
 
         params = data["params"]
@@ -210,13 +207,6 @@ def _kind(value: Any) -> str:
             list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _is_hash(value: Any, directory: bool | None) -> bool:
-    """A hash string; directory True/False requires/forbids '.dir', None allows either."""
-    if not isinstance(value, str) or ANY_HASH_RE.fullmatch(value) is None:
-        return False
-    return directory is None or value.endswith(".dir") == directory
-
-
 def _is_count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
@@ -251,12 +241,12 @@ def _entry_fields(item: Any, where: str, keys: set[str]) -> tuple[str, str, int,
     if not is_safe_path(path):
         raise LockFormatError(f"{where}.path is not a project-relative path: {path!r}")
     digest = item["hash"]
-    if not _is_hash(digest, directory=None):
+    if not is_hash(digest, directory=None):
         raise LockFormatError(f"{where}.hash is not a hash")
     if not _is_count(item["size"]):
         raise LockFormatError(f"{where}.size is not a size")
     nfiles = item.get("nfiles")
-    if digest.endswith(".dir"):
+    if is_dir_hash(digest):
         if not _is_count(nfiles):
             raise LockFormatError(f"{where}.nfiles is missing or not a count")
     elif "nfiles" in item:

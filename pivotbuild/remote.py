@@ -78,7 +78,8 @@ from pivotbuild.hashing import (
     CopyResult,
     get_backend,
 )
-from pivotbuild.lock import ANY_HASH_RE, Lock, LockProblem, is_safe_path
+from pivotbuild.lock import Lock, LockProblem, is_safe_path
+from pivotbuild.names import ANY_HASH_RE
 from pivotbuild.plan import cached_paths
 from pivotbuild.remote_store import (
     FsspecStore,

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from pivotbuild import lock as lockmod
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.lock import (
     Lock,
@@ -22,6 +21,7 @@ from pivotbuild.lock import (
     read_lock,
     write_lock,
 )
+from pivotbuild.names import FILE_HASH_RE
 
 H1 = "0123456789abcdef0123456789abcdef"
 H2 = "fedcba9876543210fedcba9876543210"
@@ -366,7 +366,7 @@ def test_input_hash_is_xxh3_of_the_documented_form():
     ).encode()
     assert input_form(**BASE) == expected_form
     assert ih() == xxhash.xxh3_128_hexdigest(expected_form)
-    assert lockmod.FILE_HASH_RE.fullmatch(ih())
+    assert FILE_HASH_RE.fullmatch(ih())
 
 
 def test_input_hash_ignores_order():

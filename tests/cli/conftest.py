@@ -59,7 +59,8 @@ def every_lock_has_real_hashes(tmp_path: Path):
     """After every CLI test: each lock it left anywhere under its tmp_path parses,
     and every dep and out has a real hash (never null, never empty)."""
     yield
-    from pivotbuild.lock import ANY_HASH_RE, parse_lock
+    from pivotbuild.lock import parse_lock
+    from pivotbuild.names import ANY_HASH_RE
 
     for path in tmp_path.glob("**/.pivotbuild/locks/*.json"):
         text = path.read_bytes()
