@@ -125,9 +125,12 @@ def project_paths(paths: Iterable[str], root: str | os.PathLike[str], *,
     A path counts as inside if it lies below the root as given or below the root with its
     symlinks resolved (both tested lexically, after normalising ``.`` and ``..``). Dropped:
     anything outside, the root itself, anything in ``.pivotbuild/``, and what does not exist
-    now. With ``files_only``, a path that is not a regular file is dropped too, except that a
-    path inside an archive (``lib.zip/pkg/mod.py``, from zipimport) stands for the archive.
-    Without it, directories and every other existing entry are kept.
+    now. With ``files_only`` (discovered deps), each path is then resolved through its
+    symlinks and must still lie inside (a project symlink to a file elsewhere is dropped; one
+    to a project file gives that file), and a path that is not a regular file is dropped,
+    except that a path inside an archive (``lib.zip/pkg/mod.py``, from zipimport) stands for
+    the archive. Without it (the audit), paths stay as named, and directories and every other
+    existing entry are kept.
     """
     root_abs = _lexical_abs(os.path.abspath(os.fspath(root)))
     real_root = os.path.realpath(root_abs)
@@ -136,12 +139,21 @@ def project_paths(paths: Iterable[str], root: str | os.PathLike[str], *,
     for path in paths:
         full = _lexical_abs(path)
         rel = next((full[len(p):] for p in prefixes if full.startswith(p)), "")
+        if files_only and rel:
+            rel = _resolved(real_root, rel)
         if not rel or rel == STATE_DIR_NAME or rel.startswith(STATE_DIR_NAME + "/"):
             continue
         kept = _existing(real_root, rel, files_only)
         if kept is not None:
             found.add(kept)
     return sorted(found)
+
+
+def _resolved(real_root: str, rel: str) -> str:
+    """``rel`` with its symlinks resolved, relative to ``real_root``; "" if that leaves it."""
+    real = os.path.realpath(posixpath.join(real_root, rel))
+    prefix = real_root.rstrip("/") + "/"
+    return real[len(prefix):] if real.startswith(prefix) else ""
 
 
 def _existing(real_root: str, rel: str, files_only: bool) -> str | None:

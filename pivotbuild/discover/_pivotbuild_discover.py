@@ -18,12 +18,13 @@ When a file is recorded:
   found another way (editable-install finders, ``spec_from_file_location``), and
   ``sys.argv[0]`` again (``python -m mod`` sets it to the module's path).
 
-What is recorded: only files inside the project root given in ``PIVOTBUILD_DISCOVER_ROOT``
-(compared both as given and with its symlinks resolved), each with its symlinks resolved and
-dropped if that lands outside the root; never a file of this interpreter's installation (its
-``site-packages`` / ``dist-packages`` directories, its prefixes when they lie inside the
-project: a venv kept there). Each file once per process (a forked child skips what its parent
-recorded before the fork).
+What is recorded: only files whose absolute path (normalised, not resolved: the reader
+resolves symlinks, outside the stage's time) lies inside the project root given in
+``PIVOTBUILD_DISCOVER_ROOT``, compared both as given and with its symlinks resolved; never a
+file of this interpreter's installation (its ``site-packages`` / ``dist-packages``
+directories, its prefixes when they lie inside the project: a venv kept there). Each file once
+per process (a forked child skips what its parent recorded before the fork). Recording a
+module costs one open, write and close of the record file.
 
 Record format (the one pivotbuild/discovered.py reads): one line per file, ``m PATH`` for a
 module, ``x PATH`` for a script, PATH absolute, with ``\\`` written as ``\\\\`` and a newline
@@ -54,9 +55,8 @@ class _Recorder:
         root = os.path.normpath(os.path.join(self.cwd or "/", root))
         self.given = _as_dir(root)
         self.real = _as_dir(os.path.realpath(root))
-        self.skipped = _installation_dirs(self.real, hook_dir)
+        self.skipped = _installation_dirs((self.given, self.real), hook_dir)
         self.written = set()  # type: set[str]
-        self.dirs = {}  # type: dict[str, str]
         self.argv0 = _argv0()
 
     def line(self, kind: str, name: str) -> "bytes | None":
@@ -67,18 +67,20 @@ class _Recorder:
             name = os.path.join(self.cwd, name)
         if "/." in name:  # "..", "." or a hidden directory: normalise before comparing
             name = os.path.normpath(name)
-        if not name.startswith((self.given, self.real)):
+        if name in self.written:
             return None
-        resolved = _resolve(name, self.dirs)
-        if resolved in self.written or not resolved.startswith(self.real):
+        if name.startswith(self.given):
+            below = name[len(self.given) - 1:]  # from the "/" after the root
+        elif name.startswith(self.real):
+            below = name[len(self.real) - 1:]
+        else:
             return None
-        below = resolved[len(self.real) - 1:]  # from the "/" after the root
         if any(part in below for part in _INSTALL_DIRS):
             return None
-        if any(resolved.startswith(d) for d in self.skipped):
+        if name.startswith(self.skipped):
             return None
-        self.written.add(resolved)
-        return kind.encode() + b" " + _escape(os.fsencode(resolved)) + b"\n"
+        self.written.add(name)
+        return kind.encode() + b" " + _escape(os.fsencode(name)) + b"\n"
 
     def now(self, kind: str, name: object) -> None:
         """Record one file at once; never raises."""
@@ -111,34 +113,22 @@ class _Recorder:
             pass
 
 
-def _installation_dirs(real_root_dir: str, hook_dir: str) -> "list[str]":
+def _installation_dirs(root_dirs: "tuple[str, str]", hook_dir: str) -> "tuple[str, ...]":
     """This interpreter's own directories that lie inside the project (a venv kept there),
-    and the recorder's directory, each ending in "/"."""
+    and the recorder's directory, each ending in "/", as given and resolved."""
     places = {sys.prefix, sys.exec_prefix, hook_dir,
               getattr(sys, "base_prefix", sys.prefix),
               getattr(sys, "base_exec_prefix", sys.exec_prefix)}
     stdlib = getattr(os, "__file__", None)
     if stdlib:
         places.add(os.path.dirname(stdlib))
-    dirs = []
+    dirs = set()
     for place in places:
         if place:
-            real = _as_dir(os.path.realpath(place))
-            if real.startswith(real_root_dir) and real != real_root_dir:
-                dirs.append(real)
-    return dirs
-
-
-def _resolve(name: str, dirs: "dict[str, str]") -> str:
-    """``os.path.realpath(name)``, with the directories' answers kept in ``dirs`` (a module's
-    directory is shared by its siblings): one lstat per file that is not a symlink."""
-    head, tail = os.path.split(name)
-    real_dir = dirs.get(head)
-    if real_dir is None:
-        real_dir = dirs[head] = os.path.realpath(head)
-    if os.path.islink(name):
-        return os.path.realpath(name)
-    return os.path.join(real_dir, tail)
+            for form in (_as_dir(os.path.normpath(place)), _as_dir(os.path.realpath(place))):
+                if form.startswith(root_dirs) and form not in root_dirs:
+                    dirs.add(form)
+    return tuple(dirs)
 
 
 def _argv0() -> str:
