@@ -1,10 +1,11 @@
-"""pivot.toml and params.toml → validated models: schema, templating, matrix, path rules.
+"""pivot.toml and params.toml → validated models: the schema, loading, the path rules.
 
 Loading happens in two passes. First the parsed TOML is checked against a strict pydantic schema
 (``_Raw*`` models: unknown keys and wrong types are errors), then every stage table is expanded
-(matrix / foreach), templated (``${...}``), and its paths normalised and checked, giving the public
-``Project`` / ``Stage`` / ``Out`` models the rest of pivotbuild works with. Every problem is raised
-as one ``ConfigError(file, key_path, problem)``; loading never writes anything to disk.
+(matrix / foreach) and templated (``${...}``; both in template.py), and its paths normalised
+(paths.py) and checked, giving the public ``Project`` / ``Stage`` / ``Out`` models the rest of
+pivotbuild works with. Every problem is raised as one ``ConfigError(file, key_path, problem)``;
+loading never writes anything to disk.
 
 Decisions worth knowing:
 - Paths are normalised lexically (``./a//b/`` → ``a/b``, ``a/../b`` → ``b``); symlinks are not
@@ -30,7 +31,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import datetime as _dt
-import itertools
 import os
 import re
 import tomllib
@@ -48,27 +48,25 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from pivotbuild.errors import ConfigError, UsageError
+from pivotbuild.errors import ConfigError, UsageError, key_path
+from pivotbuild.lock import stage_name_size_problem
+from pivotbuild.paths import (
+    CACHE_DIR_ENV,
+    CHECKOUT_METHODS,
+    GIT_DIR,
+    LOCAL_CONFIG_FILE,
+    PARAMS_FILE,
+    PROJECT_FILE,
+    STATE_DIR,
+    TRACK_SUFFIX,
+    PathProblem,
+    is_inside,
+    normalize_path,
+)
+from pivotbuild.template import DOTTED_KEY_RE, TemplateProblem, instances, lookup, render, toml_type
 from pivotbuild.urls import credential_problem, redact_text
 
-PROJECT_FILE = "pivot.toml"
-PARAMS_FILE = "params.toml"
-STATE_DIR = ".pivotbuild"
-LOCAL_CONFIG_FILE = f"{STATE_DIR}/config.local.toml"
-CACHE_DIR_ENV = "PIVOTBUILD_CACHE_DIR"
-CHECKOUT_METHODS = ("reflink", "hardlink", "copy")
-
 STAGE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-# A lock is ``locks/<stage>.json`` and a file name holds at most 255 bytes (NAME_MAX).
-MAX_STAGE_NAME_BYTES = 255 - len(".json")
-GIT_DIR = ".git"
-TRACK_SUFFIX = ".pvt"  # `track`'s records (SPEC §10)
-# Matrix axis names must be usable in ``${item.axis}``, so they follow the bare-key rule.
-_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
-# One regex scans a template left to right: the ``$${`` escape, a ``${...}`` reference, or an
-# unterminated ``${``; anything else is copied through untouched.
-_TEMPLATE_RE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
-_EXPR_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,66 +154,10 @@ class Project(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------
-# Path rules
-# ---------------------------------------------------------------------------------------------
-
-
-class PathProblem(ValueError):
-    """A path broke a path rule; ``str()`` is the problem, without file or key."""
-
-
-def normalize_path(path: str, wdir: str = ".") -> str:
-    """Join ``path`` onto the project-relative ``wdir`` and normalise it lexically.
-
-    Returns a ``/``-separated project-relative path without ``.``, empty or trailing parts
-    (``"."`` for the root itself). Raises ``PathProblem`` for an empty or absolute path, a NUL
-    byte, or a path that leaves the project root.
-    """
-    if path == "":
-        raise PathProblem("path is empty")
-    if "\0" in path:
-        raise PathProblem(f"path contains a NUL byte: {path!r}")
-    if path.startswith("/"):
-        raise PathProblem(f"absolute paths are not allowed (use a path relative to the project "
-                          f"root): {path!r}")
-    parts: list[str] = [] if wdir in (".", "") else wdir.split("/")
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not parts:
-                raise PathProblem(f"path escapes the project root: {path!r}")
-            parts.pop()
-        else:
-            parts.append(part)
-    return "/".join(parts) if parts else "."
-
-
-def is_inside(path: str, ancestor: str) -> bool:
-    """True if normalised ``path`` equals ``ancestor`` or lies below it (by whole components)."""
-    if ancestor == ".":
-        return True
-    return path == ancestor or path.startswith(ancestor + "/")
-
-
-# ---------------------------------------------------------------------------------------------
 # Raw schema: what the TOML may contain, before templating and expansion
 # ---------------------------------------------------------------------------------------------
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-
-def _toml_type(value: Any) -> str:
-    """The TOML name of a parsed value's type, for error messages."""
-    names: list[tuple[type, str]] = [
-        (bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"),
-        (list, "array"), (dict, "table"), (_dt.datetime, "datetime"), (_dt.date, "date"),
-        (_dt.time, "time"),
-    ]
-    for kind, name in names:
-        if isinstance(value, kind):
-            return name
-    return type(value).__name__
 
 
 def _as_cmd_list(value: Any) -> Any:
@@ -225,7 +167,7 @@ def _as_cmd_list(value: Any) -> Any:
     if isinstance(value, list):
         return value
     raise PydanticCustomError("cmd_type", "expected a string or an array of strings, got {got}",
-                              {"got": _toml_type(value)})
+                              {"got": toml_type(value)})
 
 
 def _as_out_table(value: Any) -> Any:
@@ -235,7 +177,7 @@ def _as_out_table(value: Any) -> Any:
     if isinstance(value, dict):
         return value
     raise PydanticCustomError("out_type", "expected a path string or a table with a path, got "
-                              "{got}", {"got": _toml_type(value)})
+                              "{got}", {"got": toml_type(value)})
 
 
 def _scalar(value: Any) -> Any:
@@ -243,7 +185,7 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, (str, int, float)):  # bool is an int subclass
         return value
     raise PydanticCustomError("scalar_type", "expected a string, integer, float or boolean, "
-                              "got {got}", {"got": _toml_type(value)})
+                              "got {got}", {"got": toml_type(value)})
 
 
 _Scalar = Annotated[Any, BeforeValidator(_scalar)]
@@ -321,39 +263,14 @@ class _RawLocalFile(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
-def key_path(*parts: str | int) -> str:
-    """Render a key path the way TOML spells it: ``stages.train.outs[1]``, ``stages."a.b".cmd``."""
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            continue
-        text = part if _BARE_KEY_RE.fullmatch(part) else _quote_key(part)
-        out = f"{out}.{text}" if out else text
-    return out
-
-
-def _quote_key(key: str) -> str:
-    """A TOML basic string for key: control characters escaped, so an error stays one line."""
-    body = []
-    for char in key:
-        if char in '"\\':
-            body.append("\\" + char)
-        elif char.isprintable():
-            body.append(char)
-        else:
-            body.append(f"\\u{ord(char):04x}" if ord(char) < 0x10000 else f"\\U{ord(char):08x}")
-    return '"' + "".join(body) + '"'
-
-
 def _describe(value: Any) -> str:
     # Show short scalars so the user can find the offending value; never dump whole tables.
     if isinstance(value, (dict, list)):
-        return _toml_type(value)
+        return toml_type(value)
     text = repr(value) if not isinstance(value, bool) else str(value).lower()
     if len(text) > 40:
-        return _toml_type(value)
-    return f"{_toml_type(value)} {redact_text(text)}"  # a URL typed in the wrong key
+        return toml_type(value)
+    return f"{toml_type(value)} {redact_text(text)}"  # a URL typed in the wrong key
 
 
 _EXPECTED = {
@@ -421,153 +338,10 @@ def _read_toml(path: Path, label: str) -> dict[str, Any]:
         raise ConfigError(label, "", message) from None
 
 
-# ---------------------------------------------------------------------------------------------
-# Templating
-# ---------------------------------------------------------------------------------------------
-
-
-class TemplateProblem(ValueError):
-    """A ``${...}`` could not be resolved; ``str()`` is the problem, without file or key."""
-
-
-def _render_scalar(value: Any, ref: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"  # TOML spelling, not Python's True/False
-    if isinstance(value, (str, int, float)):
-        return str(value)
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    raise TemplateProblem(f"cannot interpolate {_toml_type(value)} '{ref}' into a string "
-                           "(only strings, numbers and booleans can be)")
-
-
-def _lookup(context: Mapping[str, Any], expr: str) -> Any:
-    """Walk a dotted name through nested tables; KeyError if any step is missing."""
-    node: Any = context
-    for part in expr.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(expr)
-        node = node[part]
-    return node
-
-
-def render(template: str, context: Mapping[str, Any]) -> str:
-    """Substitute every ``${name}`` in ``template`` from ``context``; ``$${`` gives ``${``.
-
-    ``context`` maps the top-level names (vars, ``params``, ``item``) to values; dotted names
-    walk into tables. Raises ``TemplateProblem`` for undefined, malformed or non-scalar refs.
-    """
-    if "$" not in template:  # the common case: nothing to do
-        return template
-
-    def substitute(match: re.Match[str]) -> str:
-        text = match.group(0)
-        if text == "$${":
-            return "${"
-        expr = match.group(1)
-        if expr is None:
-            raise TemplateProblem("unterminated '${' (write '$${' for a literal '${')")
-        expr = expr.strip()
-        ref = "${" + expr + "}"
-        if not _EXPR_RE.fullmatch(expr):
-            raise TemplateProblem(f"malformed variable '{ref}' (write '$${{' for a literal "
-                                   "'${')")
-        try:
-            value = _lookup(context, expr)
-        except KeyError:
-            raise TemplateProblem(f"undefined variable '{ref}'") from None
-        return _render_scalar(value, ref)
-
-    return _TEMPLATE_RE.sub(substitute, template)
-
-
-# ---------------------------------------------------------------------------------------------
-# Stage expansion
-# ---------------------------------------------------------------------------------------------
-
-
-def stage_name_size_problem(name: str) -> str | None:
-    """Why ``name`` is too long to name its lock file, or None."""
-    size = len(name.encode("utf-8", "surrogatepass"))
-    if size <= MAX_STAGE_NAME_BYTES:
-        return None
-    shown = repr(name) if len(name) <= 40 else repr(name[:40])[:-1] + "…'"
-    return (f"stage name {shown} is {size} bytes: too long for its lock file's name "
-            f"(at most {MAX_STAGE_NAME_BYTES} bytes)")
-
-
-def _name_problem(name: str) -> str | None:
-    """Why a generated stage name cannot be used (it names a lock file), or None."""
-    if "/" in name:
-        return f"generated stage name {name!r} contains '/'"
-    if any(ch.isspace() for ch in name):
-        return f"generated stage name {name!r} contains whitespace"
-    if any(not ch.isprintable() for ch in name):
-        return f"generated stage name {name!r} contains a control character"
-    if name.startswith("."):
-        return f"generated stage name {name!r} starts with '.'"
-    return stage_name_size_problem(name)
-
-
-def _name_part(value: Any) -> str:
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)
-
-
-def _instances(base: str, raw: _RawStage) -> list[tuple[str, Any]]:
-    """The (stage name, item) pairs a stage table expands to, in expansion order."""
-    where = ("stages", base)
-    if raw.matrix is not None and raw.foreach is not None:
-        raise ConfigError(PROJECT_FILE, key_path(*where),
-                          "'matrix' and 'foreach' cannot both be set")
-    if raw.foreach is not None:
-        if not raw.foreach:
-            raise ConfigError(PROJECT_FILE, key_path(*where, "foreach"), "must not be empty")
-        axes: dict[str, list[Any]] = {"": list(raw.foreach)}
-    elif raw.matrix is not None:
-        if not raw.matrix:
-            raise ConfigError(PROJECT_FILE, key_path(*where, "matrix"),
-                              "must have at least one axis")
-        for axis, values in raw.matrix.items():
-            if not _BARE_KEY_RE.fullmatch(axis):
-                raise ConfigError(PROJECT_FILE, key_path(*where, "matrix", axis),
-                                  "axis names may only contain letters, digits, '_' and '-' "
-                                  "(so that ${item.<axis>} can name them)")
-            if not values:
-                raise ConfigError(PROJECT_FILE, key_path(*where, "matrix", axis),
-                                  "must not be empty")
-        axes = dict(raw.matrix)
-    else:
-        return [(base, None)]
-
-    names = list(axes)
-    seen: set[str] = set()
-    result: list[tuple[str, Any]] = []
-    # product() over index tuples lets an error point at the exact value that caused it.
-    for combo in itertools.product(*(range(len(axes[a])) for a in names)):
-        values = [axes[a][i] for a, i in zip(names, combo, strict=True)]
-        name = f"{base}@" + "-".join(_name_part(v) for v in values)
-        problem = _name_problem(name)
-        if problem is not None:
-            axis_i = next((k for k, v in enumerate(values) if _name_problem(_name_part(v))),
-                          0)
-            axis = names[axis_i]
-            key = (key_path(*where, "foreach", combo[axis_i]) if axis == "" else
-                   key_path(*where, "matrix", axis, combo[axis_i]))
-            raise ConfigError(PROJECT_FILE, key, problem)
-        if name in seen:
-            key = key_path(*where, "foreach" if "" in axes else "matrix")
-            raise ConfigError(PROJECT_FILE, key, f"generates the stage name {name!r} more "
-                              "than once")
-        seen.add(name)
-        item = values[0] if "" in axes else dict(zip(names, values, strict=True))
-        result.append((name, item))
-    return result
-
-
 def _unrecordable(value: Any, where: str) -> str | None:
     """The first TOML date, time or datetime in a params value (the lock cannot hold one)."""
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return f"{where!r} is a {_toml_type(value)}"
+        return f"{where!r} is a {toml_type(value)}"
     items = (value.items() if isinstance(value, dict) else
              enumerate(value) if isinstance(value, list) else ())
     for key, item in items:
@@ -633,7 +407,7 @@ class _StageBuilder:
         if too_long:
             raise ConfigError(PROJECT_FILE, key_path("stages", base), too_long)
         stages = []
-        for name, item in _instances(base, raw):
+        for name, item in instances(base, raw.matrix, raw.foreach):
             context: dict[str, Any] = dict(self.variables)
             context["params"] = self.params
             if item is not None:
@@ -717,13 +491,13 @@ class _StageBuilder:
         for i, key_text in enumerate(raw.params):
             dotted = tmpl(key_text, "params", i)
             where = key_path("stages", base, "params", i)
-            if not _EXPR_RE.fullmatch(dotted):
+            if not DOTTED_KEY_RE.fullmatch(dotted):
                 raise fail(where, f"malformed params key {dotted!r} (expected dotted keys like "
                            "'train.lr')")
             if dotted in values:
                 raise fail(where, f"{dotted!r} is listed twice")
             try:
-                values[dotted] = _lookup(self.params, dotted)
+                values[dotted] = lookup(self.params, dotted)
             except KeyError:
                 hint = "" if self.has_params else f" (there is no {PARAMS_FILE})"
                 raise fail(where, f"{dotted!r} not found in {PARAMS_FILE}{hint}") from None
@@ -746,18 +520,6 @@ class _StageBuilder:
 # ---------------------------------------------------------------------------------------------
 # Public entry points
 # ---------------------------------------------------------------------------------------------
-
-
-def find_root(start: Path) -> Path:
-    """The nearest directory from ``start`` upward that holds pivot.toml."""
-    from pivotbuild.workspace import find_project_root
-
-    here = start.resolve()
-    root = find_project_root(here)
-    if root is not None:
-        return root
-    raise UsageError(f"no {PROJECT_FILE} found in {here} or any parent directory "
-                     "(run 'pivotbuild init')")
 
 
 def _validate(model: type[BaseModel], data: dict[str, Any], label: str) -> Any:
@@ -896,8 +658,5 @@ def _load_project(root: Path) -> Project:
 
 
 __all__ = [
-    "CHECKOUT_METHODS", "LOCAL_CONFIG_FILE", "MAX_STAGE_NAME_BYTES", "PARAMS_FILE", "PROJECT_FILE",
-    "Out", "PathProblem", "Project", "Remote", "Stage", "TemplateProblem", "find_root",
-    "is_inside", "key_path", "load_project", "normalize_path", "protected_files", "render",
-    "stage_name_size_problem",
+    "Out", "Project", "Remote", "Stage", "load_project", "protected_files",
 ]

@@ -20,9 +20,10 @@ from typing import Any
 import networkx as nx
 
 from pivotbuild import render_dag
-from pivotbuild.config import PROJECT_FILE as _FILE
-from pivotbuild.config import PathProblem, Project, Stage, key_path, normalize_path
-from pivotbuild.errors import ConfigError, UsageError
+from pivotbuild.config import Project, Stage
+from pivotbuild.errors import ConfigError, UsageError, key_path
+from pivotbuild.paths import PROJECT_FILE as _FILE
+from pivotbuild.paths import PathProblem, normalize_path
 
 __all__ = [
     "CycleError", "OverlapError", "SelfDependencyError", "build_graph", "select", "to_dot",

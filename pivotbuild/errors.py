@@ -15,6 +15,8 @@ no traceback ever reaches the user for these.
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -48,16 +50,38 @@ class ConfigError(UsageError):
         super().__init__(f"{where}{problem}")
 
 
+# A key written bare in TOML; any other is quoted in a key path.
+BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def key_path(*parts: str | int) -> str:
+    """Render a key path the way TOML spells it: ``stages.train.outs[1]``, ``stages."a.b".cmd``
+    (the ``key`` of a ConfigError)."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        text = part if BARE_KEY_RE.fullmatch(part) else _quote_key(part)
+        out = f"{out}.{text}" if out else text
+    return out
+
+
+def _quote_key(key: str) -> str:
+    """A TOML basic string for key: control characters escaped, so an error stays one line."""
+    body = []
+    for char in key:
+        if char in '"\\':
+            body.append("\\" + char)
+        elif char.isprintable():
+            body.append(char)
+        else:
+            body.append(f"\\u{ord(char):04x}" if ord(char) < 0x10000 else f"\\U{ord(char):08x}")
+    return '"' + "".join(body) + '"'
+
+
 class OperationError(PivotError):
     """Something could not be done (exit 1); the message names the path."""
 
     exit_code = EXIT_FAILED
 
-
-class HashError(OperationError):
-    """A file or directory could not be hashed."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")

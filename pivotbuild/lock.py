@@ -279,8 +279,19 @@ def _unique(entries: Sequence[LockedDep | LockedOut], where: str) -> None:
 
 
 # A lock's file name, ``<stage>.json``, must fit NAME_MAX (255 bytes); config.py refuses
-# longer stage names when pivot.toml is loaded, this is the last guard.
-MAX_STAGE_BYTES = 255 - len(".json")
+# longer stage names (a matrix instance's included) when pivot.toml is loaded, through
+# stage_name_size_problem; check_stage_name is the last guard.
+MAX_STAGE_NAME_BYTES = 255 - len(".json")
+
+
+def stage_name_size_problem(name: str) -> str | None:
+    """Why ``name`` is too long to name its lock file, or None."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size <= MAX_STAGE_NAME_BYTES:
+        return None
+    shown = repr(name) if len(name) <= 40 else repr(name[:40])[:-1] + "…'"
+    return (f"stage name {shown} is {size} bytes: too long for its lock file's name "
+            f"(at most {MAX_STAGE_NAME_BYTES} bytes)")
 
 
 def check_stage_name(stage: str) -> None:
@@ -288,9 +299,9 @@ def check_stage_name(stage: str) -> None:
     if (not stage or "/" in stage or "\0" in stage or stage.startswith(".")
             or stage in (".", "..")):
         raise UsageError(f"invalid stage name for a lock file: {stage!r}")
-    if len(stage.encode("utf-8", "surrogatepass")) > MAX_STAGE_BYTES:
-        raise UsageError(f"stage name too long for a lock file (at most {MAX_STAGE_BYTES} "
-                         f"bytes): {stage[:40]!r}…")
+    too_long = stage_name_size_problem(stage)
+    if too_long:
+        raise UsageError(too_long)
 
 
 def lock_path(state_dir: Path, stage: str) -> Path:
@@ -426,7 +437,8 @@ def input_hash(
 
 
 __all__ = [
-    "INPUT_HASH_VERSION", "SCHEMA_VERSION", "Lock", "LockFormatError", "LockProblem",
-    "LockedDep", "LockedOut", "check_stage_name", "input_form", "input_hash", "is_safe_path",
-    "lock_path", "parse_lock", "read_lock", "write_lock",
+    "INPUT_HASH_VERSION", "MAX_STAGE_NAME_BYTES", "SCHEMA_VERSION", "Lock", "LockFormatError",
+    "LockProblem", "LockedDep", "LockedOut", "check_stage_name", "input_form", "input_hash",
+    "is_safe_path", "lock_path", "parse_lock", "read_lock", "stage_name_size_problem",
+    "write_lock",
 ]

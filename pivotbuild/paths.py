@@ -1,24 +1,161 @@
-"""Workspace paths on disk: where a project path really lands, refusing one that escapes.
+"""Project paths: the names pivotbuild gives its files, normalisation, containment, the root.
 
-Every place that deletes, creates or writes a path of the workspace for a stage asks here
-first. The directories above the path are resolved through their symlinks (the path itself is
-not: deleting or replacing it acts on a symlink there, never on its target); when they land
-outside the project root, the path is refused with an OperationError that names it, before
-anything is touched. A directory that does not exist yet cannot be a symlink, so creating the
-missing part of a resolved parent stays inside the project.
+Everything here is light to import (no pathlib, typing or third-party module at load time):
+the `hash` fast path and the no-op fast path (fastpath.py) import it.
 
-(Issue 12 moves the path constants, normalisation and ``is_inside`` here as well.)
+- The constants (``STATE_DIR``, ``PROJECT_FILE``, ...) are defined here and nowhere else.
+- ``normalize_path`` turns a declared path into the project-relative form every other
+  module compares (``./a//b/`` → ``a/b``, ``a/../b`` → ``b``); symlinks are not resolved.
+- ``is_inside`` compares by whole components, for project-relative paths (``.`` is the root)
+  and absolute ones alike.
+- ``find_project_root`` / ``find_root``: the nearest directory upward holding pivot.toml.
+- Workspace writes: every place that deletes, creates or writes a path of the workspace for
+  a stage asks ``real_parent`` / ``resolve`` / ``make_parent`` / ``remove`` first. The
+  directories above the path are resolved through their symlinks (the path itself is not:
+  deleting or replacing it acts on a symlink there, never on its target); when they land
+  outside the project root, the path is refused with an OperationError that names it, before
+  anything is touched. A directory that does not exist yet cannot be a symlink, so creating
+  the missing part of a resolved parent stays inside the project.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-from pivotbuild.errors import OperationError
+from pivotbuild.errors import OperationError, UsageError
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hash fast path
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
+
+PROJECT_FILE = "pivot.toml"
+PARAMS_FILE = "params.toml"
+STATE_DIR = ".pivotbuild"
+STATE_DB_FILE = "state.db"  # inside STATE_DIR (state.py)
+LOCAL_CONFIG_FILE = f"{STATE_DIR}/config.local.toml"
+CACHE_DIR_ENV = "PIVOTBUILD_CACHE_DIR"
+CHECKOUT_METHODS = ("reflink", "hardlink", "copy")
+GIT_DIR = ".git"
+TRACK_SUFFIX = ".pvt"  # `track`'s records (SPEC §10)
+
+STATE_GITIGNORE = """\
+# pivotbuild: everything in .pivotbuild/ is per machine, except the locks.
+/*
+!/.gitignore
+!/locks/
+"""
+
+
+# ---- project-relative paths -----------------------------------------------------------------
+
+
+class PathProblem(ValueError):
+    """A path broke a path rule; ``str()`` is the problem, without file or key."""
+
+
+def normalize_path(path: str, wdir: str = ".") -> str:
+    """Join ``path`` onto the project-relative ``wdir`` and normalise it lexically.
+
+    Returns a ``/``-separated project-relative path without ``.``, empty or trailing parts
+    (``"."`` for the root itself). Raises ``PathProblem`` for an empty or absolute path, a NUL
+    byte, or a path that leaves the project root.
+    """
+    if path == "":
+        raise PathProblem("path is empty")
+    if "\0" in path:
+        raise PathProblem(f"path contains a NUL byte: {path!r}")
+    if path.startswith("/"):
+        raise PathProblem(f"absolute paths are not allowed (use a path relative to the project "
+                          f"root): {path!r}")
+    parts: list[str] = [] if wdir in (".", "") else wdir.split("/")
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise PathProblem(f"path escapes the project root: {path!r}")
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts) if parts else "."
+
+
+def is_inside(path: str, ancestor: str) -> bool:
+    """True if ``path`` equals ``ancestor`` or lies below it, by whole components.
+
+    Both normalised project-relative (``"."`` is the root, holding everything) or both
+    absolute (a trailing ``/`` on ``ancestor`` is allowed: ``"/"`` holds every absolute path).
+    """
+    if ancestor == ".":
+        return True
+    return path == ancestor or path.startswith(ancestor.rstrip("/") + "/")
+
+
+def is_project_file(rel: str) -> bool:
+    """True for a root-relative path that is or lies in .git, .pivotbuild, or is pivot.toml,
+    params.toml or a *.pvt record (SPEC §8; config.py refuses them as declared outs)."""
+    parts = rel.casefold().split("/")
+    return (GIT_DIR in parts or parts[0] == STATE_DIR or rel.casefold() in (
+        PROJECT_FILE, PARAMS_FILE) or parts[-1].endswith(TRACK_SUFFIX))
+
+
+# ---- the project root and its state directory -----------------------------------------------
+
+
+def find_project_root_str(start: str) -> str | None:
+    """The nearest directory from ``start`` upward holding pivot.toml, or None (no pathlib)."""
+    directory = os.path.abspath(start)
+    while True:
+        if os.path.isfile(os.path.join(directory, PROJECT_FILE)):
+            return directory
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
+def find_project_root(start: Path) -> Path | None:
+    """find_project_root_str on a Path."""
+    from pathlib import Path
+
+    found = find_project_root_str(os.fspath(start))
+    return Path(found) if found is not None else None
+
+
+def find_root(start: Path) -> Path:
+    """The nearest directory from ``start`` (resolved) upward that holds pivot.toml; a
+    UsageError (exit 2) that says to run init if there is none."""
+    here = start.resolve()
+    root = find_project_root(here)
+    if root is not None:
+        return root
+    raise UsageError(f"no {PROJECT_FILE} found in {here} or any parent directory "
+                     "(run 'pivotbuild init')")
+
+
+def ensure_state_dir_str(root: str) -> str:
+    """Create .pivotbuild/ with its .gitignore the first time anything is written there;
+    its path (no pathlib, for the hash fast path)."""
+    state_dir = os.path.join(root, STATE_DIR)
+    ignore = os.path.join(state_dir, ".gitignore")
+    if not os.path.exists(ignore):
+        os.makedirs(state_dir, exist_ok=True)
+        with open(ignore, "w") as handle:
+            handle.write(STATE_GITIGNORE)
+    return state_dir
+
+
+def ensure_state_dir(root: str | os.PathLike[str]) -> Path:
+    """ensure_state_dir_str on a Path."""
+    from pathlib import Path
+
+    return Path(ensure_state_dir_str(os.fspath(root)))
+
+
+# ---- workspace writes that must stay inside the project -------------------------------------
 
 
 class PathEscapeError(OperationError):
@@ -29,11 +166,6 @@ class PathEscapeError(OperationError):
         self.resolved = resolved
         super().__init__(f"{shown}: its directory resolves outside the project ({resolved}); "
                          "refusing to delete or write it")
-
-
-def inside(path: str, directory: str) -> bool:
-    """True if absolute ``path`` is ``directory`` or lies below it (by whole components)."""
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def real_parent(root: os.PathLike[str] | str, path: os.PathLike[str] | str) -> str:
@@ -47,26 +179,20 @@ def real_parent(root: os.PathLike[str] | str, path: os.PathLike[str] | str) -> s
     if name in ("", ".", ".."):
         raise OperationError(f"{shown}: not a name to delete or write")
     parent = os.path.realpath(os.path.dirname(full))
-    if not inside(parent, bound):
+    if not is_inside(parent, bound):
         raise PathEscapeError(shown, parent)
     landed = os.path.join(parent, name)[len(bound) + 1:]
-    if landed and landed != shown and _project_file(landed):
+    if landed and landed != shown and is_project_file(landed):
         # pivot.toml refuses these as outs; a symlinked directory must not reach them either.
         raise OperationError(f"{shown}: its directory resolves to {landed}, one of the "
                              "project's own files; refusing to delete or write it")
     return parent
 
 
-def _project_file(rel: str) -> bool:
-    """True for a root-relative path that is or lies in .git, .pivotbuild, or is pivot.toml,
-    params.toml or a *.pvt record (SPEC §8; config.py refuses them as declared outs)."""
-    parts = rel.casefold().split("/")
-    return (".git" in parts or parts[0] == ".pivotbuild" or rel.casefold() in (
-        "pivot.toml", "params.toml") or parts[-1].endswith(".pvt"))
-
-
 def resolve(root: os.PathLike[str] | str, path: os.PathLike[str] | str) -> Path:
     """``path`` with the directories above it resolved and checked (see real_parent)."""
+    from pathlib import Path
+
     full = os.path.join(root, path)
     return Path(real_parent(root, full), os.path.basename(full))
 
@@ -81,7 +207,7 @@ def make_parent(root: os.PathLike[str] | str, path: os.PathLike[str] | str) -> P
         shown = _shown(os.path.join(root, path), os.path.realpath(root))
         raise OperationError(f"{shown}: cannot create its directory: "
                              f"{exc.strerror or exc}") from None
-    if not inside(os.path.realpath(target.parent), os.path.realpath(root)):
+    if not is_inside(os.path.realpath(target.parent), os.path.realpath(root)):
         # A directory was swapped for a symlink while we created the rest.
         raise PathEscapeError(_shown(os.path.join(root, path), os.path.realpath(root)),
                               os.path.realpath(target.parent))
@@ -100,6 +226,8 @@ def remove_path(path: os.PathLike[str] | str) -> None:
     if os.path.islink(path) or os.path.isfile(path):
         os.unlink(path)
     elif os.path.isdir(path):
+        import shutil
+
         shutil.rmtree(path, onerror=_make_writable_and_retry)
 
 

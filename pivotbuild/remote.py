@@ -62,7 +62,7 @@ from pivotbuild.cache import (
     RUNS_DIR,
     Cache,
 )
-from pivotbuild.config import is_inside
+from pivotbuild.paths import is_inside
 from pivotbuild.errors import OperationError
 from pivotbuild.hashing import (
     COPY_CHECK,

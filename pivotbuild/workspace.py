@@ -15,6 +15,15 @@ import time
 from collections.abc import Sequence
 
 from pivotbuild.hashing import RACY_WINDOW_NS, get_backend
+from pivotbuild.paths import (  # noqa: F401 - re-exported until importers move to paths
+    PROJECT_FILE,
+    STATE_DIR,
+    ensure_state_dir,
+    ensure_state_dir_str,
+    find_project_root,
+    find_project_root_str,
+    is_inside,
+)
 from pivotbuild.state import StateDB
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hash fast path
@@ -23,64 +32,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from pivotbuild.hashing import Backend
-
-STATE_DIR = ".pivotbuild"
-PROJECT_FILE = "pivot.toml"
-
-
-STATE_GITIGNORE = """\
-# pivotbuild: everything in .pivotbuild/ is per machine, except the locks.
-/*
-!/.gitignore
-!/locks/
-"""
-
-
-def ensure_state_dir(root: str | os.PathLike[str]) -> Path:
-    """Create .pivotbuild/ with its .gitignore, the first time anything is written there."""
-    from pathlib import Path
-
-    state_dir = Path(root) / STATE_DIR
-    ignore = state_dir / ".gitignore"
-    if not ignore.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        ignore.write_text(STATE_GITIGNORE)
-    return state_dir
-
-
-def ensure_state_dir_str(root: str) -> str:
-    """ensure_state_dir for the hash fast path, without pathlib."""
-    state_dir = os.path.join(root, STATE_DIR)
-    ignore = os.path.join(state_dir, ".gitignore")
-    if not os.path.exists(ignore):
-        os.makedirs(state_dir, exist_ok=True)
-        with open(ignore, "w") as handle:
-            handle.write(STATE_GITIGNORE)
-    return state_dir
-
-
-def find_project_root(start: Path) -> Path | None:
-    """The nearest directory from start upward holding pivot.toml, or None.
-
-    Lives here rather than in config.py so that quick commands need not import
-    pydantic to find their project."""
-    from pathlib import Path
-
-    found = find_project_root_str(os.fspath(start))
-    return Path(found) if found is not None else None
-
-
-def find_project_root_str(start: str) -> str | None:
-    """find_project_root on strings, for the hash fast path (no pathlib)."""
-    directory = os.path.abspath(start)
-    while True:
-        if os.path.isfile(os.path.join(directory, PROJECT_FILE)):
-            return directory
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            return None
-        directory = parent
-
 
 class PathDigest:
     """The hash of one path as the user named it, or the problems that prevented it.
@@ -121,10 +72,6 @@ class _Target:
         self.bound_name = bound_name
 
 
-def _inside(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
 class Hasher:
     """Hashes paths for one project (or none), using and refreshing its memo."""
 
@@ -148,8 +95,8 @@ class Hasher:
             digest.errors.append((given, exc.strerror or str(exc)))
             return None, "error", digest
         real = os.path.realpath(lexical)
-        if self.root is not None and _inside(lexical, self.root):
-            if not _inside(real, self.root):
+        if self.root is not None and is_inside(lexical, self.root):
+            if not is_inside(real, self.root):
                 digest.errors.append((given, "symlink points outside the project"))
                 return None, "error", digest
             key: str | None = os.path.relpath(real, self.root)

@@ -11,20 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pivotbuild.config import (
+from pivotbuild.config import Out, Project, Stage, load_project
+from pivotbuild.errors import EXIT_USAGE, ConfigError, UsageError, key_path
+from pivotbuild.paths import (
     PARAMS_FILE,
     PROJECT_FILE,
-    Out,
     PathProblem,
-    Project,
-    Stage,
     find_root,
     is_inside,
-    key_path,
-    load_project,
     normalize_path,
 )
-from pivotbuild.errors import EXIT_USAGE, ConfigError, UsageError
 
 REPO = Path(__file__).resolve().parent.parent
 

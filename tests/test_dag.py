@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pivotbuild.config import Out, Project, Stage, is_inside, load_project
+from pivotbuild.config import Out, Project, Stage, load_project
 from pivotbuild.dag import (
     CycleError,
     OverlapError,
@@ -24,6 +24,7 @@ from pivotbuild.dag import (
     to_text,
 )
 from pivotbuild.errors import EXIT_USAGE, ConfigError, UsageError
+from pivotbuild.paths import is_inside
 
 
 def stage(name: str, deps: Sequence[str] = (), outs: Sequence[str] = (), *,

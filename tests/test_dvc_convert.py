@@ -21,7 +21,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pivotbuild import tomlwrite
-from pivotbuild.config import render
 from pivotbuild.dvc import (
     MD5,
     MD5_DOS2UNIX,
@@ -34,6 +33,7 @@ from pivotbuild.dvc import (
     file_md5,
 )
 from pivotbuild.errors import ConfigError, UsageError
+from pivotbuild.template import render
 
 DATA = Path(__file__).parent / "data" / "dvc"
 BASIC = DATA / "basic"
