@@ -18,13 +18,22 @@ every row shows how much was read from disk meanwhile (0 = warm).
     f  find -printf '%s %T@ %i\\n'            the stat-only floor
     g  PIVOTBUILD_PURE_PYTHON=1 pivotbuild hash DIR   the fallback, memo deleted
     s  pivotbuild hash --help               start-up alone, for reading the others
+    a0 BASELINE hash DIR                    with --baseline: another build of pivotbuild
+                                            (e.g. the previous commit's), memo deleted
+
+Besides the wall-clock median, each row gives the median CPU seconds (user + system)
+the command's processes used: on a shared machine CPU time moves less than wall time,
+and its ratios say where the time goes. The commands run in benchenv.ENV: bytecode
+cached (in bench-data/pycache), as on a user's machine; with PYTHONDONTWRITEBYTECODE=1
+an editable install would compile its modules again on every run.
 
 Targets: small a <= 0.85 x c; large a <= 0.7 x c and <= 0.6 x the faster b3sum;
 no-op (small) b <= 3 x f.
 
     python benchmarks/compare_hash.py [PROJECT] [--runs 5] [--json OUT]
         [--small N --large K --large-mib M --seed S] [--parts small,large]
-        [--cache reread|written|as-is] [--quiet 0.25 --retries 3 --max-wait 30]
+        [--cache reread|written|small|as-is] [--baseline PIVOTBUILD]
+        [--quiet 0.25 --retries 3 --max-wait 30]
 
 Default PROJECT: bench-data/<corpus tag> in the repository (git-ignored).
 Quick run: --small 5000 --large 2 --large-mib 32 --runs 3 (under a minute).
@@ -44,9 +53,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchenv import cpu_model
+from benchenv import ENV, cpu_model
 from corpus import CorpusParams, add_params_arguments, generate, params_from_args
-from pagecache import STATES, prepare, read_all
+from pagecache import STATES, pmd_share, prepare, read_all
 from sysload import Probe, QuietGate
 
 HERE = Path(__file__).resolve().parent
@@ -77,6 +86,7 @@ class Command:
     env: dict[str, str] | None = None
     reset_memo: bool = False      # delete PROJECT/.pivotbuild before each run
     samples: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # user + system seconds of each run
     disk_mib: list[float] = field(default_factory=list)  # read from disk during each run
     other_cpu: float = 0.0        # CPU seconds other processes used during the kept runs
     redone: int = 0               # runs thrown away because other processes were busy
@@ -90,6 +100,9 @@ class Command:
 
     def median(self) -> float | None:
         return statistics.median(self.samples) if self.samples and not self.error else None
+
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu) if self.cpu and not self.error else None
 
 
 def find_pivotbuild() -> list[str]:
@@ -113,9 +126,10 @@ def pivotbuild_ready(pb: list[str]) -> str | None:
     return None
 
 
-def commands(part: str, files: list[str], pb: list[str], pb_error: str | None) -> list[Command]:
+def commands(part: str, files: list[str], pb: list[str], pb_error: str | None,
+             baseline: list[str] | None = None) -> list[Command]:
     d = f"data/{part}"
-    plain = {k: v for k, v in os.environ.items() if k != "PIVOTBUILD_PURE_PYTHON"}
+    plain = dict(ENV)
     pure = dict(plain, PIVOTBUILD_PURE_PYTHON="1")
     find0 = f"find {d} -type f -print0"
     cmds = [
@@ -136,6 +150,9 @@ def commands(part: str, files: list[str], pb: list[str], pb_error: str | None) -
                 ["sh", "-c", f"find {d} -type f -printf '%s %T@ %i\\n' >/dev/null"]),
         Command("s", "pivotbuild hash --help (start-up only)", [*pb, "hash", "--help"], plain),
     ]
+    if baseline:
+        cmds.insert(1, Command("a0", "baseline hash, empty memo", [*baseline, "hash", d], plain,
+                               reset_memo=True))
     for c in cmds:
         if c.argv[:len(pb)] == pb and pb_error:
             c.error = f"pivotbuild hash unavailable: {pb_error}"
@@ -145,18 +162,25 @@ def commands(part: str, files: list[str], pb: list[str], pb_error: str | None) -
     return cmds
 
 
-def run_once(c: Command, project: Path) -> float | None:
+def run_once(c: Command, project: Path) -> tuple[float, float] | None:
+    """Wall seconds and CPU seconds (user + system of the command's processes), or None."""
     if c.reset_memo:
         shutil.rmtree(project / ".pivotbuild", ignore_errors=True)
+    env = c.env if c.env is not None else ENV
     t0 = time.perf_counter()
-    r = subprocess.run(c.argv, check=False, cwd=project, env=c.env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(c.argv, cwd=project, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
     secs = time.perf_counter() - t0
-    if r.returncode != 0:
-        tail = (r.stderr.strip().splitlines() or [""])[-1][:120]
-        c.error = f"exit {r.returncode}: {tail}"
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.stderr:
+        proc.stderr.close()
+    if proc.returncode != 0:
+        tail = (stderr.strip().splitlines() or [""])[-1][:120]
+        c.error = f"exit {proc.returncode}: {tail}"
         return None
-    return secs
+    return secs, usage.ru_utime + usage.ru_stime
 
 
 def warm_cache(root: Path, state: str) -> None:
@@ -183,7 +207,7 @@ def check_file_hash(pb: list[str], project: Path, rel: str) -> str | None:
 def measure_part(part: str, project: Path, args: argparse.Namespace, gate: QuietGate,
                  pb: list[str], pb_error: str | None) -> list[Command]:
     files = sorted(str(p.relative_to(project)) for p in (project / "data" / part).iterdir())
-    cmds = commands(part, files, pb, pb_error)
+    cmds = commands(part, files, pb, pb_error, args.baseline and shlex.split(args.baseline))
     runs = args.runs
     for r in range(runs + 1):  # round 0 is the untimed warm-up
         for c in cmds:
@@ -191,14 +215,15 @@ def measure_part(part: str, project: Path, args: argparse.Namespace, gate: Quiet
                 if c.error:
                     break
                 before = Probe.now()
-                secs = run_once(c, project)
+                timed = run_once(c, project)
                 load = Probe.now().since(before)
-                if secs is None or r == 0:
+                if timed is None or r == 0:
                     break
                 if attempt < args.retries and gate.noisy(load, NOISE_FLOOR_S) and gate.wait():
                     c.redone += 1
                     continue
-                c.samples.append(secs)
+                c.samples.append(timed[0])
+                c.cpu.append(timed[1])
                 c.disk_mib.append(load.disk_mib)
                 c.other_cpu += load.other_cpu
                 break
@@ -209,8 +234,9 @@ def measure_part(part: str, project: Path, args: argparse.Namespace, gate: Quiet
 def print_table(part: str, nbytes: int, nfiles: int, cmds: list[Command]) -> None:
     ref = next((c.median() for c in cmds if c.key == "c"), None)
     print(f"\n{part}: {nfiles} files, {nbytes / 1e9:.2f} GB")
+    cref = next((c.cpu_median() for c in cmds if c.key == "c"), None)
     print(f"  {'':2} {'command':42} {'median s':>9} {'min s':>8} {'GB/s':>6} {'x xxhsum':>9}"
-          f" {'disk MiB':>8} {'other':>5} {'redo':>4}")
+          f" {'cpu s':>6} {'x':>5} {'disk MiB':>8} {'other':>5} {'redo':>4}")
     for c in sorted(cmds, key=lambda c: c.key):
         if c.error:
             print(f"  {c.key:2} {c.label:42} {c.error}")
@@ -218,14 +244,17 @@ def print_table(part: str, nbytes: int, nfiles: int, cmds: list[Command]) -> Non
         med = c.median()
         gbs = f"{nbytes / med / 1e9:6.2f}" if c.key not in ("b", "f", "s") else f"{'-':>6}"
         ratio = f"{med / ref:9.2f}" if ref else f"{'-':>9}"
+        cpu = c.cpu_median() or 0.0
+        cratio = f"{cpu / cref:5.2f}" if cref else f"{'-':>5}"
         # under NOISE_FLOOR_S of other CPU in total, the ratio is clock-tick noise
         other = (f"{c.other_cpu / sum(c.samples):5.2f}" if c.other_cpu >= NOISE_FLOOR_S
                  else f"{'-':>5}")
         print(f"  {c.key:2} {c.label:42} {med:9.3f} {min(c.samples):8.3f} {gbs} {ratio}"
-              f" {max(c.disk_mib):8.0f} {other} {c.redone:4}")
-    print("  disk MiB: most read from disk in one run (0: the cache was warm); other: cores\n"
-          "  busy with other processes in the kept runs ('-': too little to tell); redo: runs\n"
-          "  measured again because other processes kept a core busy")
+              f" {cpu:6.3f} {cratio} {max(c.disk_mib):8.0f} {other} {c.redone:4}")
+    print("  cpu s: median user + system seconds of the command's processes; x: that over\n"
+          "  xxhsum's; disk MiB: most read from disk in one run (0: the cache was warm);\n"
+          "  other: cores busy with other processes in the kept runs ('-': too little to tell);\n"
+          "  redo: runs measured again because other processes kept a core busy")
 
 
 def ratio(cmds: list[Command], num: str, dens: tuple[str, ...]) -> float | None:
@@ -268,7 +297,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", choices=(*STATES, "as-is"), default="reread",
                    help="page-cache state of the corpus (see pagecache.py): reread (default;\n"
                         "evicted and read back, as a checkout that has sat for a while),\n"
-                        "written (rewritten, as fresh outputs), as-is (only read once)")
+                        "written (rewritten, as fresh outputs), small (read back without\n"
+                        "readahead: 4 KiB folios, as on kernels without large folios),\n"
+                        "as-is (only read once)")
+    p.add_argument("--pivotbuild", metavar="CMD",
+                   help="the pivotbuild to time (default: the console script beside this "
+                        "Python, else python -m pivotbuild)")
+    p.add_argument("--baseline", metavar="CMD",
+                   help="another pivotbuild (e.g. a venv with the previous commit) timed in "
+                        "the same runs as row a0")
     p.add_argument("--parts", default="small,large", help="comma-separated: small, large")
     p.add_argument("--json", metavar="OUT", help="save the results as JSON")
     args = p.parse_args(argv)
@@ -288,8 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     os.sync()  # no writeback threads competing for the CPUs while we time
     print(f"corpus {project / 'data'} ready ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
 
-    pb = find_pivotbuild()
+    pb = shlex.split(args.pivotbuild) if args.pivotbuild else find_pivotbuild()
     pb_error = pivotbuild_ready(pb)
+    if args.baseline and (why := pivotbuild_ready(shlex.split(args.baseline))):
+        p.error(f"--baseline {args.baseline}: {why}")
     if pb_error is None:
         pb_error = check_file_hash(pb, project, "data/large/large0.bin") if params.large else None
         if pb_error:
@@ -306,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         warm_cache(project / "data" / part, args.cache)
         print(f"  {part}: page cache '{args.cache}' ({time.perf_counter() - t0:.1f} s)",
               file=sys.stderr, flush=True)
+        if part == "large":
+            shares = [pmd_share(p) for p in sorted((project / "data" / part).iterdir())]
+            print(f"  large: share held in PMD-size folios: "
+                  f"{', '.join(f'{s:.2f}' for s in shares)}", flush=True)
         results[part] = measure_part(part, project, args, gate, pb, pb_error)
         print_table(part, manifest[f"{part}_bytes"], manifest[f"{part}_files"], results[part])
     shutil.rmtree(project / ".pivotbuild", ignore_errors=True)
@@ -325,9 +368,10 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {"nproc": os.cpu_count(), "cpu": cpu_model()},
             "params": manifest["params"], "corpus": manifest, "runs": args.runs,
             "cache": args.cache, "waited_s": gate.waited,
-            "pivotbuild": pb, "pivotbuild_error": pb_error,
+            "pivotbuild": pb, "pivotbuild_error": pb_error, "baseline": args.baseline,
             "parts": {part: [{"key": c.key, "label": c.label, "command": c.shown,
                               "samples": c.samples, "median": c.median(),
+                              "cpu_samples": c.cpu, "cpu_median": c.cpu_median(),
                               "disk_mib": c.disk_mib, "other_cpu_s": c.other_cpu,
                               "redone": c.redone,
                               "min": min(c.samples) if c.samples else None, "error": c.error}

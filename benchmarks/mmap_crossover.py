@@ -1,21 +1,23 @@
 """read() vs mmap in the core, per file size, on a warm page cache.
 
 For each size (16 KiB ... 256 MiB) a set of files of exactly that size is made
-under --dir, put in a known page-cache state (--cache: just written, or
-evicted and read back; mmap speed depends on it, see pagecache.py), then hashed
-with ``lib.pb_hash_files`` with read() forced (mmap threshold 2**63) and with
-mmap forced (threshold 1), with 1 and 2 threads. Each run hashes at least
---min-mib MiB (the batch is repeated) and the median of --runs runs is
-reported, read and mmap interleaved within a run so drift hits both alike.
-Prints GB/s, the winner per size and the crossover: the smallest size from
-which mmap wins at every larger size.
+under --dir, put in a known page-cache state (--cache: just written, evicted and
+read back, or read back in 4 KiB folios; mmap's cost depends on the folio size,
+see pagecache.py), then hashed with ``lib.pb_hash_files`` with read() forced
+(mmap threshold 2**63), with mmap forced (threshold 1 and PB_MAP_ALWAYS), and as
+the core chooses by default ("auto": from the default threshold up, each 16 MiB
+window mapped if the page cache holds it in PMD-size folios, else read), with 1
+and 2 threads. Each run hashes at least --min-mib MiB (the batch is repeated)
+and the median of --runs runs is reported, the variants interleaved within a run
+so drift hits them alike. Prints GB/s, the winner of read and mmap per size and
+the crossover: the smallest size from which mmap wins at every larger size.
 
 ``--simd`` adds the instruction-set table: XXH3-128 of a 96 KiB buffer in cache
 through ``lib.pb_hash_buffer`` and of the largest files (default threshold), in
 each page-cache state, for each of sse2, avx2 and avx512.
 
-    python benchmarks/mmap_crossover.py [--dir DIR] [--runs 7] [--cache both] [--simd]
-        [--json OUT]
+    python benchmarks/mmap_crossover.py [--dir DIR] [--runs 7] [--cache both|all|STATE]
+        [--simd] [--json OUT]
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from sysload import Probe, QuietGate
 
 KIB, MIB = 1 << 10, 1 << 20
 READ_ONLY = 2**63  # threshold no file reaches: always read()
-MMAP_ALL = 1       # every non-empty file is mapped
+MMAP_ALL = 1       # every non-empty file is mapped (with PB_MAP_ALWAYS)
+DEFAULT_THRESHOLD = lib.pb_get_mmap_threshold()
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "bench-data" / "crossover"
 SIMD_NAMES = ("sse2", "avx2", "avx512")
 THREADS = (1, 2)
@@ -93,14 +96,28 @@ def spread(paths: list[Path], n: int) -> list[Path]:
     return [paths[(i + i // 8) % len(paths)] for i in range(n)]
 
 
-def time_batch(batch: FileBatch, threshold: int, threads: int, repeat: int) -> tuple[float, int]:
+def time_batch(batch: FileBatch, threshold: int, threads: int, repeat: int,
+               map_mode: int = lib.PB_MAP_AUTO) -> tuple[float, int]:
     """Seconds to hash the batch `repeat` times, and the bytes hashed."""
-    with mmap_threshold(threshold):
-        t0 = time.perf_counter()
-        for _ in range(repeat):
-            batch.hash(threads)
-        secs = time.perf_counter() - t0
+    old_mode = lib.pb_get_map_mode()
+    lib.pb_set_map_mode(map_mode)
+    try:
+        with mmap_threshold(threshold):
+            t0 = time.perf_counter()
+            for _ in range(repeat):
+                batch.hash(threads)
+            secs = time.perf_counter() - t0
+    finally:
+        lib.pb_set_map_mode(old_mode)
     return secs, batch.total_size() * repeat
+
+
+# name -> (threshold, map mode): read() forced, mmap forced, the core's own choice
+VARIANTS = {
+    "read": (READ_ONLY, lib.PB_MAP_AUTO),
+    "mmap": (MMAP_ALL, lib.PB_MAP_ALWAYS),
+    "auto": (DEFAULT_THRESHOLD, lib.PB_MAP_AUTO),
+}
 
 
 def crossover(rows: list[dict], threads: int) -> int | None:
@@ -115,14 +132,14 @@ def crossover(rows: list[dict], threads: int) -> int | None:
 
 
 def measure_size(args: argparse.Namespace, gate: QuietGate, paths: list[Path], size: int) -> dict:
-    """One row: median GB/s of read and mmap with 1 and 2 threads."""
+    """One row: median GB/s of read, mmap and auto with 1 and 2 threads."""
     # Repeating paths is fine for large files (they do not fit in cache
     # anyway); it gives both threads work: the pool hands out 8 files at a time.
     n = max(16, len(paths))
     batch = FileBatch(spread(paths, n))
     repeat = max(1, -(-args.min_mib * MIB // (n * size)))
-    for threshold in (READ_ONLY, MMAP_ALL):  # fault in code and buffers
-        time_batch(batch, threshold, 2, 1)
+    for threshold, mode in VARIANTS.values():  # fault in code and buffers
+        time_batch(batch, threshold, 2, 1, mode)
     samples: dict[str, list[float]] = {}
     kept = redone = 0
     disk = other = wall = 0.0
@@ -130,8 +147,8 @@ def measure_size(args: argparse.Namespace, gate: QuietGate, paths: list[Path], s
         before = Probe.now()
         run: dict[str, float] = {}
         for t in THREADS:
-            for name, threshold in (("read", READ_ONLY), ("mmap", MMAP_ALL)):
-                secs, nbytes = time_batch(batch, threshold, t, repeat)
+            for name, (threshold, mode) in VARIANTS.items():
+                secs, nbytes = time_batch(batch, threshold, t, repeat, mode)
                 run[f"{name}_{t}t"] = nbytes / secs / 1e9
         load = Probe.now().since(before)
         disk += load.disk_mib
@@ -160,7 +177,8 @@ def run_crossover(args: argparse.Namespace, gate: QuietGate, state: str) -> dict
           f"runs, each >= {args.min_mib} MiB; simd={ffi.string(lib.pb_simd_name()).decode()}")
     head = f"{'size':>9} {'files':>6} |"
     for t in THREADS:
-        head += f" {'read ' + str(t) + 'T':>8} {'mmap ' + str(t) + 'T':>8} {'winner':>6} |"
+        head += (f" {'read ' + str(t) + 'T':>8} {'mmap ' + str(t) + 'T':>8}"
+                 f" {'auto ' + str(t) + 'T':>8} {'winner':>6} |")
     print(head + f" {'disk':>5} {'other':>5} {'redo':>4}")
     rows = []
     for size in size_list:
@@ -169,11 +187,13 @@ def run_crossover(args: argparse.Namespace, gate: QuietGate, state: str) -> dict
         rows.append(row)
         line = f"{fmt_size(size):>9} {row['files']:>6} |"
         for t in THREADS:
-            r, m = row[f"read_{t}t"], row[f"mmap_{t}t"]
-            line += f" {r:8.2f} {m:8.2f} {'mmap' if m > r else 'read':>6} |"
+            r, m, a = row[f"read_{t}t"], row[f"mmap_{t}t"], row[f"auto_{t}t"]
+            line += f" {r:8.2f} {m:8.2f} {a:8.2f} {'mmap' if m > r else 'read':>6} |"
         print(f"{line} {row['disk_mib']:5.0f} {row['other_cores']:5.2f} {row['redone']:4}",
               flush=True)
-    print("GB/s; disk: MiB read from disk while timing (0: the cache was warm); other: cores\n"
+    print("GB/s; winner: of read and mmap; auto: what the core does by default (from the\n"
+          "default threshold up, mapped where the page cache holds PMD-size folios)\n"
+          "disk: MiB read from disk while timing (0: the cache was warm); other: cores\n"
           "busy with other processes in the kept runs; redo: runs measured again because\n"
           f"other processes used more than {args.quiet} core meanwhile")
     result = {"state": state, "rows": rows, "crossover": {}}
@@ -268,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                         "again, when other processes kept more than this many cores busy "
                         "during it; --max-wait caps the total seconds spent waiting")
     p.add_argument("--max-wait", type=float, default=120.0, help="see --quiet")
-    p.add_argument("--cache", choices=(*STATES, "both"), default="both",
-                   help="page-cache state of the files when timed (see pagecache.py)")
+    p.add_argument("--cache", choices=(*STATES, "both", "all"), default="both",
+                   help="page-cache state of the files when timed (see pagecache.py); "
+                        "both: written and reread; all: every state")
     p.add_argument("--simd", action="store_true", help="also print the instruction-set table")
     p.add_argument("--simd-only", action="store_true", help="only the instruction-set table")
     p.add_argument("--json", metavar="OUT", help="save the results as JSON")
@@ -277,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         p.error("--runs must be at least 1")
 
-    states = list(STATES) if args.cache == "both" else [args.cache]
+    states = {"both": ["written", "reread"], "all": list(STATES)}.get(args.cache, [args.cache])
     result: dict = {"cpu": cpu_model(), "nproc": os.cpu_count(), "runs": args.runs}
     if not args.simd_only:
         gate = QuietGate(args.quiet, args.max_wait)

@@ -74,12 +74,15 @@ void pb_hash_buffer(const void *data, size_t len, uint8_t *digest_out)
 
 /* ---- tuning and counters ----------------------------------------------- */
 
-/* Measured with benchmarks/mmap_crossover.py (table in benchmarks/README.md):
- * with a warm page cache, read() into the reused buffer wins up to 1 MiB
- * (mapping costs a page fault per 4 KiB), mmap wins from 2 MiB on (no copy),
- * by 1.6-2x at 4 MiB and above. */
+/* Files at least this big take the large-file path (pb_hash_large: mapped
+ * where the page cache allows it, else read in windows); smaller ones take one
+ * read() into the worker's buffer. Measured with benchmarks/mmap_crossover.py
+ * (benchmarks/README.md): below 2 MiB read() wins whatever the page cache
+ * holds. */
 static uint64_t pb_mmap_threshold = 2u << 20;
+static int pb_map_mode = PB_MAP_AUTO;
 static uint64_t pb_read_count;
+static uint64_t pb_mapped_bytes;
 
 void pb_set_mmap_threshold(uint64_t bytes)
 {
@@ -91,7 +94,19 @@ uint64_t pb_get_mmap_threshold(void)
     return __atomic_load_n(&pb_mmap_threshold, __ATOMIC_RELAXED);
 }
 
+int pb_set_map_mode(int mode)
+{
+    if (mode != PB_MAP_AUTO && mode != PB_MAP_ALWAYS)
+        return -1;
+    __atomic_store_n(&pb_map_mode, mode, __ATOMIC_RELAXED);
+    return 0;
+}
+
+int pb_get_map_mode(void) { return __atomic_load_n(&pb_map_mode, __ATOMIC_RELAXED); }
+
 uint64_t pb_files_read(void) { return __atomic_load_n(&pb_read_count, __ATOMIC_RELAXED); }
+
+uint64_t pb_bytes_mapped(void) { return __atomic_load_n(&pb_mapped_bytes, __ATOMIC_RELAXED); }
 
 /* ---- SIGBUS guard --------------------------------------------------------
  * A file truncated while it is mapped raises SIGBUS on the next access. So
@@ -126,12 +141,6 @@ static void pb_install_bus_handler(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGBUS, &sa, &pb_prev_bus);
 }
-
-/* Large files are mapped one window at a time: a window's page tables stay
- * small and hot, and MAP_POPULATE fills them in one pass instead of faulting
- * page by page (measured: 16 MiB windows keep the 2-thread rate of 8-32 MiB
- * files, about twice that of mapping a 256 MiB file whole). */
-#define PB_MAP_WINDOW (16u << 20)
 
 /* Write all of buf to fd. Returns 0, or an errno value. */
 static int pb_write_full(int fd, const uint8_t *p, size_t len)
@@ -191,42 +200,139 @@ int pb_sink_write(pb_sink *sink, const void *buf, size_t len)
     return pb_write_full(sink->fd, p, len);
 }
 
-/* Hash size bytes of fd through mappings, writing them to copy as well when
- * it is not NULL. Returns 0, or an errno value. */
-static int pb_hash_mapped(int fd, uint64_t size, pb_xxh_state *state, uint8_t *out,
-                          pb_sink *copy)
+/* ---- large files: mapped where the page cache allows, read elsewhere -----
+ *
+ * What hashing a large file costs depends on how the page cache holds it, and
+ * the two ways to reach it are each cheap in one state only (measured here on
+ * 4 x 256 MiB, CPU seconds per GiB, benchmarks/README.md):
+ *
+ *  - in PMD-size folios (2 MiB: a file written recently, or read back with a
+ *    large readahead window, on a kernel and file system with large folios,
+ *    e.g. ext4 from Linux 6.16, XFS) one page-table entry maps a whole folio,
+ *    so hashing from a mapping copies nothing and costs almost no kernel time:
+ *    0.062-0.072 s, against 0.100-0.105 s through read();
+ *  - in small folios (every file on ext4 before 6.16 and on other file systems
+ *    without large folios; a file read back in small or random pieces) a
+ *    mapping costs a page-table entry, a reference and a reverse-map update per
+ *    4 KiB page, on the way in and again at munmap: 0.18-0.23 s, while read()
+ *    copies each page for 0.14-0.17 s.
+ *
+ * So a large file is mapped PB_MAP_SEGMENT at a time (one mmap and one munmap
+ * each: a munmap in a process with two threads interrupts the other CPU to
+ * flush its TLB) and hashed PB_MAP_WINDOW at a time: first the window is probed
+ * (pb_window_is_pmd); a window held in PMD-size folios is hashed from the
+ * mapping, any other is pread() into the worker's buffer, which stays in L2.
+ * XXH3's streaming state takes the pieces in order, so the digest is the same
+ * either way. PB_MAP_ALWAYS (pb_set_map_mode) maps every window instead. */
+#define PB_MAP_SEGMENT (256u << 20)
+#define PB_MAP_WINDOW (16u << 20)
+
+/* The span one PMD entry maps: a page table's worth of pages (2 MiB with 4 KiB
+ * pages, 512 MiB with 64 KiB ones). */
+static size_t pb_pmd_span(size_t page) { return page / 8 * page; }
+
+/* Whether the page cache maps the window [p, p + len) of our mapping with PMD
+ * entries, judged by the window's first PMD-aligned block: touch the block's
+ * first byte, then ask /proc/self/pagemap whether its last page is present.
+ * The fault maps a PMD-size folio whole; a smaller folio brings in at most the
+ * fault-around span (64 KiB by default), never the block's far end. *pagemap is
+ * the pagemap's fd, opened here on first use (-1: not yet; -2: unavailable, so
+ * no window is mapped). A window without a whole aligned block is never mapped:
+ * it cannot be mapped with PMD entries. */
+static int pb_window_is_pmd(const uint8_t *p, size_t len, volatile int *pagemap)
+{
+    long sc = sysconf(_SC_PAGESIZE);
+    size_t page = sc > 0 ? (size_t)sc : 4096;
+    size_t span = pb_pmd_span(page);
+    uintptr_t block = ((uintptr_t)p + span - 1) & ~(uintptr_t)(span - 1);
+    if (block < (uintptr_t)p || block - (uintptr_t)p + span > len)
+        return 0;
+    if (*pagemap == -1) {
+        int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+        *pagemap = fd >= 0 ? fd : -2;
+    }
+    if (*pagemap < 0)
+        return 0;
+    (void)*(const volatile uint8_t *)block;
+    uint64_t entry = 0;
+    off_t at = (off_t)((block + span - page) / page) * (off_t)sizeof entry;
+    if (pread(*pagemap, &entry, sizeof entry, at) != (ssize_t)sizeof entry)
+        return 0;
+    return (int)(entry >> 63); /* bit 63: page present */
+}
+
+/* Hash len bytes of fd from off through the worker's buffer, writing them to
+ * copy as well when it is not NULL. A file that ends early shrank under us.
+ * Returns 0, or an errno value. */
+static int pb_hash_read_window(int fd, uint64_t off, uint64_t len, pb_worker *w,
+                               const pb_xxh_impl *impl, pb_sink *copy)
+{
+    while (len > 0) {
+        size_t want = len < w->cap ? (size_t)len : w->cap;
+        ssize_t got = pread(fd, w->buf, want, (off_t)off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return errno;
+        if (got == 0)
+            return EIO;
+        impl->update(&w->state, w->buf, (size_t)got);
+        if (copy) {
+            int rc = pb_sink_write(copy, w->buf, (size_t)got);
+            if (rc)
+                return rc;
+        }
+        off += (uint64_t)got;
+        len -= (uint64_t)got;
+    }
+    return 0;
+}
+
+/* Hash size bytes of fd (a regular file) as described above, writing them to
+ * copy as well when it is not NULL. A file system that cannot map (ENODEV,
+ * EINVAL) is read instead, as is a segment the address space has no room for
+ * (ENOMEM). Returns 0, or an errno value. */
+static int pb_hash_large(int fd, uint64_t size, pb_worker *w, uint8_t *out, pb_sink *copy)
 {
     pthread_once(&pb_bus_once, pb_install_bus_handler);
-    const pb_xxh_impl *impl = pb_xxh();
-    int one_shot = size <= PB_MAP_WINDOW;
-    if (!one_shot)
-        impl->reset(state);
-    sigjmp_buf jump;
+    /* what is set here and read after a SIGBUS is volatile: siglongjmp restores
+     * the registers of the sigsetjmp */
+    const pb_xxh_impl *volatile impl = pb_xxh();
+    const int always = pb_get_map_mode() == PB_MAP_ALWAYS;
+    impl->reset(&w->state);
     void *volatile map = NULL;
     volatile size_t map_len = 0;
-    int rc = 0;
+    volatile int pagemap = -1;
+    volatile uint64_t mapped = 0;
+    volatile int rc = 0;
+    sigjmp_buf jump;
     if (sigsetjmp(jump, 1) == 0) {
         pb_bus_jump = &jump;
-        for (uint64_t off = 0; off < size; off += PB_MAP_WINDOW) {
-            size_t len = size - off < PB_MAP_WINDOW ? (size_t)(size - off) : PB_MAP_WINDOW;
-            void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, (off_t)off);
+        for (uint64_t seg = 0; seg < size && rc == 0; seg += PB_MAP_SEGMENT) {
+            size_t seg_len = size - seg < PB_MAP_SEGMENT ? (size_t)(size - seg) : PB_MAP_SEGMENT;
+            uint8_t *m = mmap(NULL, seg_len, PROT_READ, MAP_PRIVATE, fd, (off_t)seg);
             if (m == MAP_FAILED) {
-                rc = errno ? errno : EIO;
-                break;
+                if (errno != ENODEV && errno != EINVAL && errno != ENOMEM) {
+                    rc = errno ? errno : EIO;
+                    break;
+                }
+                m = NULL;
             }
             map = m;
-            map_len = len;
-            if (one_shot)
-                impl->oneshot(m, len, out);
-            else
-                impl->update(state, m, len);
-            int wrc = copy ? pb_sink_write(copy, m, len) : 0;
-            munmap(m, len);
-            map = NULL;
-            if (wrc) {
-                rc = wrc;
-                break;
+            map_len = seg_len;
+            for (size_t win = 0; win < seg_len && rc == 0; win += PB_MAP_WINDOW) {
+                size_t len = seg_len - win < PB_MAP_WINDOW ? seg_len - win : PB_MAP_WINDOW;
+                if (m && (always || pb_window_is_pmd(m + win, len, &pagemap))) {
+                    impl->update(&w->state, m + win, len);
+                    mapped += len;
+                    rc = copy ? pb_sink_write(copy, m + win, len) : 0;
+                } else {
+                    rc = pb_hash_read_window(fd, seg + win, len, w, impl, copy);
+                }
             }
+            if (m)
+                munmap(m, seg_len);
+            map = NULL;
         }
     } else {
         rc = EIO; /* the file shrank under us */
@@ -234,8 +340,11 @@ static int pb_hash_mapped(int fd, uint64_t size, pb_xxh_state *state, uint8_t *o
             munmap(map, map_len);
     }
     pb_bus_jump = NULL;
-    if (rc == 0 && !one_shot)
-        impl->digest(state, out);
+    if (pagemap >= 0)
+        close(pagemap);
+    __atomic_fetch_add(&pb_mapped_bytes, (uint64_t)mapped, __ATOMIC_RELAXED);
+    if (rc == 0)
+        impl->digest(&w->state, out);
     return rc;
 }
 
@@ -259,26 +368,17 @@ static ssize_t pb_read_full(int fd, uint8_t *buf, size_t cap)
 
 /* Hash an open regular file, and with copy other than NULL write its bytes
  * there as they pass (pb_copy_files). Small files go through one read() into
- * the worker's buffer and the one-shot hash; large ones are mapped; anything
- * that outgrows the buffer is streamed. Returns 0 or an errno value. */
+ * the worker's buffer and the one-shot hash; large ones take pb_hash_large;
+ * anything that outgrows the buffer is streamed. Returns 0 or an errno value. */
 int pb_hash_fd(int fd, uint64_t st_size, pb_worker *w, uint8_t *out, uint64_t *hashed,
                pb_sink *copy)
 {
     __atomic_fetch_add(&pb_read_count, 1, __ATOMIC_RELAXED);
     if (st_size >= pb_get_mmap_threshold() && st_size > 0) {
-        int rc = pb_hash_mapped(fd, st_size, &w->state, out, copy);
-        if (rc == 0) {
+        int rc = pb_hash_large(fd, st_size, w, out, copy);
+        if (rc == 0)
             *hashed = st_size;
-            return 0;
-        }
-        if (rc != ENODEV && rc != EINVAL && rc != ENOMEM)
-            return rc;
-        /* mapping not possible on this file system: read it instead (from the
-         * start, and the copy too) */
-        if (lseek(fd, 0, SEEK_SET) < 0)
-            return errno;
-        if (copy && (ftruncate(copy->fd, 0) != 0 || lseek(copy->fd, 0, SEEK_SET) < 0))
-            return errno;
+        return rc;
     }
     const pb_xxh_impl *impl = pb_xxh();
     /* A file that fits is read with one read() of exactly its size: asking for

@@ -60,12 +60,21 @@ void pb_hash_buffer(const void *data, size_t len, uint8_t *digest_out);
  * Returns the number of files whose status is not PB_OK. */
 size_t pb_hash_files(pb_file *files, size_t n, int nthreads);
 
-/* Tuning and introspection, for tests and benchmarks. */
-void pb_set_mmap_threshold(uint64_t bytes);  /* files at least this big are mmapped */
+/* Tuning and introspection, for tests and benchmarks. Files at least the
+ * threshold big are hashed 16 MiB at a time, each window from a mapping where
+ * the page cache holds it in PMD-size folios (nothing copied) and through
+ * read() elsewhere (mapping small folios costs more than copying them): see
+ * pb_hash.c. */
+#define PB_MAP_AUTO 0      /* map the windows held in PMD-size folios (the default) */
+#define PB_MAP_ALWAYS 1    /* map every window of a large file */
+void pb_set_mmap_threshold(uint64_t bytes);  /* files at least this big may be mapped */
 uint64_t pb_get_mmap_threshold(void);
+int pb_set_map_mode(int mode);                /* PB_MAP_*; 0 ok, -1 for another value */
+int pb_get_map_mode(void);
 int pb_set_simd(const char *name);            /* "sse2", "avx2", "avx512" or "auto"; 0 ok */
 const char *pb_simd_name(void);
 uint64_t pb_files_read(void);                 /* files opened for reading since load */
+uint64_t pb_bytes_mapped(void);               /* bytes hashed from mappings since load */
 
 /* ==== tree: a walked directory, its manifest and memo snapshot =========== */
 

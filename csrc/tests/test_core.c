@@ -3,6 +3,7 @@
  * tests/test_sanitizers.py). Exit status 0 means every check held. */
 #define _GNU_SOURCE
 #include "pivothash.h"
+#include "pb_pool.h" /* pb_hash_fd and pb_worker, for the shrunken-file check */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -308,6 +309,164 @@ static void test_path_max(const char *top)
     pb_tree_free(t);
 }
 
+/* ---- large files ----------------------------------------------------------
+ * Files at least the threshold big are hashed 16 MiB window by window, each
+ * window from a mapping or through read() (pb_hash.c). Every choice must give
+ * the digest of the bytes, across window boundaries and in copies; a window
+ * held in 4 KiB folios is read, never mapped, in the default mode; and a file
+ * shorter than the size it was opened with is EIO whichever way the window is
+ * taken (a mapped page past the end raises SIGBUS; a read meets EOF). */
+
+static uint8_t *write_big(const char *path, size_t size, unsigned seed)
+{
+    uint8_t *data = malloc(size ? size : 1);
+    if (!data)
+        exit(2);
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < size; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        data[i] = (uint8_t)x;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, data, size) != (ssize_t)size || fsync(fd) != 0 || close(fd) != 0) {
+        perror(path);
+        exit(2);
+    }
+    return data;
+}
+
+/* Drop path from the page cache, then read it back without readahead: every
+ * page in its own 4 KiB folio, which no PMD entry can map. */
+static int reread_small(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    static uint8_t buf[1 << 16];
+    int ok = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0 &&
+             posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM) == 0;
+    while (ok && read(fd, buf, sizeof buf) > 0) {
+    }
+    close(fd);
+    return ok ? 0 : -1;
+}
+
+static pb_worker *new_worker(void)
+{
+    pb_worker *w = NULL;
+    if (posix_memalign((void **)&w, 64, sizeof *w) != 0)
+        return NULL;
+    memset(w, 0, sizeof *w);
+    w->dirfd = -1;
+    w->cap = 256u << 10;
+    if (posix_memalign((void **)&w->buf, PB_DIRECT_ALIGN, w->cap) != 0) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void test_large_files(const char *top)
+{
+    enum { N = 4 };
+    const size_t sizes[N] = {(2u << 20) + 1, 16u << 20, (16u << 20) + 4097, (40u << 20) + 7};
+    char names[N][4096];
+    uint8_t expect[N][16];
+    pb_file files[N];
+    uint64_t total = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "%s/big%d", top, i);
+        uint8_t *data = write_big(names[i], sizes[i], (unsigned)i + 100);
+        pb_hash_buffer(data, sizes[i], expect[i]);
+        free(data);
+        memset(&files[i], 0, sizeof files[i]);
+        files[i].path = names[i];
+        total += sizes[i];
+    }
+    const uint64_t saved = pb_get_mmap_threshold();
+    const struct {
+        uint64_t threshold;
+        int mode;
+    } runs[] = {{saved, PB_MAP_AUTO}, {saved, PB_MAP_ALWAYS}, {1, PB_MAP_AUTO},
+                {1, PB_MAP_ALWAYS}, {UINT64_MAX, PB_MAP_ALWAYS}};
+    CHECK(pb_set_map_mode(7) == -1 && pb_get_map_mode() == PB_MAP_AUTO);
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        pb_set_mmap_threshold(runs[r].threshold);
+        CHECK(pb_set_map_mode(runs[r].mode) == 0 && pb_get_map_mode() == runs[r].mode);
+        uint64_t mapped = pb_bytes_mapped();
+        CHECK(pb_hash_files(files, N, 2) == 0);
+        mapped = pb_bytes_mapped() - mapped;
+        for (int i = 0; i < N; i++)
+            CHECK(files[i].status == PB_OK && files[i].size == sizes[i] &&
+                  memcmp(files[i].digest, expect[i], 16) == 0);
+        if (runs[r].threshold == UINT64_MAX)
+            CHECK(mapped == 0); /* below the threshold nothing is mapped */
+        else if (runs[r].mode == PB_MAP_ALWAYS)
+            CHECK(mapped == total);
+
+        /* copies take the same windows */
+        pb_copy copies[N];
+        char copy_names[N][4096 + 8];
+        for (int i = 0; i < N; i++) {
+            snprintf(copy_names[i], sizeof copy_names[i], "%s.copy", names[i]);
+            copies[i] = (pb_copy){.src = names[i], .dst = copy_names[i], .mode = 0444,
+                                  .flags = PB_COPY_CHECK};
+            memcpy(copies[i].expect, expect[i], 16);
+        }
+        CHECK(pb_copy_files(copies, N, 2) == 0);
+        for (int i = 0; i < N; i++) {
+            CHECK(copies[i].status == PB_OK && copies[i].size == sizes[i]);
+            pb_file back = {.path = copy_names[i]};
+            CHECK(pb_hash_files(&back, 1, 1) == 0 && memcmp(back.digest, expect[i], 16) == 0);
+            unlink(copy_names[i]);
+        }
+    }
+    pb_set_mmap_threshold(saved);
+    CHECK(pb_set_map_mode(PB_MAP_AUTO) == 0);
+
+    /* 4 KiB folios: read, not mapped */
+    CHECK(reread_small(names[3]) == 0);
+    uint64_t mapped = pb_bytes_mapped();
+    CHECK(pb_hash_files(&files[3], 1, 1) == 0 && memcmp(files[3].digest, expect[3], 16) == 0);
+    CHECK(pb_bytes_mapped() == mapped);
+
+    /* shorter than its size says */
+    pb_worker *w = new_worker();
+    CHECK(w != NULL);
+    char small[4096];
+    snprintf(small, sizeof small, "%s/short", top);
+    free(write_big(small, 1u << 20, 9));
+    const struct {
+        const char *path;
+        uint64_t claim;
+        uint64_t threshold;
+    } shrunk[] = {
+        {names[0], sizes[0] + (3u << 20), saved}, /* a window with a whole 2 MiB block */
+        {small, (3u << 20) / 2, 1},               /* one without: read unless forced */
+    };
+    for (size_t k = 0; w && k < sizeof shrunk / sizeof shrunk[0]; k++) {
+        for (int mode = PB_MAP_AUTO; mode <= PB_MAP_ALWAYS; mode++) {
+            pb_set_mmap_threshold(shrunk[k].threshold);
+            pb_set_map_mode(mode);
+            int fd = open(shrunk[k].path, O_RDONLY | O_CLOEXEC);
+            uint8_t d[16];
+            uint64_t hashed = 0;
+            CHECK(fd >= 0 && pb_hash_fd(fd, shrunk[k].claim, w, d, &hashed, NULL) == EIO);
+            if (fd >= 0)
+                close(fd);
+        }
+    }
+    pb_set_mmap_threshold(saved);
+    pb_set_map_mode(PB_MAP_AUTO);
+    if (w) {
+        free(w->buf);
+        free(w);
+    }
+    unlink(small);
+    for (int i = 0; i < N; i++)
+        unlink(names[i]);
+}
+
 int main(int argc, char **argv)
 {
     char dir[] = "/tmp/pbcoreXXXXXX";
@@ -525,6 +684,7 @@ int main(int argc, char **argv)
     }
 
     test_path_max(dir);
+    test_large_files(dir);
 
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
