@@ -98,6 +98,146 @@ def test_core_every_simd_variant_agrees(core):
         lib.pb_set_simd(b"auto")
 
 
+# ---- large files: mapped where the page cache allows, read elsewhere ----------------------
+# Files from the mmap threshold (2 MiB) up are hashed 16 MiB window by window, one mapping per
+# 256 MiB; a window the page cache holds in PMD-size (2 MiB) folios is hashed from the mapping,
+# any other is read() (mapping 4 KiB folios costs more than copying them: csrc/pb_hash.c).
+
+
+def _fresh(path, size: int, seed: int) -> bytes:
+    """Write size seeded bytes to path (flushed: the kernel may drop them at once)."""
+    chunk = 16 * MIB  # randbytes takes at most 256 MiB at a time
+    data = b"".join(_content(min(chunk, size - at), seed + at) for at in range(0, size, chunk))
+    with open(path, "wb") as f:
+        f.write(data)
+        os.fsync(f.fileno())
+    return data
+
+
+def _reread_small(path) -> None:
+    """Drop path from the page cache, then read it back without readahead: every page in its
+    own 4 KiB folio, which no PMD entry can map."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        while os.read(fd, 1 << 20):
+            pass
+    finally:
+        os.close(fd)
+
+
+def _pmd_share(path) -> float:
+    """How much of path a fresh mapping maps with PMD entries, from /proc/self/smaps: the
+    kernel's own account, independent of the core's probe."""
+    import mmap
+
+    real = os.path.realpath(path)
+    with open(path, "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE | mmap.MAP_POPULATE,
+                      prot=mmap.PROT_READ)
+        try:
+            fields, inside = {}, False
+            with open("/proc/self/smaps") as smaps:
+                for line in smaps:
+                    parts = line.split()
+                    if not parts[0].endswith(":"):
+                        inside = len(parts) >= 6 and parts[-1] == real
+                    elif inside and parts[0] in ("Rss:", "FilePmdMapped:"):
+                        fields[parts[0]] = int(parts[1])
+        finally:
+            m.close()
+    return fields.get("FilePmdMapped:", 0) / fields["Rss:"] if fields.get("Rss:") else 0.0
+
+
+@pytest.mark.parametrize("size", [2 * MIB + 1, 16 * MIB, 16 * MIB + 4097, 40 * MIB + 7])
+def test_large_files_across_windows_hash_alike(backend, tmp_path, size):
+    path = tmp_path / "big"
+    data = _fresh(path, size, seed=size % 1000)
+    [result] = backend.hash_files([str(path)])
+    assert (result.hash, result.size) == (xxhash.xxh3_128_hexdigest(data), size)
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_core_large_file_in_small_folios_is_read_unless_mapping_is_forced(core, tmp_path,
+                                                                         always):
+    path = tmp_path / "big"
+    size = 40 * MIB + 7
+    expect = xxhash.xxh3_128_hexdigest(_fresh(path, size, seed=5))
+    _reread_small(path)
+    assert _pmd_share(path) == 0.0  # the state this test is about
+    saved = core.map_always
+    core.set_map_always(always)
+    try:
+        before = core.bytes_mapped()
+        [result] = core.hash_files([str(path)])
+        mapped = core.bytes_mapped() - before
+    finally:
+        core.set_map_always(saved)
+    assert (result.hash, result.size) == (expect, size)
+    assert mapped == (size if always else 0)
+
+
+def test_core_maps_a_large_file_held_in_pmd_size_folios(core, tmp_path):
+    path = tmp_path / "big"
+    size = 40 * MIB + 7
+    expect = xxhash.xxh3_128_hexdigest(_fresh(path, size, seed=6))
+    share = _pmd_share(path)
+    if share < 0.99:
+        pytest.skip(f"this kernel or file system keeps a written file in small folios "
+                    f"({share:.0%} PMD-mapped): nothing to map")
+    before = core.bytes_mapped()
+    [result] = core.hash_files([str(path)])
+    assert (result.hash, result.size) == (expect, size)
+    assert core.bytes_mapped() - before == size
+
+
+@pytest.mark.slow
+def test_a_file_larger_than_one_mapping_hashes_alike_every_way(backend, tmp_path):
+    """257 MiB + 3: two mappings (256 MiB each at most), the second one short."""
+    path = tmp_path / "huge"
+    size = 257 * MIB + 3
+    expect = xxhash.xxh3_128_hexdigest(_fresh(path, size, seed=8))
+    ways = [(None, None)]
+    if backend.name == "core":
+        ways = [(backend.mmap_threshold, False), (backend.mmap_threshold, True), (1 << 62, False)]
+    for threshold, always in ways:
+        if threshold is not None:
+            saved = (backend.mmap_threshold, backend.map_always)
+            backend.set_mmap_threshold(threshold)
+            backend.set_map_always(always)
+        try:
+            [result] = backend.hash_files([str(path)])
+        finally:
+            if threshold is not None:
+                backend.set_mmap_threshold(saved[0])
+                backend.set_map_always(saved[1])
+        assert (result.hash, result.size) == (expect, size), (threshold, always)
+
+
+def test_core_tuning_wrappers_check_what_the_core_answers(core, tmp_path):
+    saved = (core.simd, core.mmap_threshold, core.map_always)
+    try:
+        with pytest.raises(ValueError, match="not available"):
+            core.set_simd("mmx")
+        with pytest.raises(ValueError, match="negative"):
+            core.set_mmap_threshold(-1)
+        core.set_simd("sse2")
+        assert core.simd == "sse2"
+        core.set_mmap_threshold(4096)
+        core.set_map_always(True)
+        assert (core.mmap_threshold, core.map_always) == (4096, True)
+    finally:
+        core.set_simd("auto")
+        core.set_mmap_threshold(saved[1])
+        core.set_map_always(saved[2])
+    src = tmp_path / "src"
+    src.write_bytes(b"abc")
+    copied = core.files_copied()
+    [result] = core.copy_files([(str(src), str(tmp_path / "dst"), 0o444, 0, None)])
+    assert result.status == hashing.OK and core.files_copied() == copied + 1
+
+
 def test_errors_are_per_file(backend, tmp_path):
     good = tmp_path / "good"
     good.write_bytes(b"data")
