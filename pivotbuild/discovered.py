@@ -29,8 +29,8 @@ import posixpath
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from pivotbuild.depfile import STATE_DIR_NAME
 from pivotbuild.errors import OperationError
+from pivotbuild.paths import STATE_DIR
 
 FILE_VAR = "PIVOTBUILD_DISCOVER_FILE"
 ROOT_VAR = "PIVOTBUILD_DISCOVER_ROOT"
@@ -141,7 +141,7 @@ def project_paths(paths: Iterable[str], root: str | os.PathLike[str], *,
         rel = next((full[len(p):] for p in prefixes if full.startswith(p)), "")
         if files_only and rel:
             rel = _resolved(real_root, rel)
-        if not rel or rel == STATE_DIR_NAME or rel.startswith(STATE_DIR_NAME + "/"):
+        if not rel or rel == STATE_DIR or rel.startswith(STATE_DIR + "/"):
             continue
         kept = _existing(real_root, rel, files_only)
         if kept is not None:
