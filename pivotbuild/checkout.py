@@ -18,7 +18,7 @@ from pivotbuild.cache import CorruptObjectsError, MissingObjectsError
 from pivotbuild.errors import OperationError
 from pivotbuild.lock import Lock, LockedOut, LockProblem
 from pivotbuild.pipeline import Pipeline
-from pivotbuild.workspace import PathDigest
+from pivotbuild.hasher import PathDigest
 
 
 REPAIR_HINT = "run 'pivotbuild repro' to make it again, or 'pivotbuild pull'"

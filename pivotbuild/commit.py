@@ -6,6 +6,9 @@ both come here; nothing else derives lock contents. Per stage it is all or
 nothing: every cached output is in the cache before the lock is written, and
 the lock and cache objects are written atomically, so a crash leaves the old
 lock or the new one, never a lock naming an object the cache lacks.
+
+The committer is given the hasher, the cache and the lock store (plan.LockStore) it
+writes through, so it can be exercised in memory (tests/test_commit.py).
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pivotbuild import lock as lockfile
 from pivotbuild import manifest
 from pivotbuild.cache import Cache, CorruptObjectsError
 from pivotbuild.config import Project, Stage
 from pivotbuild.errors import OperationError
+from pivotbuild.hasher import PathDigest
 from pivotbuild.lock import Lock, LockedDep, LockedOut
-from pivotbuild.workspace import Hasher, PathDigest
+from pivotbuild.plan import LockStore, PathHasher, stage_input_hash
 
 
 class MissingPathsError(OperationError):
@@ -71,10 +74,12 @@ class CommitResult:
 class Committer:
     """Writes what a stage produced into the cache, the lock and the run cache."""
 
-    def __init__(self, project: Project, hasher: Hasher, cache: Cache) -> None:
+    def __init__(self, project: Project, hasher: PathHasher, cache: Cache, locks: LockStore
+                 ) -> None:
         self.project = project
         self.hasher = hasher
         self.cache = cache
+        self.locks = locks
         self._links_work = True
         self._registered = False
         methods = project.checkout
@@ -103,10 +108,7 @@ class Committer:
             raise MissingPathsError(stage.name, missing)
         deps = {p: digests[p] for p in stage.deps}
         outs = {o.path: digests[o.path] for o in stage.outs}
-        input_hash = lockfile.input_hash(
-            stage.cmd, stage.param_values, [(p, d.hash or "") for p, d in deps.items()],
-            [o.path for o in stage.outs], stage.wdir,
-        )
+        input_hash = stage_input_hash(stage, {p: d.hash for p, d in deps.items()})
         return Snapshot(stage, deps, outs, input_hash)
 
     def commit(self, stage: Stage, snapshot: Snapshot | None = None) -> CommitResult:
@@ -141,7 +143,7 @@ class Committer:
                 relink.extend((out.path, path) for path in existing)
         self._link_back(stage, snap, relink)
         lock = snap.lock()
-        written = lockfile.write_lock(self.lock_path(stage.name), lock)
+        written = self.locks.write_lock(lock)
         if not stage.always_changed and not any(o.persist for o in stage.outs):
             self.cache.put_run(lock.input_hash, [o.to_dict() for o in lock.outs])
         return CommitResult(lock, written)
@@ -178,6 +180,3 @@ class Committer:
             except OperationError:
                 self._links_work = False  # e.g. the cache is on another file system
                 return
-
-    def lock_path(self, name: str) -> Path:
-        return lockfile.lock_path(self.project.state_dir, name)

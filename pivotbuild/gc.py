@@ -32,7 +32,7 @@ from pivotbuild.cache import MissingObjectsError
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.lock import LOCKS_DIR, Lock, read_lock
 from pivotbuild.pipeline import Pipeline
-from pivotbuild.workspace import STATE_DIR
+from pivotbuild.paths import STATE_DIR
 
 
 @dataclass(slots=True)

@@ -1,31 +1,40 @@
 """One opened project and the verbs on it: status, repro, commit.
 
 Phases are named in code (collect → select → plan → execute → commit): the CLI
-calls one method here and renders what it returns.
+calls one method here and renders what it returns. This is where the pieces are
+wired: the planner, the executor and the commit writer get the hasher, the locks
+(``LockFiles``), the cache, the run cache and the runner they work with.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pivotbuild import dag
+from pivotbuild import lock as lockfile
 from pivotbuild.cache import Cache
 from pivotbuild.commit import Committer, MissingPathsError
 from pivotbuild.config import Project, load_project
 from pivotbuild.errors import OperationError, UsageError
-from pivotbuild.plan import FROZEN, STALE, Decision, Planner
-from pivotbuild.prefetch import Prefetch
+from pivotbuild.hasher import Hasher, PathDigest
+from pivotbuild.lock import Lock, LockProblem
+from pivotbuild.plan import FROZEN, NOT_RUN, STALE, Decision, Planner, RunCacheLookup
 from pivotbuild.state import StateDB
-from pivotbuild.workspace import Hasher
 
 if TYPE_CHECKING:  # execute.py (subprocess, threads) is only loaded when something runs
-    from pivotbuild.execute import Reporter, RunOptions, StageResult
+    from pivotbuild.execute import RunOptions, StageResult
+    from pivotbuild.report import Reporter
+    from pivotbuild.runners import StageRunner
+
+#: ``repro --pull``'s remote run cache: (input hash, stage) → True once the remote's entry
+#: for that input hash and the objects it names are in the local cache.
+RunCacheMiss = Callable[[str, str], bool]
 
 
 @dataclass(slots=True)
@@ -38,21 +47,69 @@ class CommitOutcome:
     plan: list[Decision] = field(default_factory=list)
 
 
-class Pipeline:
-    """A project loaded, its graph built, its memo, cache and planner ready."""
+class LockFiles:
+    """The lock store on disk: one ``.pivotbuild/locks/<stage>.json`` per stage (lock.py)."""
 
-    def __init__(self, root: Path, hash_jobs: int = 0, prefetch: Prefetch | None = None
-                 ) -> None:
+    def __init__(self, project: Project) -> None:
+        self.root = project.root
+        self.state_dir = project.state_dir
+
+    def read_lock(self, name: str) -> Lock | LockProblem | None:
+        path = lockfile.lock_path(self.state_dir, name)
+        return lockfile.read_lock(path, name, shown=str(path.relative_to(self.root)))
+
+    def write_lock(self, lock: Lock) -> bool:
+        return lockfile.write_lock(lockfile.lock_path(self.state_dir, lock.stage), lock)
+
+
+class Pipeline:
+    """A project loaded, its graph built, its memo, cache, locks and planner ready.
+
+    ``ahead``: digests hashed ahead of time (prefetch.Prefetch.take), each used at most once
+    by the planners' hasher."""
+
+    def __init__(self, root: Path, hash_jobs: int = 0,
+                 ahead: Callable[[str], PathDigest | None] | None = None) -> None:
         self.project: Project = load_project(root)
         self.root = self.project.root
         self.graph = dag.build_graph(self.project)
         self.state = StateDB(self.project.state_dir / "state.db")
         self.hasher = Hasher(self.root, self.state, hash_jobs)
+        self._planning_hasher = Hasher(self.root, self.state, hash_jobs, ahead=ahead)
         self.cache = Cache(self.project.cache_dir, staging=self.project.state_dir / "tmp",
                            memo=self.state)
-        self.planner = Planner(self.project, self.graph, self.hasher, self.cache)
-        self.planner.prefetch = prefetch
-        self.committer = Committer(self.project, self.hasher, self.cache)
+        self.locks = LockFiles(self.project)
+        self.planner = self.make_planner()
+        self.committer = Committer(self.project, self.hasher, self.cache, self.locks)
+
+    def make_planner(self, use_run_cache: bool = True, run_cache_miss: RunCacheMiss | None = None
+                     ) -> Planner:
+        """A planner over this project; ``run_cache_miss``: asked on a local run-cache miss
+        (or an entry whose objects the cache lacks), then the local run cache is read again."""
+        lookup = self._run_cache_lookup(run_cache_miss) if use_run_cache else None
+        return Planner(self.project, self.graph, self._planning_hasher, self.locks, self.cache,
+                       lookup)
+
+    def _run_cache_lookup(self, miss: RunCacheMiss | None) -> RunCacheLookup:
+        cache = self.cache
+
+        def local(input_hash: str, stage: str) -> dict[str, Any] | None:
+            return cache.get_run(input_hash)
+
+        if miss is None:
+            return local
+
+        def complete(entry: dict[str, Any]) -> bool:
+            return all(cache.has(out["hash"]) for out in entry.get("outs", [])
+                       if isinstance(out, dict) and out.get("cache", True))
+
+        def with_remote(input_hash: str, stage: str) -> dict[str, Any] | None:
+            entry = cache.get_run(input_hash)
+            if (entry is None or not complete(entry)) and miss(input_hash, stage):
+                entry = cache.get_run(input_hash)
+            return entry
+
+        return with_remote
 
     def close(self) -> None:
         self.state.close()
@@ -103,22 +160,30 @@ class Pipeline:
 
     def repro(self, names: list[str], *, options: RunOptions, reporter: Reporter,
               force: bool = False, single_item: bool = False, dry_run: bool = False,
-              use_run_cache: bool = True) -> tuple[list[Decision], list[StageResult]]:
-        self.planner.use_run_cache = use_run_cache
+              use_run_cache: bool = True, run_cache_miss: RunCacheMiss | None = None,
+              runner: StageRunner | None = None) -> tuple[list[Decision], list[StageResult]]:
+        """Plan, then (unless ``dry_run``) execute. ``runner``: how commands run (default:
+        runners.local)."""
+        planner = self.make_planner(use_run_cache, run_cache_miss)
         forced = frozenset(names if force else ())
         if force and single_item:
             forced = frozenset(names)
         options.forced = forced
-        decisions = self.planner.plan(names, force=forced)
+        decisions = planner.plan(names, force=forced)
         if not forced:
             self._refresh_snapshot(decisions)
         if dry_run:
             for decision in decisions:
                 reporter.decided(decision)
             return decisions, []
-        from pivotbuild.execute import Executor
+        from pivotbuild.execute import CachedOutputs, Executor
 
-        executor = Executor(self.project, self.graph, self.planner, self.committer, self.cache,
+        if runner is None:
+            from pivotbuild.runners.local import LocalRunner
+
+            runner = LocalRunner()
+        outputs = CachedOutputs(self.project, self.cache, reporter.say)
+        executor = Executor(self.project, self.graph, planner, self.committer, outputs, runner,
                             self.state, reporter, options)
         return decisions, executor.execute(decisions)
 
@@ -162,14 +227,14 @@ def plan_result(decision: Decision) -> StageResult:
     """A decision shown as a `repro --dry-run --json` stage entry."""
     from pivotbuild.execute import StageResult
 
-    return StageResult(decision.name, decision.action, "not-run", decision.reasons,
+    return StageResult(decision.name, decision.action, NOT_RUN, decision.reasons,
                        decision.input_hash)
 
 
 @contextmanager
-def opened(root: Path, hash_jobs: int = 0, prefetch: Prefetch | None = None
-           ) -> Iterator[Pipeline]:
-    pipeline = Pipeline(root, hash_jobs, prefetch)
+def opened(root: Path, hash_jobs: int = 0,
+           ahead: Callable[[str], PathDigest | None] | None = None) -> Iterator[Pipeline]:
+    pipeline = Pipeline(root, hash_jobs, ahead)
     try:
         yield pipeline
     finally:

@@ -19,26 +19,59 @@ checkout, verify, transfers; see ``cached_outs``.)
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pivotbuild import lock as lockfile
-from pivotbuild.cache import Cache
-from pivotbuild.config import Project, Stage
 from pivotbuild.errors import OperationError
 from pivotbuild.lock import Lock, LockedOut, LockProblem
-from pivotbuild.prefetch import Prefetch
-from pivotbuild.workspace import Hasher, PathDigest
 
-# Statuses (what `status` shows) and actions (what `repro` does).
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from pivotbuild.config import Project, Stage
+    from pivotbuild.hasher import PathDigest
+
+# Statuses (what `status` shows), actions (what `repro` does) and results (how a stage's
+# part in a repro ended: SPEC §4 `repro --json`).
 UP_TO_DATE, STALE, FROZEN = "up-to-date", "stale", "frozen"
 SKIP, RESTORE, RUN_CACHE, RUN = "skip", "restore", "run-cache", "run"
+OK, FAILED, NOT_RUN = "ok", "failed", "not-run"
 
 # Reasons that only concern outputs: the inputs still match the lock.
 _OUTPUT_ONLY = {"out-missing", "out-changed"}
+
+
+# ---- what the planner is given ----------------------------------------------------------------
+
+
+class PathHasher(Protocol):
+    """Hashes paths (absolute) of the workspace: hasher.Hasher, or a fake."""
+
+    def hash_paths(self, paths: Sequence[str]) -> list[PathDigest]: ...
+
+
+class LockStore(Protocol):
+    """The stages' locks, by stage name: read by the planner, written by the commit writer."""
+
+    def read_lock(self, name: str) -> Lock | LockProblem | None: ...
+
+    def write_lock(self, lock: Lock) -> bool:
+        """Write ``lock`` (atomically); False if it already held exactly these bytes."""
+        ...
+
+
+class ObjectStore(Protocol):
+    """What the planner asks of the cache: is this object there?"""
+
+    def has(self, digest: str) -> bool: ...
+
+
+#: The run cache as the planner reads it: (input hash, stage name) → the entry recorded for a
+#: run with that input hash, or None. `repro --pull` wraps the local lookup with one that asks
+#: the remote on a miss (pipeline.py).
+RunCacheLookup = Callable[[str, str], "Mapping[str, Any] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,37 +137,33 @@ def _same_value(a: Any, b: Any) -> bool:
 
 
 class Planner:
-    """Decides, stage by stage, what ``repro`` must do and why."""
+    """Decides, stage by stage, what ``repro`` must do and why.
 
-    def __init__(self, project: Project, graph: nx.DiGraph, hasher: Hasher, cache: Cache,
-                 *, use_run_cache: bool = True) -> None:
+    Given at construction, never changed afterwards: the project and its graph, a hasher
+    (``PathHasher``), the locks (``LockStore``), the cache's objects (``ObjectStore``) and
+    the run cache (``RunCacheLookup``; None: the run cache is not used, as with
+    ``--no-run-cache``). The planner keeps one digest per path, hashed at most once unless
+    asked again (``hash_paths``, after a stage ran)."""
+
+    def __init__(self, project: Project, graph: nx.DiGraph, hasher: PathHasher,
+                 locks: LockStore, objects: ObjectStore, run_cache: RunCacheLookup | None
+                 ) -> None:
         self.project = project
         self.graph = graph
-        self.hasher = hasher
-        self.cache = cache
-        self.use_run_cache = use_run_cache
-        # repro --pull: asked (input hash, stage) on a run-cache miss; True if it brought the
-        # entry and its objects into the local cache (remote.RemoteRunCache).
-        self.run_cache_miss: Callable[[str, str], bool] | None = None
+        self._hasher = hasher
+        self._locks = locks
+        self._objects = objects
+        self._run_cache = run_cache
+        self._root = str(project.root)
         self._digests: dict[str, PathDigest] = {}
-        self.prefetch: Prefetch | None = None
 
     # ---- hashing ----------------------------------------------------------------
 
     def hash_paths(self, paths: Iterable[str]) -> None:
         """Hash (or re-hash) these project-relative paths in one batch."""
-        root = self.project.root
-        wanted = []
-        for path in sorted(set(paths)):
-            early = self.prefetch.take(str(root / path)) if self.prefetch else None
-            if early is not None:  # hashed in the background moments ago (prefetch.py)
-                early.path = path
-                self._digests[path] = early
-            else:
-                wanted.append(path)
-        for path, digest in zip(
-            wanted, self.hasher.hash_paths([str(root / p) for p in wanted]), strict=True
-        ):
+        wanted = sorted(set(paths))
+        digests = self._hasher.hash_paths([f"{self._root}/{p}" for p in wanted])
+        for path, digest in zip(wanted, digests, strict=True):
             digest.path = path
             self._digests[path] = digest
 
@@ -151,14 +180,14 @@ class Planner:
         digest = self._digests[path]
         if strict and digest.hash is None and not digest.missing:
             shown, problem = digest.errors[0] if digest.errors else (path, "cannot be hashed")
-            raise OperationError(f"{_relative(shown, self.project)}: {problem}")
+            raise OperationError(f"{_relative(shown, self._root)}: {problem}")
         return digest
 
     # ---- deciding ---------------------------------------------------------------
 
     def read_lock(self, name: str) -> Lock | LockProblem | None:
-        path = lockfile.lock_path(self.project.state_dir, name)
-        return lockfile.read_lock(path, name, shown=str(path.relative_to(self.project.root)))
+        """Stage ``name``'s lock, from the lock store."""
+        return self._locks.read_lock(name)
 
     def decide(self, name: str, *, stale_upstream: Iterable[str] = (), force: bool = False
                ) -> Decision:
@@ -220,15 +249,10 @@ class Planner:
         if decision.lock is not None and kinds <= _OUTPUT_ONLY and self._restorable(decision):
             return RESTORE
         decision.input_hash = self.input_hash(decision)
-        if self.use_run_cache and not any(out.persist for out in stage.outs):
-            entry = self.cache.get_run(decision.input_hash)
-            usable = entry is not None and self._run_entry_usable(decision, entry)
-            if (not usable and self.run_cache_miss is not None
-                    and self.run_cache_miss(decision.input_hash, decision.name)):
-                entry = self.cache.get_run(decision.input_hash)
-                usable = entry is not None and self._run_entry_usable(decision, entry)
-            if usable:
-                decision.run_entry = entry
+        if self._run_cache is not None and not any(out.persist for out in stage.outs):
+            entry = self._run_cache(decision.input_hash, decision.name)
+            if entry is not None and self._run_entry_usable(decision, entry):
+                decision.run_entry = dict(entry)
                 return RUN_CACHE
         return RUN
 
@@ -240,7 +264,7 @@ class Planner:
         cached = cached_paths(decision.stage)
         for reason in decision.reasons:
             out = locked[reason.path] if reason.path else None
-            if out is None or out.path not in cached or not self.cache.has(out.hash):
+            if out is None or out.path not in cached or not self._objects.has(out.hash):
                 return False
         return True
 
@@ -262,19 +286,15 @@ class Planner:
             if recorded is None or not isinstance(recorded.get("hash"), str):
                 return False
             if out.cache and recorded.get("cache", True):
-                if not self.cache.has(recorded["hash"]):
+                if not self._objects.has(recorded["hash"]):
                     return False
             elif decision.outs[out.path].hash != recorded["hash"]:
                 return False
         return len(outs) == len(decision.stage.outs)
 
     def input_hash(self, decision: Decision) -> str:
-        stage = decision.stage
-        return lockfile.input_hash(
-            stage.cmd, stage.param_values,
-            [(path, digest.hash or "") for path, digest in decision.deps.items()],
-            [out.path for out in stage.outs], stage.wdir,
-        )
+        return stage_input_hash(decision.stage,
+                                {path: d.hash for path, d in decision.deps.items()})
 
     def plan(self, names: list[str], *, force: Iterable[str] = ()) -> list[Decision]:
         """Decide every stage of names (in topological order)."""
@@ -289,6 +309,14 @@ class Planner:
             ]
             decisions[name] = self.decide(name, stale_upstream=stale_up, force=name in forced)
         return [decisions[n] for n in names]
+
+
+def stage_input_hash(stage: Stage, dep_hashes: Mapping[str, str | None]) -> str:
+    """The input hash (SPEC §2) of a run of ``stage`` whose deps have these hashes."""
+    return lockfile.input_hash(
+        stage.cmd, stage.param_values, [(path, h or "") for path, h in dep_hashes.items()],
+        [out.path for out in stage.outs], stage.wdir,
+    )
 
 
 def cached_paths(stage: Stage) -> frozenset[str]:
@@ -312,6 +340,5 @@ def _compare_paths(kind: str, current: Mapping[str, PathDigest], locked: Mapping
     return reasons
 
 
-def _relative(path: str, project: Project) -> str:
-    root = str(project.root)
+def _relative(path: str, root: str) -> str:
     return path[len(root) + 1:] if path.startswith(root + "/") else path

@@ -3,9 +3,9 @@
 Loading pydantic, networkx and the config models takes a few hundred
 milliseconds of Python; stat'ing a 100,000-file dependency takes about as long
 in C, with the GIL released. Started first, this thread reads pivot.toml with
-tomllib (no validation), hashes every plain dep and out path it names through
-the stat memo, and hands the results to the planner, which uses each at most
-once. Anything it cannot make sense of (templated paths, a broken file) it
+tomllib (no validation) and hashes every plain dep and out path it names through
+the stat memo; ``take`` hands each result, at most once, to the hasher the
+planner hashes through (hasher.Hasher's ``ahead``). Anything it cannot make sense of (templated paths, a broken file) it
 simply leaves to the planner: it only ever saves time.
 """
 
@@ -16,8 +16,9 @@ import threading
 import tomllib
 from pathlib import Path
 
+from pivotbuild.hasher import Hasher, PathDigest
+from pivotbuild.paths import PROJECT_FILE, STATE_DB_FILE, STATE_DIR
 from pivotbuild.state import StateDB
-from pivotbuild.workspace import PROJECT_FILE, STATE_DIR, Hasher, PathDigest
 
 
 def _candidate_paths(root: Path) -> list[str]:
@@ -59,7 +60,7 @@ class Prefetch:
             paths = _candidate_paths(self.root)
             if not paths:
                 return
-            state = StateDB(self.root / STATE_DIR / "state.db")
+            state = StateDB(self.root / STATE_DIR / STATE_DB_FILE)
             try:
                 digests = Hasher(self.root, state, self.jobs).hash_paths(paths)
             finally:

@@ -893,7 +893,7 @@ def fetch(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
     """Download what the local cache lacks of the objects the locks of ``names`` reference
     (and with ``run_cache`` their run-cache entries); every object rehashed before it is
     placed."""
-    from pivotbuild.workspace import ensure_state_dir
+    from pivotbuild.paths import ensure_state_dir
 
     jobs = jobs or default_jobs()
     report = TransferReport(remote.name, "fetch")
@@ -953,7 +953,7 @@ def prefetch_for_repro(pipeline: Pipeline, names: list[str], remote: Remote, job
     manifest. A stage whose inputs cannot be known so (below an upstream that will really
     run) is left to the planner: RemoteRunCache looks it up once its input hash is known.
     """
-    from pivotbuild.workspace import ensure_state_dir
+    from pivotbuild.paths import ensure_state_dir
 
     jobs = jobs or default_jobs()
     report = TransferReport(remote.name, "fetch")

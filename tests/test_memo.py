@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pivotbuild.state import StateDB
-from pivotbuild.workspace import Hasher
+from pivotbuild.hasher import Hasher
 
 HOUR_AGO_NS = time.time_ns() - 3600 * 1_000_000_000
 

@@ -1,4 +1,5 @@
-"""Stage command processes: started, stopped as groups, and never outliving pivotbuild.
+"""The local runner: a stage's commands as processes of this machine, stopped as groups, and
+never outliving pivotbuild.
 
 Each command runs under ``/bin/sh -c`` in a session (hence a process group) of its own, as
 before: no controlling terminal, and Ctrl-C is pivotbuild's to forward. A small watchdog
@@ -32,6 +33,8 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from pivotbuild.runners import INTERRUPTED, Cancel, OutputSink, StageSpec
 
 RUN_TOKEN_VAR = "PIVOTBUILD_RUN"
 STOP_GRACE_S = 2.0  # after SIGINT, and again after SIGTERM, before the next signal
@@ -213,3 +216,36 @@ class Commands:
         if self._lifeline is not None:
             os.close(self._lifeline)
             self._lifeline = None
+
+
+class LocalRunner:
+    """Runs each command of a stage under ``/bin/sh -c`` in its wdir, with the environment of
+    pivotbuild plus the spec's variables; stdout and stderr reach the sink as whole lines."""
+
+    def __init__(self) -> None:
+        self._commands = Commands()
+
+    def open(self, cancel: Cancel) -> None:
+        self._commands.prepare()  # the watchdog, from the main thread (see the module doc)
+        cancel.on_cancel(self._commands.stop_all)
+
+    def run(self, spec: StageSpec, output: OutputSink, cancel: Cancel) -> int:
+        env = {**os.environ, **spec.env}
+        cwd = Path(spec.root, spec.wdir)
+        for command in spec.cmd:
+            proc = None if cancel.is_set() else self._commands.start(command, cwd, env)
+            if proc is None:  # interrupted: the other commands are being stopped
+                return INTERRUPTED
+            try:
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    output(raw.decode("utf-8", "replace"))
+                code = proc.wait()
+            finally:
+                self._commands.finished(proc)
+            if code != 0:
+                return code if code > 0 else 128 - code
+        return 0
+
+    def close(self) -> None:
+        self._commands.close()

@@ -1,10 +1,14 @@
-"""Hashing paths of a workspace through the stat memo.
+"""Hashing workspace paths through the stat memo.
 
 This is where path rules meet hashing: a path inside the project is keyed in
 the memo by its project-relative real path and may only lead (through
 symlinks) to places inside the project; a path outside any project is hashed
 without a memo, and a directory there bounds where its own symlinks may point.
 Files are hashed in one batch; each directory is one call into the backend.
+
+A hasher may be given digests hashed ahead of time (prefetch.py hashes a
+pipeline's paths while the heavy modules load): each is used at most once, for
+the first request of exactly that path, and hashed afresh after that.
 """
 
 from __future__ import annotations
@@ -15,20 +19,13 @@ import time
 from collections.abc import Sequence
 
 from pivotbuild.hashing import RACY_WINDOW_NS, get_backend
-from pivotbuild.paths import (  # noqa: F401 - re-exported until importers move to paths
-    PROJECT_FILE,
-    STATE_DIR,
-    ensure_state_dir,
-    ensure_state_dir_str,
-    find_project_root,
-    find_project_root_str,
-    is_inside,
-)
+from pivotbuild.paths import STATE_DIR, is_inside
 from pivotbuild.state import StateDB
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hash fast path
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from pivotbuild.hashing import Backend
@@ -76,13 +73,16 @@ class Hasher:
     """Hashes paths for one project (or none), using and refreshing its memo."""
 
     def __init__(
-        self, root: Path | None, state: StateDB | None, jobs: int = 0,
-        backend: Backend | None = None,
+        self, root: Path | str | None, state: StateDB | None, jobs: int = 0,
+        backend: Backend | None = None, ahead: Callable[[str], PathDigest | None] | None = None,
     ) -> None:
+        """``ahead``: given a path as asked for, its digest hashed ahead of time (once), or
+        None."""
         self.root = os.path.realpath(root) if root is not None else None
         self.state = state
         self.jobs = jobs
         self.backend = backend or get_backend()
+        self._ahead = ahead
 
     def _resolve(self, given: str) -> tuple[_Target | None, str, PathDigest]:
         """Classify one path: ('file' | 'dir' | 'error', ...)."""
@@ -123,6 +123,11 @@ class Hasher:
         dirs: list[_Target] = []
         results = []
         for given in paths:
+            early = self._ahead(given) if self._ahead is not None else None
+            if early is not None:
+                early.path = given
+                results.append(early)
+                continue
             target, kind, digest = self._resolve(given)
             results.append(digest)
             if target is not None:
