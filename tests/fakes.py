@@ -302,6 +302,7 @@ class World:
         self.history = FakeHistory()
         self.listener = FakeListener()
         self.outputs = FakeOutputs(self.workspace, self.cache)
+        self.runner: FakeRunner | None = None  # the last repro's
 
     def planner(self, run_cache: bool = True) -> Planner:
         return Planner(self.project, self.graph, self.hasher, self.locks, self.cache,
@@ -320,8 +321,9 @@ class World:
     def repro(self, scripts: Mapping[str, Script], *, jobs: int = 1, keep_going: bool = False,
               no_commit: bool = False, force: Iterable[str] = (), run_cache: bool = True,
               names: Sequence[str] | None = None) -> tuple[dict[str, StageResult], FakeRunner]:
-        """Plan, then execute with a FakeRunner; the results by stage name."""
-        runner = FakeRunner(self.workspace, scripts)
+        """Plan, then execute with a FakeRunner (kept as ``self.runner``); the results by
+        stage name."""
+        runner = self.runner = FakeRunner(self.workspace, scripts)
         planner = self.planner(run_cache)
         names = list(names) if names is not None else dag.topological(self.graph)
         forced = frozenset(force)

@@ -1,0 +1,116 @@
+"""The commit writer in memory: what a commit writes (objects, lock, run-cache entry), that it is
+all or nothing with the lock written last, and that the planner then agrees the stage is up to
+date (tests/fakes.py: a dict workspace, a fake cache and lock store)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pivotbuild.commit import MissingPathsError
+from pivotbuild.config import Out
+from pivotbuild.errors import OperationError
+from pivotbuild.plan import SKIP, UP_TO_DATE
+from tests.fakes import World, digest_of, stage
+
+
+def train_world(**fields) -> World:
+    return World(
+        stage("train", "python train.py", deps=["data.csv", "train.py"],
+              outs=["model.bin", Out(path="metrics.json", cache=False)],
+              params=["lr"], param_values={"lr": 0.1}, **fields),
+        files={"data.csv": "1,2", "train.py": "fit()", "model.bin": "weights",
+               "metrics.json": "{}"},
+    )
+
+
+def test_a_commit_stores_cached_outputs_writes_the_lock_and_the_run_entry():
+    world = train_world()
+    stage_ = world.project.stages["train"]
+    result = world.committer.commit(stage_)
+    assert result.written
+    lock = world.locks.get("train")
+    assert lock == result.lock
+    assert (lock.stage, lock.cmd, lock.params) == ("train", ["python train.py"], {"lr": 0.1})
+    assert [(d.path, d.hash, d.size) for d in lock.deps] == [
+        ("data.csv", digest_of("1,2"), 3), ("train.py", digest_of("fit()"), 5)]
+    assert [(o.path, o.hash, o.cache, o.persist) for o in lock.outs] == [
+        ("metrics.json", digest_of("{}"), False, False),
+        ("model.bin", digest_of("weights"), True, False)]
+    # only the cached output is stored; the run entry names both outputs
+    assert world.cache.objects == {digest_of("weights"): "weights"}
+    assert world.cache.runs[lock.input_hash] == {"outs": [
+        {"cache": False, "hash": digest_of("{}"), "path": "metrics.json", "size": 2},
+        {"cache": True, "hash": digest_of("weights"), "path": "model.bin", "size": 7}]}
+
+
+def test_after_a_commit_the_planner_finds_the_stage_up_to_date_with_the_same_input_hash():
+    world = train_world()
+    snapshot_hash = world.committer.snapshot(world.project.stages["train"]).input_hash
+    world.commit("train")
+    decision = world.plan()["train"]
+    assert (decision.status, decision.action) == (UP_TO_DATE, SKIP)
+    assert decision.input_hash == snapshot_hash == world.locks.get("train").input_hash
+
+
+def test_committing_the_same_workspace_again_rewrites_nothing():
+    world = train_world()
+    world.commit("train")
+    again = world.committer.commit(world.project.stages["train"])
+    assert not again.written and world.locks.writes == ["train"]
+
+
+def test_a_missing_output_or_dep_commits_nothing_and_names_the_paths():
+    world = train_world()
+    world.workspace.remove("model.bin")
+    world.workspace.remove("train.py")
+    with pytest.raises(MissingPathsError) as caught:
+        world.committer.commit(world.project.stages["train"])
+    assert caught.value.paths == ["train.py", "model.bin"]
+    assert str(caught.value) == "missing 'train.py', 'model.bin'; nothing committed for it"
+    assert world.locks.texts == {} and world.cache.objects == {} and world.cache.runs == {}
+
+
+def test_an_unreadable_path_commits_nothing_and_names_it():
+    world = train_world()
+    world.workspace.unreadable.add("data.csv")
+    with pytest.raises(OperationError, match=r"^data\.csv: Permission denied$"):
+        world.committer.commit(world.project.stages["train"])
+    assert world.locks.texts == {} and world.cache.objects == {}
+
+
+def test_the_lock_is_written_last_a_failed_store_leaves_the_old_lock():
+    world = World(stage("s", "s", outs=["a", "b"]), files={"a": "1", "b": "2"})
+    world.commit("s")
+    before = world.locks.texts["s"]
+    world.workspace.write("a", "new a")
+    world.workspace.write("b", "new b")
+    world.cache.fail_store.add("b")
+    with pytest.raises(OSError):
+        world.committer.commit(world.project.stages["s"])
+    assert world.locks.texts["s"] == before  # still the old lock
+    assert len(world.cache.runs) == 1  # and no run entry for the new inputs
+
+
+@pytest.mark.parametrize("fields", [{"always_changed": True}, {"outs": [
+    Out(path="model.bin", persist=True), Out(path="metrics.json", cache=False)]}])
+def test_always_changed_and_persist_stages_get_no_run_cache_entry(fields):
+    world = train_world(**fields) if "outs" not in fields else World(
+        stage("train", "python train.py", deps=["data.csv"], **fields),
+        files={"data.csv": "1", "model.bin": "w", "metrics.json": "{}"})
+    world.commit("train")
+    assert world.locks.get("train").outs[-1].persist == ("outs" in fields)
+    assert world.cache.runs == {}
+
+
+def test_whether_an_output_is_cached_comes_from_the_configuration():
+    world = train_world()
+    world.commit("train")
+    world.project.stages["train"] = stage(
+        "train", "python train.py", deps=["data.csv", "train.py"],
+        outs=[Out(path="model.bin", cache=False), "metrics.json"],
+        params=["lr"], param_values={"lr": 0.1})
+    world.commit("train")
+    lock = world.locks.get("train")
+    assert [(o.path, o.cache) for o in lock.outs] == [("metrics.json", True),
+                                                      ("model.bin", False)]
+    assert digest_of("{}") in world.cache.objects
