@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pivotbuild import hashing, manifest, remote_store
+from pivotbuild import hashing, manifest
 from pivotbuild import remote as remotes
+from pivotbuild.remote import fetcher, localdir
 from pivotbuild.errors import OperationError, UsageError
-from pivotbuild.execute import Reporter, RunOptions
+from pivotbuild.execute import RunOptions
 from pivotbuild.hashing import get_backend
 from pivotbuild.pipeline import opened
+from pivotbuild.report import Reporter
 
 if TYPE_CHECKING:
     from tests.s3server import S3Server
@@ -121,7 +123,7 @@ class BrokenCopies:
 
 def break_copies(monkeypatch, match) -> None:
     broken = BrokenCopies(match)
-    monkeypatch.setattr(remotes, "get_backend", lambda: broken)
+    monkeypatch.setattr(localdir, "get_backend", lambda: broken)
 
 
 def cache_objects(root: Path) -> set[str]:
@@ -227,13 +229,13 @@ def test_push_without_run_cache_sends_no_run_entries(built: Path, remote_dir: Pa
 
 def test_push_lists_in_batches_not_one_request_per_object(built: Path, monkeypatch):
     calls = []
-    original = remote_store.LocalStore.list_names
+    original = localdir.LocalStore.list_names
 
     def counting(self, top, shards):
         calls.append((top, shards))
         return original(self, top, shards)
 
-    monkeypatch.setattr(remote_store.LocalStore, "list_names", counting)
+    monkeypatch.setattr(localdir.LocalStore, "list_names", counting)
     do("push", built, run_cache=True)
     assert [top for top, _ in calls] == ["files", "runs"]
 
@@ -337,16 +339,16 @@ def open_fds() -> int:
 
 def test_push_writes_unnamed_files_in_rounds_and_names_them_after_the_flush(
         built: Path, remote_dir: Path, monkeypatch):
-    monkeypatch.setattr(remotes, "_DIRECTORY_BATCH", 2)  # several rounds, several slices
-    monkeypatch.setattr(remotes, "_PROGRESS_STEP", 1)
+    monkeypatch.setattr(localdir, "_DIRECTORY_BATCH", 2)  # several rounds, several slices
+    monkeypatch.setattr(localdir, "_PROGRESS_STEP", 1)
     flushed: list[int] = []  # names on the remote at each flush
-    real_sync = remote_store.LocalStore.sync
+    real_sync = localdir.LocalStore.sync
 
     def sync(self):
         flushed.append(len([p for p in remote_dir.rglob("*") if p.is_file()]))
         real_sync(self)
 
-    monkeypatch.setattr(remote_store.LocalStore, "sync", sync)
+    monkeypatch.setattr(localdir.LocalStore, "sync", sync)
     fds = open_fds()
     report = do("push", built)
     assert report.ok and report.objects > 4
@@ -359,7 +361,7 @@ def test_push_writes_unnamed_files_in_rounds_and_names_them_after_the_flush(
 def test_push_without_unnamed_files_uses_temp_names(built: Path, remote_dir: Path,
                                                     monkeypatch):
     backend = NoUnnamedFiles()
-    monkeypatch.setattr(remotes, "get_backend", lambda: backend)
+    monkeypatch.setattr(localdir, "get_backend", lambda: backend)
     report = do("push", built)
     assert report.ok and report.objects > 4
     assert backend.unnamed[0] and not any(backend.unnamed[1:])  # tried once, then temp names
@@ -371,8 +373,8 @@ def test_push_with_too_few_open_files_for_a_round_uses_temp_names(built: Path,
                                                                   remote_dir: Path,
                                                                   monkeypatch):
     backend = NoUnnamedFiles()  # records what was asked; no copy is unnamed here
-    monkeypatch.setattr(remotes, "get_backend", lambda: backend)
-    monkeypatch.setattr(remotes, "_raise_open_files", lambda want: 100)
+    monkeypatch.setattr(localdir, "get_backend", lambda: backend)
+    monkeypatch.setattr(localdir, "_raise_open_files", lambda want: 100)
     assert do("push", built).ok
     assert backend.unnamed and not any(backend.unnamed)
     assert len(tree(remote_dir)) > 4
@@ -383,7 +385,7 @@ def test_a_failed_flush_names_nothing_and_closes_every_copy(built: Path, remote_
     def sync(self):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(remote_store.LocalStore, "sync", sync)
+    monkeypatch.setattr(localdir.LocalStore, "sync", sync)
     fds = open_fds()
     with pytest.raises(OSError):
         do("push", built)
@@ -395,7 +397,7 @@ def test_raise_open_files_lifts_the_soft_limit_up_to_the_hard_one():
     """In a child: lowering the hard limit cannot be undone."""
     script = (
         "import resource\n"
-        "from pivotbuild import remote\n"
+        "from pivotbuild.remote import localdir as remote\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 20000))\n"
         "print(remote._raise_open_files(16384), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))\n"
@@ -403,7 +405,7 @@ def test_raise_open_files_lifts_the_soft_limit_up_to_the_hard_one():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True).stdout.split()
-    margin = remotes._FD_MARGIN
+    margin = localdir._FD_MARGIN
     assert out == [str(16384), str(16384 + margin), str(600 - margin), "600"]
 
 
@@ -528,7 +530,7 @@ def test_run_entry_problem_refuses_malformed_entries(doc):
     input_hash = "ab" * 16
     if isinstance(doc, dict) and doc.get("input_hash") is None:
         doc = {**doc, "input_hash": input_hash}
-    assert remotes.run_entry_problem(doc, input_hash)
+    assert fetcher.run_entry_problem(doc, input_hash)
 
 
 def test_an_interrupted_download_leaves_nothing_in_the_cache(built: Path, tmp_path: Path,
@@ -575,24 +577,6 @@ def test_prefetch_stops_predicting_below_a_stage_that_must_run(built: Path, tmp_
     assert ran(b) == ["prepare", "train", "report"]
 
 
-class PlannerView:
-    """The cache as the planner sees it with the hook installed: on a local run-cache miss,
-    ask the remote, then look again (the change proposed for plan.py)."""
-
-    def __init__(self, cache, hook) -> None:
-        self.cache = cache
-        self.hook = hook
-
-    def __getattr__(self, name):
-        return getattr(self.cache, name)
-
-    def get_run(self, input_hash):
-        found = self.cache.get_run(input_hash)
-        if found is None and self.hook(input_hash):
-            found = self.cache.get_run(input_hash)
-        return found
-
-
 def test_remote_run_cache_hook_restores_below_an_upstream_that_ran(built: Path,
                                                                    tmp_path: Path):
     """The planner hook: prepare must run (new raw.txt) but makes the same clean.txt, so
@@ -607,9 +591,8 @@ def test_remote_run_cache_hook_restores_below_an_upstream_that_ran(built: Path,
         report = remotes.TransferReport(remote.name, "fetch")
         hook = remotes.RemoteRunCache(pipeline, remote, report)
         assert not hook("0" * 32, "nothing")  # no such entry: not an error
-        pipeline.planner.cache = PlannerView(pipeline.cache, hook)
         _, results = pipeline.repro(pipeline.select([]), options=RunOptions(jobs=2),
-                                    reporter=Reporter(quiet=True))
+                                    reporter=Reporter(quiet=True), run_cache_miss=hook)
     assert [(r.name, r.action) for r in results] == [
         ("prepare", "run"), ("train", "run-cache"), ("report", "run-cache")]
     assert report.ok and report.runs == 2
