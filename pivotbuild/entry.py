@@ -5,7 +5,7 @@ costs more than hashing a gigabyte. So a command line that is plainly
 `[-C DIR] [-q|-v]... hash [-j N] [--json] [--no-state] PATH...` runs without
 it. A no-op `status`, `repro`, `verify` or `dag` is answered from the pipeline
 snapshot without click, pydantic or networkx (fastpath.py). Anything else
-(--help, an unknown option, a mistake, a stale stage) goes to click (cli.py),
+(--help, an unknown option, a mistake, a stale stage) goes to click (cli/),
 which stays the one place that defines and documents the commands.
 """
 

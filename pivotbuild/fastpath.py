@@ -20,6 +20,8 @@ import os
 import sys
 import time
 
+from pivotbuild.paths import LOCKS_DIR, STATE_DB_FILE, STATE_DIR
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs start-up time
 
 if TYPE_CHECKING:
@@ -110,7 +112,7 @@ def run(req: Request, started: float) -> int | None:
 
 def _run(req: Request, started: float) -> int | None:
     from pivotbuild import snapshot
-    from pivotbuild.workspace import find_project_root_str
+    from pivotbuild.paths import find_project_root_str
 
     def fallback(why: str) -> None:
         req.why = why
@@ -192,9 +194,8 @@ class _Check:
         self.aged = False  # an untrusted entry was confirmed and has aged: worth saving
 
     def locks(self) -> bool:
-        from pivotbuild import snapshot
 
-        directory = os.path.join(self.root, snapshot.STATE_DIR, snapshot.LOCKS_DIR)
+        directory = os.path.join(self.root, STATE_DIR, LOCKS_DIR)
         recorded = self.doc["locks"]
         try:
             names = sorted(os.listdir(directory))
@@ -269,10 +270,10 @@ class _Check:
     def _dirs(self, dirs: list[tuple[str, str]]) -> bool:
         if not dirs:
             return True
+        from pivotbuild.hasher import Hasher
         from pivotbuild.state import StateDB
-        from pivotbuild.workspace import STATE_DIR, Hasher
 
-        state = StateDB(os.path.join(self.root, STATE_DIR, "state.db"))
+        state = StateDB(os.path.join(self.root, STATE_DIR, STATE_DB_FILE))
         try:
             digests = Hasher(self.root, state).hash_paths(
                 [os.path.join(self.root, rel) for rel, _ in dirs])
@@ -289,10 +290,15 @@ class _Check:
 
 def _objects_present(doc: dict[str, Any], records: list[tuple[Any, ...]]) -> bool:
     """Every cached output of these stages is in the cache (a directory: every file)."""
+    from pivotbuild.names import is_dir_hash, object_name
+
     cache_files = os.path.join(doc["cache_dir"], "files")
 
     def present(digest: str) -> bool:
-        return os.path.isfile(os.path.join(cache_files, digest[:2], digest[2:]))
+        try:
+            return os.path.isfile(os.path.join(cache_files, object_name(digest)))
+        except ValueError:  # not a hash (names.InvalidHashError)
+            return False
 
     for record in records:
         for _path, digest, cached in record[6]:
@@ -300,11 +306,11 @@ def _objects_present(doc: dict[str, Any], records: list[tuple[Any, ...]]) -> boo
                 continue
             if not present(digest):
                 return False
-            if digest.endswith(".dir"):
+            if is_dir_hash(digest):
                 from pivotbuild import manifest
 
                 try:
-                    with open(os.path.join(cache_files, digest[:2], digest[2:]), "rb") as fh:
+                    with open(os.path.join(cache_files, object_name(digest)), "rb") as fh:
                         entries = manifest.parse(fh.read())
                 except (OSError, ValueError):
                     return False
@@ -352,8 +358,8 @@ def _repro(req: Request, root: str, records: list[tuple[Any, ...]], started: flo
             _emit(sys.stderr, "Everything is up to date.\n")
         return 0
     from pivotbuild.errors import OperationError
+    from pivotbuild.paths import ensure_state_dir
     from pivotbuild.projectlock import project_lock
-    from pivotbuild.workspace import ensure_state_dir
 
     command = " ".join(["pivotbuild", *sys.argv[1:]])[:200]
     try:

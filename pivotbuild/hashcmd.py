@@ -8,8 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from pivotbuild.errors import EXIT_FAILED, EXIT_OK
+from pivotbuild.hasher import Hasher
+from pivotbuild.paths import STATE_DB_FILE, ensure_state_dir_str, find_project_root_str
 from pivotbuild.state import StateDB
-from pivotbuild.workspace import Hasher, ensure_state_dir_str, find_project_root_str
 
 
 def run_hash(paths: Sequence[str], jobs: int = 0, as_json: bool = False,
@@ -18,7 +19,7 @@ def run_hash(paths: Sequence[str], jobs: int = 0, as_json: bool = False,
     root = find_project_root_str(os.getcwd())
     state = None
     if not no_state and root is not None:
-        state = StateDB(os.path.join(ensure_state_dir_str(root), "state.db"))
+        state = StateDB(os.path.join(ensure_state_dir_str(root), STATE_DB_FILE))
     try:
         results = Hasher(root, state, jobs).hash_paths(list(paths))
     finally:

@@ -55,10 +55,10 @@ from pivotbuild.atomic import write_if_changed
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.hashing import get_backend
 from pivotbuild.names import is_dir_hash, is_hash
+from pivotbuild.paths import LOCKS_DIR
 
 SCHEMA_VERSION = 1
 INPUT_HASH_VERSION = 1
-LOCKS_DIR = "locks"
 
 _KEYS = {"cmd", "deps", "input_hash", "outs", "params", "schema", "stage"}
 _DEP_KEYS = {"hash", "path", "size"}

@@ -35,6 +35,7 @@ PROJECT_FILE = "pivot.toml"
 PARAMS_FILE = "params.toml"
 STATE_DIR = ".pivotbuild"
 STATE_DB_FILE = "state.db"  # inside STATE_DIR (state.py)
+LOCKS_DIR = "locks"  # inside STATE_DIR (lock.py)
 LOCAL_CONFIG_FILE = f"{STATE_DIR}/config.local.toml"
 CACHE_DIR_ENV = "PIVOTBUILD_CACHE_DIR"
 CHECKOUT_METHODS = ("reflink", "hardlink", "copy")

@@ -49,6 +49,14 @@ import sys
 from pivotbuild import __version__
 from pivotbuild.atomic import unlink_quietly, write_atomic
 from pivotbuild.hashing import RACY_WINDOW_NS
+from pivotbuild.paths import (
+    CACHE_DIR_ENV,
+    LOCAL_CONFIG_FILE,
+    LOCKS_DIR,
+    PARAMS_FILE,
+    PROJECT_FILE,
+    STATE_DIR,
+)
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs the fast path start-up
 
@@ -61,10 +69,7 @@ if TYPE_CHECKING:
 SNAPSHOT_VERSION = 1
 MAGIC = "pivotbuild-snapshot"
 SNAPSHOT_FILE = "snapshot"
-LOCKS_DIR = "locks"
-STATE_DIR = ".pivotbuild"
-CONFIG_FILES = ("pivot.toml", "params.toml", ".pivotbuild/config.local.toml")
-CACHE_ENV = "PIVOTBUILD_CACHE_DIR"
+CONFIG_FILES = (PROJECT_FILE, PARAMS_FILE, LOCAL_CONFIG_FILE)
 
 
 def snapshot_path(root: str) -> str:
@@ -144,7 +149,7 @@ def load(root: str) -> dict[str, Any] | None:
     if (doc.get("version"), doc.get("pivotbuild"), doc.get("python")) != (
             SNAPSHOT_VERSION, __version__, sys.implementation.cache_tag):
         return None
-    if doc.get("root") != root or doc.get("env_cache_dir") != os.environ.get(CACHE_ENV):
+    if doc.get("root") != root or doc.get("env_cache_dir") != os.environ.get(CACHE_DIR_ENV):
         return None
     return doc
 
@@ -193,7 +198,7 @@ def build(pipeline: Pipeline, decisions: list[Decision]) -> dict[str, Any] | Non
         "magic": MAGIC, "version": SNAPSHOT_VERSION, "pivotbuild": __version__,
         "python": sys.implementation.cache_tag, "root": root,
         "cache_dir": str(pipeline.project.cache_dir),
-        "env_cache_dir": os.environ.get(CACHE_ENV),
+        "env_cache_dir": os.environ.get(CACHE_DIR_ENV),
         "configs": config_key(root), "locks": locks, "stages": stages, "edges": edges,
     }
 

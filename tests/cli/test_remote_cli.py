@@ -254,7 +254,7 @@ def test_unknown_target_exits_2(clone_a: Path):
 
 
 def status_remote(root: Path, *args: str) -> tuple[int, str]:
-    from pivotbuild.cli_remote import remote_status_command_impl
+    from pivotbuild.cli.remote import remote_status_command_impl
 
     @click.command()
     @click.argument("targets", nargs=-1)

@@ -1,12 +1,12 @@
-"""The command line: parse arguments, call one function, render the result.
+"""The pipeline commands: init, status, repro, commit, checkout, verify, gc, dag, history.
 
-Heavy modules (pydantic, networkx) are imported inside the commands that need
-them, so that quick commands such as ``hash`` start fast.
+Each parses its arguments, opens the project (common.opened), calls one function of the
+pipeline and renders what it returns. Modules that load pydantic or networkx are imported
+inside the commands, after ``opened`` has started the prefetch (prefetch.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -14,104 +14,19 @@ from pathlib import Path
 
 import click
 
-from pivotbuild import __version__
-from pivotbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PivotError, UsageError
-from pivotbuild.urls import redact_text
-
-
-class Context:
-    """What every command gets: the global options."""
-
-    def __init__(self, verbose: int, quiet: bool) -> None:
-        self.verbose = verbose
-        self.quiet = quiet
-
-
-def _jobs_option(function):
-    return click.option(
-        "-j", "--jobs", type=click.IntRange(min=1), default=None,
-        help="Threads or parallel stages (default: all cores).",
-    )(function)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-C", "directory", type=click.Path(file_okay=False), default=None,
-              help="Change to DIR before doing anything (as make -C).")
-@click.option("-v", "--verbose", count=True, help="Say more.")
-@click.option("-q", "--quiet", is_flag=True, help="Say less.")
-@click.version_option(__version__, prog_name="pivotbuild")
-@click.pass_context
-def cli(ctx: click.Context, directory: str | None, verbose: int, quiet: bool) -> None:
-    """pivotbuild: a declarative, content-hashed build system."""
-    if directory is not None:
-        try:
-            os.chdir(directory)
-        except OSError as exc:
-            raise UsageError(f"-C {directory}: {exc.strerror}") from None
-    ctx.obj = Context(verbose, quiet)
-
-
-@cli.command("hash")
-@click.argument("paths", nargs=-1, required=True)
-@_jobs_option
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
-@click.option("--no-state", is_flag=True, help="Neither read nor update the stat memo.")
-@click.pass_obj
-def hash_command(obj: Context, paths: tuple[str, ...], jobs: int | None, as_json: bool,
-                 no_state: bool) -> None:
-    """Print '<hash>  <path>' for each PATH (xxhsum -H2 compatible for files).
-
-    Directories print '<hash>.dir'. Inside a project the stat memo
-    (.pivotbuild/state.db) spares re-reading unchanged files.
-    """
-    from pivotbuild.hashcmd import run_hash
-
-    code = run_hash(paths, jobs or 0, as_json, no_state)
-    if code:
-        raise SystemExit(code)
-
-
-# ---- the pipeline commands ------------------------------------------------------
-
-
-def _root() -> Path:
-    from pivotbuild.workspace import find_project_root
-
-    root = find_project_root(Path.cwd())
-    if root is None:
-        raise UsageError(
-            f"no pivot.toml found in {Path.cwd()} or any parent directory (run 'pivotbuild init')"
-        )
-    return root
-
-
-@contextlib.contextmanager
-def _pipeline(hash_jobs: int = 0, *, write: bool = False, wait: float | None = None):
-    """The opened project; ``write``: also hold the project lock (projectlock.py)."""
-    from pivotbuild.prefetch import Prefetch
-
-    root = _root()
-    prefetch = Prefetch(root, hash_jobs)  # hashes in C while the modules below load
-
-    from pivotbuild.pipeline import opened
-    from pivotbuild.projectlock import project_lock
-    from pivotbuild.workspace import ensure_state_dir
-
-    with opened(root, hash_jobs, prefetch) as pipeline:
-        if not write:
-            yield pipeline
-            return
-        command = " ".join(["pivotbuild", *sys.argv[1:]])[:200]
-        with project_lock(ensure_state_dir(pipeline.root), command, wait):
-            yield pipeline
-
-
-def _wait_option(function):
-    return click.option(
-        "--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-        help="If another command is writing this project, wait up to SECONDS for it.",
-    )(function)
-
+from pivotbuild.cli import remote
+from pivotbuild.cli.common import (
+    Context,
+    count,
+    error,
+    jobs_option,
+    opened,
+    project_root,
+    render_checkout,
+    wait_option,
+    warn,
+)
+from pivotbuild.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 INIT_TEMPLATE = """\
 # pivot.toml: the stages of this project. See pivot.toml.example for every field.
@@ -125,11 +40,11 @@ INIT_TEMPLATE = """\
 """
 
 
-@cli.command("init")
+@click.command("init")
 @click.pass_obj
 def init_command(obj: Context) -> None:
     """Create pivot.toml (if absent) and .pivotbuild/ with its .gitignore."""
-    from pivotbuild.workspace import PROJECT_FILE, ensure_state_dir
+    from pivotbuild.paths import PROJECT_FILE, ensure_state_dir
 
     root = Path.cwd()
     created = not (root / PROJECT_FILE).exists()
@@ -145,7 +60,7 @@ def _reasons_text(reasons) -> list[str]:
     return [f"    {reason}" for reason in reasons]
 
 
-@cli.command("status")
+@click.command("status")
 @click.argument("targets", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
 @click.option("-q", "quiet", is_flag=True, help="Print nothing; exit 1 if anything is stale.")
@@ -158,12 +73,10 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
                    on_remote: bool, remote_name: str | None) -> None:
     """Show which stages are stale and why (--remote: what the remote lacks or has)."""
     if on_remote or remote_name is not None:
-        from pivotbuild.cli_remote import remote_status_command_impl
-
-        remote_status_command_impl(obj, targets, remote_name, as_json, quiet)
+        remote.remote_status_command_impl(obj, targets, remote_name, as_json, quiet)
         return
 
-    with _pipeline() as pipeline:
+    with opened() as pipeline:
         from pivotbuild.plan import STALE  # after _pipeline: it starts the prefetch first
 
         decisions = pipeline.status(pipeline.select(list(targets)))
@@ -189,9 +102,9 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
         click.echo("Everything is up to date.")
 
 
-@cli.command("repro")
+@click.command("repro")
 @click.argument("targets", nargs=-1)
-@_jobs_option
+@jobs_option
 @click.option("-n", "--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("-f", "--force", is_flag=True, help="Run every stage in the plan.")
 @click.option("-k", "--keep-going", is_flag=True,
@@ -207,7 +120,7 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
               help="First fetch from the remote what can be restored (run cache included).")
 @click.option("-r", "--remote", "remote_name", default=None, metavar="NAME",
               help="The remote for --pull (default: project.default_remote).")
-@_wait_option
+@wait_option
 @click.pass_obj
 def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
                   force: bool, keep_going: bool, single_item: bool, downstream: bool,
@@ -217,19 +130,17 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
     import time
 
     started = time.monotonic()
-    with _pipeline(write=not dry_run, wait=wait) as pipeline:
+    with opened(write=not dry_run, wait=wait) as pipeline:
         # Imported after _pipeline has started the prefetch (prefetch.py).
-        from pivotbuild.execute import OK, Reporter, RunOptions
+        from pivotbuild.execute import OK, RunOptions
         from pivotbuild.pipeline import plan_result
-        from pivotbuild.progress import make_reporter
+        from pivotbuild.report import Reporter, make_reporter
 
         names = pipeline.select(list(targets), single_item=single_item, downstream=downstream)
-        pulled = None
+        pulled, miss = None, None
         if pull and not dry_run:
-            from pivotbuild.cli_remote import prefetch_for_repro_impl
-
-            pulled = prefetch_for_repro_impl(obj, pipeline, names, remote_name,
-                                             run_cache=not no_run_cache)
+            pulled, miss = remote.prefetch_for_repro_impl(obj, pipeline, names, remote_name,
+                                                          run_cache=not no_run_cache)
         project_jobs = pipeline.project.jobs or os.cpu_count() or 1
         options = RunOptions(
             jobs=jobs or project_jobs, keep_going=keep_going, no_commit=no_commit,
@@ -238,11 +149,11 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
         reporter: Reporter = make_reporter(obj.verbose, obj.quiet or as_json, explain or dry_run)
         decisions, results = pipeline.repro(
             names, options=options, reporter=reporter, force=force, single_item=single_item,
-            dry_run=dry_run, use_run_cache=not no_run_cache,
+            dry_run=dry_run, use_run_cache=not no_run_cache, run_cache_miss=miss,
         )
     for decision in decisions:
         if decision.lock_problem:
-            _warn(decision.lock_problem)
+            warn(decision.lock_problem)
     if dry_run:
         if as_json:
             stages = [plan_result(d).to_dict() for d in decisions]
@@ -259,11 +170,11 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
         raise SystemExit(EXIT_FAILED)
 
 
-@cli.command("commit")
+@click.command("commit")
 @click.argument("stages", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Print what would be committed; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
-@_wait_option
+@wait_option
 @click.pass_obj
 def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json: bool,
                    wait: float | None) -> None:
@@ -271,7 +182,7 @@ def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json
 
     A matrix base name commits every instance. --dry-run hashes what commit would, writes
     nothing (but the stat memo) and exits as commit would: 1 if a stage would fail."""
-    with _pipeline(write=not dry_run, wait=wait) as pipeline:
+    with opened(write=not dry_run, wait=wait) as pipeline:
         chosen: dict[str, None] = {}
         for name in stages:
             chosen.update(dict.fromkeys(pipeline.stage_names(name)))
@@ -300,23 +211,23 @@ def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json
                 click.echo(f"Committed '{name}'")
         if not outcome.plan:
             click.echo("Nothing to commit.")
-    for failed_stage, error in outcome.failed:
-        _error(f"stage '{failed_stage}': {error}")
+    for failed_stage, problem in outcome.failed:
+        error(f"stage '{failed_stage}': {problem}")
     if outcome.failed:
         raise SystemExit(EXIT_FAILED)
 
 
-@cli.command("checkout")
+@click.command("checkout")
 @click.argument("targets", nargs=-1)
 @click.option("--force", is_flag=True,
               help="Overwrite modified outputs and delete untracked files in output dirs.")
 @click.option("--relink", is_flag=True, help="Re-apply the checkout link preference.")
-@_wait_option
+@wait_option
 @click.pass_obj
 def checkout_command(obj: Context, targets: tuple[str, ...], force: bool, relink: bool,
                      wait: float | None) -> None:
     """Put the cached outputs recorded in the locks into the workspace."""
-    with _pipeline(write=True, wait=wait) as pipeline:
+    with opened(write=True, wait=wait) as pipeline:
         from pivotbuild.checkout import Checkout
 
         names = pipeline.select(list(targets), single_item=bool(targets))
@@ -325,33 +236,14 @@ def checkout_command(obj: Context, targets: tuple[str, ...], force: bool, relink
         raise SystemExit(EXIT_FAILED)
 
 
-def render_checkout(report, quiet: bool, missing_hint: str) -> bool:
-    """Print what a checkout did (also after pull); True if it all went well."""
-    if not quiet:
-        for path in report.restored:
-            click.echo(f"Restored {path}")
-    for message in report.problems:
-        _error(message)
-    if report.conflicts:
-        _error("checkout would clobber (use 'pivotbuild checkout --force' to overwrite): "
-               + ", ".join(report.conflicts))
-    for path, digest in report.missing:
-        _error(f"{path}: cache object {digest} is missing ({missing_hint})")
-    if not quiet:
-        click.echo(f"checkout: {len(report.restored)} restored, {len(report.unchanged)} "
-                   f"unchanged, {len(report.conflicts)} conflicts, {len(report.missing)} "
-                   "missing", err=True)
-    return report.ok
-
-
-@cli.command("verify")
+@click.command("verify")
 @click.argument("targets", nargs=-1)
 @click.option("--cache", "rehash", is_flag=True, help="Also rehash every referenced object.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
 @click.pass_obj
 def verify_command(obj: Context, targets: tuple[str, ...], rehash: bool, as_json: bool) -> None:
     """Exit 0 only if every stage is up to date and its cached outputs are in the cache."""
-    with _pipeline() as pipeline:
+    with opened() as pipeline:
         from pivotbuild.verify import verify
 
         report = verify(pipeline, pipeline.select(list(targets)), rehash=rehash)
@@ -360,7 +252,7 @@ def verify_command(obj: Context, targets: tuple[str, ...], rehash: bool, as_json
                                "problems": [p.to_dict() for p in report.problems]}, indent=2))
     else:
         for problem in report.problems:
-            _error(problem.message)
+            error(problem.message)
         if report.ok and not obj.quiet:
             extra = f", {report.checked_objects} objects rehashed" if rehash else ""
             click.echo(f"verify: everything is up to date and cached{extra}")
@@ -368,16 +260,12 @@ def verify_command(obj: Context, targets: tuple[str, ...], rehash: bool, as_json
         raise SystemExit(EXIT_FAILED)
 
 
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
-@cli.command("gc")
+@click.command("gc")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @click.option("--grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Keep unreferenced objects and run-cache entries changed within the last "
                    "SECONDS (default 3600, or $PIVOTBUILD_GC_GRACE_S; 0: delete them now).")
-@_wait_option
+@wait_option
 @click.pass_obj
 def gc_command(obj: Context, dry_run: bool, grace: float | None, wait: float | None) -> None:
     """Delete cache objects and run-cache entries that no current lock references.
@@ -387,7 +275,7 @@ def gc_command(obj: Context, dry_run: bool, grace: float | None, wait: float | N
     from pivotbuild.gc import grace_seconds
 
     grace_s = grace_seconds(grace)  # a bad PIVOTBUILD_GC_GRACE_S fails before anything
-    with _pipeline(write=not dry_run, wait=wait) as pipeline:
+    with opened(write=not dry_run, wait=wait) as pipeline:
         from pivotbuild.gc import gc
 
         report = gc(pipeline, dry_run=dry_run, grace_s=grace_s)
@@ -397,19 +285,19 @@ def gc_command(obj: Context, dry_run: bool, grace: float | None, wait: float | N
             click.echo(f"{verb} object {name}")
         for name in report.runs:
             click.echo(f"{verb} run-cache entry {name}")
-        click.echo(f"gc: {verb} {_count(len(report.objects), 'object', 'objects')} and "
-                   f"{_count(len(report.runs), 'run-cache entry', 'run-cache entries')}; kept "
-                   f"{_count(report.kept_objects, 'referenced object', 'referenced objects')}",
+        click.echo(f"gc: {verb} {count(len(report.objects), 'object', 'objects')} and "
+                   f"{count(len(report.runs), 'run-cache entry', 'run-cache entries')}; kept "
+                   f"{count(report.kept_objects, 'referenced object', 'referenced objects')}",
                    err=True)
         if report.young_objects or report.young_runs:
             shown = f"{report.grace_s:g}"
-            objects = _count(report.young_objects, "unreferenced object", "unreferenced objects")
-            runs = _count(report.young_runs, "run-cache entry", "run-cache entries")
+            objects = count(report.young_objects, "unreferenced object", "unreferenced objects")
+            runs = count(report.young_runs, "run-cache entry", "run-cache entries")
             click.echo(f"gc: kept {objects} and {runs} changed in the last {shown} s "
                        f"(--grace {shown}; '--grace 0' deletes them now)", err=True)
 
 
-@cli.command("dag")
+@click.command("dag")
 @click.argument("targets", nargs=-1)
 @click.option("--dot", "fmt", flag_value="dot", help="Graphviz digraph.")
 @click.option("--mermaid", "fmt", flag_value="mermaid", help="Mermaid flowchart.")
@@ -418,7 +306,7 @@ def dag_command(targets: tuple[str, ...], fmt: str | None) -> None:
     """Print the stage graph."""
     from pivotbuild import dag
 
-    with _pipeline() as pipeline:
+    with opened() as pipeline:
         names = pipeline.dag_names(list(targets))
         graph = pipeline.graph
     if fmt == "json":
@@ -431,7 +319,7 @@ def dag_command(targets: tuple[str, ...], fmt: str | None) -> None:
         click.echo(dag.to_text(graph, names), nl=False)
 
 
-@cli.command("history")
+@click.command("history")
 @click.argument("stage", required=False)
 @click.option("-n", "limit", type=click.IntRange(min=1), default=None, help="Only the last N runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
@@ -442,11 +330,11 @@ def history_command(stage: str | None, limit: int | None, as_json: bool) -> None
     pivot.toml that has runs recorded; any other name exits 2."""
     import datetime
 
+    from pivotbuild.paths import STATE_DB_FILE, STATE_DIR
     from pivotbuild.state import StateDB
-    from pivotbuild.workspace import STATE_DIR
 
-    root = _root()
-    state = StateDB(root / STATE_DIR / "state.db")
+    root = project_root()
+    state = StateDB(root / STATE_DIR / STATE_DB_FILE)
     try:
         runs = state.runs(stage, limit)
         if stage is not None and not runs:
@@ -475,73 +363,5 @@ def history_command(stage: str | None, limit: int | None, as_json: bool) -> None
                    f"{r.status:<11} {r.input_hash or '-':<32}  {'yes' if r.committed else 'no'}")
 
 
-def _warn(message: str) -> None:
-    click.echo(f"pivotbuild: warning: {redact_text(message)}", err=True)
-
-
-def _error(message: str) -> None:
-    # Any message may quote a URL (a remote library's error): never with its userinfo.
-    click.echo(f"pivotbuild: error: {redact_text(message)}", err=True)
-
-
-def _invoke(argv: list[str] | None) -> int | None:
-    """Parse and run one command line. Not click's main(): an interrupt must reach main()
-    below as itself (click would print a blank line and turn it into Abort)."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    try:
-        with cli.make_context("pivotbuild", args) as ctx:
-            return cli.invoke(ctx)
-    except click.exceptions.Exit as exc:  # --help, --version
-        return exc.exit_code
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning every known error into one line and an exit code.
-
-    An interrupt (Ctrl-C, or SIGTERM / SIGHUP as entry.py raises them) prints one line
-    and exits 128 + the signal, after whatever was running has stopped its commands."""
-    from pivotbuild.entry import interrupted_exit_code
-
-    try:
-        code = _invoke(argv)
-    except PivotError as exc:
-        _error(str(exc))
-        code = exc.exit_code
-    except click.exceptions.Abort:
-        code = EXIT_INTERRUPTED
-    except click.ClickException as exc:
-        exc.show()
-        code = exc.exit_code
-    except KeyboardInterrupt as exc:
-        _error("interrupted")
-        code = interrupted_exit_code(exc)
-    except BrokenPipeError:
-        # Output piped into head or similar: not an error worth a traceback.
-        sys.stderr.close()
-        code = EXIT_OK
-    except OSError as exc:
-        # An operation the system refused (a full disk, a read-only file system, ...).
-        where = f"{exc.filename}: " if exc.filename else ""
-        _error(f"{where}{exc.strerror or exc}")
-        code = EXIT_FAILED
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
-        _error(f"internal error: {type(exc).__name__}: {exc} (please report this; "
-               "run with -v for the traceback)")
-        if "-v" in sys.argv or "--verbose" in sys.argv:
-            import traceback
-
-            traceback.print_exc()
-        code = EXIT_FAILED
-    if code is None:
-        code = EXIT_OK
-    sys.exit(code)
-
-
-def _register_remote_commands() -> None:
-    """push / fetch / pull are defined in cli_remote.py."""
-    from pivotbuild.cli_remote import register
-
-    register(cli)
-
-
-_register_remote_commands()
+COMMANDS = (init_command, status_command, repro_command, commit_command, checkout_command,
+            verify_command, gc_command, dag_command, history_command)

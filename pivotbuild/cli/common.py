@@ -1,0 +1,113 @@
+"""What every command shares: the global options, the opened project, and the error lines.
+
+Commands parse arguments, call one function and render its result; the lines they print
+about problems go through ``warn`` / ``error`` (``pivotbuild: warning|error: ...`` on stderr,
+a URL's userinfo never shown).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from pivotbuild.urls import redact_text
+
+if TYPE_CHECKING:
+    from pivotbuild.checkout import CheckoutReport
+    from pivotbuild.pipeline import Pipeline
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    """What every command gets: the global options."""
+
+    def __init__(self, verbose: int, quiet: bool) -> None:
+        self.verbose = verbose
+        self.quiet = quiet
+
+
+def is_quiet(obj: Context | None) -> bool:
+    """-q given before the command (False without a Context, as when a test calls a command's
+    function directly)."""
+    return bool(getattr(obj, "quiet", False))
+
+
+def jobs_option(function: F) -> F:
+    return click.option(
+        "-j", "--jobs", type=click.IntRange(min=1), default=None,
+        help="Threads or parallel stages (default: all cores).",
+    )(function)
+
+
+def wait_option(function: F) -> F:
+    return click.option(
+        "--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+        help="If another command is writing this project, wait up to SECONDS for it.",
+    )(function)
+
+
+def project_root() -> Path:
+    """The project the working directory is in; UsageError (exit 2) if none."""
+    from pivotbuild.paths import find_root
+
+    return find_root(Path.cwd())
+
+
+@contextlib.contextmanager
+def opened(hash_jobs: int = 0, *, write: bool = False,
+           wait: float | None = None) -> Iterator[Pipeline]:
+    """The opened project; ``write``: also hold the project lock (projectlock.py)."""
+    from pivotbuild.prefetch import Prefetch
+
+    root = project_root()
+    prefetch = Prefetch(root, hash_jobs)  # hashes in C while the modules below load
+
+    from pivotbuild.paths import ensure_state_dir
+    from pivotbuild.pipeline import opened as open_pipeline
+    from pivotbuild.projectlock import project_lock
+
+    with open_pipeline(root, hash_jobs, prefetch.take) as pipeline:
+        if not write:
+            yield pipeline
+            return
+        command = " ".join(["pivotbuild", *sys.argv[1:]])[:200]
+        with project_lock(ensure_state_dir(pipeline.root), command, wait):
+            yield pipeline
+
+
+def warn(message: str) -> None:
+    click.echo(f"pivotbuild: warning: {redact_text(message)}", err=True)
+
+
+def error(message: str) -> None:
+    # Any message may quote a URL (a remote library's error): never with its userinfo.
+    click.echo(f"pivotbuild: error: {redact_text(message)}", err=True)
+
+
+def count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def render_checkout(report: CheckoutReport, quiet: bool, missing_hint: str) -> bool:
+    """Print what a checkout did (also after pull); True if it all went well."""
+    if not quiet:
+        for path in report.restored:
+            click.echo(f"Restored {path}")
+    for message in report.problems:
+        error(message)
+    if report.conflicts:
+        error("checkout would clobber (use 'pivotbuild checkout --force' to overwrite): "
+              + ", ".join(report.conflicts))
+    for path, digest in report.missing:
+        error(f"{path}: cache object {digest} is missing ({missing_hint})")
+    if not quiet:
+        click.echo(f"checkout: {len(report.restored)} restored, {len(report.unchanged)} "
+                   f"unchanged, {len(report.conflicts)} conflicts, {len(report.missing)} "
+                   "missing", err=True)
+    return report.ok
