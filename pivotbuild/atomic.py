@@ -103,11 +103,13 @@ def write_atomic(path: str | Path, data: bytes, mode: int | None = None,
         fsync_dir(directory)
 
 
-def write_if_changed(path: str | Path, data: bytes, mode: int | None = None) -> bool:
+def write_if_changed(path: str | Path, data: bytes, mode: int | None = None,
+                     durable: bool = True) -> bool:
     """Write ``data`` atomically unless ``path`` already holds exactly these bytes.
 
     Returns True if the file was written. An unchanged file keeps its inode and mtime, so
-    tools watching it (git, editors, make) see nothing happen.
+    tools watching it (git, editors, make) see nothing happen. ``durable`` as for
+    write_atomic.
     """
     try:
         with open(path, "rb") as existing:
@@ -115,7 +117,7 @@ def write_if_changed(path: str | Path, data: bytes, mode: int | None = None) -> 
                 return False
     except OSError:
         pass
-    write_atomic(path, data, mode)
+    write_atomic(path, data, mode, durable)
     return True
 
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pivotbuild import manifest, paths
-from pivotbuild.cache import CorruptObjectsError, MissingObjectsError
 from pivotbuild.errors import OperationError
+from pivotbuild.hasher import PathDigest
 from pivotbuild.lock import Lock, LockedOut, LockProblem
 from pivotbuild.pipeline import Pipeline
-from pivotbuild.hasher import PathDigest
-
+from pivotbuild.store.objects import CorruptObjectsError, MissingObjectsError
 
 REPAIR_HINT = "run 'pivotbuild repro' to make it again, or 'pivotbuild pull'"
 
@@ -40,7 +38,8 @@ class CheckoutReport:
 
 
 class Checkout:
-    """Restores the outputs of the selected stages."""
+    """Restores the outputs of the selected stages (through store/place.py, whose rules
+    decide what may be overwritten: with ``force``, anything in the way)."""
 
     def __init__(self, pipeline: Pipeline, *, force: bool = False, relink: bool = False) -> None:
         self.p = pipeline
@@ -72,58 +71,11 @@ class Checkout:
         return self.report
 
     def _one(self, out: LockedOut, current: PathDigest) -> None:
-        if current.hash == out.hash and not self.relink:
-            self.report.unchanged.append(out.path)
-            return
-        dest = self.p.root / out.path
-        if current.hash is None and not current.missing:
-            # Something unhashable is there (a link out of the project, say).
-            if not self.force:
-                self.report.conflicts.append(out.path)
-                return
-            paths.remove(self.p.root, out.path)
-        methods = self.p.project.checkout
-        if not out.is_dir:
-            if current.hash is not None and current.hash != out.hash and not self.force:
-                self.report.conflicts.append(out.path)
-                return
-            if current.is_dir:
-                if not self.force:
-                    self.report.conflicts.append(out.path)
-                    return
-                paths.remove(self.p.root, out.path)
-            self.p.cache.link_out(out.hash, dest, methods, self.p.root, shown=out.path)
+        done = self.p.placer.restore(out.hash, out.path, current, self.p.project.checkout,
+                                     overwrite=self.force, relink=self.relink)
+        if done.conflicts:
+            self.report.conflicts.extend(done.conflicts)
+        elif done.placed:
             self.report.restored.append(out.path)
-            return
-        wanted = self.p.cache.dir_entries(out.hash, out.path)
-        only = None
-        if current.hash is not None and current.is_dir and current.manifest is not None:
-            only = self._dir_changes(out.path, wanted, manifest.parse(current.manifest))
-            if only is None:
-                return  # refused: conflicts recorded
-        elif current.hash is not None and not self.force:
-            self.report.conflicts.append(out.path)  # a file where a directory belongs
-            return
-        elif current.hash is not None:
-            paths.remove(self.p.root, out.path)
-        if self.relink:
-            only = None
-        self.p.cache.checkout_dir(out.hash, dest, methods, self.p.root, only=only,
-                                  shown=out.path)
-        self.report.restored.append(out.path)
-
-    def _dir_changes(self, path: str, wanted: list[manifest.ManifestEntry],
-                     have: list[manifest.ManifestEntry]) -> list[str] | None:
-        """The files of a directory output to (re)place, or None if that would clobber."""
-        want = {e.path: e for e in wanted}
-        got = {e.path: e for e in have}
-        modified = [p for p, e in got.items()
-                    if p in want and (e.hash, e.executable) != (want[p].hash, want[p].executable)]
-        untracked = [p for p in got if p not in want]
-        if (modified or untracked) and not self.force:
-            self.report.conflicts.extend(f"{path}/{p}" for p in sorted(modified + untracked))
-            return None
-        for rel in untracked:  # only with force
-            paths.remove(self.p.root, f"{path}/{rel}")
-        return [p for p in want if p not in got or p in modified]
-
+        else:
+            self.report.unchanged.append(out.path)

@@ -9,7 +9,7 @@ entry (by input hash). Nothing a lock references is ever deleted.
 A cache may be shared (``cache_dir``, ``PIVOTBUILD_CACHE_DIR``). The rule that
 keeps one project's gc from deleting another's work:
 - every project that writes to a cache registers its root in
-  ``cache_dir/projects/`` (cache.py), and gc honours the locks of every
+  ``cache_dir/projects/`` (store/registry.py), and gc honours the locks of every
   registered project whose root still exists (one that is gone is unregistered);
 - an object or run-cache entry changed within the grace period (its ctime:
   storing sets it) is never deleted, since another project may have stored it
@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pivotbuild.atomic import is_temp_name
-from pivotbuild.cache import MissingObjectsError
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.lock import LOCKS_DIR, Lock, read_lock
-from pivotbuild.pipeline import Pipeline
+from pivotbuild.names import is_dir_hash
 from pivotbuild.paths import STATE_DIR
+from pivotbuild.pipeline import Pipeline
+from pivotbuild.store.objects import MissingObjectsError
+from pivotbuild.store.place import STAGING_DIR
 
 
 @dataclass(slots=True)
@@ -72,7 +74,7 @@ def grace_seconds(flag: float | None) -> float:
 def current_locks(pipeline: Pipeline) -> tuple[list[Lock], list[str]]:
     """The locks of this project and of every other project registered in its cache."""
     locks, problems = [], []
-    roots = {pipeline.root, *pipeline.cache.registered_projects()}
+    roots = {pipeline.root, *pipeline.cache.projects.projects()}
     for root in sorted(roots):
         directory = root / STATE_DIR / LOCKS_DIR
         for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
@@ -104,29 +106,29 @@ def gc(pipeline: Pipeline, *, dry_run: bool = False, grace_s: float | None = Non
     if report.problems:
         # An unreadable lock may reference anything: deleting would risk its outputs.
         raise OperationError(f"{report.problems[0]}; gc refuses to run until it is fixed")
-    cache = pipeline.cache
+    objects, runs = pipeline.cache.objects, pipeline.cache.runs
     keep: set[str] = set()
     for lock in locks:
         for out in lock.outs:
             if not out.cache:
                 continue
             keep.add(out.hash)
-            if out.is_dir and cache.has(out.hash):
+            if out.is_dir and objects.has(out.hash):
                 try:
-                    keep.update(e.hash for e in cache.read_manifest(out.hash))
+                    keep.update(e.hash for e in objects.read_manifest(out.hash))
                 except MissingObjectsError:
                     pass
     now, grace = time.time(), report.grace_s
-    names = list(cache.iter_objects())
-    young = {name: _young(cache.object_path(name), now, grace)
+    names = list(objects.iter_objects())
+    young = {name: _young(objects.object_path(name), now, grace)
              for name in names if name not in keep}
     # A young manifest is kept, so are the files it lists, however old: a .dir object never
     # outlives its files (the project that stored it may be about to write its lock).
     listed: set[str] = set()
     for name in names:
-        if name.endswith(".dir") and young.get(name):
+        if is_dir_hash(name) and young.get(name):
             try:
-                listed.update(e.hash for e in cache.read_manifest(name))
+                listed.update(e.hash for e in objects.read_manifest(name))
             except (MissingObjectsError, OperationError, ValueError):
                 pass
     for name in names:
@@ -137,21 +139,21 @@ def gc(pipeline: Pipeline, *, dry_run: bool = False, grace_s: float | None = Non
         elif young[name] is not None:
             report.objects.append(name)
     keep_runs = {lock.input_hash for lock in locks}
-    for input_hash in cache.iter_runs():
-        young = None if input_hash in keep_runs else _young(cache.run_path(input_hash), now,
-                                                            grace)
+    for input_hash in runs:
+        young = None if input_hash in keep_runs else _young(runs.path(input_hash), now, grace)
         if young:
             report.young_runs += 1
         elif young is not None:
             report.runs.append(input_hash)
     if not dry_run:
         # Directory objects first: a .dir object must never outlive the files it lists.
-        for name in sorted(report.objects, key=lambda n: not n.endswith(".dir")):
-            cache.remove(name)
+        for name in sorted(report.objects, key=lambda n: not is_dir_hash(n)):
+            objects.remove(name)
         for input_hash in report.runs:
-            cache.remove_run(input_hash)
-        cache.remove_stale_temps()
-        _remove_stale_staging(pipeline.project.state_dir / "tmp")
+            runs.remove(input_hash)
+        objects.remove_stale_temps()
+        runs.remove_stale_temps()
+        _remove_stale_staging(pipeline.project.state_dir / STAGING_DIR)
     return report
 
 

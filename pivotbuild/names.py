@@ -7,17 +7,21 @@ object lives at ``files/<object_name(hash)>`` and a run-cache entry at
 rest the file's name. No path is ever built from a string that is not a hash: every function
 here that builds a name checks it first (InvalidHashError).
 
-This module imports nothing from pivotbuild at load time but errors.py, so that every other
-module (the hashing backends included) may use it.
+This module imports nothing from pivotbuild at load time but errors.py (and no typing), so
+that every other module may use it, the hashing backends and the fast paths included.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any
 
 from pivotbuild.errors import OperationError
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hash fast path
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 DIR_SUFFIX = ".dir"
 RUN_SUFFIX = ".json"

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from pivotbuild import dag
 from pivotbuild import lock as lockfile
-from pivotbuild.cache import Cache
 from pivotbuild.commit import Committer, MissingPathsError
 from pivotbuild.config import Project, load_project
 from pivotbuild.errors import OperationError, UsageError
@@ -26,6 +25,8 @@ from pivotbuild.hasher import Hasher, PathDigest
 from pivotbuild.lock import Lock, LockProblem
 from pivotbuild.plan import FROZEN, NOT_RUN, STALE, Decision, Planner, RunCacheLookup
 from pivotbuild.state import StateDB
+from pivotbuild.store import Cache
+from pivotbuild.store.place import STAGING_DIR, Placer
 
 if TYPE_CHECKING:  # execute.py (subprocess, threads) is only loaded when something runs
     from pivotbuild.execute import RunOptions, StageResult
@@ -76,37 +77,37 @@ class Pipeline:
         self.state = StateDB(self.project.state_dir / "state.db")
         self.hasher = Hasher(self.root, self.state, hash_jobs)
         self._planning_hasher = Hasher(self.root, self.state, hash_jobs, ahead=ahead)
-        self.cache = Cache(self.project.cache_dir, staging=self.project.state_dir / "tmp",
-                           memo=self.state)
+        self.cache = Cache(self.project.cache_dir, memo=self.state)
+        self.placer = Placer(self.cache.objects, self.root, self.project.state_dir / STAGING_DIR)
         self.locks = LockFiles(self.project)
         self.planner = self.make_planner()
-        self.committer = Committer(self.project, self.hasher, self.cache, self.locks)
+        self.committer = Committer(self.project, self.hasher, self.cache, self.locks, self.placer)
 
     def make_planner(self, use_run_cache: bool = True, run_cache_miss: RunCacheMiss | None = None
                      ) -> Planner:
         """A planner over this project; ``run_cache_miss``: asked on a local run-cache miss
         (or an entry whose objects the cache lacks), then the local run cache is read again."""
         lookup = self._run_cache_lookup(run_cache_miss) if use_run_cache else None
-        return Planner(self.project, self.graph, self._planning_hasher, self.locks, self.cache,
-                       lookup)
+        return Planner(self.project, self.graph, self._planning_hasher, self.locks,
+                       self.cache.objects, lookup)
 
     def _run_cache_lookup(self, miss: RunCacheMiss | None) -> RunCacheLookup:
         cache = self.cache
 
         def local(input_hash: str, stage: str) -> dict[str, Any] | None:
-            return cache.get_run(input_hash)
+            return cache.runs.get(input_hash)
 
         if miss is None:
             return local
 
         def complete(entry: dict[str, Any]) -> bool:
-            return all(cache.has(out["hash"]) for out in entry.get("outs", [])
+            return all(cache.objects.has(out["hash"]) for out in entry.get("outs", [])
                        if isinstance(out, dict) and out.get("cache", True))
 
         def with_remote(input_hash: str, stage: str) -> dict[str, Any] | None:
-            entry = cache.get_run(input_hash)
+            entry = cache.runs.get(input_hash)
             if (entry is None or not complete(entry)) and miss(input_hash, stage):
-                entry = cache.get_run(input_hash)
+                entry = cache.runs.get(input_hash)
             return entry
 
         return with_remote
@@ -182,7 +183,7 @@ class Pipeline:
             from pivotbuild.runners.local import LocalRunner
 
             runner = LocalRunner()
-        outputs = CachedOutputs(self.project, self.cache, reporter.say)
+        outputs = CachedOutputs(self.project, self.placer, reporter.say)
         executor = Executor(self.project, self.graph, planner, self.committer, outputs, runner,
                             self.state, reporter, options)
         return decisions, executor.execute(decisions)

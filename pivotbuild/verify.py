@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pivotbuild.cache import MissingObjectsError
 from pivotbuild.errors import OperationError
 from pivotbuild.lock import Lock
 from pivotbuild.pipeline import Pipeline
 from pivotbuild.plan import STALE
+from pivotbuild.store.objects import MissingObjectsError
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,28 +55,29 @@ def verify(pipeline: Pipeline, names: list[str], *, rehash: bool = False) -> Ver
 
 
 def _check_objects(pipeline: Pipeline, lock: Lock, rehash: bool, report: VerifyReport) -> None:
-    cache = pipeline.cache
+    objects = pipeline.cache.objects
     for out in pipeline.planner.cached_outs(lock.stage, lock):
         # An output the lock records as not cached was never stored: committing stores it.
         hint = ("run 'pivotbuild pull' or 'pivotbuild repro'" if out.cache else
                 f"it is cached since its lock was written: run 'pivotbuild commit "
                 f"{lock.stage}'")
-        objects = [(out.path, out.hash)]
-        if out.is_dir and cache.has(out.hash):
+        found = [(out.path, out.hash)]
+        if out.is_dir and objects.has(out.hash):
             try:
-                objects += [(f"{out.path}/{e.path}", e.hash) for e in cache.read_manifest(out.hash)]
+                found += [(f"{out.path}/{e.path}", e.hash)
+                          for e in objects.read_manifest(out.hash)]
             except (MissingObjectsError, OperationError) as exc:
                 report.problems.append(Problem("corrupt-object", lock.stage, str(exc),
                                                out.path, out.hash))
                 continue
-        for path, digest in objects:
-            if not cache.has(digest):
+        for path, digest in found:
+            if not objects.has(digest):
                 report.problems.append(Problem(
                     "missing-object", lock.stage,
                     f"{path}: cache object {digest} is missing ({hint})", path, digest))
             elif rehash:
                 report.checked_objects += 1
-                if not cache.verify(digest):
+                if not objects.verify(digest):
                     report.problems.append(Problem(
                         "corrupt-object", lock.stage,
                         f"{path}: cache object {digest} is corrupted (its content no longer "

@@ -125,22 +125,18 @@ class FakeLocks:
         return found
 
 
-class FakeCache:
-    """The cache as the planner and the committer use it: objects (hash → content) and the
-    run cache (input hash → entry). ``fail_store``: paths whose storing raises OSError."""
+class FakeObjects(dict[str, str]):
+    """store.objects.ObjectStore as the planner and the committer use it: hash → content.
+    ``fail_store``: paths whose storing raises OSError."""
 
     def __init__(self, workspace: Workspace) -> None:
+        super().__init__()
         self.workspace = workspace
-        self.objects: dict[str, str] = {}
-        self.runs: dict[str, dict[str, Any]] = {}
         self.fail_store: set[str] = set()
         self.lock = threading.Lock()
 
     def has(self, digest: str) -> bool:
-        return digest in self.objects
-
-    def register_project(self, root: Path) -> None:
-        pass
+        return digest in self
 
     def check_output(self, digest: str, shown: str, remove: bool = True
                      ) -> list[tuple[str, str]]:
@@ -154,21 +150,54 @@ class FakeCache:
         content = self.workspace.read(rel)
         assert digest_of(content) == digest, f"{rel} changed after it was hashed"
         with self.lock:
-            self.objects[digest] = content
+            self[digest] = content
 
-    def put_run(self, input_hash: str, outs: Iterable[Mapping[str, Any]]) -> bool:
+
+class FakeRuns(dict[str, dict[str, Any]]):
+    """store.runcache.RunCache as the committer uses it: input hash → entry (``get`` is
+    dict.get)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def put(self, input_hash: str, outs: Iterable[Mapping[str, Any]]) -> bool:
         entry = {"outs": [{k: v for k, v in o.items() if k != "persist"} for o in outs]}
         with self.lock:
-            known = input_hash in self.runs
-            self.runs[input_hash] = entry
+            known = input_hash in self
+            self[input_hash] = entry
         return not known
 
-    def get_run(self, input_hash: str) -> dict[str, Any] | None:
-        return self.runs.get(input_hash)
+
+class FakeProjects:
+    """store.registry.Registry: nothing to record in memory."""
+
+    def register(self, root: Path) -> None:
+        pass
+
+
+class FakePlacer:
+    """store.place.Placer as the committer uses it: linking files back to objects the cache
+    had already, which FakeObjects never reports."""
+
+    def link_file(self, hash: str, dest: Path, methods: Sequence[str],
+                  executable: bool | None = None, shown: str | None = None) -> str:
+        raise AssertionError(f"{dest}: nothing is linked back in memory")
+
+
+class FakeCache:
+    """store.Cache in memory: ``objects`` (hash → content) and ``runs`` (the run cache,
+    input hash → entry)."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.objects = FakeObjects(workspace)
+        self.runs = FakeRuns()
+        self.projects = FakeProjects()
+        self.fail_store = self.objects.fail_store
 
     def lookup(self, input_hash: str, stage_name: str) -> dict[str, Any] | None:
         """plan.RunCacheLookup over this run cache."""
-        return self.get_run(input_hash)
+        return self.runs.get(input_hash)
 
 
 class FakeOutputs:
@@ -298,14 +327,15 @@ class World:
         self.hasher = FakeHasher(self.workspace)
         self.locks = FakeLocks()
         self.cache = FakeCache(self.workspace)
-        self.committer = Committer(self.project, self.hasher, self.cache, self.locks)
+        self.committer = Committer(self.project, self.hasher, self.cache, self.locks,
+                                   FakePlacer())
         self.history = FakeHistory()
         self.listener = FakeListener()
         self.outputs = FakeOutputs(self.workspace, self.cache)
         self.runner: FakeRunner | None = None  # the last repro's
 
     def planner(self, run_cache: bool = True) -> Planner:
-        return Planner(self.project, self.graph, self.hasher, self.locks, self.cache,
+        return Planner(self.project, self.graph, self.hasher, self.locks, self.cache.objects,
                        self.cache.lookup if run_cache else None)
 
     def plan(self, names: Sequence[str] | None = None, force: Iterable[str] = (),

@@ -242,7 +242,7 @@ def test_the_lookup_is_asked_by_input_hash_and_stage_name():
 
     from pivotbuild.plan import Planner
 
-    planner = Planner(world.project, world.graph, world.hasher, world.locks, world.cache,
+    planner = Planner(world.project, world.graph, world.hasher, world.locks, world.cache.objects,
                       lookup)
     decision = planner.plan(["t"])[0]
     assert asked == [(decision.input_hash, "t")] and decision.action == RUN_CACHE

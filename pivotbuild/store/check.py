@@ -28,6 +28,7 @@ from typing import Protocol
 
 from pivotbuild.errors import OperationError
 from pivotbuild.hashing import RACY_WINDOW_NS, get_backend
+from pivotbuild.names import object_name
 
 _ENOENT_TEXT = os.strerror(errno.ENOENT)
 
@@ -41,6 +42,7 @@ class ObjectMemo(Protocol):
 
 
 def corrupt_text(hash: str) -> str:
+    """What is wrong with an object whose content does not match its name."""
     return f"cache object {hash} is corrupt (its content does not match its name)"
 
 
@@ -55,7 +57,7 @@ class ObjectChecker:
         self._lock = threading.Lock()
 
     def path(self, hash: str) -> str:
-        return os.path.join(self.files_dir, hash[:2], hash[2:])
+        return os.path.join(self.files_dir, object_name(hash))
 
     def check(self, items: Iterable[tuple[str, str]],
               stats: Mapping[str, os.stat_result] | None = None) -> list[tuple[str, str]]:
@@ -128,5 +130,9 @@ class ObjectChecker:
             self._good[path] = (size, mtime_ns, ino)
 
     def forget(self, path: str) -> None:
+        """The object at ``path`` is gone or replaced: its signature no longer vouches."""
         with self._lock:
             self._good.pop(path, None)
+
+
+__all__ = ["ObjectChecker", "ObjectMemo", "corrupt_text"]
