@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.reliability.killharness import (
     COMMANDS,
     Harness,
@@ -22,9 +24,12 @@ from tests.reliability.killharness import (
     sources_writable,
 )
 
-KILLS = int(os.environ.get("PIVOTBUILD_HARNESS_KILLS", "180"))  # 20 per command
+# 6 per command in the suite (a round takes seconds: S3 transfers, a stage that sleeps);
+# PIVOTBUILD_HARNESS_KILLS raises it, `python -m tests.reliability.killharness` for thousands.
+KILLS = int(os.environ.get("PIVOTBUILD_HARNESS_KILLS", "54"))
 
 
+@pytest.mark.slow
 def test_random_kills_lose_nothing(tmp_path):
     stats = run_kills(tmp_path, KILLS)
     assert set(stats.kills) == set(COMMANDS)
