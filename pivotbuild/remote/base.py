@@ -26,18 +26,18 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pivotbuild.atomic import temp_name
-from pivotbuild.cache import FILES_DIR, RUNS_DIR
 from pivotbuild.errors import OperationError
 from pivotbuild.names import RUN_SUFFIX, object_name, run_entry_name
+from pivotbuild.store.objects import FILES_DIR
+from pivotbuild.store.runcache import RUNS_DIR
 from pivotbuild.urls import redact_text, redact_url
 
 if TYPE_CHECKING:
-    from pivotbuild.cache import Cache
+    from pivotbuild.store.objects import ObjectStore
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -113,15 +113,16 @@ class Store(abc.ABC):
         """Make what was written so far durable (before writing what refers to it)."""
 
     @abc.abstractmethod
-    def put_many(self, cache: Cache, digests: Sequence[str], jobs: int,
+    def put_many(self, objects: ObjectStore, digests: Sequence[str], jobs: int,
                  progress: Progress) -> Sent:
-        """Send these objects of the local cache, each checked against its name first;
+        """Send these objects of the local cache (``objects``), each checked against its name first;
         advances ``progress`` once per object. An error that stops the whole transfer
         raises; one object's failure is in the result."""
 
     @abc.abstractmethod
-    def get_many(self, cache: Cache, digests: Sequence[str], executable: Collection[str],
-                 jobs: int, progress: Progress) -> dict[str, Received | Exception]:
+    def get_many(self, objects: ObjectStore, digests: Sequence[str],
+                 executable: Collection[str], jobs: int, progress: Progress
+                 ) -> dict[str, Received | Exception]:
         """Copy these objects into temps beside their places in the local cache (mode 0555
         for those in ``executable``, else 0444), placing none; per object, the temp or the
         error (FileNotFoundError: the store has no such object). Advances ``progress`` once
@@ -223,31 +224,25 @@ class Remote:
         except Exception as exc:  # noqa: BLE001
             raise self.error(exc, "listing") from None
 
-    def put_many(self, cache: Cache, digests: Sequence[str], jobs: int,
+    def put_many(self, objects: ObjectStore, digests: Sequence[str], jobs: int,
                  progress: Progress) -> Sent:
         """Store.put_many; a failure of the whole store names the remote."""
         try:
-            return self.store.put_many(cache, digests, jobs, progress)
+            return self.store.put_many(objects, digests, jobs, progress)
         except StoreFailure as failure:
             raise self.error(failure.exc, failure.doing) from None
 
-    def get_many(self, cache: Cache, digests: Sequence[str], executable: Collection[str],
-                 jobs: int, progress: Progress) -> dict[str, Received | Exception]:
+    def get_many(self, objects: ObjectStore, digests: Sequence[str],
+                 executable: Collection[str], jobs: int, progress: Progress
+                 ) -> dict[str, Received | Exception]:
         """Store.get_many; a failure of the whole store names the remote."""
         try:
-            return self.store.get_many(cache, digests, executable, jobs, progress)
+            return self.store.get_many(objects, digests, executable, jobs, progress)
         except StoreFailure as failure:
             raise self.error(failure.exc, failure.doing) from None
 
 
-def local_present(cache: Cache, hashes: Collection[str]) -> set[str]:
-    """Which of these objects the local cache holds."""
-    if len(hashes) > 4096:  # listing 256 shards beats that many stat calls
-        return set(cache.iter_objects()) & set(hashes)
-    return {h for h in hashes if cache.has(h)}
-
-
-# ---- running per-object work -j wide --------------------------------------------------------
+# ---- per-object work -----------------------------------------------------------------------
 
 
 def capture(fn: Callable[[T], R]) -> Callable[[T], R | Exception]:
@@ -260,15 +255,7 @@ def capture(fn: Callable[[T], R]) -> Callable[[T], R | Exception]:
     return wrapper
 
 
-def map_jobs(fn: Callable[[T], R], items: Sequence[T], jobs: int) -> list[R]:
-    """``[fn(item) for item in items]``, up to ``jobs`` at a time on threads."""
-    if len(items) < 2 or jobs <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
 __all__ = [
     "CORRUPT_LOCAL", "FILES_DIR", "NOT_LOCAL", "RUNS_DIR", "Progress", "Received", "Remote",
-    "Sent", "Store", "capture", "cause", "map_jobs", "object_rel", "remote_error", "run_rel",
+    "Sent", "Store", "capture", "cause", "object_rel", "remote_error", "run_rel",
 ]

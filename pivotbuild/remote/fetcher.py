@@ -11,25 +11,21 @@ placed; the rest still transfers.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pivotbuild import manifest
-from pivotbuild.atomic import sync_filesystem, unlink_quietly, write_atomic
-from pivotbuild.cache import RUN_SCHEMA_VERSION
+from pivotbuild.atomic import sync_filesystem, unlink_quietly
 from pivotbuild.errors import OperationError
 from pivotbuild.hashing import ERR_IO, OK, get_backend
-from pivotbuild.lock import is_safe_path
-from pivotbuild.names import ANY_HASH_RE, dir_hash, is_dir_hash, object_name, shard_of
-from pivotbuild.remote.base import Progress, Remote, cause, local_present, run_rel
+from pivotbuild.names import dir_hash, is_dir_hash, object_name, shard_of
+from pivotbuild.remote.base import Progress, Remote, cause, run_rel
 from pivotbuild.remote.refs import OutputRef, TransferReport, inner_shown
+from pivotbuild.store.runcache import parse_entry
 
 if TYPE_CHECKING:
-    from pivotbuild.cache import Cache
-
-_RUN_ENTRY_MAX = 1 << 20  # bytes; a run-cache entry is a few hundred
+    from pivotbuild.store import Cache
 
 
 class Fetcher:
@@ -66,9 +62,9 @@ class Fetcher:
         try:
             need_dirs = []
             for digest, shown in dirs.items():
-                if self.cache.has(digest):
+                if self.cache.objects.has(digest):
                     try:
-                        add_members(digest, self.cache.read_manifest(digest))
+                        add_members(digest, self.cache.objects.read_manifest(digest))
                     except OperationError as exc:
                         self.report.fail(shown, str(exc))
                 else:
@@ -78,7 +74,7 @@ class Fetcher:
                 pending[digest] = tmp
                 parsed[digest] = entries
                 add_members(digest, entries)
-            have = local_present(self.cache, files)
+            have = self.cache.objects.present(files)
             need = [h for h in files if h not in have]
             self.report.skipped += len(files) - len(need) + len(dirs) - len(need_dirs)
             self.progress.add(len(need))
@@ -95,7 +91,7 @@ class Fetcher:
                     continue
                 if members <= have:
                     self._place({digest: (pending.pop(digest), [])})
-                    self.cache.remember_manifest(digest, parsed[digest])
+                    self.cache.objects.remember_manifest(digest, parsed[digest])
                     complete.add(digest)
                 else:
                     unlink_quietly(pending.pop(digest))
@@ -115,11 +111,11 @@ class Fetcher:
             return {}
         for shard in sorted({shard_of(d) for d in digests}):
             try:
-                os.makedirs(self.cache.files_dir / shard, exist_ok=True)
+                os.makedirs(self.cache.objects.files_dir / shard, exist_ok=True)
             except OSError as exc:
-                raise OperationError(f"{self.cache.files_dir}: cannot create the cache: "
+                raise OperationError(f"{self.cache.objects.files_dir}: cannot create the cache: "
                                      f"{exc.strerror or exc}") from None
-        results = self.remote.get_many(self.cache, digests, executable, self.jobs,
+        results = self.remote.get_many(self.cache.objects, digests, executable, self.jobs,
                                        self.progress)
         temps: dict[str, tuple[str, int, str | None]] = {}  # hash -> (temp, size, its hash)
         good: dict[str, tuple[str, list[manifest.ManifestEntry]]] = {}
@@ -164,11 +160,11 @@ class Fetcher:
         kept: same bytes, by its name), after flushing them where the cache is durable."""
         if not items:
             return
-        files_dir = self.cache.files_dir
+        files_dir = self.cache.objects.files_dir
         digests = list(items)
         moves = [(items[d][0], os.path.join(files_dir, object_name(d))) for d in digests]
         try:
-            if self.cache.durable:
+            if self.cache.objects.durable:
                 sync_filesystem(files_dir)
             results = get_backend().move_files(moves, self.jobs)
         except BaseException as exc:
@@ -190,7 +186,7 @@ class Fetcher:
                 # Hashed on its way in by this process: placing it need not read it again.
                 with contextlib.suppress(OSError):
                     st = os.stat(final)
-                    self.cache.checker.trust(final, st.st_size, st.st_mtime_ns, st.st_ino)
+                    self.cache.objects.checker.trust(final, st.st_size, st.st_mtime_ns, st.st_ino)
         if problem:
             raise OperationError(problem)
 
@@ -205,21 +201,15 @@ class Fetcher:
             self.report.fail(f"run-cache entry {input_hash} ({stage})", cause(exc))
             return None
         try:
-            return _parse_run_entry(data, input_hash)
+            return parse_entry(data, input_hash)
         except OperationError as exc:
             self.report.fail(f"run-cache entry {input_hash} ({stage})",
                              f"from remote '{self.remote.name}' rejected: {exc}")
             return None
 
     def store_run(self, input_hash: str, entry: Mapping[str, Any]) -> None:
-        data = (json.dumps(entry, indent=2, sort_keys=True) + "\n").encode("ascii")
-        path = self.cache.run_path(input_hash)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, data, durable=self.cache.durable)
-        except OSError as exc:
-            raise OperationError(f"{path}: cannot write the run-cache entry: "
-                                 f"{exc.strerror or exc}") from None
+        """Record a fetched entry (validated by run_entry) in the local run cache."""
+        self.cache.runs.put(input_hash, entry["outs"])
         self.report.runs += 1
 
 
@@ -241,55 +231,3 @@ def _check_manifest(tmp: str, digest: str) -> tuple[str | None, list[manifest.Ma
     except OSError as exc:
         return f"cannot read it back: {exc.strerror or exc}", []
     return check_manifest_bytes(data, digest)
-
-
-# ---- run-cache entries (until store/runcache.py owns their one validator and writer) ---------
-
-
-def run_entry_problem(doc: Any, input_hash: str) -> str | None:
-    """Why ``doc`` is not a valid run-cache entry for ``input_hash`` (cache.py), or None."""
-    if not isinstance(doc, dict) or set(doc) != {"input_hash", "outs", "schema"}:
-        return "not an object with exactly input_hash, outs and schema"
-    if type(doc["schema"]) is not int or doc["schema"] != RUN_SCHEMA_VERSION:
-        return f"unsupported schema {doc['schema']!r}"
-    if doc["input_hash"] != input_hash:
-        return "its input_hash is not its name"
-    if not isinstance(doc["outs"], list):
-        return "outs is not a list"
-    paths: set[str] = set()
-    for i, out in enumerate(doc["outs"]):
-        where = f"outs[{i}]"
-        if not isinstance(out, dict) or not {"path", "hash", "size", "cache"} <= out.keys() \
-                or not out.keys() <= {"path", "hash", "size", "cache", "nfiles"}:
-            return f"{where}: keys must be path, hash, size, cache and (a directory) nfiles"
-        if not is_safe_path(out["path"]) or out["path"] == ".":
-            return f"{where}: unsafe path {out['path']!r}"
-        if out["path"] in paths:
-            return f"{where}: path {out['path']!r} repeated"
-        paths.add(out["path"])
-        digest = out["hash"]
-        if not isinstance(digest, str) or ANY_HASH_RE.fullmatch(digest) is None:
-            return f"{where}: hash is not a hash: {digest!r}"
-        if type(out["size"]) is not int or out["size"] < 0:
-            return f"{where}: size is not a size"
-        if not isinstance(out["cache"], bool):
-            return f"{where}: cache is not true or false"
-        is_dir = is_dir_hash(digest)
-        if is_dir != ("nfiles" in out) or (
-                is_dir and (type(out["nfiles"]) is not int or out["nfiles"] < 0)):
-            return f"{where}: nfiles must be a count, present exactly for a directory hash"
-    return None
-
-
-def _parse_run_entry(data: bytes, input_hash: str) -> dict[str, Any]:
-    """A run-cache entry from a remote, validated; OperationError saying why not."""
-    if len(data) > _RUN_ENTRY_MAX:
-        raise OperationError("too large to be a run-cache entry")
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise OperationError("not valid JSON") from None
-    problem = run_entry_problem(doc, input_hash)
-    if problem:
-        raise OperationError(problem)
-    return doc

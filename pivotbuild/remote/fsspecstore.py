@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from pivotbuild.atomic import create_temp, temp_name, unlink_quietly
 from pivotbuild.errors import OperationError
-from pivotbuild.names import is_dir_hash, object_name
+from pivotbuild.names import is_dir_hash
+from pivotbuild.parallel import map_parallel
 from pivotbuild.remote.base import (
     CORRUPT_LOCAL,
     NOT_LOCAL,
@@ -27,15 +28,13 @@ from pivotbuild.remote.base import (
     Store,
     capture,
     cause,
-    local_present,
-    map_jobs,
     object_rel,
     remote_error,
 )
 
 if TYPE_CHECKING:
-    from pivotbuild.cache import Cache
     from pivotbuild.config import Remote as RemoteConfig
+    from pivotbuild.store.objects import ObjectStore
 
 # Protocols whose single upload is atomic (an object appears whole or not at all).
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"}
@@ -73,7 +72,7 @@ class FsspecStore(Store):
             found = self.fs.find(self._key(top))
         else:
             found = []
-            for listing in map_jobs(lambda s: self.fs.find(self._key(f"{top}/{s}")),
+            for listing in map_parallel(lambda s: self.fs.find(self._key(f"{top}/{s}")),
                                     list(shards), min(8, len(shards) or 1)):
                 found.extend(listing)
         names = set()
@@ -105,22 +104,22 @@ class FsspecStore(Store):
     def write(self, rel: str, data: bytes) -> None:
         self._via_temp(rel, lambda key: self.fs.pipe_file(key, data))
 
-    def put_many(self, cache: Cache, digests: Sequence[str], jobs: int,
+    def put_many(self, objects: ObjectStore, digests: Sequence[str], jobs: int,
                  progress: Progress) -> Sent:
         """Upload as they are, so each is checked against its name first: a file through
         the cache's memo (one checked before is not read again), a manifest as the cache
         reads it."""
         sent = Sent()
-        local = local_present(cache, digests)
+        local = objects.present(digests)
         for digest in digests:
             if digest not in local:
                 sent.failed[digest] = f"not sent: {NOT_LOCAL}"
-        corrupt = {digest for _, digest in cache.checker.check(
+        corrupt = {digest for _, digest in objects.checker.check(
             (h, h) for h in digests if h in local and not is_dir_hash(h))}
         for digest in digests:
             if digest in local and is_dir_hash(digest):
                 try:  # checked once per process, when it was first read (push reads them all)
-                    cache.read_manifest(digest)
+                    objects.read_manifest(digest)
                 except OperationError:
                     corrupt.add(digest)
         for digest in corrupt:
@@ -130,28 +129,28 @@ class FsspecStore(Store):
 
         def one(digest: str) -> int:
             try:
-                src = os.path.join(cache.files_dir, object_name(digest))
+                src = str(objects.object_path(digest))
                 size = os.path.getsize(src)
                 self._via_temp(object_rel(digest), lambda key: self.fs.put_file(src, key))
                 return size
             finally:
                 progress.advance()
 
-        for digest, result in zip(todo, map_jobs(capture(one), todo, jobs), strict=True):
+        for digest, result in zip(todo, map_parallel(capture(one), todo, jobs), strict=True):
             if isinstance(result, Exception):
                 sent.failed[digest] = f"not sent: {cause(result)}"
             else:
                 sent.done[digest] = result
         return sent
 
-    def get_many(self, cache: Cache, digests: Sequence[str], executable: Collection[str],
-                 jobs: int, progress: Progress) -> dict[str, Received | Exception]:
+    def get_many(self, objects: ObjectStore, digests: Sequence[str],
+                 executable: Collection[str], jobs: int, progress: Progress
+                 ) -> dict[str, Received | Exception]:
         """Download each into a temp beside its place (object stores keep no mode: the
         executable bit comes from the manifest that lists the object)."""
         def one(digest: str) -> Received:
             try:
-                directory, name = os.path.split(os.path.join(cache.files_dir,
-                                                             object_name(digest)))
+                directory, name = os.path.split(objects.object_path(digest))
                 fd, tmp = create_temp(directory, name, 0o600)
                 os.close(fd)
                 try:
@@ -164,7 +163,7 @@ class FsspecStore(Store):
             finally:
                 progress.advance()
 
-        return dict(zip(digests, map_jobs(capture(one), digests, jobs), strict=True))
+        return dict(zip(digests, map_parallel(capture(one), digests, jobs), strict=True))
 
 
 def _s3_options(config: RemoteConfig) -> dict[str, Any]:

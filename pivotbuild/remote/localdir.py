@@ -50,7 +50,7 @@ from pivotbuild.remote.base import (
 )
 
 if TYPE_CHECKING:
-    from pivotbuild.cache import Cache
+    from pivotbuild.store.objects import ObjectStore
 
 # Objects per round, a round being calls into the core: large enough that the file system
 # flush before the copies are named is paid a few times, not per 1,000; copied in slices of
@@ -121,13 +121,13 @@ class LocalStore(Store):
 
     # ---- push -----------------------------------------------------------------------------
 
-    def put_many(self, cache: Cache, digests: Sequence[str], jobs: int,
+    def put_many(self, objects: ObjectStore, digests: Sequence[str], jobs: int,
                  progress: Progress) -> Sent:
         """Copy in rounds through the compiled core (see the module's docstring); the remote's
         file system is flushed after each round, and only then does each copy get its name. A
         kill leaves no temp behind. A round is flushed and named in the background while the
         next one is copied."""
-        files_dir = str(cache.files_dir)
+        files_dir = str(objects.files_dir)
         sent = Sent()
         round_size = _DIRECTORY_BATCH
         if self.unnamed_files:  # two rounds' copies are open at once
@@ -198,11 +198,12 @@ class LocalStore(Store):
 
     # ---- fetch ----------------------------------------------------------------------------
 
-    def get_many(self, cache: Cache, digests: Sequence[str], executable: Collection[str],
-                 jobs: int, progress: Progress) -> dict[str, Received | Exception]:
+    def get_many(self, objects: ObjectStore, digests: Sequence[str],
+                 executable: Collection[str], jobs: int, progress: Progress
+                 ) -> dict[str, Received | Exception]:
         """Copy through the compiled core, hashing each object on the way."""
-        files_dir = str(cache.files_dir)
-        flags = COPY_KEEP_EXEC | (COPY_WRITEBACK if cache.durable else 0)
+        files_dir = str(objects.files_dir)
+        flags = COPY_KEEP_EXEC | (COPY_WRITEBACK if objects.durable else 0)
         copies = [(os.path.join(self.root, object_rel(d)), temp_beside(files_dir, d),
                    0o555 if d in executable else 0o444, flags, None) for d in digests]
         results: dict[str, Received | Exception] = {}

@@ -16,9 +16,9 @@ from pivotbuild.lock import Lock, LockedOut, LockProblem
 from pivotbuild.plan import cached_paths
 
 if TYPE_CHECKING:
-    from pivotbuild.cache import Cache
     from pivotbuild.config import Stage
     from pivotbuild.pipeline import Pipeline
+    from pivotbuild.store import Cache
 
 
 @dataclass(frozen=True, slots=True)

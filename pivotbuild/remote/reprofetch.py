@@ -68,7 +68,7 @@ def bring_run(scope: Scope, fetcher: Fetcher, input_hash: str, stage: str
     already in the local cache are checked against their names first (through the memo):
     a corrupt one is removed, and so fetched again."""
     cache = scope.cache
-    entry = cache.get_run(input_hash)
+    entry = cache.runs.get(input_hash)
     fetched = entry is None
     if entry is None:
         entry = fetcher.run_entry(input_hash, stage)
@@ -76,7 +76,7 @@ def bring_run(scope: Scope, fetcher: Fetcher, input_hash: str, stage: str
             return None
     refs = scope.entry_refs(stage, entry)
     for ref in refs:
-        cache.check_output(ref.hash, ref.shown)
+        cache.objects.check_output(ref.hash, ref.shown)
     complete = fetcher.objects(refs)
     if not all(r.hash in complete for r in refs):
         return None
@@ -177,7 +177,7 @@ class _Predictor:
         if not is_dir_hash(self.outs[out]):
             return None
         try:
-            entries = self.scope.cache.read_manifest(self.outs[out])
+            entries = self.scope.cache.objects.read_manifest(self.outs[out])
         except OperationError:
             return None
         rel = dep[len(out) + 1:]

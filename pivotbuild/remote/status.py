@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pivotbuild.errors import OperationError
 from pivotbuild.names import is_dir_hash
-from pivotbuild.remote.base import FILES_DIR, Remote, local_present, object_rel
+from pivotbuild.remote.base import FILES_DIR, Remote, object_rel
 from pivotbuild.remote.fetcher import check_manifest_bytes
 from pivotbuild.remote.refs import OutputRef, Scope
 
@@ -65,7 +65,7 @@ def status_remote(pipeline: Pipeline, names: list[str], remote: Remote) -> Remot
     for listed in members.values():
         everything |= listed or set()
     on_remote = remote.present(FILES_DIR, everything)
-    local = local_present(scope.cache, everything)
+    local = scope.cache.objects.present(everything)
     for ref in refs:
         objects = {ref.hash}
         complete = True
@@ -90,10 +90,10 @@ def _members(scope: Scope, remote: Remote, ref: OutputRef, problems: list[str]
              ) -> set[str] | None:
     """The hashes of the files a directory output lists: its manifest read from the local
     cache, else from the remote; None if neither has a sound one."""
-    cache = scope.cache
-    if cache.has(ref.hash):
+    objects = scope.cache.objects
+    if objects.has(ref.hash):
         try:
-            return {e.hash for e in cache.read_manifest(ref.hash)}
+            return {e.hash for e in objects.read_manifest(ref.hash)}
         except OperationError as exc:
             problems.append(str(exc))
     try:

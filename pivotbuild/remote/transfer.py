@@ -28,9 +28,9 @@ from pivotbuild.remote.refs import OutputRef, Scope, TransferReport, inner_shown
 from pivotbuild.report import Progress
 
 if TYPE_CHECKING:
-    from pivotbuild.cache import Cache
     from pivotbuild.checkout import CheckoutReport
     from pivotbuild.pipeline import Pipeline
+    from pivotbuild.store.objects import ObjectStore
 
 
 def default_jobs() -> int:
@@ -50,7 +50,7 @@ class _Objects:
     unreadable: dict[str, tuple[str, str]] = field(default_factory=dict)  # -> (shown, why)
 
     @classmethod
-    def of(cls, cache: Cache, refs: Iterable[OutputRef]) -> _Objects:
+    def of(cls, objects: ObjectStore, refs: Iterable[OutputRef]) -> _Objects:
         """A directory's files are read from its manifest in the local cache."""
         found = cls()
         for ref in refs:
@@ -61,7 +61,7 @@ class _Objects:
                 found.files[digest] = ref.shown
                 continue
             try:
-                in_manifest = cache.read_manifest(digest)
+                in_manifest = objects.read_manifest(digest)
             except OperationError as exc:
                 found.unreadable[digest] = (ref.shown, str(exc))
                 continue
@@ -71,7 +71,7 @@ class _Objects:
         return found
 
 
-def _send_objects(cache: Cache, remote: Remote, wanted: _Objects, jobs: int,
+def _send_objects(objects: ObjectStore, remote: Remote, wanted: _Objects, jobs: int,
                   report: TransferReport, bar: Progress) -> set[str]:
     """Send what the remote lacks of ``wanted`` (one listing), files before the manifests
     listing them; the hashes on the remote afterwards, those there before included."""
@@ -84,7 +84,7 @@ def _send_objects(cache: Cache, remote: Remote, wanted: _Objects, jobs: int,
     todo = [h for h in wanted.files if h not in on_remote]
     report.skipped += len(wanted.files) - len(todo)
     bar.add(len(todo) + len(wanted.dirs))
-    have = on_remote | _put(cache, remote, todo, wanted.files, jobs, report, bar)
+    have = on_remote | _put(objects, remote, todo, wanted.files, jobs, report, bar)
     remote.store.sync()
     dir_todo = []
     for digest, (shown, listed) in wanted.dirs.items():
@@ -97,16 +97,16 @@ def _send_objects(cache: Cache, remote: Remote, wanted: _Objects, jobs: int,
             report.fail(shown, f"manifest {digest} not sent: {len(listed - have)} of its "
                                f"files are not on the remote")
             bar.advance()
-    shown = {d: wanted.dirs[d][0] for d in dir_todo}
-    return have | _put(cache, remote, dir_todo, shown, jobs, report, bar)
+    dirs_shown = {d: wanted.dirs[d][0] for d in dir_todo}
+    return have | _put(objects, remote, dir_todo, dirs_shown, jobs, report, bar)
 
 
-def _put(cache: Cache, remote: Remote, digests: list[str], shown: Mapping[str, str],
+def _put(objects: ObjectStore, remote: Remote, digests: list[str], shown: Mapping[str, str],
          jobs: int, report: TransferReport, bar: Progress) -> set[str]:
     """Upload these objects -j wide, reporting each; the set of those now on the remote."""
     if not digests:
         return set()
-    sent = remote.put_many(cache, digests, jobs, bar)
+    sent = remote.put_many(objects, digests, jobs, bar)
     for digest, why in sent.failed.items():
         report.fail(shown[digest], f"object {digest} {why}")
     report.objects += len(sent.done)
@@ -131,16 +131,16 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
     entries: dict[str, tuple[str, dict[str, Any]]] = {}  # input hash -> (stage, entry)
     if run_cache:
         for name, lock in locks.items():
-            entry = cache.get_run(lock.input_hash)
+            entry = cache.runs.get(lock.input_hash)
             if entry is not None:
                 entries[lock.input_hash] = (name, entry)
                 refs.extend(scope.entry_refs(name, entry))
-    wanted = _Objects.of(cache, refs)
+    wanted = _Objects.of(cache.objects, refs)
     remote.check()
     bar = Progress(f"push → {remote.name}", progress)
     try:
         bar.add(len(entries))
-        have = _send_objects(cache, remote, wanted, jobs, report, bar)
+        have = _send_objects(cache.objects, remote, wanted, jobs, report, bar)
         if entries:
             remote.store.sync()
             runs_there = remote.present(RUNS_DIR, list(entries))
@@ -156,7 +156,7 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
                     continue
                 try:
                     remote.store.write(run_rel(input_hash),
-                                       cache.run_path(input_hash).read_bytes())
+                                       cache.runs.path(input_hash).read_bytes())
                     report.runs += 1
                 except Exception as exc:  # noqa: BLE001
                     report.fail(f"run-cache entry {input_hash} ({stage})", cause(exc))
@@ -166,16 +166,17 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
     return report
 
 
-def push_objects(cache: Cache, remote: Remote, hashes: Iterable[str], jobs: int = 0,
+def push_objects(remote: Remote, objects: ObjectStore, hashes: Iterable[str], jobs: int = 0,
                  shown: Mapping[str, str] | None = None) -> TransferReport:
     """Upload the objects named by ``hashes`` (file or ``.dir`` hashes: a directory's files
     with it, before its manifest) that the remote lacks, learned in one listing. ``shown``:
     how a failure names an object (default: its hash). No progress bar: for the executor."""
     report = TransferReport(remote.name, "push")
     names = shown or {}
-    wanted = _Objects.of(cache, [OutputRef("", names.get(h, h), h) for h in dict.fromkeys(hashes)])
+    refs = [OutputRef("", names.get(h, h), h) for h in dict.fromkeys(hashes)]
+    wanted = _Objects.of(objects, refs)
     remote.check()
-    _send_objects(cache, remote, wanted, jobs or default_jobs(), report, Progress("", False))
+    _send_objects(objects, remote, wanted, jobs or default_jobs(), report, Progress("", False))
     return report
 
 
@@ -205,7 +206,7 @@ def fetch(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
         entries: dict[str, tuple[str, dict[str, Any]]] = {}
         if run_cache:
             for name, lock in locks.items():
-                if scope.cache.get_run(lock.input_hash) is not None:
+                if scope.cache.runs.get(lock.input_hash) is not None:
                     report.skipped += 1
                     continue
                 entry = fetcher.run_entry(lock.input_hash, name)
