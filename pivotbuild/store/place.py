@@ -116,12 +116,12 @@ class Placer:
                 return result
             paths.remove(self.root, path)
             there = False
-        assert current is not None or not there
+        differs = there and current is not None and current.hash != hash
         if not is_dir_hash(hash):
-            if there and not overwrite:  # (there: its hash differs)
+            if differs and not overwrite:
                 result.conflicts.append(path)
                 return result
-            if there and current is not None and current.is_dir:
+            if differs and current is not None and current.is_dir:
                 paths.remove(self.root, path)
             self.link_file(hash, dest, methods, shown=path)
             result.placed = True
@@ -133,7 +133,7 @@ class Placer:
                                      result.conflicts)
             if only is None:
                 return result
-        elif there:  # a file where a directory belongs
+        elif differs:  # a file where a directory belongs (or one whose files are not known)
             if not overwrite:
                 result.conflicts.append(path)
                 return result
