@@ -15,7 +15,6 @@ import errno as errno_mod
 import os
 from collections.abc import Sequence
 
-from pivotbuild import manifest
 from pivotbuild.hashtypes import (
     COPY_MISMATCH,
     LINK_PRESENT,
@@ -27,6 +26,7 @@ from pivotbuild.hashtypes import (
     WalkEntry,
     describe,
 )
+from pivotbuild.names import DIR_SUFFIX
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hash fast path
 
@@ -193,7 +193,7 @@ class CoreBackend:
                     result.errors.append(("", os.strerror(errno_mod.ENOMEM)))
                 return result
             result.manifest = self._ffi.buffer(tree.manifest, tree.manifest_len)[:]
-            result.hash = bytes(self._ffi.buffer(tree.digest)).hex() + manifest.DIR_SUFFIX
+            result.hash = bytes(self._ffi.buffer(tree.digest)).hex() + DIR_SUFFIX
             result.nfiles = tree.n
             result.snapshot = self._tree_snapshot(tree, tree.started_ns - RACY_WINDOW_NS)
             return result

@@ -39,6 +39,7 @@ from pivotbuild import manifest as manifest_format
 from pivotbuild.errors import OperationError
 from pivotbuild.gitrev import Revision
 from pivotbuild.lock import LockFormatError, is_safe_path, parse_lock
+from pivotbuild.names import is_dir_hash
 
 __all__ = [
     "Entry", "counts", "diff", "read_revision_outputs", "records_from_locks",
@@ -66,7 +67,7 @@ class Entry:
 
     @property
     def is_dir(self) -> bool:
-        return self.hash.endswith(manifest_format.DIR_SUFFIX)
+        return is_dir_hash(self.hash)
 
 
 # ---- the two sides --------------------------------------------------------------------------

@@ -17,8 +17,8 @@ pure-Python backend below, parsed only here):
 Lines are sorted by the raw relative path, bytewise. Only regular files (or
 symlinks followed to one) are listed: empty directories are not recorded, and
 nothing depends on walk order, thread count, mtimes or where the tree lives.
-The directory's hash is ``<XXH3-128 of these bytes>.dir``, and the cache's
-``.dir`` object holds exactly these bytes.
+The directory's hash is ``<XXH3-128 of these bytes>.dir`` (names.dir_hash), and the
+cache's ``.dir`` object holds exactly these bytes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from collections import namedtuple
 from collections.abc import Iterable
 
 HEADER = b"pivotbuild-manifest 1\n"
-DIR_SUFFIX = ".dir"
 
 _LINE = re.compile(rb"([0-9a-f]{32}) ([x-]) (0|[1-9][0-9]*) (.+)")
 # The same, for every line of a manifest's body in one findall.

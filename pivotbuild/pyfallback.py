@@ -41,6 +41,7 @@ from pivotbuild.hashtypes import (
     WalkEntry,
     describe,
 )
+from pivotbuild.names import dir_hash
 
 # ---- memo snapshot (same bytes as pb_tree_snapshot writes) ------------------
 
@@ -217,7 +218,7 @@ class PythonBackend:
             for rel, size, _mtime, _ino, mode, digest in good
         ]
         result.manifest = manifest.build(entries)
-        result.hash = self.hash_bytes(result.manifest) + manifest.DIR_SUFFIX
+        result.hash = dir_hash(result.manifest, self.hash_bytes)
         result.nfiles = len(good)
         cutoff = started - RACY_WINDOW_NS
         result.snapshot = _pack_snapshot([g for g in good if g[2] < cutoff])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pivotbuild import manifest
+from pivotbuild import manifest, names
 from pivotbuild import remote as remotes
 from pivotbuild.hashing import get_backend
 from pivotbuild.pipeline import opened
@@ -252,7 +252,7 @@ def test_a_malicious_dir_manifest_is_rejected(built: Path, tmp_path: Path, remot
     assert do("push", built).ok
     payload = get_backend().hash_bytes(b"pwned\n")
     data = manifest.HEADER + f"{payload} - 6 {bad_path}\n".encode()
-    evil = get_backend().hash_bytes(data) + manifest.DIR_SUFFIX
+    evil = names.dir_hash(data)
     for digest, content in ((evil, data), (payload, b"pwned\n")):
         (remote_dir / "files" / digest[:2]).mkdir(exist_ok=True)
         (remote_dir / "files" / digest[:2] / digest[2:]).write_bytes(content)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pivotbuild.atomic import temp_name
 from pivotbuild.errors import OperationError
-from pivotbuild.names import RUN_SUFFIX, object_name, run_entry_name
+from pivotbuild.names import RUN_SUFFIX, object_name, run_entry_name, shard_of
 from pivotbuild.store.objects import FILES_DIR
 from pivotbuild.store.runcache import RUNS_DIR
 from pivotbuild.urls import redact_text, redact_url
@@ -132,7 +132,7 @@ class Store(abc.ABC):
         """Which of ``names`` (hashes; input hashes under runs/) the store holds."""
         if not names:
             return set()
-        shards = {n[:2] for n in names}
+        shards = {shard_of(n) for n in names}
         raw = self.list_names(top, shards if len(shards) <= _SHARD_LISTING_MAX else None)
         if top == RUNS_DIR:
             raw = {n[: -len(RUN_SUFFIX)] for n in raw if n.endswith(RUN_SUFFIX)}

@@ -16,7 +16,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from pivotbuild import manifest
+from pivotbuild import manifest, names
 from pivotbuild.hashing import get_backend
 from tests.cli.conftest import run
 
@@ -192,7 +192,7 @@ def test_malicious_dir_manifest_is_rejected_by_pull(clone_a: Path, tmp_path: Pat
     payload = b"owned\n"
     digest = get_backend().hash_bytes(payload)
     data = manifest.HEADER + f"{digest} - {len(payload)} ../../escaped\n".encode()
-    evil = get_backend().hash_bytes(data) + manifest.DIR_SUFFIX
+    evil = names.dir_hash(data)
     for name, content in ((evil, data), (digest, payload)):
         (remote_dir / "files" / name[:2]).mkdir(exist_ok=True)
         (remote_dir / "files" / name[:2] / name[2:]).write_bytes(content)
