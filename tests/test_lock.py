@@ -307,6 +307,44 @@ def test_corruption_is_a_problem_value(tmp_path, monkeypatch, name):
     assert reason in message
 
 
+@pytest.mark.parametrize(("mutations", "reason"), [
+    # A newer pivotbuild's lock: its schema is named, not the keys this one does not know.
+    ((_set("schema", 2), _set("checksum", "x"), _delete("params")), "unsupported schema 2"),
+    # Missing keys (first by name) before unknown ones, before any field's content.
+    ((_set("extra", 1), _delete("params"), _delete("cmd")), "missing key 'cmd'"),
+    ((_set("extra", 1), _set("deps.0.hash", None)), "unknown key 'extra'"),
+    # Field by field in the order documented, entry by entry.
+    ((_set("stage", "other"), _set("cmd", 1)), "it belongs to stage 'other'"),
+    ((_set("outs.0.size", -1), _set("deps.1.path", "/x")), "deps[1].path is not"),
+    ((_set("deps.0.cache", 1), _set("deps.0.size", -1)), "deps[0] has an unknown key 'cache'"),
+    ((_delete("outs.1.nfiles"), _set("outs.1.persist", 0)), "outs[1].nfiles is missing"),
+])
+def test_of_several_problems_the_first_in_format_order_is_named(tmp_path, mutations, reason):
+    doc = _doc()
+    for mutate in mutations:
+        mutate(doc)
+    path = lock_path(tmp_path, "train")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(doc))
+    problem = read_lock(path, shown="train.json")
+    assert isinstance(problem, LockProblem)
+    assert f"invalid lock ({reason}" in problem.message
+
+
+def test_a_path_of_undecodable_bytes_round_trips(tmp_path):
+    """A file name that is not UTF-8 (os.fsdecode gives it a lone surrogate) is a path like
+    any other: written as a JSON escape, read back as the same string."""
+    name = os.fsdecode(b"data/caf\xe9.csv")
+    lock = sample(deps=[LockedDep(name, H1, 3)], outs=[LockedOut(os.fsdecode(b"out\xff"), H2, 1)])
+    path = lock_path(tmp_path, "train")
+    write_lock(path, lock)
+    assert read_lock(path) == lock
+    doc = json.loads(path.read_text())
+    doc["deps"][0][os.fsdecode(b"\xff")] = 1  # an unknown key of undecodable bytes
+    path.write_text(json.dumps(doc))
+    assert "deps[0] has an unknown key '\\udcff'" in read_lock(path).message
+
+
 def test_problem_message_matches_the_documented_example(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = lock_path(Path(".pivotbuild"), "train")
