@@ -53,7 +53,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-STATE_DIR_NAME = ".pivotbuild"
+from pivotbuild.paths import STATE_DIR, is_inside
 
 # One regex per token kind, tried at the scanner's position. Ordinary bytes come in runs so that
 # a typical depfile (a few hundred names) costs a few thousand matches, not one per byte.
@@ -300,7 +300,7 @@ def discovered(prereqs: Iterable[str], root: str | os.PathLike[str], wdir: str,
         rel = next((full[len(p):] for p in prefixes if full.startswith(p)), None)
         if not rel:  # outside, or the root itself
             continue
-        if rel == STATE_DIR_NAME or rel.startswith(STATE_DIR_NAME + "/"):
+        if is_inside(rel, STATE_DIR):
             continue
         if _is_covered(rel, covered):
             continue

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from pivotbuild.errors import OperationError
-from pivotbuild.paths import STATE_DIR
+from pivotbuild.paths import STATE_DIR, is_inside
 
 FILE_VAR = "PIVOTBUILD_DISCOVER_FILE"
 ROOT_VAR = "PIVOTBUILD_DISCOVER_ROOT"
@@ -141,7 +141,7 @@ def project_paths(paths: Iterable[str], root: str | os.PathLike[str], *,
         rel = next((full[len(p):] for p in prefixes if full.startswith(p)), "")
         if files_only and rel:
             rel = _resolved(real_root, rel)
-        if not rel or rel == STATE_DIR or rel.startswith(STATE_DIR + "/"):
+        if not rel or is_inside(rel, STATE_DIR):
             continue
         kept = _existing(real_root, rel, files_only)
         if kept is not None:
