@@ -268,15 +268,6 @@ class StateDB:
             db.execute("BEGIN")
             db.executemany("INSERT OR REPLACE INTO file_memo VALUES (?, ?, ?, ?, ?)", rows)
 
-    @_locked
-    def forget_files(self, paths: Iterable[str]) -> None:
-        db = self._db(create=False)
-        if db is None:
-            return
-        with db:
-            db.execute("BEGIN")
-            db.executemany("DELETE FROM file_memo WHERE path = ?", [(p,) for p in paths])
-
     # ---- trees ----------------------------------------------------------------
 
     def _tree_file(self, path: str) -> str:
