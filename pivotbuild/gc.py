@@ -29,9 +29,9 @@ from pathlib import Path
 
 from pivotbuild.atomic import is_temp_name
 from pivotbuild.errors import OperationError, UsageError
-from pivotbuild.lock import LOCKS_DIR, Lock, read_lock
+from pivotbuild.lock import Lock, read_lock
 from pivotbuild.names import is_dir_hash
-from pivotbuild.paths import STATE_DIR
+from pivotbuild.paths import LOCKS_DIR, STATE_DIR
 from pivotbuild.pipeline import Pipeline
 from pivotbuild.store.objects import MissingObjectsError
 from pivotbuild.store.place import STAGING_DIR
@@ -140,10 +140,11 @@ def gc(pipeline: Pipeline, *, dry_run: bool = False, grace_s: float | None = Non
             report.objects.append(name)
     keep_runs = {lock.input_hash for lock in locks}
     for input_hash in runs:
-        young = None if input_hash in keep_runs else _young(runs.path(input_hash), now, grace)
-        if young:
+        young_run = (None if input_hash in keep_runs
+                     else _young(runs.path(input_hash), now, grace))
+        if young_run:
             report.young_runs += 1
-        elif young is not None:
+        elif young_run is not None:
             report.runs.append(input_hash)
     if not dry_run:
         # Directory objects first: a .dir object must never outlive the files it lists.

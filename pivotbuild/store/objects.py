@@ -74,6 +74,11 @@ class MissingObjectsError(OperationError):
         self.missing = missing
         self.restored = restored or []
 
+    @classmethod
+    def one(cls, shown: str, hash: str) -> MissingObjectsError:
+        """The object ``hash`` of the output ``shown`` is missing."""
+        return cls(f"{shown}: cache object {hash} is missing; {PULL_HINT}", [(shown, hash)])
+
 
 class CorruptObjectsError(OperationError):
     """Cache objects found not to match their names when about to be used; each one was
@@ -458,9 +463,7 @@ class ObjectStore:
             except MissingObjectsError:
                 if shown is None:
                     raise
-                raise MissingObjectsError(
-                    f"{shown}: cache object {hash} is missing; {PULL_HINT}", [(shown, hash)]
-                ) from None
+                raise MissingObjectsError.one(shown, hash) from None
             except CorruptObjectsError:
                 if shown is None:
                     raise
@@ -533,7 +536,8 @@ class ObjectStore:
             return dir_hash(data) == hash
         if not obj.is_file():
             return False
-        return get_backend().hash_files([str(obj)], 1)[0].hash == hash
+        got: str | None = get_backend().hash_files([str(obj)], 1)[0].hash
+        return got == hash
 
     # ---- removing ---------------------------------------------------------------------------
 

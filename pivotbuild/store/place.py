@@ -178,9 +178,7 @@ class Placer:
         try:
             obj_st = os.stat(obj)
         except FileNotFoundError:
-            raise MissingObjectsError(
-                f"{where}: cache object {hash} is missing; {PULL_HINT}", [(where, hash)]
-            ) from None
+            raise MissingObjectsError.one(where, hash) from None
         except OSError as exc:
             raise OperationError(f"{obj}: cannot read the cache object: "
                                  f"{fileio.why(exc)}") from None
@@ -372,7 +370,8 @@ class Placer:
             entry, obj, obj_st = item
             self._place(obj, obj_st, os.path.join(top, entry.path), methods, entry.executable,
                         os.path.join(where, entry.path), dev)
-            return entry.path
+            path: str = entry.path
+            return path
 
         if len(present) < PARALLEL_MIN:
             restored = [place(item) for item in present]
@@ -422,7 +421,8 @@ class Placer:
         bulk call: link() creates the name or fails, so it never writes through or over
         anything. (restored paths, the items left for _place: names that exist, objects
         whose exec bit differs from the entry's, links the file system refused.)"""
-        linkable, rest = [], []
+        linkable: list[_Item] = []
+        rest: list[_Item] = []
         for item in items:
             entry, _, obj_st = item
             same_exec = entry.executable == bool(obj_st.st_mode & stat.S_IXUSR)
