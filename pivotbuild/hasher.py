@@ -53,6 +53,14 @@ class PathDigest:
     def is_dir(self) -> bool:
         return self.nfiles is not None
 
+    def problem(self, root: str | None = None) -> str:
+        """Why this path has no hash, as one message: ``<path>: <problem>``, the path
+        relative to ``root`` when it lies below it."""
+        shown, why = self.errors[0] if self.errors else (self.path, "cannot be hashed")
+        if root is not None and shown.startswith(root + "/"):
+            shown = shown[len(root) + 1:]
+        return f"{shown}: {why}"
+
     def __repr__(self) -> str:
         return f"PathDigest({self.path!r}, {self.hash!r}, errors={self.errors!r})"
 

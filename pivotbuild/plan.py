@@ -3,8 +3,10 @@
 Reasons are recorded where each decision is made (as Ninja's ``-d explain``),
 so ``status``, ``status --json``, ``repro --explain`` and ``repro --dry-run
 --json`` all print the same list. The planner never reads an unchanged file:
-deps and outs are hashed through the workspace hasher and its stat memo, all
-paths of a plan in one batch.
+deps and outs are hashed through the hasher it is given (hasher.Hasher and its
+stat memo), all paths of a plan in one batch. Everything it reads is given at
+construction (hasher, lock store, object store, run-cache lookup), so it runs in
+memory in tests/test_plan.py.
 
 A stage is compared with its lock:
 - ``cmd`` and the values of its params;
@@ -162,7 +164,8 @@ class Planner:
     def hash_paths(self, paths: Iterable[str]) -> None:
         """Hash (or re-hash) these project-relative paths in one batch."""
         wanted = sorted(set(paths))
-        digests = self._hasher.hash_paths([f"{self._root}/{p}" for p in wanted])
+        digests = self._hasher.hash_paths(
+            [f"{self._root}/{p}" if p != "." else self._root for p in wanted])
         for path, digest in zip(wanted, digests, strict=True):
             digest.path = path
             self._digests[path] = digest
@@ -179,8 +182,7 @@ class Planner:
             self.hash_paths([path])
         digest = self._digests[path]
         if strict and digest.hash is None and not digest.missing:
-            shown, problem = digest.errors[0] if digest.errors else (path, "cannot be hashed")
-            raise OperationError(f"{_relative(shown, self._root)}: {problem}")
+            raise OperationError(digest.problem(self._root))
         return digest
 
     # ---- deciding ---------------------------------------------------------------
@@ -339,6 +341,3 @@ def _compare_paths(kind: str, current: Mapping[str, PathDigest], locked: Mapping
     reasons.extend(Reason(f"{kind}-removed", path=p) for p in sorted(set(locked) - set(current)))
     return reasons
 
-
-def _relative(path: str, root: str) -> str:
-    return path[len(root) + 1:] if path.startswith(root + "/") else path
