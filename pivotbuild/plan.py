@@ -25,15 +25,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pivotbuild import lock as lockfile
 from pivotbuild.errors import OperationError
-from pivotbuild.lock import Lock, LockedOut, LockProblem
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # lock.py (pydantic) loads on first use: report.py imports this vocabulary
     import networkx as nx
 
     from pivotbuild.config import Project, Stage
     from pivotbuild.hasher import PathDigest
+    from pivotbuild.lock import Lock, LockedOut, LockProblem
 
 # Statuses (what `status` shows), actions (what `repro` does) and results (how a stage's
 # part in a repro ended: SPEC §4 `repro --json`).
@@ -194,6 +193,8 @@ class Planner:
     def decide(self, name: str, *, stale_upstream: Iterable[str] = (), force: bool = False
                ) -> Decision:
         """Decide one stage from the workspace as it is now."""
+        from pivotbuild.lock import LockProblem
+
         stage: Stage = self.graph.nodes[name]["stage"]
         if stage.frozen:
             return Decision(name, stage, FROZEN, SKIP)
@@ -315,6 +316,8 @@ class Planner:
 
 def stage_input_hash(stage: Stage, dep_hashes: Mapping[str, str | None]) -> str:
     """The input hash (SPEC §2) of a run of ``stage`` whose deps have these hashes."""
+    from pivotbuild import lock as lockfile
+
     return lockfile.input_hash(
         stage.cmd, stage.param_values, [(path, h or "") for path, h in dep_hashes.items()],
         [out.path for out in stage.outs], stage.wdir,
