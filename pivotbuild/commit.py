@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pivotbuild import manifest
-from pivotbuild.cache import Cache, CorruptObjectsError
 from pivotbuild.config import Project, Stage
 from pivotbuild.errors import OperationError
 from pivotbuild.hasher import PathDigest
 from pivotbuild.lock import Lock, LockedDep, LockedOut
 from pivotbuild.plan import LockStore, PathHasher, stage_input_hash
+from pivotbuild.store import Cache
+from pivotbuild.store.objects import CorruptObjectsError
+from pivotbuild.store.place import Placer
 
 
 class MissingPathsError(OperationError):
@@ -74,12 +76,15 @@ class CommitResult:
 class Committer:
     """Writes what a stage produced into the cache, the lock and the run cache."""
 
-    def __init__(self, project: Project, hasher: PathHasher, cache: Cache, locks: LockStore
-                 ) -> None:
+    def __init__(self, project: Project, hasher: PathHasher, cache: Cache, locks: LockStore,
+                 placer: Placer) -> None:
+        """``placer``: links workspace files back to objects that were in the cache already
+        (see _link_back)."""
         self.project = project
         self.hasher = hasher
         self.cache = cache
         self.locks = locks
+        self.placer = placer
         self._links_work = True
         self._registered = False
         methods = project.checkout
@@ -92,10 +97,7 @@ class Committer:
         out = {}
         for path, digest in zip(paths, digests, strict=True):
             if digest.hash is None and not digest.missing:
-                shown, problem = digest.errors[0] if digest.errors else (path, "unreadable")
-                if shown.startswith(str(root) + "/"):
-                    shown = shown[len(str(root)) + 1:]
-                raise OperationError(f"{shown}: {problem}")  # the caller names the stage
+                raise OperationError(digest.problem(str(root)))  # the caller names the stage
             digest.path = path
             out[path] = digest
         return out
@@ -116,15 +118,15 @@ class Committer:
         snap = snapshot or self.snapshot(stage)
         root = self.project.root
         if not self._registered:
-            self.cache.register_project(root)  # so that gc from a sharing project keeps ours
+            self.cache.projects.register(root)  # so that gc from a sharing project keeps ours
             self._registered = True
         relink: list[tuple[str, str]] = []  # (output, file) whose object already existed
         for out in stage.outs:
             digest = snap.outs[out.path]
             if not out.cache or digest.hash is None:
                 continue
-            if (digest.is_dir and self.cache.has(digest.hash)
-                    and not self.cache.check_output(digest.hash, out.path)):
+            if (digest.is_dir and self.cache.objects.has(digest.hash)
+                    and not self.cache.objects.check_output(digest.hash, out.path)):
                 continue  # its .dir object exists, hence every file it lists, all sound
                 # (a corrupt one was removed with the .dir object: both stored again below)
             # Where hardlinks are the preferred checkout, the output itself becomes the
@@ -134,18 +136,18 @@ class Committer:
             # An object already there is checked against its name (and replaced if corrupt):
             # the lock written below must never name a bad object.
             if digest.is_dir:
-                self.cache.store_dir(root / out.path, digest, link=link, existing=existing,
-                                     shown=out.path)
+                self.cache.objects.store_dir(root / out.path, digest, link=link,
+                                             existing=existing, shown=out.path)
             else:
-                self.cache.store_file(root / out.path, digest.hash, link=link,
-                                      existing=existing, shown=out.path)
+                self.cache.objects.store_file(root / out.path, digest.hash, link=link,
+                                              existing=existing, shown=out.path)
             if not out.persist:
                 relink.extend((out.path, path) for path in existing)
         self._link_back(stage, snap, relink)
         lock = snap.lock()
         written = self.locks.write_lock(lock)
         if not stage.always_changed and not any(o.persist for o in stage.outs):
-            self.cache.put_run(lock.input_hash, [o.to_dict() for o in lock.outs])
+            self.cache.runs.put(lock.input_hash, [o.to_dict() for o in lock.outs])
         return CommitResult(lock, written)
 
     def _link_back(self, stage: Stage, snap: Snapshot, files: list[tuple[str, str]]) -> None:
@@ -172,11 +174,12 @@ class Committer:
                     file_hash = manifests[out_path][rel.replace(os.sep, "/")]
                 else:
                     file_hash = digest.hash or ""
-                self.cache.link_out(file_hash, Path(path), methods, root)
+                self.placer.link_file(file_hash, Path(path), methods)
             except CorruptObjectsError:
                 # Found corrupt (and removed) after it was checked moments ago: store it again
                 # from this very file, which was hashed with that content.
-                self.cache.store_file(Path(path), file_hash, shown=os.path.relpath(path, root))
+                self.cache.objects.store_file(Path(path), file_hash,
+                                              shown=os.path.relpath(path, root))
             except OperationError:
                 self._links_work = False  # e.g. the cache is on another file system
                 return

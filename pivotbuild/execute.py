@@ -26,7 +26,6 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 import networkx as nx
 
 from pivotbuild import paths
-from pivotbuild.cache import CorruptObjectsError, MissingObjectsError
 from pivotbuild.commit import Committer, MissingPathsError
 from pivotbuild.errors import OperationError
 from pivotbuild.plan import (
@@ -42,10 +41,12 @@ from pivotbuild.plan import (
     Reason,
 )
 from pivotbuild.runners import Cancel, OutputSink, StageRunner, StageSpec
+from pivotbuild.store.objects import CorruptObjectsError, MissingObjectsError
 
 if TYPE_CHECKING:
-    from pivotbuild.cache import Cache
     from pivotbuild.config import Project
+    from pivotbuild.hasher import PathDigest
+    from pivotbuild.store.place import Placer
 
 
 @dataclass(slots=True)
@@ -318,11 +319,8 @@ class Executor:
         if decision.missing_deps:
             missing = ", ".join(repr(p) for p in decision.missing_deps)
             return f"missing dependency {missing}"
-        problems = []
-        for path, digest in decision.deps.items():
-            if digest.hash is None and not digest.missing:
-                shown, why = digest.errors[0] if digest.errors else (path, "cannot be hashed")
-                problems.append(f"{self._shown(shown)}: {why}")
+        problems = [digest.problem(str(self.project.root)) for digest in decision.deps.values()
+                    if digest.hash is None and not digest.missing]
         if problems:
             return f"dependency cannot be read ({'; '.join(problems)})"
         return None
@@ -337,11 +335,12 @@ def _shown(path: str, root: str) -> str:
 
 class CachedOutputs:
     """``Outputs`` for a real workspace: deleting, preparing and restoring a stage's outputs,
-    from the project's cache."""
+    from the project's cache (through store/place.py: a stage owns its outputs, so whatever
+    is in their way is replaced)."""
 
-    def __init__(self, project: Project, cache: Cache, say: Callable[[str], None]) -> None:
+    def __init__(self, project: Project, placer: Placer, say: Callable[[str], None]) -> None:
         self.project = project
-        self.cache = cache
+        self.placer = placer
         self.say = say
 
     def restore(self, decision: Decision) -> bool:
@@ -349,39 +348,28 @@ class CachedOutputs:
         object turned out missing or corrupt: the stage must run instead."""
         assert decision.lock is not None
         changed = {r.path for r in decision.reasons}
-        for out in decision.lock.outs:
-            if out.path in changed and not self._link_out(out.hash, out.path):
-                return False
-        return True
+        return all(self._place(out.hash, out.path, decision.outs.get(out.path))
+                   for out in decision.lock.outs if out.path in changed)
 
     def restore_run(self, decision: Decision) -> bool:
         """A run with these inputs was seen before: take its outputs (the executor commits
-        them). False if an object turned out missing or corrupt: run instead."""
+        them). False if an object turned out missing or corrupt: run instead. A non-cached
+        output is only accepted when already on disk (see the planner)."""
         assert decision.run_entry is not None
         cached = {o.path for o in decision.stage.outs if o.cache}
-        for out in decision.run_entry["outs"]:
-            if (out["path"] in cached and out.get("cache", True)
-                    and not self._link_out(out["hash"], out["path"])):
-                return False
-            # a non-cached output is only accepted when already on disk (see the planner)
-        return True
+        return all(self._place(out["hash"], out["path"], decision.outs.get(out["path"]))
+                   for out in decision.run_entry["outs"]
+                   if out["path"] in cached and out.get("cache", True))
 
-    def _link_out(self, digest: str, path: str, methods: list[str] | None = None) -> bool:
+    def _place(self, digest: str, path: str, current: PathDigest | None,
+               methods: list[str] | None = None) -> bool:
         """Put an output back from the cache; False, after a warning naming the output, if
         one of its objects is missing or does not match its name (a corrupt one is removed
         from the cache, and so is a ``.dir`` object that no longer has all its files)."""
-        dest = self.project.root / path
-        paths.remove(self.project.root, path)
         try:
-            if digest.endswith(".dir"):
-                self.cache.checkout_dir(digest, dest, methods or self.project.checkout,
-                                        self.project.root, shown=path)
-            else:
-                self.cache.link_out(digest, dest, methods or self.project.checkout,
-                                    self.project.root, shown=path)
+            self.placer.restore(digest, path, current, methods or self.project.checkout,
+                                overwrite=True)
         except (MissingObjectsError, CorruptObjectsError) as exc:
-            if digest.endswith(".dir"):
-                self.cache.remove(digest)  # incomplete: the next commit stores it whole
             self.say(f"pivotbuild: warning: {exc}")
             return False
         return True
@@ -397,8 +385,8 @@ class CachedOutputs:
             dest = resolved[out.path]
             if not out.persist:
                 paths.remove(root, out.path)
-            elif not os.path.lexists(dest) and out.path in locked and self.cache.has(
+            elif not os.path.lexists(dest) and out.path in locked and self.placer.objects.has(
                 locked[out.path].hash
             ):
-                self._link_out(locked[out.path].hash, out.path, ["copy"])
+                self._place(locked[out.path].hash, out.path, None, ["copy"])
             paths.make_parent(root, out.path)
