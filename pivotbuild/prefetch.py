@@ -5,8 +5,9 @@ milliseconds of Python; stat'ing a 100,000-file dependency takes about as long
 in C, with the GIL released. Started first, this thread reads pivot.toml with
 tomllib (no validation) and hashes every plain dep and out path it names through
 the stat memo; ``take`` hands each result, at most once, to the hasher the
-planner hashes through (hasher.Hasher's ``ahead``). Anything it cannot make sense of (templated paths, a broken file) it
-simply leaves to the planner: it only ever saves time.
+planner hashes through (hasher.Hasher's ``ahead``). Anything it cannot make
+sense of (templated paths, a broken file) it simply leaves to the planner: it
+only ever saves time.
 """
 
 from __future__ import annotations
