@@ -114,8 +114,9 @@ def _run(req: Request, started: float) -> int | None:
     from pivotbuild import snapshot
     from pivotbuild.paths import find_project_root_str
 
-    def fallback(why: str) -> None:
+    def fallback(why: str) -> int | None:
         req.why = why
+        return None  # the full path answers
 
     if req.directory is not None:
         try:
@@ -361,9 +362,8 @@ def _repro(req: Request, root: str, records: list[tuple[Any, ...]], started: flo
     from pivotbuild.paths import ensure_state_dir
     from pivotbuild.projectlock import project_lock
 
-    command = " ".join(["pivotbuild", *sys.argv[1:]])[:200]
     try:
-        with project_lock(ensure_state_dir(root), command):
+        with project_lock(ensure_state_dir(root)):
             pass
     except OperationError:
         req.why = "another writer holds the project lock"  # the full path says who

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,8 +32,10 @@ def _holder(fd: int) -> str:
 
 
 @contextmanager
-def project_lock(state_dir: Path, command: str, wait: float | None = None) -> Iterator[None]:
-    """Hold the project's writer lock; fail at once (or after ``wait`` seconds)."""
+def project_lock(state_dir: Path, wait: float | None = None) -> Iterator[None]:
+    """Hold the project's writer lock; fail at once (or after ``wait`` seconds). The lock
+    file names this process and its command line, for a second writer's message."""
+    command = " ".join(["pivotbuild", *sys.argv[1:]])[:200]
     state_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:

@@ -309,7 +309,8 @@ class StateDB:
         db = self._db(create=False)
         if db is None:
             return []
-        where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
+        where = "WHERE stage = ?" if stage else ""
+        args: list[str | int] = [stage] if stage else []
         if stage and instances:
             where += " OR substr(stage, 1, ?) = ?"
             args += [len(stage) + 1, f"{stage}@"]

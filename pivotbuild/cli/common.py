@@ -76,18 +76,32 @@ def opened(hash_jobs: int = 0, *, write: bool = False,
         if not write:
             yield pipeline
             return
-        command = " ".join(["pivotbuild", *sys.argv[1:]])[:200]
-        with project_lock(ensure_state_dir(pipeline.root), command, wait):
+        with project_lock(ensure_state_dir(pipeline.root), wait):
             yield pipeline
 
 
+def say(text: str, *, err: bool = False, end: str = "\n") -> None:
+    """Print ``text`` + ``end`` on stdout (``err``: stderr). Through report.py's one writer once
+    that is loaded (a run's or a transfer's bar may be on the terminal, and lines from other
+    threads may come); before that nothing else writes, and loading it (it loads the planner)
+    would double the time an early error such as 'no pivot.toml found' takes."""
+    stream = sys.stderr if err else sys.stdout
+    report = sys.modules.get("pivotbuild.report")
+    if report is not None:
+        if text or end:
+            report.LINES.line(text + end, stream)
+        return
+    stream.write(text + end)
+    stream.flush()
+
+
 def warn(message: str) -> None:
-    click.echo(f"pivotbuild: warning: {redact_text(message)}", err=True)
+    say(f"pivotbuild: warning: {redact_text(message)}", err=True)
 
 
 def error(message: str) -> None:
     # Any message may quote a URL (a remote library's error): never with its userinfo.
-    click.echo(f"pivotbuild: error: {redact_text(message)}", err=True)
+    say(f"pivotbuild: error: {redact_text(message)}", err=True)
 
 
 def count(n: int, one: str, many: str) -> str:
@@ -98,7 +112,7 @@ def render_checkout(report: CheckoutReport, quiet: bool, missing_hint: str) -> b
     """Print what a checkout did (also after pull); True if it all went well."""
     if not quiet:
         for path in report.restored:
-            click.echo(f"Restored {path}")
+            say(f"Restored {path}")
     for message in report.problems:
         error(message)
     if report.conflicts:
@@ -107,7 +121,7 @@ def render_checkout(report: CheckoutReport, quiet: bool, missing_hint: str) -> b
     for path, digest in report.missing:
         error(f"{path}: cache object {digest} is missing ({missing_hint})")
     if not quiet:
-        click.echo(f"checkout: {len(report.restored)} restored, {len(report.unchanged)} "
+        say(f"checkout: {len(report.restored)} restored, {len(report.unchanged)} "
                    f"unchanged, {len(report.conflicts)} conflicts, {len(report.missing)} "
                    "missing", err=True)
     return report.ok

@@ -23,6 +23,7 @@ from pivotbuild.cli.common import (
     opened,
     project_root,
     render_checkout,
+    say,
     wait_option,
     warn,
 )
@@ -53,11 +54,7 @@ def init_command(obj: Context) -> None:
     ensure_state_dir(root)
     if not obj.quiet:
         what = "Initialised" if created else "Reinitialised"
-        click.echo(f"{what} a pivotbuild project in {root}")
-
-
-def _reasons_text(reasons) -> list[str]:
-    return [f"    {reason}" for reason in reasons]
+        say(f"{what} a pivotbuild project in {root}")
 
 
 @click.command("status")
@@ -83,7 +80,7 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
     stale = any(d.status == STALE for d in decisions)
     for decision in decisions:
         if decision.lock_problem and not (quiet or obj.quiet):
-            click.echo(f"pivotbuild: warning: {decision.lock_problem}", err=True)
+            say(f"pivotbuild: warning: {decision.lock_problem}", err=True)
     if quiet or obj.quiet:
         raise SystemExit(EXIT_FAILED if stale and quiet else EXIT_OK)
     if as_json:
@@ -91,15 +88,15 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
             {"name": d.name, "status": d.status, "reasons": [r.to_dict() for r in d.reasons]}
             for d in decisions
         ]}
-        click.echo(json.dumps(doc, indent=2))
+        say(json.dumps(doc, indent=2))
         return
     for decision in decisions:
-        click.echo(f"{decision.name}: {decision.status}")
+        say(f"{decision.name}: {decision.status}")
         if decision.status == STALE:
-            for line in _reasons_text(decision.reasons):
-                click.echo(line)
+            for reason in decision.reasons:
+                say(f"    {reason}")
     if not stale:
-        click.echo("Everything is up to date.")
+        say("Everything is up to date.")
 
 
 @click.command("repro")
@@ -131,9 +128,10 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
 
     started = time.monotonic()
     with opened(write=not dry_run, wait=wait) as pipeline:
-        # Imported after _pipeline has started the prefetch (prefetch.py).
-        from pivotbuild.execute import OK, RunOptions
+        # Imported after opened() has started the prefetch (prefetch.py).
+        from pivotbuild.execute import RunOptions
         from pivotbuild.pipeline import plan_result
+        from pivotbuild.plan import OK
         from pivotbuild.report import Reporter, make_reporter
 
         names = pipeline.select(list(targets), single_item=single_item, downstream=downstream)
@@ -157,15 +155,15 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
     if dry_run:
         if as_json:
             stages = [plan_result(d).to_dict() for d in decisions]
-            click.echo(json.dumps({"ok": True, "stages": stages}, indent=2))
+            say(json.dumps({"ok": True, "stages": stages}, indent=2))
         elif not any(d.action != "skip" for d in decisions) and not obj.quiet:
-            click.echo("Everything is up to date.", err=True)
+            say("Everything is up to date.", err=True)
         return
     ok = all(r.status == OK for r in results)
     reporter.finish(results, time.monotonic() - started)
     if as_json:
         doc = {"ok": ok, "stages": [r.to_dict() for r in results]}
-        click.echo(json.dumps(doc, indent=2))
+        say(json.dumps(doc, indent=2))
     if not ok or (pulled is not None and not pulled.ok):
         raise SystemExit(EXIT_FAILED)
 
@@ -196,7 +194,7 @@ def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json
         }
         if dry_run:
             doc["dry_run"] = True
-        click.echo(json.dumps(doc, indent=2))
+        say(json.dumps(doc, indent=2))
     elif not obj.quiet:
         if dry_run:
             planned = {d.name: d for d in outcome.plan}
@@ -204,13 +202,13 @@ def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json
                 decision = planned[name]
                 outs = [o.path for o in decision.stage.outs if o.cache]
                 why = "; ".join(str(r) for r in decision.reasons) or "requested"
-                click.echo(f"would commit '{decision.name}' ({why}); would store: "
+                say(f"would commit '{decision.name}' ({why}); would store: "
                            f"{', '.join(outs) or 'nothing'}")
         else:
             for name in outcome.committed:
-                click.echo(f"Committed '{name}'")
+                say(f"Committed '{name}'")
         if not outcome.plan:
-            click.echo("Nothing to commit.")
+            say("Nothing to commit.")
     for failed_stage, problem in outcome.failed:
         error(f"stage '{failed_stage}': {problem}")
     if outcome.failed:
@@ -248,14 +246,14 @@ def verify_command(obj: Context, targets: tuple[str, ...], rehash: bool, as_json
 
         report = verify(pipeline, pipeline.select(list(targets)), rehash=rehash)
     if as_json:
-        click.echo(json.dumps({"ok": report.ok,
+        say(json.dumps({"ok": report.ok,
                                "problems": [p.to_dict() for p in report.problems]}, indent=2))
     else:
         for problem in report.problems:
             error(problem.message)
         if report.ok and not obj.quiet:
             extra = f", {report.checked_objects} objects rehashed" if rehash else ""
-            click.echo(f"verify: everything is up to date and cached{extra}")
+            say(f"verify: everything is up to date and cached{extra}")
     if not report.ok:
         raise SystemExit(EXIT_FAILED)
 
@@ -282,10 +280,10 @@ def gc_command(obj: Context, dry_run: bool, grace: float | None, wait: float | N
     verb = "would delete" if dry_run else "deleted"
     if not obj.quiet:
         for name in report.objects:
-            click.echo(f"{verb} object {name}")
+            say(f"{verb} object {name}")
         for name in report.runs:
-            click.echo(f"{verb} run-cache entry {name}")
-        click.echo(f"gc: {verb} {count(len(report.objects), 'object', 'objects')} and "
+            say(f"{verb} run-cache entry {name}")
+        say(f"gc: {verb} {count(len(report.objects), 'object', 'objects')} and "
                    f"{count(len(report.runs), 'run-cache entry', 'run-cache entries')}; kept "
                    f"{count(report.kept_objects, 'referenced object', 'referenced objects')}",
                    err=True)
@@ -293,7 +291,7 @@ def gc_command(obj: Context, dry_run: bool, grace: float | None, wait: float | N
             shown = f"{report.grace_s:g}"
             objects = count(report.young_objects, "unreferenced object", "unreferenced objects")
             runs = count(report.young_runs, "run-cache entry", "run-cache entries")
-            click.echo(f"gc: kept {objects} and {runs} changed in the last {shown} s "
+            say(f"gc: kept {objects} and {runs} changed in the last {shown} s "
                        f"(--grace {shown}; '--grace 0' deletes them now)", err=True)
 
 
@@ -310,13 +308,13 @@ def dag_command(targets: tuple[str, ...], fmt: str | None) -> None:
         names = pipeline.dag_names(list(targets))
         graph = pipeline.graph
     if fmt == "json":
-        click.echo(json.dumps(dag.to_json(graph, names), indent=2))
+        say(json.dumps(dag.to_json(graph, names), indent=2))
     elif fmt == "dot":
-        click.echo(dag.to_dot(graph, names), nl=False)
+        say(dag.to_dot(graph, names), end="")
     elif fmt == "mermaid":
-        click.echo(dag.to_mermaid(graph, names), nl=False)
+        say(dag.to_mermaid(graph, names), end="")
     else:
-        click.echo(dag.to_text(graph, names), nl=False)
+        say(dag.to_text(graph, names), end="")
 
 
 @click.command("history")
@@ -350,16 +348,16 @@ def history_command(stage: str | None, limit: int | None, as_json: bool) -> None
     finally:
         state.close()
     if as_json:
-        click.echo(json.dumps({"runs": [r.to_dict() for r in runs]}, indent=2))
+        say(json.dumps({"runs": [r.to_dict() for r in runs]}, indent=2))
         return
     if not runs:
-        click.echo("No runs recorded." if stage is None else f"No runs of '{stage}' recorded.")
+        say("No runs recorded." if stage is None else f"No runs of '{stage}' recorded.")
         return
-    click.echo(f"{'run':>5}  {'stage':<20} {'started':<19} {'duration':>9}  {'status':<11} "
+    say(f"{'run':>5}  {'stage':<20} {'started':<19} {'duration':>9}  {'status':<11} "
                f"{'input hash':<32}  committed")
     for r in runs:
         when = datetime.datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{r.run_id:>5}  {r.stage:<20} {when:<19} {r.duration_s:>8.2f}s  "
+        say(f"{r.run_id:>5}  {r.stage:<20} {when:<19} {r.duration_s:>8.2f}s  "
                    f"{r.status:<11} {r.input_hash or '-':<32}  {'yes' if r.committed else 'no'}")
 
 

@@ -19,6 +19,7 @@ from pivotbuild.cli.common import (
     is_quiet,
     opened,
     render_checkout,
+    say,
     wait_option,
     warn,
 )
@@ -48,7 +49,7 @@ def render_transfer(report: TransferReport, quiet: bool) -> bool:
     if len(report.failed) > _SHOW_FAILED:
         error(f"... and {len(report.failed) - _SHOW_FAILED} more failures")
     if not quiet or not report.ok:
-        click.echo(report.summary(), err=True)
+        say(report.summary(), err=True)
     return report.ok
 
 
@@ -146,14 +147,14 @@ def remote_status_command_impl(obj: Context | None, targets: tuple[str, ...], re
     for problem in result.problems:
         warn(problem)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        say(json.dumps(result.to_dict(), indent=2))
         return
     labels = {
         remotes.MISSING_ON_REMOTE: "missing on the remote",
         remotes.ONLY_ON_REMOTE: "only on the remote (not in the local cache)",
         remotes.MISSING: "missing on the remote and in the local cache",
     }
-    click.echo(f"remote '{remote.name}' ({remote.shown_url}):")
+    say(f"remote '{remote.name}' ({remote.shown_url}):")
     for out in result.outputs:
         if out.status == remotes.IN_SYNC:
             continue
@@ -161,11 +162,11 @@ def remote_status_command_impl(obj: Context | None, targets: tuple[str, ...], re
         if out.objects > 1:
             count = out.not_on_remote if out.status != remotes.ONLY_ON_REMOTE else out.not_local
             detail = f" ({count} of {out.objects} objects)"
-        click.echo(f"  {out.stage}: {out.path}: {labels[out.status]}{detail}")
+        say(f"  {out.stage}: {out.path}: {labels[out.status]}{detail}")
     counts = {s: len(result.with_status(s)) for s in
               (remotes.IN_SYNC, remotes.MISSING_ON_REMOTE, remotes.ONLY_ON_REMOTE,
                remotes.MISSING)}
-    click.echo(f"{counts[remotes.IN_SYNC]} in sync, {counts[remotes.MISSING_ON_REMOTE]} missing "
+    say(f"{counts[remotes.IN_SYNC]} in sync, {counts[remotes.MISSING_ON_REMOTE]} missing "
                f"on the remote, {counts[remotes.ONLY_ON_REMOTE]} only on the remote, "
                f"{counts[remotes.MISSING]} in neither")
 
