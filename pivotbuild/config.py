@@ -10,7 +10,7 @@ loading never writes anything to disk.
 Decisions worth knowing:
 - Paths are normalised lexically (``./a//b/`` → ``a/b``, ``a/../b`` → ``b``); symlinks are not
   resolved here. A dep or out may not be the root itself nor lie inside ``.pivotbuild/``.
-- An out can never be one of the project's own files (SPEC §8; ``_protected_out_problem``): it may
+- An out can never be one of the project's own files (SPEC §8; ``paths.protected_out_problem``): it may
   not be, lie inside or hold ``pivot.toml`` or a params file, nor be or lie inside a ``.git``
   (at any depth), nor be a ``*.pvt`` record; and an out directory that exists may not hold a
   ``.git`` directly (a submodule or vendored clone: one lstat per out at load time; deeper
@@ -53,15 +53,15 @@ from pivotbuild.lock import stage_name_size_problem
 from pivotbuild.paths import (
     CACHE_DIR_ENV,
     CHECKOUT_METHODS,
-    GIT_DIR,
     LOCAL_CONFIG_FILE,
     PARAMS_FILE,
     PROJECT_FILE,
     STATE_DIR,
-    TRACK_SUFFIX,
     PathProblem,
     is_inside,
     normalize_path,
+    protected_files,
+    protected_out_problem,
 )
 from pivotbuild.template import DOTTED_KEY_RE, TemplateProblem, instances, lookup, render, toml_type
 from pivotbuild.urls import credential_problem, redact_text
@@ -352,38 +352,6 @@ def _unrecordable(value: Any, where: str) -> str | None:
     return None
 
 
-def protected_files(params_files: list[str]) -> dict[str, str]:
-    """The project files no out may be or hold, project-relative, with what each one is.
-
-    ``params_files``: every params file the project reads (today ``params.toml``; a
-    ``params_file`` setting or ``FILE:key`` params add theirs here)."""
-    files = {PROJECT_FILE: f"the pipeline file {PROJECT_FILE}"}
-    for name in params_files:
-        files.setdefault(name, f"the params file {name}")
-    return files
-
-
-def _protected_out_problem(path: str, protected: Mapping[str, str], root: Path | None
-                           ) -> str | None:
-    """Why the normalised out ``path`` would destroy one of the project's own files, or None.
-    (``.pivotbuild`` and the project root are refused for deps and outs alike, elsewhere.)"""
-    folded = path.casefold()
-    parts = folded.split("/")
-    if GIT_DIR in parts:
-        return f"path is or lies inside a git repository ({GIT_DIR}), which can never be an output"
-    if parts[-1].endswith(TRACK_SUFFIX):
-        return (f"path is a tracked-path record (*{TRACK_SUFFIX}), which can never be an "
-                "output")
-    for file, what in protected.items():
-        if is_inside(file.casefold(), folded):
-            verb = "is" if file.casefold() == folded else "holds"
-            return f"path {verb} {what}, which can never be an output"
-    if root is not None and os.path.lexists(os.path.join(root, path, GIT_DIR)):
-        return (f"path holds a git repository ({path}/{GIT_DIR}), which can never be an "
-                "output")
-    return None
-
-
 class _StageBuilder:
     """Turns one raw stage table into its Stage instances; holds what every instance shares."""
 
@@ -477,7 +445,7 @@ class _StageBuilder:
         out_seen: dict[str, int] = {}
         for i, out in enumerate(raw.outs):
             norm = path(out.path, "outs", i)
-            problem = _protected_out_problem(norm, self.protected, self.root)
+            problem = protected_out_problem(norm, self.protected, self.root)
             if problem:
                 raise fail(key_path("stages", base, "outs", i), f"{problem}: {out.path!r}")
             if norm in out_seen:
@@ -658,5 +626,5 @@ def _load_project(root: Path) -> Project:
 
 
 __all__ = [
-    "Out", "Project", "Remote", "Stage", "load_project", "protected_files",
+    "Out", "Project", "Remote", "Stage", "load_project",
 ]

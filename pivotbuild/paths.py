@@ -27,7 +27,7 @@ from pivotbuild.errors import OperationError, UsageError
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hash fast path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from pathlib import Path
     from typing import Any
 
@@ -95,12 +95,49 @@ def is_inside(path: str, ancestor: str) -> bool:
     return path == ancestor or path.startswith(ancestor.rstrip("/") + "/")
 
 
+def protected_files(params_files: list[str]) -> dict[str, str]:
+    """The project files no out may be or hold, project-relative, with what each one is.
+
+    ``params_files``: every params file the project reads (today ``params.toml``; a
+    ``params_file`` setting or ``FILE:key`` params add theirs here)."""
+    files = {PROJECT_FILE: f"the pipeline file {PROJECT_FILE}"}
+    for name in params_files:
+        files.setdefault(name, f"the params file {name}")
+    return files
+
+
+def protected_out_problem(path: str, protected: Mapping[str, str],
+                          root: str | os.PathLike[str] | None = None) -> str | None:
+    """Why the normalised project-relative ``path`` can never be an output (writing it would
+    destroy one of the project's own files, SPEC §8), or None. Names are compared without
+    case, for case-insensitive file systems. ``root``: also refuse a directory that holds a
+    ``.git`` (one lstat). (``.pivotbuild`` and the root itself are refused for deps and outs
+    alike, by config.py.)"""
+    folded = path.casefold()
+    parts = folded.split("/")
+    if GIT_DIR in parts:
+        return f"path is or lies inside a git repository ({GIT_DIR}), which can never be an output"
+    if parts[-1].endswith(TRACK_SUFFIX):
+        return (f"path is a tracked-path record (*{TRACK_SUFFIX}), which can never be an "
+                "output")
+    for file, what in protected.items():
+        if is_inside(file.casefold(), folded):
+            verb = "is" if file.casefold() == folded else "holds"
+            return f"path {verb} {what}, which can never be an output"
+    if root is not None and os.path.lexists(os.path.join(root, path, GIT_DIR)):
+        return (f"path holds a git repository ({path}/{GIT_DIR}), which can never be an "
+                "output")
+    return None
+
+
+_PROTECTED = protected_files([PARAMS_FILE])
+
+
 def is_project_file(rel: str) -> bool:
-    """True for a root-relative path that is or lies in .git, .pivotbuild, or is pivot.toml,
-    params.toml or a *.pvt record (SPEC §8; config.py refuses them as declared outs)."""
-    parts = rel.casefold().split("/")
-    return (GIT_DIR in parts or parts[0] == STATE_DIR or rel.casefold() in (
-        PROJECT_FILE, PARAMS_FILE) or parts[-1].endswith(TRACK_SUFFIX))
+    """True for a root-relative path that no stage may write: in .pivotbuild, or one that
+    protected_out_problem refuses (with the default params file)."""
+    return (rel.casefold().split("/")[0] == STATE_DIR
+            or protected_out_problem(rel, _PROTECTED) is not None)
 
 
 # ---- the project root and its state directory -----------------------------------------------

@@ -752,7 +752,7 @@ def test_an_out_directory_holding_a_git_repository_is_refused(tmp_path: Path) ->
 
 
 def test_protected_files_lists_params_files() -> None:
-    from pivotbuild.config import protected_files
+    from pivotbuild.paths import protected_files
 
     assert protected_files(["params.toml", "conf/params.yaml"]) == {
         "pivot.toml": "the pipeline file pivot.toml",
