@@ -34,7 +34,6 @@ from pivotbuild.plan import (
     OK,
     RESTORE,
     RUN,
-    RUN_CACHE,
     SKIP,
     Decision,
     Planner,
@@ -223,45 +222,53 @@ class Executor:
     # ---- one stage --------------------------------------------------------------
 
     def _process(self, decision: Decision) -> StageResult:
-        name = decision.name
-        started = time.monotonic()
+        name, started = decision.name, time.monotonic()
+        action = decision.action
         try:
             if decision.upstream_stale:
                 # The upstream ran: look again at what it left behind.
                 self.planner.hash_paths(self.planner.stage_paths(decision.stage))
                 decision = self.planner.decide(name, force=name in self.options.forced)
+                action = decision.action
             self.reporter.decided(decision)
-            if decision.action == SKIP:
+            if action == SKIP:
                 return StageResult(name, SKIP, OK, decision.reasons, decision.input_hash)
-            self.reporter.stage_started(name, decision.action)
-            if decision.action == RESTORE:
-                restored = self.outputs.restore(decision)
-            elif decision.action == RUN_CACHE:
-                restored = self.outputs.restore_run(decision)
-                if restored and not self.options.no_commit:
-                    self.committer.commit(decision.stage)
-            else:
-                return self._run(decision, started)
-            if not restored:  # a cache object was bad (named, removed): run the stage instead
-                decision.action = RUN
-                self.reporter.stage_started(name, RUN)
-                return self._run(decision, started)
-            return StageResult(name, decision.action, OK, decision.reasons,
-                               decision.input_hash, time.monotonic() - started)
+            self.reporter.stage_started(name, action)
+            if action != RUN and self._restore(decision):
+                return StageResult(name, action, OK, decision.reasons, decision.input_hash,
+                                   time.monotonic() - started)
         except (OperationError, OSError) as exc:
-            # e.g. an out whose directory resolves outside the project, a missing wdir, a
-            # full disk while preparing outputs
-            if isinstance(exc, OperationError):
-                error = str(exc)
-            else:
-                error = f"{self._shown(exc.filename)}: " if exc.filename else ""
-                error += exc.strerror or str(exc)
-            duration = time.monotonic() - started
-            if decision.action == RUN:
-                self.history.add_run(name, time.time() - duration, duration, "failed",
-                                     decision.input_hash, False)
-            return StageResult(name, decision.action, FAILED, decision.reasons,
-                               decision.input_hash, duration, error)
+            # e.g. a restore whose output resolves outside the project, a full disk
+            return self._failed(decision, action, decision.input_hash, started, exc)
+        if action != RUN:  # a cache object was bad (named, removed): run the stage instead
+            self.reporter.stage_started(name, RUN)
+        return self._run(decision, started)
+
+    def _restore(self, decision: Decision) -> bool:
+        """Actions restore and run-cache (the latter committed, as a run would be); False if
+        an object turned out missing or corrupt."""
+        if decision.action == RESTORE:
+            return self.outputs.restore(decision)
+        if not self.outputs.restore_run(decision):
+            return False
+        if not self.options.no_commit:
+            self.committer.commit(decision.stage)
+        return True
+
+    def _failed(self, decision: Decision, action: str, input_hash: str | None,
+                started: float, exc: OperationError | OSError) -> StageResult:
+        """The result of a stage that raised (a run of it goes into the history)."""
+        if isinstance(exc, OperationError):
+            error = str(exc)
+        else:
+            error = f"{self._shown(exc.filename)}: " if exc.filename else ""
+            error += exc.strerror or str(exc)
+        duration = time.monotonic() - started
+        if action == RUN:
+            self.history.add_run(decision.name, time.time() - duration, duration, "failed",
+                                 input_hash, False)
+        return StageResult(decision.name, action, FAILED, decision.reasons, input_hash,
+                           duration, error)
 
     def _shown(self, path: Any) -> str:
         """A path for a message: project-relative when it lies inside the project."""
@@ -274,33 +281,35 @@ class Executor:
             # Failed before its deps could be hashed: no input hash, but a history record.
             self.history.add_run(name, time.time(), 0.0, "failed", None, False)
             return StageResult(name, RUN, FAILED, decision.reasons, None, 0.0, early)
-        if decision.input_hash is None:
-            decision.input_hash = self.planner.input_hash(decision)
-        self.outputs.prepare(decision)
-        wall_start = time.time()
+        input_hash = decision.input_hash or self.planner.input_hash(decision)
         spec = StageSpec(
             name=name, cmd=tuple(stage.cmd), root=str(self.project.root), wdir=stage.wdir,
             deps=tuple(stage.deps), outs=tuple(o.path for o in stage.outs),
             persist=tuple(o.path for o in stage.outs if o.persist),
             env={"PIVOTBUILD_ROOT": str(self.project.root), "PIVOTBUILD_STAGE": name},
         )
-        output = self.reporter.stage_lines(name, self._prefix, self.options.stage_output)
-        code = self.runner.run(spec, output, self._cancel)
+        try:
+            # e.g. an out whose directory resolves outside the project, a missing wdir
+            self.outputs.prepare(decision)
+            wall_start = time.time()
+            output = self.reporter.stage_lines(name, self._prefix, self.options.stage_output)
+            code = self.runner.run(spec, output, self._cancel)
+        except (OperationError, OSError) as exc:
+            return self._failed(decision, RUN, input_hash, started, exc)
         duration = time.monotonic() - started
         if self._cancel.is_set():
-            self.history.add_run(name, wall_start, duration, "interrupted",
-                                 decision.input_hash, False)
-            return StageResult(name, RUN, FAILED, decision.reasons, decision.input_hash,
-                               duration, "interrupted")
+            self.history.add_run(name, wall_start, duration, "interrupted", input_hash, False)
+            return StageResult(name, RUN, FAILED, decision.reasons, input_hash, duration,
+                               "interrupted")
         error, committed = None, False
         if code != 0:
             error = f"command exited with code {code}"
         else:
             try:
                 if self.options.no_commit:
-                    decision.input_hash = self.committer.snapshot(stage).input_hash
+                    input_hash = self.committer.snapshot(stage).input_hash
                 else:
-                    decision.input_hash = self.committer.commit(stage).lock.input_hash
+                    input_hash = self.committer.commit(stage).lock.input_hash
                     committed = True
             except MissingPathsError as exc:
                 outs = [p for p in exc.paths if p in {o.path for o in stage.outs}]
@@ -309,9 +318,9 @@ class Executor:
             except OperationError as exc:
                 error = str(exc)
         self.history.add_run(name, wall_start, duration, "ok" if error is None else "failed",
-                             decision.input_hash, committed)
+                             input_hash, committed)
         return StageResult(name, RUN, OK if error is None else FAILED, decision.reasons,
-                           decision.input_hash, duration, error)
+                           input_hash, duration, error)
 
     def _unusable_deps(self, decision: Decision) -> str | None:
         """What is wrong with the stage's deps (missing, or a file in them unreadable, named

@@ -8,6 +8,7 @@ wired: the planner, the executor and the commit writer get the hasher, the locks
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -163,13 +164,11 @@ class Pipeline:
               force: bool = False, single_item: bool = False, dry_run: bool = False,
               use_run_cache: bool = True, run_cache_miss: RunCacheMiss | None = None,
               runner: StageRunner | None = None) -> tuple[list[Decision], list[StageResult]]:
-        """Plan, then (unless ``dry_run``) execute. ``runner``: how commands run (default:
-        runners.local)."""
+        """Plan, then (unless ``dry_run``) execute. ``force``: every stage of ``names`` runs
+        (``single_item`` changes nothing here: ``select`` already left only the targets).
+        ``runner``: how commands run (default: runners.local)."""
         planner = self.make_planner(use_run_cache, run_cache_miss)
-        forced = frozenset(names if force else ())
-        if force and single_item:
-            forced = frozenset(names)
-        options.forced = forced
+        forced = frozenset(names) if force else frozenset()  # with -s: only the targets
         decisions = planner.plan(names, force=forced)
         if not forced:
             self._refresh_snapshot(decisions)
@@ -185,7 +184,7 @@ class Pipeline:
             runner = LocalRunner()
         outputs = CachedOutputs(self.project, self.placer, reporter.say)
         executor = Executor(self.project, self.graph, planner, self.committer, outputs, runner,
-                            self.state, reporter, options)
+                            self.state, reporter, dataclasses.replace(options, forced=forced))
         return decisions, executor.execute(decisions)
 
     def commit(self, names: list[str], *, explicit: bool, dry_run: bool = False

@@ -90,7 +90,7 @@ def error(text: str) -> None:
 class _Bar:
     """A transient rich bar on stderr, attached to LINES while shown."""
 
-    def __init__(self, columns: tuple[str, ...], label: str = "") -> None:
+    def __init__(self, columns: tuple[str, ...], label: str = "", total: int = 0) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -107,7 +107,7 @@ class _Bar:
                  if c == "description" else made[c]() for c in columns]
         self._rich = Progress(*parts, console=Console(stderr=True), transient=True,
                               redirect_stdout=False)  # stage output stays on stdout
-        self._task = self._rich.add_task("", total=0)
+        self._task = self._rich.add_task("", total=total)
         self._lock = threading.Lock()
         self._rich.start()
         LINES.attach(self._show)
@@ -206,10 +206,6 @@ class Reporter:
         elif result.action == SKIP and self.verbose:
             self.say(f"Stage '{result.name}' is up to date")
 
-    def warning(self, text: str) -> None:
-        if not self.quiet:
-            warn(text)
-
     def finish(self, results: list[StageResult], wall_s: float) -> None:
         counts = dict.fromkeys(("ran", "skipped", "restored", "failed", "not run"), 0)
         for r in results:
@@ -237,8 +233,7 @@ class LiveReporter(Reporter):
         self._bar: _Bar | None = None
 
     def start(self, total: int) -> None:
-        self._bar = _Bar(("spinner", "bar", "count", "elapsed", "description"))
-        self._bar.update(more=total)
+        self._bar = _Bar(("spinner", "bar", "count", "elapsed", "description"), total=total)
 
     def _update(self, done: int = 0) -> None:
         text = "running: " + ", ".join(self._running) if self._running else ""

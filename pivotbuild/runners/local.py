@@ -243,6 +243,8 @@ class LocalRunner:
                 code = proc.wait()
             finally:
                 self._commands.finished(proc)
+            if cancel.is_set():
+                return INTERRUPTED
             if code != 0:
                 return code if code > 0 else 128 - code
         return 0
