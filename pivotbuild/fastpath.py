@@ -320,7 +320,7 @@ def _objects_present(doc: dict[str, Any], records: list[tuple[Any, ...]]) -> boo
     return True
 
 
-# ---- output: exactly what cli.py prints for the same outcome -------------------------------
+# ---- output: exactly what cli/ prints for the same outcome --------------------------------
 
 
 def _emit(stream: Any, text: str) -> None:
