@@ -10,12 +10,12 @@ loading never writes anything to disk.
 Decisions worth knowing:
 - Paths are normalised lexically (``./a//b/`` → ``a/b``, ``a/../b`` → ``b``); symlinks are not
   resolved here. A dep or out may not be the root itself nor lie inside ``.pivotbuild/``.
-- An out can never be one of the project's own files (SPEC §8; ``paths.protected_out_problem``): it may
-  not be, lie inside or hold ``pivot.toml`` or a params file, nor be or lie inside a ``.git``
-  (at any depth), nor be a ``*.pvt`` record; and an out directory that exists may not hold a
-  ``.git`` directly (a submodule or vendored clone: one lstat per out at load time; deeper
-  repositories are not searched). Names are compared without case, for case-insensitive file
-  systems.
+- An out can never be one of the project's own files (SPEC §8;
+  ``paths.protected_out_problem``): it may not be, lie inside or hold ``pivot.toml`` or a
+  params file, nor be or lie inside a ``.git`` (at any depth), nor be a ``*.pvt`` record; and
+  an out directory that exists may not hold a ``.git`` directly (a submodule or vendored
+  clone: one lstat per out at load time; deeper repositories are not searched). Names are
+  compared without case, for case-insensitive file systems.
 - A stage name (a matrix instance's included) is at most 250 bytes of UTF-8, so that its lock
   file ``<name>.json`` fits the 255-byte file name limit.
 - A remote URL (or endpoint_url) that carries credentials (urls.py) is an error, in pivot.toml

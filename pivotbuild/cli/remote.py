@@ -82,8 +82,8 @@ def _transfer(obj: Context | None, verb: str, targets: tuple[str, ...], remote_n
 @click.command("push")
 @_transfer_options
 @click.pass_obj
-def push_command(obj: Context | None, targets: tuple[str, ...], remote_name: str | None, jobs: int | None,
-                 run_cache: bool) -> None:
+def push_command(obj: Context | None, targets: tuple[str, ...], remote_name: str | None,
+                 jobs: int | None, run_cache: bool) -> None:
     """Upload the cached outputs the targets' locks record (default: every stage)."""
     _transfer(obj, "push", targets, remote_name, jobs, run_cache)
 
@@ -101,8 +101,8 @@ def fetch_command(obj: Context | None, targets: tuple[str, ...], remote_name: st
 @_transfer_options
 @wait_option
 @click.pass_obj
-def pull_command(obj: Context | None, targets: tuple[str, ...], remote_name: str | None, jobs: int | None,
-                 run_cache: bool, wait: float | None) -> None:
+def pull_command(obj: Context | None, targets: tuple[str, ...], remote_name: str | None,
+                 jobs: int | None, run_cache: bool, wait: float | None) -> None:
     """fetch, then checkout: put the targets' outputs into the workspace."""
     _transfer(obj, "pull", targets, remote_name, jobs, run_cache, wait)
 
@@ -129,8 +129,9 @@ def prefetch_for_repro_impl(obj: Context | None, pipeline: Pipeline, names: list
     return report, miss if run_cache else None
 
 
-def remote_status_command_impl(obj: Context | None, targets: tuple[str, ...], remote_name: str | None,
-                               as_json: bool = False, quiet: bool = False) -> None:
+def remote_status_command_impl(obj: Context | None, targets: tuple[str, ...],
+                               remote_name: str | None, as_json: bool = False,
+                               quiet: bool = False) -> None:
     """`status --remote [-r NAME] [--json] [-q]`: which cached outputs are missing on the
     remote, and which are only there. ``quiet``: print nothing, exit 1 if any output is not
     complete on the remote (as ``status -q``)."""

@@ -233,8 +233,9 @@ class _Converter:
         return [self.group(n, base, template, [(k, extra)], "plain", scope)
                 for n, (k, extra) in zip(names, insts, strict=True)]
 
-    def group(self, name: str, base: str, d: Any, insts: Sequence[tuple[str | None, dict]],
-              mode: str, scope: Scope, matrix: dict[str, list[Any]] | None = None) -> _Group:
+    def group(self, name: str, base: str, d: Any,
+              insts: Sequence[tuple[str | None, dict[str, Any]]], mode: str, scope: Scope,
+              matrix: dict[str, list[Any]] | None = None) -> _Group:
         where = f"stages.{base}"
         if not isinstance(d, dict) or "cmd" not in d:
             raise ConfigError(DVC_YAML, where, "a stage needs a 'cmd'")
@@ -261,7 +262,7 @@ class _Converter:
         self.result.checks.extend(inst.check for inst in g.instances if inst.check)
         return g
 
-    def instance(self, d: dict, dvc_name: str, pivot_name: str, wdir: str, scope: Scope,
+    def instance(self, d: dict[str, Any], dvc_name: str, pivot_name: str, wdir: str, scope: Scope,
                  where: str) -> _Instance:
         cmd = d["cmd"]
         parts = [self.interp.resolve(c, scope, f"{where}.cmd", in_cmd=True)
@@ -306,7 +307,7 @@ class _Converter:
         return found
 
     # -- the [stages.NAME] table --------------------------------------------------------------
-    def template(self, g: _Group, d: dict, scope: Scope, where: str) -> None:
+    def template(self, g: _Group, d: dict[str, Any], scope: Scope, where: str) -> None:
         tr = self.interp.translate
         first = g.instances[0]
         cmd = d["cmd"]
@@ -338,7 +339,7 @@ class _Converter:
             if values == {True}:
                 g.table[flag] = True
 
-    def outs(self, g: _Group, d: dict, scope: Scope, where: str) -> list[dict[str, Any]]:
+    def outs(self, g: _Group, d: dict[str, Any], scope: Scope, where: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = []
         outs = iter(g.instances[0].outs)
         for section in _OUT_SECTIONS:
@@ -433,7 +434,7 @@ class _Converter:
         return values
 
     # -- top-level sections -------------------------------------------------------------------
-    def top_level(self, dvc_yaml: dict, scope: Scope, groups: list[_Group]) -> None:
+    def top_level(self, dvc_yaml: dict[str, Any], scope: Scope, groups: list[_Group]) -> None:
         for k, section in dvc_yaml.items():
             if k in ("artifacts", "datasets"):
                 for entry in section or []:

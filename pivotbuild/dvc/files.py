@@ -24,7 +24,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pivotbuild.dvc.hashes import MD5, MD5_DOS2UNIX, LockedPath
 from pivotbuild.dvc.model import Conversion, TrackedPath
@@ -171,7 +171,7 @@ class DvcConfig:
                 value = self._without_credentials(parts, spot)
         self.remotes.setdefault(name, {})[key] = value
 
-    def _without_credentials(self, parts: Any, spot: str) -> str:
+    def _without_credentials(self, parts: SplitResult, spot: str) -> str:
         userinfo, _, host = parts.netloc.rpartition("@")
         if ":" in userinfo:
             userinfo = userinfo.split(":", 1)[0]
