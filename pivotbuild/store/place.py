@@ -352,7 +352,7 @@ class Placer:
         present: list[_Item] = []
         missing: list[tuple[str, str]] = []
         for entry in entries:  # names already checked: the manifest matched its hash
-            obj = str(self.objects.object_path(entry.hash))
+            obj = self.objects.object_file(entry.hash)
             try:
                 present.append((entry, obj, os.stat(obj)))
             except FileNotFoundError:
