@@ -235,7 +235,8 @@ def test_a_corrupted_file_inside_a_directory_keeps_the_manifest_out(built: Path,
     assert do("push", built).ok
     model = lock_doc(built, "train")["outs"][0]["hash"]
     with opened(built) as pipeline:
-        score = next(e for e in pipeline.cache.objects.read_manifest(model) if e.path == "sub/score")
+        entries = pipeline.cache.objects.read_manifest(model)
+    score = next(e for e in entries if e.path == "sub/score")
     obj = remote_dir / "files" / score.hash[:2] / score.hash[2:]
     os.chmod(obj, 0o644)
     obj.write_bytes(b"0.9\n")

@@ -115,9 +115,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def put_many(self, objects: ObjectStore, digests: Sequence[str], jobs: int,
                  progress: Progress) -> Sent:
-        """Send these objects of the local cache (``objects``), each checked against its name first;
-        advances ``progress`` once per object. An error that stops the whole transfer
-        raises; one object's failure is in the result."""
+        """Send these objects of the local cache (``objects``), each checked against its
+        name first; advances ``progress`` once per object. An error that stops the whole
+        transfer raises; one object's failure is in the result."""
 
     @abc.abstractmethod
     def get_many(self, objects: ObjectStore, digests: Sequence[str],

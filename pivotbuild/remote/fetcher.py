@@ -19,7 +19,7 @@ from pivotbuild import manifest
 from pivotbuild.atomic import sync_filesystem, unlink_quietly
 from pivotbuild.errors import OperationError
 from pivotbuild.hashing import ERR_IO, OK, get_backend
-from pivotbuild.names import dir_hash, is_dir_hash, object_name, shard_of
+from pivotbuild.names import dir_hash, is_dir_hash, shard_of
 from pivotbuild.remote.base import Progress, Remote, cause, run_rel
 from pivotbuild.remote.refs import OutputRef, TransferReport, inner_shown
 from pivotbuild.store.runcache import parse_entry
@@ -33,7 +33,8 @@ class Fetcher:
 
     def __init__(self, cache: Cache, remote: Remote, jobs: int, report: TransferReport,
                  progress: Progress) -> None:
-        self.cache = cache
+        self.local = cache.objects  # the local cache's objects
+        self.runs = cache.runs
         self.remote = remote
         self.jobs = jobs
         self.report = report
@@ -62,9 +63,9 @@ class Fetcher:
         try:
             need_dirs = []
             for digest, shown in dirs.items():
-                if self.cache.objects.has(digest):
+                if self.local.has(digest):
                     try:
-                        add_members(digest, self.cache.objects.read_manifest(digest))
+                        add_members(digest, self.local.read_manifest(digest))
                     except OperationError as exc:
                         self.report.fail(shown, str(exc))
                 else:
@@ -74,7 +75,7 @@ class Fetcher:
                 pending[digest] = tmp
                 parsed[digest] = entries
                 add_members(digest, entries)
-            have = self.cache.objects.present(files)
+            have = self.local.present(files)
             need = [h for h in files if h not in have]
             self.report.skipped += len(files) - len(need) + len(dirs) - len(need_dirs)
             self.progress.add(len(need))
@@ -91,7 +92,7 @@ class Fetcher:
                     continue
                 if members <= have:
                     self._place({digest: (pending.pop(digest), [])})
-                    self.cache.objects.remember_manifest(digest, parsed[digest])
+                    self.local.remember_manifest(digest, parsed[digest])
                     complete.add(digest)
                 else:
                     unlink_quietly(pending.pop(digest))
@@ -111,11 +112,11 @@ class Fetcher:
             return {}
         for shard in sorted({shard_of(d) for d in digests}):
             try:
-                os.makedirs(self.cache.objects.files_dir / shard, exist_ok=True)
+                os.makedirs(self.local.files_dir / shard, exist_ok=True)
             except OSError as exc:
-                raise OperationError(f"{self.cache.objects.files_dir}: cannot create the cache: "
+                raise OperationError(f"{self.local.files_dir}: cannot create the cache: "
                                      f"{exc.strerror or exc}") from None
-        results = self.remote.get_many(self.cache.objects, digests, executable, self.jobs,
+        results = self.remote.get_many(self.local, digests, executable, self.jobs,
                                        self.progress)
         temps: dict[str, tuple[str, int, str | None]] = {}  # hash -> (temp, size, its hash)
         good: dict[str, tuple[str, list[manifest.ManifestEntry]]] = {}
@@ -160,11 +161,11 @@ class Fetcher:
         kept: same bytes, by its name), after flushing them where the cache is durable."""
         if not items:
             return
-        files_dir = self.cache.objects.files_dir
+        files_dir = self.local.files_dir
         digests = list(items)
-        moves = [(items[d][0], os.path.join(files_dir, object_name(d))) for d in digests]
+        moves = [(items[d][0], str(self.local.object_path(d))) for d in digests]
         try:
-            if self.cache.objects.durable:
+            if self.local.durable:
                 sync_filesystem(files_dir)
             results = get_backend().move_files(moves, self.jobs)
         except BaseException as exc:
@@ -186,7 +187,7 @@ class Fetcher:
                 # Hashed on its way in by this process: placing it need not read it again.
                 with contextlib.suppress(OSError):
                     st = os.stat(final)
-                    self.cache.objects.checker.trust(final, st.st_size, st.st_mtime_ns, st.st_ino)
+                    self.local.checker.trust(final, st.st_size, st.st_mtime_ns, st.st_ino)
         if problem:
             raise OperationError(problem)
 
@@ -209,7 +210,7 @@ class Fetcher:
 
     def store_run(self, input_hash: str, entry: Mapping[str, Any]) -> None:
         """Record a fetched entry (validated by run_entry) in the local run cache."""
-        self.cache.runs.put(input_hash, entry["outs"])
+        self.runs.put(input_hash, entry["outs"])
         self.report.runs += 1
 
 
