@@ -74,13 +74,13 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
         return
 
     with opened() as pipeline:
-        from pivotbuild.plan import STALE  # after _pipeline: it starts the prefetch first
+        from pivotbuild.plan import STALE  # after opened(): it starts the prefetch first
 
         decisions = pipeline.status(pipeline.select(list(targets)))
     stale = any(d.status == STALE for d in decisions)
     for decision in decisions:
         if decision.lock_problem and not (quiet or obj.quiet):
-            say(f"pivotbuild: warning: {decision.lock_problem}", err=True)
+            warn(decision.lock_problem)
     if quiet or obj.quiet:
         raise SystemExit(EXIT_FAILED if stale and quiet else EXIT_OK)
     if as_json:
