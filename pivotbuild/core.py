@@ -83,7 +83,8 @@ class CoreBackend:
     @property
     def simd(self) -> str:
         """pb_simd_name: the XXH3 instruction set in use ("sse2", "avx2" or "avx512")."""
-        return self._ffi.string(self._lib.pb_simd_name()).decode()
+        name: bytes = self._ffi.string(self._lib.pb_simd_name())
+        return name.decode()
 
     def set_simd(self, name: str) -> None:
         """pb_set_simd: force an instruction set, or "auto"; ValueError if this CPU lacks it."""
@@ -105,7 +106,7 @@ class CoreBackend:
     def map_always(self) -> bool:
         """pb_get_map_mode: True when every window of a large file is mapped (PB_MAP_ALWAYS),
         False when only those the page cache holds in PMD-size folios are (PB_MAP_AUTO)."""
-        return int(self._lib.pb_get_map_mode()) == self._lib.PB_MAP_ALWAYS
+        return int(self._lib.pb_get_map_mode()) == int(self._lib.PB_MAP_ALWAYS)
 
     def set_map_always(self, always: bool) -> None:
         """pb_set_map_mode."""

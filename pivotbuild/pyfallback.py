@@ -43,6 +43,17 @@ from pivotbuild.hashtypes import (
 )
 from pivotbuild.names import dir_hash
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not needed at run time
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    _In = TypeVar("_In")
+    _Out = TypeVar("_Out")
+    # a directory's entry with its classification (see _walk_py's classify)
+    _Kid = tuple[os.DirEntry[bytes], tuple[str, int, int, os.stat_result | None]]
+
 # ---- memo snapshot (same bytes as pb_tree_snapshot writes) ------------------
 
 _SNAP_MAGIC = b"PBSNAP01"
@@ -149,7 +160,7 @@ class PythonBackend:
             return ERR_IO, exc.errno or 0, b"", None, 0
         return OK, 0, digest, st, total
 
-    def _map(self, fn, items: Sequence, jobs: int) -> list:
+    def _map(self, fn: Callable[[_In], _Out], items: Sequence[_In], jobs: int) -> list[_Out]:
         workers = jobs if jobs > 0 else (os.cpu_count() or 1)
         if workers == 1 or len(items) < 2:
             return [fn(item) for item in items]
@@ -185,7 +196,8 @@ class PythonBackend:
             return TreeDigest(path, None, errors=[("", exc.strerror or str(exc))])
         known = _unpack_snapshot(memo)
 
-        def work(item: tuple[bytes, int, int]) -> tuple:
+        def work(item: tuple[bytes, int, int]
+                 ) -> tuple[bytes, int, int, bytes, os.stat_result | None, int, bool]:
             rel, status, err = item
             if status != OK:
                 return rel, status, err, b"", None, 0, False
@@ -384,7 +396,7 @@ def _walk_py(
     stack_ids = [(root_stat.st_dev, root_stat.st_ino)]
     bound_prefix = bound if bound.endswith(b"/") else bound + b"/"
 
-    def classify(entry: os.DirEntry) -> tuple[str, int, int, os.stat_result | None]:
+    def classify(entry: os.DirEntry[bytes]) -> tuple[str, int, int, os.stat_result | None]:
         try:
             if entry.is_symlink():
                 try:
@@ -415,7 +427,7 @@ def _walk_py(
         except OSError as exc:
             return "bad", ERR_IO, exc.errno or 0, None
 
-    def children(directory: bytes, prefix: bytes) -> list | None:
+    def children(directory: bytes, prefix: bytes) -> list[_Kid] | None:
         """directory's entries, classified and sorted; None (an error entry) if unreadable."""
         try:
             with os.scandir(directory) as it:
