@@ -18,37 +18,12 @@ from __future__ import annotations
 import os
 import sys
 
+from pivotbuild import hashtypes
 from pivotbuild.core import CoreBackend
-from pivotbuild.hashtypes import (
-    COPY_CHECK,
-    COPY_DIRECT,
-    COPY_KEEP_EXEC,
-    COPY_MISMATCH,
-    COPY_NO_UNNAMED,
-    COPY_UNNAMED,
-    COPY_WRITEBACK,
-    ERR_IO,
-    ERR_LINK_DANGLING,
-    ERR_LINK_LOOP,
-    ERR_LINK_OUTSIDE,
-    ERR_NOT_REGULAR,
-    LINK_PRESENT,
-    OK,
-    RACY_WINDOW_NS,
-    CopyResult,
-    FileDigest,
-    TreeDigest,
-    WalkEntry,
-    describe,
-)
+from pivotbuild.hashtypes import *  # the statuses, flags and result types, re-exported
 
-__all__ = [
-    "COPY_CHECK", "COPY_DIRECT", "COPY_KEEP_EXEC", "COPY_MISMATCH", "COPY_NO_UNNAMED",
-    "COPY_UNNAMED", "COPY_WRITEBACK", "ERR_IO", "ERR_LINK_DANGLING", "ERR_LINK_LOOP",
-    "ERR_LINK_OUTSIDE", "ERR_NOT_REGULAR", "LINK_PRESENT", "OK", "PURE_PYTHON_ENV",
-    "RACY_WINDOW_NS", "CopyResult", "CoreBackend", "FileDigest", "PythonBackend",
-    "TreeDigest", "WalkEntry", "describe", "get_backend",
-]
+__all__ = ["PURE_PYTHON_ENV", "CoreBackend", "PythonBackend", "get_backend"]
+__all__ += hashtypes.__all__
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hash fast path
 

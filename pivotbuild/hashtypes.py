@@ -11,6 +11,13 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
+__all__ = [
+    "COPY_CHECK", "COPY_DIRECT", "COPY_KEEP_EXEC", "COPY_MISMATCH", "COPY_NO_UNNAMED",
+    "COPY_UNNAMED", "COPY_WRITEBACK", "ERR_IO", "ERR_LINK_DANGLING", "ERR_LINK_LOOP",
+    "ERR_LINK_OUTSIDE", "ERR_NOT_REGULAR", "LINK_PRESENT", "OK", "RACY_WINDOW_NS",
+    "CopyResult", "FileDigest", "TreeDigest", "WalkEntry", "describe",
+]
+
 # A file whose mtime lies within this window of the moment hashing began may
 # still change without its mtime moving (file systems stamp with a coarse
 # clock; some only to the second or two). Such "racy" entries are never
