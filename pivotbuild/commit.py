@@ -160,7 +160,7 @@ class Committer:
         if not methods or not self._links_work or not files:
             return
         root = self.project.root
-        manifests: dict[str, dict[str, bool]] = {}
+        manifests: dict[str, dict[str, str]] = {}
         for out_path, path in files:
             if os.path.islink(path):
                 continue

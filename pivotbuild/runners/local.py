@@ -210,7 +210,7 @@ class Commands:
                 return
             self._start_watchdog()
             for proc in self._running:
-                os.write(self._lifeline, b"+%d\n" % proc.pid)  # type: ignore[arg-type]
+                os.write(self._lifeline, b"+%d\n" % proc.pid)
 
     def _close_lifeline(self) -> None:
         if self._lifeline is not None:
