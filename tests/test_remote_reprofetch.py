@@ -33,6 +33,27 @@ def test_prefetch_for_repro_lets_a_fresh_clone_run_nothing(built: Path, tmp_path
     assert tree(b / ".pivotbuild" / "locks") == tree(built / ".pivotbuild" / "locks")
 
 
+def test_prefetch_takes_a_frozen_stages_outputs_as_the_workspace_has_them(built: Path,
+                                                                          tmp_path: Path):
+    """A frozen stage never runs nor restores: what is below it is predicted from its outputs
+    as they are, and nothing is fetched for it."""
+    assert do("push", built, run_cache=True).ok
+    b = clone(built, tmp_path / "b", locks=False)
+    text = (b / "pivot.toml").read_text()
+    (b / "pivot.toml").write_text(text.replace('outs = ["clean.txt"]\n',
+                                               'outs = ["clean.txt"]\nfrozen = true\n', 1))
+    shutil.copy(built / "clean.txt", b / "clean.txt")
+    clean = lock_doc(built, "prepare")["outs"][0]["hash"]
+    with opened(b) as pipeline:
+        report = remotes.prefetch_for_repro(pipeline, pipeline.select([]),
+                                            remotes.open_remote(pipeline.project, None))
+    assert report.ok and report.runs == 2  # train's and report's entries, not prepare's
+    assert clean not in cache_objects(b)
+    repro(b)
+    assert ran(b) == []
+    assert outputs(b) == outputs(built)
+
+
 def test_prefetch_stops_predicting_below_a_stage_that_must_run(built: Path, tmp_path: Path):
     assert do("push", built, run_cache=True).ok
     b = clone(built, tmp_path / "b", locks=False)

@@ -1,9 +1,8 @@
 """The remote store interface: what every kind of remote store does, and one opened remote.
 
-A remote has the local cache's layout (store/), objects stored verbatim::
-
-    <url>/files/ab/cdef…          file objects and .dir manifests, named by their hash
-    <url>/runs/ab/cdef….json      run-cache entries, named by the run's input hash
+A remote has the local cache's layout, objects and run-cache entries stored verbatim under
+``<url>/files/`` and ``<url>/runs/`` (the formats and their versions: store/objects.py,
+store/runcache.py; the names: names.py).
 
 Two kinds of store implement ``Store``: a directory on a mounted file system (localdir.py,
 plain system calls and the compiled core: the hot path of a 100,000-file push) and any fsspec

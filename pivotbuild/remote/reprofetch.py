@@ -184,7 +184,8 @@ class _Predictor:
         inner = []
         for e in entries:
             if e.path == rel:
-                return e.hash
+                digest: str = e.hash
+                return digest
             if e.path.startswith(rel + "/"):
                 inner.append(manifest.ManifestEntry(e.path[len(rel) + 1:], e.hash, e.size,
                                                     e.executable))
