@@ -53,6 +53,7 @@ from pivotbuild.lock import stage_name_size_problem
 from pivotbuild.paths import (
     CACHE_DIR_ENV,
     CHECKOUT_METHODS,
+    DEFAULT_CACHE_DIR,
     LOCAL_CONFIG_FILE,
     PARAMS_FILE,
     PROJECT_FILE,
@@ -142,7 +143,7 @@ class Project(BaseModel):
         # and a root reached through a symlink would fail containment checks on real paths.
         self.root = self.root.resolve()
         if self.cache_dir == Path():
-            self.cache_dir = self.root / STATE_DIR / "cache"
+            self.cache_dir = self.root / DEFAULT_CACHE_DIR
         elif not self.cache_dir.is_absolute():
             self.cache_dir = Path(os.path.abspath(self.root / self.cache_dir))
         return self
@@ -517,7 +518,7 @@ def _resolve_cache_dir(root: Path, from_toml: str | None, from_local: str | None
             if not value:
                 raise ConfigError(label, "project.cache_dir", "must not be empty")
             return Path(os.path.abspath(root / os.path.expanduser(value)))
-    return root / STATE_DIR / "cache"
+    return root / DEFAULT_CACHE_DIR
 
 
 _CREDENTIALS_HINT = ("credentials never go in a URL (it is shown in messages, and pivot.toml is "

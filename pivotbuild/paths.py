@@ -36,6 +36,7 @@ PARAMS_FILE = "params.toml"
 STATE_DIR = ".pivotbuild"
 STATE_DB_FILE = "state.db"  # inside STATE_DIR (state.py)
 LOCKS_DIR = "locks"  # inside STATE_DIR (lock.py)
+DEFAULT_CACHE_DIR = f"{STATE_DIR}/cache"  # unless cache_dir or $PIVOTBUILD_CACHE_DIR says
 LOCAL_CONFIG_FILE = f"{STATE_DIR}/config.local.toml"
 CACHE_DIR_ENV = "PIVOTBUILD_CACHE_DIR"
 CHECKOUT_METHODS = ("reflink", "hardlink", "copy")
