@@ -44,7 +44,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-NEVER_ENTERED = frozenset({".git", ".pivotbuild"})
+from pivotbuild.paths import GIT_DIR, STATE_DIR, is_inside
+
+NEVER_ENTERED = frozenset({GIT_DIR, STATE_DIR})
 # A directory changed this close (or closer) before a walk may change again within the same
 # mtime tick without its mtime moving, so its stamp proves nothing (git's "racy" rule).
 RACY_MARGIN_NS = 2_000_000_000
@@ -288,8 +290,7 @@ class _Walker:
 
     def symlink_is_file(self, path: str) -> bool:
         target = os.path.realpath(path)
-        inside = target.startswith(self.real_root.rstrip("/") + "/")
-        return inside and os.path.isfile(target)
+        return is_inside(target, self.real_root) and os.path.isfile(target)
 
     def file_exists(self, rel: str) -> bool:
         path = self.abs(rel)
