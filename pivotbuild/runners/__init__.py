@@ -81,7 +81,10 @@ class StageRunner(Protocol):
         """Run the stage's commands in order, stopping at the first failure; send their
         output (stdout and stderr together) to ``output`` a line at a time; return 0, the
         failing command's exit status (128 + N for a signal N), or INTERRUPTED once
-        ``cancel`` is set."""
+        ``cancel`` is set. Whatever the commands wrote to the declared outputs is in the
+        client's workspace (under ``spec.root``) when this returns: a runner that runs
+        elsewhere brings it back (on failure too, as far as it can), since the client
+        hashes and commits it."""
         ...
 
     def close(self) -> None:
