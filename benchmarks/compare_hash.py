@@ -62,6 +62,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 XARGS = "xargs -0 -n 2000 -P2"
 NOISE_FLOOR_S = 0.05  # other CPU below this is clock-tick noise, never a reason to redo
+# This VM pages out page cache left idle for about a minute: after a pause this long (waiting
+# for other processes to calm down) the part's page-cache state is prepared again.
+IDLE_REPREPARE_S = 20.0
 
 PY_LOOP = r"""
 import os, sys, xxhash
@@ -209,14 +212,18 @@ def measure_part(part: str, project: Path, args: argparse.Namespace, gate: Quiet
     files = sorted(str(p.relative_to(project)) for p in (project / "data" / part).iterdir())
     cmds = commands(part, files, pb, pb_error, args.baseline and shlex.split(args.baseline))
     runs = args.runs
+    last_run = time.perf_counter()
     for r in range(runs + 1):  # round 0 is the untimed warm-up
         for c in cmds:
             for attempt in range(args.retries + 1):
                 if c.error:
                     break
+                if time.perf_counter() - last_run > IDLE_REPREPARE_S:
+                    warm_cache(project / "data" / part, args.cache)
                 before = Probe.now()
                 timed = run_once(c, project)
                 load = Probe.now().since(before)
+                last_run = time.perf_counter()
                 if timed is None or r == 0:
                     break
                 if attempt < args.retries and gate.noisy(load, NOISE_FLOOR_S) and gate.wait():
