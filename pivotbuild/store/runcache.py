@@ -18,6 +18,7 @@ follow this is treated as absent, never an error; from a remote it is refused an
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -36,15 +37,10 @@ RUN_SCHEMA_VERSION = 1
 ENTRY_MAX_BYTES = 1 << 20  # an entry is a few hundred bytes; a remote's larger one is refused
 _OUT_KEYS = ("path", "hash", "size", "cache", "nfiles")
 
-_model: Any = None  # the pydantic model, built on first use (see _entry_model)
-
-
+@functools.cache
 def _entry_model() -> Any:
     """The pydantic model of an entry. Built on first use: pydantic is loaded by then (every
     reader has loaded pivot.toml), and importing this module must not load it."""
-    global _model
-    if _model is not None:
-        return _model
     from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
     class RunOut(BaseModel):
@@ -104,8 +100,7 @@ def _entry_model() -> Any:
                 seen.add(out.path)
             return self
 
-    _model = RunEntry
-    return _model
+    return RunEntry
 
 
 def entry_problem(doc: Any, input_hash: str) -> str | None:
