@@ -123,6 +123,11 @@ def main() -> None:
         signal.signal(signum, _raise_interrupted)
     try:
         _main()
+    except KeyboardInterrupt as exc:
+        # Raised before a command's own handler is in place (while click and the command's
+        # modules are imported): still one line and 128 + the signal, never a traceback.
+        print("pivotbuild: error: interrupted", file=sys.stderr)
+        sys.exit(interrupted_exit_code(exc))
     finally:
         for signum in caught:
             signal.signal(signum, signal.SIG_DFL)
