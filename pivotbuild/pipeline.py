@@ -72,6 +72,10 @@ class Pipeline:
 
     def __init__(self, root: Path, hash_jobs: int = 0,
                  ahead: Callable[[str], PathDigest | None] | None = None) -> None:
+        from pivotbuild import snapshot
+
+        # Before pivot.toml and the locks are read: what a no-op snapshot is valid for.
+        self._snapshot_key = snapshot.key_before(os.path.realpath(root))
         self.project: Project = load_project(root)
         self.root = self.project.root
         self.graph = dag.build_graph(self.project)
@@ -158,7 +162,8 @@ class Pipeline:
         (snapshot.py) if nothing is stale, and removes it otherwise."""
         from pivotbuild import snapshot
 
-        snapshot.refresh(self, decisions, len(decisions) == self.graph.number_of_nodes())
+        snapshot.refresh(self, decisions, len(decisions) == self.graph.number_of_nodes(),
+                         self._snapshot_key)
 
     def repro(self, names: list[str], *, options: RunOptions, reporter: Reporter,
               force: bool = False, single_item: bool = False, dry_run: bool = False,

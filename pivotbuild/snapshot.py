@@ -116,7 +116,9 @@ def _stat_entry(path: str, rel: str, known_hash: str, now_ns: int
 
 
 def locks_key(root: str, now_ns: int) -> list[tuple[str, int, int, int, str, bool]] | None:
-    """Every lock file's stat signature and content hash; None if one cannot be read."""
+    """Every lock file's stat signature; None if one is not a regular file. Only a lock
+    inside the racy window (untrusted) is read, for its content hash; a trusted one's hash
+    is left empty, since the fast path never reads it."""
     directory = os.path.join(root, STATE_DIR, LOCKS_DIR)
     try:
         names = sorted(os.listdir(directory))
@@ -125,14 +127,23 @@ def locks_key(root: str, now_ns: int) -> list[tuple[str, int, int, int, str, boo
     entries = []
     for name in names:
         path = os.path.join(directory, name)
-        data = _read(path)
-        if data is None:
-            return None
-        entry = _stat_entry(path, name, content_hash(data), now_ns)
+        entry = _stat_entry(path, name, "", now_ns)
         if entry is None:
             return None
+        if not entry[5]:
+            data = _read(path)
+            if data is None:
+                return None
+            entry = (*entry[:4], content_hash(data), False)
         entries.append(entry)
     return entries
+
+
+def key_before(root: str) -> dict[str, Any]:
+    """What a snapshot is valid for, taken BEFORE the configuration and the locks are read
+    for a plan: a file that changes after this point no longer matches what the snapshot
+    records, so no snapshot can pair new files with decisions made from old ones."""
+    return {"configs": config_key(root), "locks": locks_key(root, _now_ns())}
 
 
 def load(root: str) -> dict[str, Any] | None:
@@ -169,9 +180,11 @@ def forget(root: str) -> None:
 # ---- written by the full path --------------------------------------------------------------
 
 
-def build(pipeline: Pipeline, decisions: list[Decision]) -> dict[str, Any] | None:
+def build(pipeline: Pipeline, decisions: list[Decision], key: dict[str, Any]
+          ) -> dict[str, Any] | None:
     """The snapshot of a project whose every stage was just found up to date (or frozen),
-    or None where the project cannot be described by one."""
+    or None where the project cannot be described by one. ``key``: key_before's answer,
+    taken before the project was loaded."""
     from pivotbuild.plan import FROZEN, UP_TO_DATE
 
     root = str(pipeline.root)
@@ -181,15 +194,15 @@ def build(pipeline: Pipeline, decisions: list[Decision]) -> dict[str, Any] | Non
     if any(d.status not in (UP_TO_DATE, FROZEN) for d in decisions):
         return None
     now_ns = _now_ns()
-    locks = locks_key(root, now_ns)
-    if locks is None:
+    if key["locks"] is None:
         return None
     memo = pipeline.state.get_files(
         [p for d in decisions for p in (*d.deps, *d.outs)])
     stages = []
+    plain_dirs: set[str] = set()
     position = {d.name: i for i, d in enumerate(decisions)}
     for decision in decisions:
-        record = _stage_record(root, decision, memo, now_ns)
+        record = _stage_record(root, decision, memo, now_ns, plain_dirs)
         if record is None:
             return None
         stages.append(record)
@@ -199,12 +212,32 @@ def build(pipeline: Pipeline, decisions: list[Decision]) -> dict[str, Any] | Non
         "python": sys.implementation.cache_tag, "root": root,
         "cache_dir": str(pipeline.project.cache_dir),
         "env_cache_dir": os.environ.get(CACHE_DIR_ENV),
-        "configs": config_key(root), "locks": locks, "stages": stages, "edges": edges,
+        "configs": key["configs"], "locks": key["locks"], "stages": stages, "edges": edges,
     }
 
 
-def _stage_record(root: str, decision: Decision, memo: dict[str, Any], now_ns: int
-                  ) -> tuple[Any, ...] | None:
+def _no_symlinks(root: str, path: str, is_dir: bool, plain_dirs: set[str]) -> bool:
+    """Whether neither ``path`` (a directory if ``is_dir``; a file is checked by
+    _stat_entry's lstat) nor any directory above it inside the root is a symlink.
+    ``plain_dirs`` remembers the directories already checked (one lstat each)."""
+    import stat
+
+    parts = path.split("/")
+    for depth in range(1, len(parts) + (1 if is_dir else 0)):
+        prefix = "/".join(parts[:depth])
+        if prefix in plain_dirs:
+            continue
+        try:
+            if not stat.S_ISDIR(os.lstat(os.path.join(root, prefix)).st_mode):
+                return False
+        except OSError:
+            return False
+        plain_dirs.add(prefix)
+    return True
+
+
+def _stage_record(root: str, decision: Decision, memo: dict[str, Any], now_ns: int,
+                  plain_dirs: set[str]) -> tuple[Any, ...] | None:
     from pivotbuild.plan import FROZEN
 
     stage = decision.stage
@@ -220,7 +253,7 @@ def _stage_record(root: str, decision: Decision, memo: dict[str, Any], now_ns: i
         full = os.path.join(root, path)
         if digest.hash is None or digest.hash != locked.get(path):
             return None
-        if os.path.realpath(full) != full:
+        if not _no_symlinks(root, path, digest.is_dir, plain_dirs):
             return None  # through a symlink: see the module's docstring
         if digest.is_dir:
             dirs.append((path, digest.hash))
@@ -244,13 +277,14 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
-def refresh(pipeline: Pipeline, decisions: list[Decision], all_stages: bool) -> None:
+def refresh(pipeline: Pipeline, decisions: list[Decision], all_stages: bool,
+            key: dict[str, Any]) -> None:
     """After a full-path plan: leave a snapshot if everything is up to date, and remove a
     stale one otherwise (so that no fast path ever answers from it)."""
     root = str(pipeline.root)
     if not all_stages:
         return
-    doc = build(pipeline, decisions)
+    doc = build(pipeline, decisions, key)
     if doc is None:
         forget(root)
     else:

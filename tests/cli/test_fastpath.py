@@ -299,3 +299,17 @@ def test_fast_and_full_paths_agree_after_random_edits(
             quick = fast(args, root)
             full = run(args, root, env=FULL)
             assert (quick.code, quick.out) == (full.code, full.out), (edit, args, quick.err)
+
+
+def test_a_dep_reached_through_a_symlink_gets_no_snapshot(project: Path) -> None:
+    (project / "real").mkdir()
+    (project / "real" / "in.txt").write_text("x\n")
+    (project / "link").symlink_to("real")
+    (project / "pivot.toml").write_text(
+        '[stages.a]\ncmd = "cat link/in.txt > out.txt"\ndeps = ["link/in.txt"]\n'
+        'outs = ["out.txt"]\n')
+    assert run(["repro"], project).code == 0
+    settle(project)
+    result = fast(["status"], project)
+    assert not answered(result) and "a: up-to-date" in result.out
+    assert not (project / ".pivotbuild" / "snapshot").exists()
