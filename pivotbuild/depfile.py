@@ -53,7 +53,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pivotbuild.paths import STATE_DIR, is_inside
+from pivotbuild.paths import STATE_DIR, covered, is_inside
 
 # One regex per token kind, tried at the scanner's position. Ordinary bytes come in runs so that
 # a typical depfile (a few hundred names) costs a few thousand matches, not one per byte.
@@ -293,7 +293,7 @@ def discovered(prereqs: Iterable[str], root: str | os.PathLike[str], wdir: str,
     root_abs = _lexical_abs(os.path.abspath(os.fspath(root)))
     prefixes = {root_abs.rstrip("/") + "/", os.path.realpath(root_abs).rstrip("/") + "/"}
     base = root_abs if wdir in ("", ".") else _lexical_abs(posixpath.join(root_abs, wdir))
-    covered = {d.rstrip("/") for d in declared}
+    declared_set = {d.rstrip("/") for d in declared}
     found: set[str] = set()
     for name in prereqs:
         full = _lexical_abs(name if name.startswith("/") else posixpath.join(base, name))
@@ -302,19 +302,9 @@ def discovered(prereqs: Iterable[str], root: str | os.PathLike[str], wdir: str,
             continue
         if is_inside(rel, STATE_DIR):
             continue
-        if _is_covered(rel, covered):
+        if covered(rel, declared_set):
             continue
         found.add(rel)
     return sorted(found)
 
 
-def _is_covered(path: str, declared: set[str]) -> bool:
-    """True if ``path`` is a declared dep or lies below one."""
-    if path in declared or "." in declared:
-        return True
-    cut = path.rfind("/")
-    while cut > 0:
-        if path[:cut] in declared:
-            return True
-        cut = path.rfind("/", 0, cut)
-    return False

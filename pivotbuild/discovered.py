@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from pivotbuild.errors import OperationError
-from pivotbuild.paths import STATE_DIR, is_inside
+from pivotbuild.paths import STATE_DIR, covered, is_inside
 
 FILE_VAR = "PIVOTBUILD_DISCOVER_FILE"
 ROOT_VAR = "PIVOTBUILD_DISCOVER_ROOT"
@@ -67,17 +67,6 @@ def read(record_files: Iterable[str | os.PathLike[str]], root: str | os.PathLike
     return [p for p in project_paths(found, root, files_only=True) if not covered(p, cover)]
 
 
-def covered(path: str, declared: set[str]) -> bool:
-    """True if project-relative ``path`` is one of ``declared`` or lies below one (``"."``
-    covers everything)."""
-    if path in declared or "." in declared:
-        return True
-    cut = path.rfind("/")
-    while cut > 0:
-        if path[:cut] in declared:
-            return True
-        cut = path.rfind("/", 0, cut)
-    return False
 
 
 def read_bytes(record_file: str | os.PathLike[str]) -> bytes:

@@ -85,6 +85,19 @@ def normalize_path(path: str, wdir: str = ".") -> str:
     return "/".join(parts) if parts else "."
 
 
+def covered(path: str, declared: set[str]) -> bool:
+    """True if project-relative ``path`` is one of ``declared`` or lies below one (``"."``
+    covers everything): whether a discovered dependency is already declared."""
+    if path in declared or "." in declared:
+        return True
+    cut = path.rfind("/")
+    while cut > 0:
+        if path[:cut] in declared:
+            return True
+        cut = path.rfind("/", 0, cut)
+    return False
+
+
 def is_inside(path: str, ancestor: str) -> bool:
     """True if ``path`` equals ``ancestor`` or lies below it, by whole components.
 
