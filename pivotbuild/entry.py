@@ -108,6 +108,24 @@ def _raise_interrupted(signum: int, _frame: object) -> None:
     raise Interrupted(signum)
 
 
+def _redeliver_interrupt(unraisable: "sys.UnraisableHookArgs") -> None:
+    """An interrupt raised where Python cannot let it propagate (a finalizer, a weakref
+    callback) would be printed as "Exception ignored" and lost: send the signal again
+    instead, so that it arrives at the next point that can raise it."""
+    exc = unraisable.exc_value
+    if isinstance(exc, KeyboardInterrupt):
+        import threading
+
+        # A moment later, from another thread: raised here, in the hook, it would be
+        # ignored once more.
+        again = threading.Timer(0.05, os.kill,
+                                (os.getpid(), getattr(exc, "signum", signal.SIGINT)))
+        again.daemon = True
+        again.start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def interrupted_exit_code(exc: KeyboardInterrupt) -> int:
     """128 + the signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
     return 128 + getattr(exc, "signum", signal.SIGINT)
@@ -121,6 +139,7 @@ def main() -> None:
     caught = [s for s in _STOP_SIGNALS if signal.getsignal(s) == signal.SIG_DFL]
     for signum in caught:
         signal.signal(signum, _raise_interrupted)
+    sys.unraisablehook = _redeliver_interrupt
     try:
         _main()
     except KeyboardInterrupt as exc:

@@ -200,3 +200,33 @@ def test_sigterm_with_the_live_display_gives_the_terminal_back(project):
     assert text.count("pivotbuild: error: interrupted") == 1
     assert text.rindex("pivotbuild: error: interrupted") > text.rindex("\x1b[?25h")
     assert wait_until(lambda: sleepers() == [])
+
+
+FINALIZER_SCRIPT = """
+import os, signal, sys, threading, time
+from pivotbuild import entry
+
+class Finalized:
+    def __del__(self):
+        # The signal lands while this finalizer runs, where Python cannot raise it.
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        time.sleep(2)
+
+def command():
+    thing = Finalized()
+    del thing
+    time.sleep(10)
+    print("finished as if nothing had happened", file=sys.stderr)
+
+entry._main = command
+entry.main()
+"""
+
+
+def test_an_interrupt_that_lands_in_a_finalizer_is_not_lost(tmp_path):
+    """Python prints an exception raised in a finalizer as "Exception ignored" and goes on:
+    a SIGTERM that lands there must still end the command (found by the kill harness)."""
+    proc = subprocess.run([sys.executable, "-c", FINALIZER_SCRIPT], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr == "pivotbuild: error: interrupted\n"
