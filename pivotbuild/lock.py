@@ -20,12 +20,28 @@ JSON exactly as ``json.dumps(lock, indent=2, sort_keys=True) + "\\n"`` writes it
       "stage": "train"                             # equals the file's name without .json
     }
 
+and, only for a stage with a ``depfile`` or ``discover`` (revision 2026-12, SPEC §9, §13)::
+
+      "discovered": [                              # sorted by path, paths unique; may be []
+        {"hash": "<32 hex>", "path": "include/calc.h", "size": 321}
+      ],
+
+the deps the stage's last run was found to read (its depfile's prerequisites, the Python
+modules it imported) that it does not declare, hashed when that run was committed. They are
+not part of the input hash (they are only known after a run) and are checked beside it.
+The key is absent, not empty, for every other stage, so older locks read as before and are
+written byte for byte as before. (A pivotbuild older than this revision refuses a lock that
+has the key, as it refuses any unknown key: the stage is stale there, never wrongly skipped.)
+
 - Every hash is real: 32 lowercase hex digits for a file, the same followed by ``.dir``
   for a directory; ``nfiles`` is present exactly when the hash is a directory hash.
 - Paths are project-relative and normalised (``/``-separated, no empty, ``.`` or ``..``
   component; ``.`` alone is the project root). No timestamp and no absolute path appears,
   so the same inputs give byte-identical locks in any checkout.
 - ``size`` is the file's size, or the sum of a directory's files' sizes.
+- A discovered entry is shaped as a dep (a directory, which no compiler names, would carry
+  ``nfiles``); a path may be both declared and discovered only if the stage's deps changed
+  since the run: the lock records what that run saw.
 
 A lock that does not follow this (truncated, hand-edited, from a newer pivotbuild) is not an
 error: ``read_lock`` returns a ``LockProblem`` and the stage is treated as stale.
@@ -123,14 +139,17 @@ class Lock:
     params: dict[str, Any]
     input_hash: str
     schema: int = SCHEMA_VERSION
+    discovered: list[LockedDep] | None = None  # None: the stage discovers nothing (no key)
 
     def __post_init__(self) -> None:
         # Kept sorted by path, as written: two locks with the same entries compare equal.
         object.__setattr__(self, "deps", sorted(self.deps, key=lambda d: d.path))
         object.__setattr__(self, "outs", sorted(self.outs, key=lambda o: o.path))
+        if self.discovered is not None:
+            object.__setattr__(self, "discovered", sorted(self.discovered, key=lambda d: d.path))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "cmd": list(self.cmd),
             "deps": [d.to_dict() for d in self.deps],
             "input_hash": self.input_hash,
@@ -139,6 +158,9 @@ class Lock:
             "schema": self.schema,
             "stage": self.stage,
         }
+        if self.discovered is not None:
+            doc["discovered"] = [d.to_dict() for d in self.discovered]
+        return doc
 
     def to_json(self) -> str:
         """The lock's exact file content (deps and outs sorted by path, final newline)."""
@@ -244,6 +266,14 @@ class _LockDoc(BaseModel):
     params: dict[str, Any]
     deps: list[_Dep]
     outs: list[_Out]
+    discovered: list[_Dep] | None = None  # absent: None; null is refused below
+
+    @field_validator("discovered", mode="before")
+    @classmethod
+    def _a_list_when_present(cls, value: Any) -> Any:
+        if value is None:
+            raise PydanticCustomError("list_type", "list_type")
+        return value
 
     @field_validator("stage")
     @classmethod
@@ -257,7 +287,9 @@ class _LockDoc(BaseModel):
 
     def to_lock(self) -> Lock:
         """The Lock, once the paths are known to be unique."""
-        for where, entries in (("deps", self.deps), ("outs", self.outs)):
+        lists: list[tuple[str, list[Any]]] = [("deps", self.deps), ("outs", self.outs),
+                                              ("discovered", self.discovered or [])]
+        for where, entries in lists:
             seen: set[str] = set()
             for entry in entries:
                 if entry.path in seen:
@@ -265,7 +297,9 @@ class _LockDoc(BaseModel):
                 seen.add(entry.path)
         return Lock(stage=self.stage, cmd=self.cmd, deps=[d.to_dep() for d in self.deps],
                     outs=[o.to_out() for o in self.outs], params=self.params,
-                    input_hash=self.input_hash, schema=self.schema_)
+                    input_hash=self.input_hash, schema=self.schema_,
+                    discovered=None if self.discovered is None
+                    else [d.to_dep() for d in self.discovered])
 
 
 _TOP_FIELD = {"stage": "stage is not a stage name", "cmd": "cmd is not a list of strings",
@@ -273,7 +307,7 @@ _TOP_FIELD = {"stage": "stage is not a stage name", "cmd": "cmd is not a list of
 _ENTRY_FIELD = {"hash": "is not a hash", "size": "is not a size",
                 "nfiles": "is missing or not a count", "cache": "is not true or false",
                 "persist": "is not true or false"}
-_FIELDS = ("stage", "cmd", "input_hash", "params", "deps", "outs")
+_FIELDS = ("stage", "cmd", "input_hash", "params", "deps", "outs", "discovered")
 _ENTRY_FIELDS = ("path", "hash", "size", "nfiles", "cache", "persist")
 
 
@@ -286,7 +320,7 @@ def _order(error: ErrorDetails) -> tuple[Any, ...]:
     if len(loc) == 1 and kind in ("missing", "extra_forbidden"):
         return (1 if kind == "missing" else 2, loc[0])
     place = (3, _FIELDS.index(str(loc[0])), *loc[1:2])
-    if len(loc) < 3 or loc[0] not in ("deps", "outs"):
+    if len(loc) < 3 or loc[0] not in ("deps", "outs", "discovered"):
         return place
     if kind in ("missing", "extra_forbidden"):
         return (*place, 1 if kind == "missing" else 2, loc[2])
@@ -329,7 +363,7 @@ def _reason(exc: ValidationError, data: Any, stage: str | None) -> str:
         return f"it belongs to stage {value!r}, not {stage!r}"
     if loc[0] in _TOP_FIELD:
         return _TOP_FIELD[str(loc[0])]
-    if len(loc) == 1:  # deps or outs
+    if len(loc) == 1:  # deps, outs or discovered
         return f"{loc[0]} is {_kind(value)}, not a list"
     where = f"{loc[0]}[{loc[1]}]"
     if len(loc) == 2:

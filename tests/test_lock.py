@@ -444,3 +444,57 @@ def test_input_hash_does_not_confuse_fields():
 
 def test_input_hash_of_a_string_cmd_equals_its_list_form():
     assert ih(cmd="python train.py") == ih(cmd=["python train.py"])
+
+
+# ---- discovered deps (SPEC §9: stages with a depfile or discover) ---------------------------
+
+
+def test_discovered_is_written_sorted_only_when_present_and_round_trips(tmp_path):
+    plain = sample()
+    assert "discovered" not in plain.to_json()  # older locks: the same bytes as before
+    found = sample(discovered=[LockedDep("include/z.h", H2, 7), LockedDep("include/a.h", H1, 3)])
+    doc = json.loads(found.to_json())
+    assert doc["discovered"] == [{"hash": H1, "path": "include/a.h", "size": 3},
+                                 {"hash": H2, "path": "include/z.h", "size": 7}]
+    path = tmp_path / "locks" / "train.json"
+    write_lock(path, found)
+    assert read_lock(path) == found
+    empty = sample(discovered=[])  # a stage that discovered nothing still says so
+    write_lock(path, empty)
+    assert json.loads(path.read_text())["discovered"] == []
+    assert read_lock(path).discovered == []
+    write_lock(path, plain)
+    assert read_lock(path).discovered is None
+
+
+def test_a_lock_without_discovered_stays_valid(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text(EXPECTED)
+    assert read_lock(path) == sample()
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (None, "discovered is null, not a list"),
+    ({}, "discovered is an object, not a list"),
+    ([{"path": "a.h", "size": 1}], "discovered[0] has no 'hash'"),
+    ([{"hash": H1, "path": "../a.h", "size": 1}],
+     "discovered[0].path is not a project-relative path: '../a.h'"),
+    ([{"hash": H1, "path": "a.h", "size": 1}, {"hash": H2, "path": "a.h", "size": 1}],
+     "discovered lists 'a.h' twice"),
+    ([{"hash": H1, "path": "a.h", "size": 1, "cache": True}],
+     "discovered[0] has an unknown key 'cache'"),
+])
+def test_a_bad_discovered_list_is_a_problem_naming_it(tmp_path, value, reason):
+    doc = json.loads(EXPECTED)
+    doc["discovered"] = value
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(doc))
+    found = read_lock(path, shown="locks/train.json")
+    assert isinstance(found, LockProblem)
+    assert found.message == (f"locks/train.json: invalid lock ({reason}); "
+                             "the stage is treated as stale")
+
+
+def test_discovered_deps_are_not_part_of_the_input_hash():
+    form = input_form(["cc"], {}, [("a.c", H1)], ["a.o"], ".")
+    assert b"discovered" not in form
