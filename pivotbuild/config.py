@@ -30,6 +30,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import os
 import re
@@ -83,6 +84,10 @@ class Out(BaseModel):
     path: str  # project-relative, normalised
     cache: bool = True  # False: hashed and locked, but never stored in the cache
     persist: bool = False  # True: not deleted before the stage runs
+    # SPEC §11; neither enters the input hash. A list names files inside a directory out
+    # (project-relative, normalised); a plot table has x, y (str or list), title, template.
+    metric: bool | list[str] = False
+    plot: bool | list[str] | dict[str, Any] = False
 
 
 class Stage(BaseModel):
@@ -101,6 +106,9 @@ class Stage(BaseModel):
     always_changed: bool = False
     frozen: bool = False
     base: str = ""  # the [stages.X] table it came from; defaults to name
+    depfile: str | None = None  # project-relative, normalised (SPEC §9)
+    discover: list[str] = Field(default_factory=list)  # only "python" (SPEC §13)
+    pool: str | None = None  # a [pools] name or "console"
 
     @model_validator(mode="after")
     def _default_base(self) -> Stage:
@@ -121,8 +129,30 @@ class Remote(BaseModel):
     profile: str | None = None  # credentials profile; only from config.local.toml
 
 
+CONSOLE_POOL = "console"  # the built-in pool of size 1 that gets the terminal (SPEC §9)
+EXECUTOR_KINDS = ("local", "dask")
+TRANSFER_MODES = ("remote", "shared")
+
+
+class ExecutorSettings(BaseModel):
+    """The ``[executor]`` table (SPEC §12), merged with config.local.toml's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["local", "dask"] = "local"
+    address: str | None = None  # scheduler address (tcp://, tls://, ...)
+    cluster: Literal["local"] | None = None  # "local": start a loopback LocalCluster
+    workers: int | None = None  # with cluster = "local"
+    transfer: Literal["remote", "shared"] = "remote"
+    remote: str | None = None  # a [remotes] name; resolved to project.default_remote if unset
+    env: list[str] = Field(default_factory=list)  # environment variable names forwarded
+    local: list[str] = Field(default_factory=list)  # stage (or base) names run on the client
+    retries: int = 1  # re-runs after a worker is lost
+    insecure: bool = False  # allow a non-loopback tcp:// address
+
+
 class Project(BaseModel):
-    """A loaded, validated project: everything pivot.toml and params.toml say."""
+    """A loaded, validated project: everything pivot.toml and its params files say."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -134,11 +164,19 @@ class Project(BaseModel):
     default_remote: str | None = None
     remotes: dict[str, Remote] = Field(default_factory=dict)
     vars: dict[str, Any] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)  # the default params file's content
     stages: dict[str, Stage] = Field(default_factory=dict)
+    pools: dict[str, int] = Field(default_factory=lambda: {CONSOLE_POOL: 1})
+    params_file: str = PARAMS_FILE  # the default params file, project-relative
+    # Project-relative files read to expand the config (pivot.toml, every params file read),
+    # and every directory a glob walked: what a no-op snapshot must stat to stay valid.
+    sources: tuple[str, ...] = ()
+    glob_dirs: tuple[str, ...] = ()
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Project:
+        self.pools.setdefault(CONSOLE_POOL, 1)
         # Downstream code compares and joins these; relative ones would silently depend on cwd,
         # and a root reached through a symlink would fail containment checks on real paths.
         self.root = self.root.resolve()
@@ -192,11 +230,38 @@ def _scalar(value: Any) -> Any:
 _Scalar = Annotated[Any, BeforeValidator(_scalar)]
 
 
+def _flag(value: Any, tables: bool) -> Any:
+    # metric / plot: a boolean, an array of paths inside a directory out, or (plot) a table,
+    # whose keys plots.parse_plot_flag checks once the stage is built.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    if tables and isinstance(value, dict):
+        return value
+    shape = "a boolean, an array of paths" + (" or a table {x, y, title, template}"
+                                              if tables else "")
+    raise PydanticCustomError("flag_type", "expected {shape}, got {got}",
+                              {"shape": shape, "got": _describe(value)})
+
+
+def _choice(*allowed: str) -> Any:
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and value in allowed:
+            return value
+        raise PydanticCustomError("choice", "expected one of {allowed}, got {got}",
+                                  {"allowed": ", ".join(repr(a) for a in allowed),
+                                   "got": _describe(value)})
+    return BeforeValidator(check)
+
+
 class _RawOut(BaseModel):
     model_config = _STRICT
     path: str
     cache: bool = True
     persist: bool = False
+    metric: Annotated[Any, BeforeValidator(lambda v: _flag(v, tables=False))] = False
+    plot: Annotated[Any, BeforeValidator(lambda v: _flag(v, tables=True))] = False
 
 
 class _RawStage(BaseModel):
@@ -211,6 +276,9 @@ class _RawStage(BaseModel):
     frozen: bool = False
     matrix: dict[str, list[_Scalar]] | None = None
     foreach: list[_Scalar] | None = None
+    depfile: str | None = None
+    discover: list[Annotated[str, _choice("python")]] = []
+    pool: str | None = None
 
 
 class _RawProject(BaseModel):
@@ -220,6 +288,30 @@ class _RawProject(BaseModel):
     checkout: list[Literal["reflink", "hardlink", "copy"]] | None = None
     cache_dir: str | None = None
     default_remote: str | None = None
+    params_file: str | None = None
+
+
+class _RawExecutor(BaseModel):
+    model_config = _STRICT
+    kind: Annotated[str, _choice(*EXECUTOR_KINDS)] = "local"
+    address: str | None = None
+    cluster: Annotated[str, _choice("local")] | None = None
+    workers: Annotated[int, Field(ge=1)] | None = None
+    transfer: Annotated[str, _choice(*TRANSFER_MODES)] = "remote"
+    remote: str | None = None
+    env: list[str] = []
+    local: list[str] = []
+    retries: Annotated[int, Field(ge=0)] = 1
+    insecure: bool = False
+
+
+class _RawLocalExecutor(BaseModel):
+    model_config = _STRICT
+    kind: Annotated[str, _choice(*EXECUTOR_KINDS)] | None = None
+    address: str | None = None
+    cluster: Annotated[str, _choice("local")] | None = None
+    workers: Annotated[int, Field(ge=1)] | None = None
+    insecure: bool | None = None
 
 
 class _RawRemote(BaseModel):
@@ -235,6 +327,8 @@ class _RawFile(BaseModel):
     remotes: dict[str, _RawRemote] = {}
     vars: dict[str, Any] = {}
     stages: dict[str, _RawStage] = {}
+    pools: dict[str, Annotated[int, Field(ge=1)]] = {}
+    executor: _RawExecutor = _RawExecutor()
 
 
 class _RawLocalProject(BaseModel):
@@ -257,6 +351,7 @@ class _RawLocalFile(BaseModel):
     model_config = _STRICT
     project: _RawLocalProject = _RawLocalProject()
     remotes: dict[str, _RawLocalRemote] = {}
+    executor: _RawLocalExecutor = _RawLocalExecutor()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +400,7 @@ def _translate(file: str, error: ValidationError) -> ConfigError:
     elif kind == "literal_error":
         problem = (f"expected one of {', '.join(repr(m) for m in CHECKOUT_METHODS)}, "
                    f"got {_describe(value)}")
-    elif kind in ("cmd_type", "out_type", "scalar_type"):
+    elif kind in ("cmd_type", "out_type", "scalar_type", "flag_type", "choice"):
         problem = first["msg"]
     else:
         problem = first["msg"].splitlines()[0]
@@ -357,7 +452,11 @@ class _StageBuilder:
     """Turns one raw stage table into its Stage instances; holds what every instance shares."""
 
     def __init__(self, variables: dict[str, Any], params: dict[str, Any], has_params: bool,
-                 forbidden: list[str], protected: dict[str, str], root: Path | None) -> None:
+                 forbidden: list[str], protected: dict[str, str], root: Path | None,
+                 pools: Mapping[str, int] | None = None, params_file: str = PARAMS_FILE
+                 ) -> None:
+        self.params_file = params_file
+        self.pools = pools if pools is not None else {CONSOLE_POOL: 1}
         self.variables = variables
         self.params = params
         self.has_params = has_params
@@ -453,7 +552,32 @@ class _StageBuilder:
                 raise fail(key_path("stages", base, "outs", i),
                            f"{norm!r} is listed twice (also outs[{out_seen[norm]}])")
             out_seen[norm] = i
-            outs.append(Out(path=norm, cache=out.cache, persist=out.persist))
+            metric = self._flag_paths(out.metric, norm, wdir, fail, tmpl,
+                                      ("stages", base, "outs", i, "metric"))
+            plot = out.plot
+            if isinstance(plot, dict):
+                from pivotbuild.plots import parse_plot_flag  # only projects with plot tables
+
+                parse_plot_flag(plot, key_path("stages", base, "outs", i, "plot"))
+            else:
+                plot = self._flag_paths(plot, norm, wdir, fail, tmpl,
+                                        ("stages", base, "outs", i, "plot"))
+            outs.append(Out(path=norm, cache=out.cache, persist=out.persist, metric=metric,
+                            plot=plot))
+
+        depfile = None
+        if raw.depfile is not None:
+            depfile = path(raw.depfile, "depfile")
+            problem = protected_out_problem(depfile, self.protected, None)
+            if problem:
+                raise fail(key_path("stages", base, "depfile"), f"{problem}: {raw.depfile!r}")
+        if raw.pool is not None and raw.pool not in self.pools:
+            raise fail(key_path("stages", base, "pool"),
+                       f"no pool named {raw.pool!r} (define it in [pools], or use "
+                       f"{CONSOLE_POOL!r})")
+        for i, kind in enumerate(raw.discover):
+            if kind in raw.discover[:i]:
+                raise fail(key_path("stages", base, "discover", i), f"{kind!r} is listed twice")
 
         params: list[str] = []
         values: dict[str, Any] = {}
@@ -468,11 +592,12 @@ class _StageBuilder:
             try:
                 values[dotted] = lookup(self.params, dotted)
             except KeyError:
-                hint = "" if self.has_params else f" (there is no {PARAMS_FILE})"
-                raise fail(where, f"{dotted!r} not found in {PARAMS_FILE}{hint}") from None
+                hint = "" if self.has_params else f" (there is no {self.params_file})"
+                raise fail(where, f"{dotted!r} not found in {self.params_file}{hint}"
+                           ) from None
             unrecordable = _unrecordable(values[dotted], dotted)
             if unrecordable:
-                raise fail(where, f"{unrecordable} in {PARAMS_FILE}: a lock records params as "
+                raise fail(where, f"{unrecordable} in {self.params_file}: a lock records params as "
                            "JSON, which has no dates or times (write it as a string)")
             params.append(dotted)
 
@@ -482,8 +607,29 @@ class _StageBuilder:
             # projects quick to load.
             name=name, cmd=cmd, deps=deps, outs=outs, params=params, param_values=values,
             wdir=wdir, desc=desc, always_changed=raw.always_changed, frozen=raw.frozen,
-            base=base,
+            base=base, depfile=depfile, discover=list(raw.discover), pool=raw.pool,
         )
+
+    @staticmethod
+    def _flag_paths(value: bool | list[str], out: str, wdir: str,
+                    fail: Any, tmpl: Any, where: tuple[str | int, ...]) -> bool | list[str]:
+        """A metric/plot flag: a boolean as is, or its files, each strictly inside ``out``."""
+        if isinstance(value, bool):
+            return value
+        files: list[str] = []
+        for j, text in enumerate(value):
+            rendered = tmpl(text, *where, j)
+            try:
+                norm = normalize_path(rendered, wdir)
+            except PathProblem as exc:
+                raise fail(key_path(*where, j), str(exc)) from None
+            if norm == out or not is_inside(norm, out):
+                raise fail(key_path(*where, j), f"{rendered!r} is not a file inside the "
+                           f"directory output {out!r}")
+            if norm in files:
+                raise fail(key_path(*where, j), f"{norm!r} is listed twice")
+            files.append(norm)
+        return files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,35 +703,173 @@ def _remotes(raw: _RawFile, local: _RawLocalFile | None) -> dict[str, Remote]:
     return {name: Remote(**entry) for name, entry in merged.items()}
 
 
-def load_project(root: Path) -> Project:
-    """Load and validate ``root/pivot.toml`` (and params.toml, config.local.toml if present)."""
+def load_project(root: Path, overrides: Mapping[str, str] | None = None) -> Project:
+    """Load and validate ``root/pivot.toml`` (and its params files, config.local.toml if
+    present). ``overrides`` (``--set NAME=VALUE``) replace ``[vars]`` values by dotted name;
+    a value is always a string (templating renders every scalar as text anyway); an unknown
+    name, or one naming a table, is a UsageError."""
     try:
-        return _load_project(root)
+        return _load_project(root, dict(overrides or {}))
     except RecursionError:
         # Deeply nested values that parsed can still exhaust validation or templating.
         raise ConfigError(PROJECT_FILE, "", "values are nested too deeply") from None
 
 
-def _load_project(root: Path) -> Project:
+def _apply_overrides(variables: dict[str, Any], overrides: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of ``[vars]`` with each ``--set`` NAME (dotted for nested tables) replaced."""
+    result = copy.deepcopy(variables) if overrides else variables
+    for name, value in overrides.items():
+        if not DOTTED_KEY_RE.fullmatch(name):
+            raise UsageError(f"--set {name}=...: malformed name (expected a [vars] name like "
+                             "'cc' or 'flags.opt')")
+        *parents, last = name.split(".")
+        node: Any = result
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node:
+            raise UsageError(f"--set {name}=...: no such variable in [vars] of {PROJECT_FILE}")
+        if isinstance(node[last], (dict, list)):
+            raise UsageError(f"--set {name}=...: [vars] {name} is {toml_type(node[last])} "
+                             "(set one of its values instead)")
+        node[last] = value
+    return result
+
+
+_PARAMS_EXTENSIONS = (".toml", ".yaml", ".yml", ".json")
+
+
+def _read_params(root: Path, rel: str, label: str) -> dict[str, Any]:
+    """Parse one params file by its extension (TOML, YAML, JSON); its top level must be a
+    table. Problems are ConfigError(label, ...)."""
+    path = root / rel
+    if rel.endswith(".toml"):
+        return _read_toml(path, label)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(label, "", f"cannot read {rel}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(label, "", f"not valid UTF-8 (byte {exc.start})") from None
+    if rel.endswith(".json"):
+        import json
+
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(label, "", f"invalid JSON: {str(exc).splitlines()[0]}") from None
+    else:
+        import yaml
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        try:
+            data = yaml.load(text, Loader=loader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(label, where, f"invalid YAML: {problem}") from None
+        if data is None:
+            data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(label, "", f"expected a table (mapping) at the top, got "
+                          f"{toml_type(data)}")
+    return data
+
+
+def _params_file(root: Path, raw: _RawProject) -> str:
+    if raw.params_file is None:
+        return PARAMS_FILE
+    where = "project.params_file"
+    try:
+        rel = normalize_path(raw.params_file)
+    except PathProblem as exc:
+        raise ConfigError(PROJECT_FILE, where, str(exc)) from None
+    if rel == "." or is_inside(rel, STATE_DIR) or rel.casefold() == PROJECT_FILE:
+        raise ConfigError(PROJECT_FILE, where, f"not usable as a params file: "
+                          f"{raw.params_file!r}")
+    if not rel.endswith(_PARAMS_EXTENSIONS):
+        raise ConfigError(PROJECT_FILE, where, f"{raw.params_file!r}: expected a .toml, .yaml, "
+                          ".yml or .json file")
+    return rel
+
+
+def _pools(raw: _RawFile) -> dict[str, int]:
+    pools = {CONSOLE_POOL: 1}
+    for name, size in raw.pools.items():
+        if name == CONSOLE_POOL:
+            raise ConfigError(PROJECT_FILE, key_path("pools", name),
+                              f"{CONSOLE_POOL!r} is built in (size 1) and cannot be redefined")
+        if not STAGE_NAME_RE.fullmatch(name):
+            raise ConfigError(PROJECT_FILE, key_path("pools", name), "invalid pool name")
+        pools[name] = size
+    return pools
+
+
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _executor(raw: _RawExecutor, local: _RawLocalExecutor | None, remotes: Mapping[str, Remote],
+              default_remote: str | None, stages: Mapping[str, Stage]) -> ExecutorSettings:
+    fields: dict[str, Any] = raw.model_dump()
+    file_of = dict.fromkeys(fields, PROJECT_FILE)
+    if local is not None:
+        for key, value in local.model_dump().items():
+            if value is not None:
+                fields[key], file_of[key] = value, LOCAL_CONFIG_FILE
+    address = fields["address"]
+    if address is not None:
+        problem = credential_problem(address) if address else "must not be empty"
+        if problem:
+            raise ConfigError(file_of["address"], "executor.address",
+                              problem if not address else f"the address {problem}")
+        if fields["cluster"] is not None:
+            raise ConfigError(file_of["address"], "executor.address",
+                              "'address' and 'cluster' cannot both be set")
+    if fields["workers"] is not None and fields["cluster"] is None:
+        raise ConfigError(file_of["workers"], "executor.workers",
+                          "applies only with cluster = \"local\"")
+    if fields["remote"] is not None and fields["remote"] not in remotes:
+        raise ConfigError(PROJECT_FILE, "executor.remote",
+                          f"no remote named {fields['remote']!r} is defined")
+    fields["remote"] = fields["remote"] or default_remote
+    for i, name in enumerate(fields["env"]):
+        if not _ENV_NAME_RE.fullmatch(name):
+            raise ConfigError(PROJECT_FILE, key_path("executor", "env", i),
+                              f"not an environment variable name: {name!r}")
+    bases = {stage.base for stage in stages.values()}
+    for i, name in enumerate(fields["local"]):
+        if name not in stages and name not in bases:
+            raise ConfigError(PROJECT_FILE, key_path("executor", "local", i),
+                              f"no stage named {name!r}")
+    return ExecutorSettings(**fields)
+
+
+def _load_project(root: Path, overrides: Mapping[str, str]) -> Project:
     root = root.resolve()
     if not (root / PROJECT_FILE).is_file():
         raise UsageError(f"no {PROJECT_FILE} in {root} (run 'pivotbuild init')")
     document = _read_toml(root / PROJECT_FILE, PROJECT_FILE)
     raw: _RawFile = _validate(_RawFile, document, PROJECT_FILE)
+    sources = [PROJECT_FILE]
 
-    params_path = root / PARAMS_FILE
-    has_params = params_path.is_file()
-    params = _read_toml(params_path, PARAMS_FILE) if has_params else {}
+    params_file = _params_file(root, raw.project)
+    has_params = (root / params_file).is_file()
+    params = _read_params(root, params_file, params_file) if has_params else {}
+    if has_params:
+        sources.append(params_file)
 
     local: _RawLocalFile | None = None
     if (root / LOCAL_CONFIG_FILE).is_file():
         local = _validate(_RawLocalFile, _read_toml(root / LOCAL_CONFIG_FILE, LOCAL_CONFIG_FILE),
                           LOCAL_CONFIG_FILE)
+        sources.append(LOCAL_CONFIG_FILE)
 
-    for reserved in ("item", "params"):
+    for reserved in ("item", "params", "stages"):
         if reserved in raw.vars:
             raise ConfigError(PROJECT_FILE, key_path("vars", reserved),
                               f"{reserved!r} is a reserved name in ${{...}} templates")
+    variables = _apply_overrides(raw.vars, overrides)
+    pools = _pools(raw)
 
     proj = raw.project
     lproj = local.project if local is not None else _RawLocalProject()
@@ -611,21 +895,25 @@ def _load_project(root: Path) -> Project:
     if inside and inside != "." and not is_inside(inside, STATE_DIR):
         forbidden.append(inside)  # a cache kept inside the project must not be an input
 
-    protected = protected_files([PARAMS_FILE])
-    builder = _StageBuilder(raw.vars, params, has_params, forbidden, protected, root)
+    protected = protected_files([params_file])
+    builder = _StageBuilder(variables, params, has_params, forbidden, protected, root, pools,
+                            params_file)
     stages: dict[str, Stage] = {}
     for base, raw_stage in raw.stages.items():
         cmd_is_str = isinstance(document["stages"][base].get("cmd"), str)
         for stage in builder.build(base, raw_stage, cmd_is_str):
             stages[stage.name] = stage
 
+    executor = _executor(raw.executor, local.executor if local is not None else None, remotes,
+                         default_remote, stages)
     return Project(
         root=root, name=proj.name, jobs=lproj.jobs or proj.jobs, checkout=checkout,
-        cache_dir=cache_dir, default_remote=default_remote, remotes=remotes, vars=raw.vars,
-        params=params, stages=stages,
+        cache_dir=cache_dir, default_remote=default_remote, remotes=remotes, vars=variables,
+        params=params, stages=stages, pools=pools, params_file=params_file,
+        sources=tuple(sources), glob_dirs=(), executor=executor,
     )
 
 
 __all__ = [
-    "Out", "Project", "Remote", "Stage", "load_project",
+    "CONSOLE_POOL", "ExecutorSettings", "Out", "Project", "Remote", "Stage", "load_project",
 ]
