@@ -44,6 +44,8 @@ typedef struct {
     pb_tree pub;
     size_t entries_cap;
     size_t names_cap;
+    size_t dirs_cap;
+    size_t dir_names_cap;
 } pb_tree_priv;
 
 static pb_tree_priv *pb_priv(pb_tree *t)
@@ -95,6 +97,44 @@ static int pb_tree_add(pb_tree_priv *p, const char *dir, size_t dir_len, const c
     memcpy(out + rel_len - name_len, name, name_len);
     out[rel_len] = '\0';
     t->names_len += rel_len + 1;
+    return 0;
+}
+
+/* Append the stamp of a directory the walk is about to read (rel_len 0: the root). */
+static int pb_tree_add_dir(pb_tree_priv *p, const char *rel, size_t rel_len,
+                           const struct stat *st)
+{
+    pb_tree *t = &p->pub;
+    if (t->dir_names_len + rel_len + 1 > UINT32_MAX) {
+        errno = EOVERFLOW;
+        return -1;
+    }
+    if (t->ndirs == p->dirs_cap) {
+        size_t cap = p->dirs_cap ? p->dirs_cap * 2 : 64;
+        pb_tree_dir *d = realloc(t->dirs, cap * sizeof *d);
+        if (!d)
+            return -1;
+        t->dirs = d;
+        p->dirs_cap = cap;
+    }
+    if (t->dir_names_len + rel_len + 1 > p->dir_names_cap) {
+        size_t cap = p->dir_names_cap ? p->dir_names_cap * 2 : 4096;
+        while (cap < t->dir_names_len + rel_len + 1)
+            cap *= 2;
+        char *names = realloc(t->dir_names, cap);
+        if (!names)
+            return -1;
+        t->dir_names = names;
+        p->dir_names_cap = cap;
+    }
+    pb_tree_dir *d = &t->dirs[t->ndirs++];
+    d->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+    d->ino = (uint64_t)st->st_ino;
+    d->path_off = (uint32_t)t->dir_names_len;
+    d->path_len = (uint32_t)rel_len;
+    memcpy(t->dir_names + t->dir_names_len, rel, rel_len);
+    t->dir_names[t->dir_names_len + rel_len] = '\0';
+    t->dir_names_len += rel_len + 1;
     return 0;
 }
 
@@ -263,6 +303,12 @@ static void pb_walk_dir(pb_walk *w, size_t len)
         errno = ENAMETOOLONG;
         return;
     }
+    size_t rel_len = len > w->root_len ? len - w->root_len - 1 : 0;
+    if (pb_tree_add_dir(w->t, w->path + len - rel_len, rel_len, &dst) != 0) {
+        closedir(d);
+        w->failed = 1;
+        return;
+    }
     w->dev[w->depth] = dst.st_dev;
     w->ino[w->depth] = dst.st_ino;
     w->depth++;
@@ -308,7 +354,7 @@ static void pb_walk_dir(pb_walk *w, size_t len)
     }
     closedir(d);
 
-    if (!w->failed)
+    if (!w->failed && nkids > 1) /* qsort may not be given NULL, even for none */
         qsort(kids, nkids, sizeof *kids, pb_child_cmp);
     for (size_t i = 0; i < nkids && !w->failed; i++) {
         pb_child *c = &kids[i];
@@ -378,6 +424,8 @@ void pb_tree_free(pb_tree *t)
     free(t->names);
     free(t->manifest);
     free(t->root);
+    free(t->dirs);
+    free(t->dir_names);
     free(pb_priv(t));
 }
 
@@ -390,30 +438,27 @@ typedef struct {
     const uint8_t **memo;  /* per entry: its snapshot record, or NULL */
 } pb_tree_job;
 
-/* Point *dirfd and *name at entry e: relative to the worker's open directory when
- * e lies in it (reopening it when e is in another one), else w->path holds the
- * absolute path and *dirfd is AT_FDCWD. Returns -1 if the path is too long. */
-static int pb_entry_at(const pb_tree_job *job, pb_entry *e, pb_worker *w, int *dirfd,
-                       const char **name)
+/* Point *dirfd and *name at root '/' rel (rel: rel_len bytes and a NUL): relative
+ * to the worker's open directory when it lies in it (reopening it when it is in
+ * another one), else w->path holds the absolute path and *dirfd is AT_FDCWD.
+ * Returns -1 if the path is too long. */
+static int pb_rel_at(const char *root, size_t root_len, const char *rel, size_t rel_len,
+                     pb_worker *w, int *dirfd, const char **name)
 {
-    const char *rel = job->t->names + e->path_off;
-    const char *slash = memrchr(rel, '/', e->path_len);
+    const char *slash = memrchr(rel, '/', rel_len);
     size_t dlen = slash ? (size_t)(slash - rel) : 0;
-    size_t full_dir = job->root_len + (dlen ? 1 + dlen : 0);
+    size_t full_dir = root_len + (dlen ? 1 + dlen : 0);
     /* room for root '/' rel and its NUL, and for the directory and its NUL */
-    if (job->root_len + 1 + e->path_len >= sizeof w->path || full_dir >= sizeof w->dir) {
-        e->status = PB_ERR_IO;
-        e->err = ENAMETOOLONG;
+    if (root_len + 1 + rel_len >= sizeof w->path || full_dir >= sizeof w->dir)
         return -1;
-    }
-    if (w->dirfd < 0 || w->dir_len != full_dir || memcmp(w->dir, job->root, job->root_len) != 0 ||
-        (dlen && memcmp(w->dir + job->root_len + 1, rel, dlen) != 0)) {
+    if (w->dirfd < 0 || w->dir_len != full_dir || memcmp(w->dir, root, root_len) != 0 ||
+        (dlen && memcmp(w->dir + root_len + 1, rel, dlen) != 0)) {
         if (w->dirfd >= 0)
             close(w->dirfd);
-        memcpy(w->dir, job->root, job->root_len);
+        memcpy(w->dir, root, root_len);
         if (dlen) {
-            w->dir[job->root_len] = '/';
-            memcpy(w->dir + job->root_len + 1, rel, dlen);
+            w->dir[root_len] = '/';
+            memcpy(w->dir + root_len + 1, rel, dlen);
         }
         w->dir[full_dir] = '\0';
         w->dir_len = full_dir;
@@ -425,11 +470,24 @@ static int pb_entry_at(const pb_tree_job *job, pb_entry *e, pb_worker *w, int *d
         return 0;
     }
     w->dir_len = 0; /* could not open it: use the absolute path this time */
-    memcpy(w->path, job->root, job->root_len);
-    w->path[job->root_len] = '/';
-    memcpy(w->path + job->root_len + 1, rel, e->path_len + 1);
+    memcpy(w->path, root, root_len);
+    w->path[root_len] = '/';
+    memcpy(w->path + root_len + 1, rel, rel_len + 1);
     *dirfd = AT_FDCWD;
     *name = w->path;
+    return 0;
+}
+
+/* pb_rel_at for entry e; a path too long is e's error. */
+static int pb_entry_at(const pb_tree_job *job, pb_entry *e, pb_worker *w, int *dirfd,
+                       const char **name)
+{
+    if (pb_rel_at(job->root, job->root_len, job->t->names + e->path_off, e->path_len, w, dirfd,
+                  name) != 0) {
+        e->status = PB_ERR_IO;
+        e->err = ENAMETOOLONG;
+        return -1;
+    }
     return 0;
 }
 
@@ -672,4 +730,131 @@ size_t pb_tree_snapshot(const pb_tree *t, int64_t racy_cutoff_ns, void *buf, siz
         name += e->path_len + 1;
     }
     return need;
+}
+
+/* ---- the no-op check of a tree against its memo ---------------------------- */
+
+typedef struct {
+    const char *root;
+    size_t root_len;
+    const uint8_t *rec;      /* the memo's records */
+    const char **names;      /* per record, its path inside the memo */
+    size_t count;
+    int32_t *file_status;    /* NULL or count statuses */
+    pb_dir_stamp *dirs;
+    size_t ok;               /* files found PB_OK (atomic): one never reached is not */
+} pb_check_job;
+
+static int64_t pb_mtime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+static void pb_check_item(void *ctx, size_t i, pb_worker *w)
+{
+    pb_check_job *job = ctx;
+    struct stat st;
+    int dirfd;
+    const char *name;
+    if (i >= job->count) {
+        pb_dir_stamp *d = &job->dirs[i - job->count];
+        size_t len = strlen(d->path);
+        int rc;
+        if (len == 0)
+            rc = stat(job->root, &st);
+        else if (pb_rel_at(job->root, job->root_len, d->path, len, w, &dirfd, &name) != 0) {
+            rc = -1;
+            errno = ENAMETOOLONG;
+        } else
+            rc = fstatat(dirfd, name, &st, 0);
+        d->err = 0;
+        if (rc != 0) {
+            d->status = PB_ERR_IO;
+            d->err = errno;
+        } else if (!S_ISDIR(st.st_mode) || pb_mtime_ns(&st) != d->mtime_ns ||
+                   (uint64_t)st.st_ino != d->ino) {
+            d->status = PB_STAT_CHANGED;
+        } else {
+            d->status = PB_OK;
+        }
+        return;
+    }
+    const uint8_t *rec = job->rec + i * PB_SNAP_RECORD;
+    uint64_t size, ino;
+    int64_t mtime;
+    uint32_t mode, plen;
+    memcpy(&size, rec, 8);
+    memcpy(&mtime, rec + 8, 8);
+    memcpy(&ino, rec + 16, 8);
+    memcpy(&mode, rec + 24, 4);
+    memcpy(&plen, rec + 28, 4);
+    int32_t status;
+    if (pb_rel_at(job->root, job->root_len, job->names[i], plen, w, &dirfd, &name) != 0 ||
+        fstatat(dirfd, name, &st, 0) != 0)
+        status = PB_ERR_IO;
+    else if (!S_ISREG(st.st_mode))
+        status = PB_ERR_NOT_REGULAR;
+    else if ((uint64_t)st.st_size != size || pb_mtime_ns(&st) != mtime ||
+             (uint64_t)st.st_ino != ino || (uint32_t)st.st_mode != mode)
+        status = PB_STAT_CHANGED;
+    else
+        status = PB_OK;
+    if (job->file_status)
+        job->file_status[i] = status;
+    if (status == PB_OK)
+        __atomic_fetch_add(&job->ok, 1, __ATOMIC_RELAXED);
+}
+
+size_t pb_tree_check(const char *dir, const void *memo, size_t memo_len, int32_t *file_status,
+                     pb_dir_stamp *dirs, size_t ndirs, int nthreads)
+{
+    const uint8_t *m = memo;
+    if (!m || memo_len < PB_SNAP_HEADER || memcmp(m, PB_SNAP_MAGIC, 8) != 0)
+        return (size_t)-1;
+    uint64_t count, names_len;
+    memcpy(&count, m + 8, 8);
+    memcpy(&names_len, m + 16, 8);
+    if (count > (memo_len - PB_SNAP_HEADER) / PB_SNAP_RECORD ||
+        PB_SNAP_HEADER + count * PB_SNAP_RECORD + names_len != memo_len)
+        return (size_t)-1;
+    const char **names = malloc((count ? count : 1) * sizeof *names);
+    if (!names) {
+        errno = ENOMEM;
+        return (size_t)-1;
+    }
+    const uint8_t *rec = m + PB_SNAP_HEADER;
+    const char *name = (const char *)rec + count * PB_SNAP_RECORD;
+    const char *names_end = name + names_len;
+    for (uint64_t r = 0; r < count; r++) {
+        uint32_t plen;
+        memcpy(&plen, rec + r * PB_SNAP_RECORD + 28, 4);
+        if ((size_t)(names_end - name) < (size_t)plen + 1 || name[plen] != '\0' ||
+            memchr(name, '\0', plen) != NULL) {
+            free(names);
+            return (size_t)-1; /* corrupt: check nothing */
+        }
+        names[r] = name;
+        name += plen + 1;
+    }
+    size_t dlen = strlen(dir);
+    while (dlen > 1 && dir[dlen - 1] == '/')
+        dlen--;
+    pb_check_job job = {dir, dlen, rec, names, count, file_status, dirs, 0};
+    /* Statuses start as failures: an item no worker reached (no memory for any) fails. */
+    if (file_status)
+        for (uint64_t r = 0; r < count; r++)
+            file_status[r] = PB_ERR_IO;
+    for (size_t k = 0; k < ndirs; k++) {
+        dirs[k].status = PB_ERR_IO;
+        dirs[k].err = ENOMEM;
+    }
+    pb_parallel_for(count + ndirs, nthreads, pb_check_item, &job);
+    free(names);
+    if (file_status) {
+        size_t failed = 0;
+        for (uint64_t r = 0; r < count; r++)
+            failed += file_status[r] != PB_OK;
+        return failed;
+    }
+    return count - job.ok;
 }

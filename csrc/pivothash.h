@@ -95,6 +95,16 @@ typedef struct {
     uint8_t digest[16];
 } pb_entry;
 
+/* One directory pb_tree_walk listed, stamped (fstat of the open directory)
+ * before its entries were read: while its mtime and inode stay the same and
+ * the stamp was not racy, it holds the same names (pb_tree_check). */
+typedef struct {
+    int64_t mtime_ns;
+    uint64_t ino;
+    uint32_t path_off;   /* offset of the NUL-terminated relative path in dir_names */
+    uint32_t path_len;   /* 0: the walked directory itself */
+} pb_tree_dir;
+
 /* A walked directory. Entries are sorted by relative path (bytes, '/'-separated).
  * Made by pb_tree_walk only (the core keeps private fields beside it). */
 typedef struct {
@@ -110,6 +120,10 @@ typedef struct {
     size_t nerrors;          /* entries whose status is not PB_OK */
     size_t nread;            /* files read by pb_tree_hash (the rest came from the memo) */
     int64_t started_ns;      /* wall clock when pb_tree_hash began (for the racy check) */
+    pb_tree_dir *dirs;       /* every directory the walk listed, in the order it did */
+    size_t ndirs;
+    char *dir_names;
+    size_t dir_names_len;
 } pb_tree;
 
 /* List every file below dir. Symlinks are followed when their target lies
@@ -137,6 +151,30 @@ size_t pb_tree_hash(pb_tree *t, const void *memo, size_t memo_len, int nthreads)
 size_t pb_tree_snapshot(const pb_tree *t, int64_t racy_cutoff_ns, void *buf, size_t cap);
 
 void pb_tree_free(pb_tree *t);
+
+/* A directory to compare with its stamp (pb_tree_dir), for pb_tree_check. */
+typedef struct {
+    const char *path;    /* relative to the checked directory; "" for itself */
+    int64_t mtime_ns;
+    uint64_t ino;
+    int32_t status;      /* out: PB_OK, PB_STAT_CHANGED, or PB_ERR_IO with err */
+    int32_t err;
+} pb_dir_stamp;
+
+#define PB_STAT_CHANGED 110  /* pb_tree_check: another size, mtime, inode or mode */
+
+/* The no-op check of a directory whose manifest a memo snapshot describes:
+ * stat (following symlinks, as the walk does) every file the memo lists and
+ * every directory of dirs, relative to dir, with up to nthreads threads, each
+ * worker relative to the directory it last opened. A file is PB_OK when it is
+ * a regular file whose size, mtime_ns, inode and mode equal its record, else
+ * PB_STAT_CHANGED, PB_ERR_NOT_REGULAR or PB_ERR_IO (a directory: PB_OK when it
+ * is one with the same mtime_ns and inode). file_status is NULL or has room for
+ * one status per memo record, in record order. Returns the number of files
+ * whose status is not PB_OK, or (size_t)-1, checking nothing, when the memo
+ * does not parse (then no status is written). */
+size_t pb_tree_check(const char *dir, const void *memo, size_t memo_len, int32_t *file_status,
+                     pb_dir_stamp *dirs, size_t ndirs, int nthreads);
 
 /* ==== store: bulk link, copy, publish and move =========================== */
 
@@ -219,6 +257,27 @@ typedef struct {
 size_t pb_move_files(pb_move *items, size_t n, int nthreads);
 
 uint64_t pb_files_copied(void);               /* files pb_copy_files began to write */
+
+/* ==== md5: DVC's content hashes (import-dvc; pb_md5.c) ================== */
+
+#define PB_MD5_DOS2UNIX 1    /* DVC 2's md5-dos2unix: CRLF hashed as LF in text chunks */
+
+/* One file of an md5 batch: path and flags in, digest and size out. */
+typedef struct {
+    const char *path;
+    uint32_t flags;      /* PB_MD5_* */
+    int32_t status;      /* out: PB_OK, PB_ERR_IO (err) or PB_ERR_NOT_REGULAR */
+    int32_t err;
+    uint64_t size;       /* out: bytes read */
+    uint8_t digest[16];  /* out: the MD5 (RFC 1321) of the file, as DVC records it */
+} pb_md5_file;
+
+/* MD5 of a buffer in memory. */
+void pb_md5_buffer(const void *data, size_t len, uint8_t *digest_out);
+
+/* MD5 of n files with up to nthreads threads (<= 0: all cores). Returns the
+ * number of files whose status is not PB_OK. */
+size_t pb_md5_files(pb_md5_file *files, size_t n, int nthreads);
 
 /* PB_CDEF_END */
 

@@ -467,6 +467,93 @@ static void test_large_files(const char *top)
         unlink(names[i]);
 }
 
+/* ---- the no-op check: the walk's directory stamps and pb_tree_check ---------- */
+
+static void set_old_mtime(const char *path)
+{
+    struct timespec old[2] = {{1000000000, 0}, {1000000000, 0}};
+    CHECK(utimensat(AT_FDCWD, path, old, AT_SYMLINK_NOFOLLOW) == 0);
+}
+
+static void test_tree_check(const char *top)
+{
+    char base[4096], path[4200];
+    snprintf(base, sizeof base, "%s/chk", top);
+    const char *dirs_made[] = {"", "/empty", "/sub", "/sub/deep"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s%s", base, dirs_made[i]);
+        CHECK(mkdir(path, 0755) == 0);
+    }
+    const char *files_made[] = {"/a", "/sub/b", "/sub/deep/c"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s%s", base, files_made[i]);
+        write_file(path, 100 + (size_t)i, (unsigned)i);
+    }
+    for (int i = 3; i >= 0; i--) { /* stamps that a later change is sure to move */
+        snprintf(path, sizeof path, "%s%s", base, dirs_made[i]);
+        set_old_mtime(path);
+    }
+    pb_tree *t = pb_tree_walk(base, base, NULL);
+    CHECK(t != NULL);
+    if (!t)
+        return;
+    /* the walk stamped every directory it listed, the walked one first */
+    const char *want[] = {"", "empty", "sub", "sub/deep"};
+    CHECK(t->ndirs == 4);
+    pb_dir_stamp stamps[5];
+    for (size_t i = 0; i < t->ndirs && i < 4; i++) {
+        const pb_tree_dir *d = &t->dirs[i];
+        CHECK(strcmp(t->dir_names + d->path_off, want[i]) == 0);
+        CHECK(d->path_len == strlen(want[i]) && d->mtime_ns == 1000000000LL * 1000000000LL);
+        stamps[i] = (pb_dir_stamp){.path = t->dir_names + d->path_off, .mtime_ns = d->mtime_ns,
+                                   .ino = d->ino};
+    }
+    CHECK(pb_tree_hash(t, NULL, 0, 2) == 0);
+    size_t need = pb_tree_snapshot(t, INT64_MAX, NULL, 0);
+    uint8_t *snap = malloc(need);
+    CHECK(snap && pb_tree_snapshot(t, INT64_MAX, snap, need) == need);
+    int32_t status[3];
+
+    /* nothing changed: every file and directory is as stamped */
+    CHECK(pb_tree_check(base, snap, need, status, stamps, 4, 2) == 0);
+    for (int i = 0; i < 4; i++)
+        CHECK(stamps[i].status == PB_OK);
+    CHECK(status[0] == PB_OK && status[1] == PB_OK && status[2] == PB_OK);
+    CHECK(pb_tree_check(base, snap, need, NULL, stamps, 4, 1) == 0);
+
+    /* a file rewritten, a name added to a directory, a directory gone, a path too long */
+    snprintf(path, sizeof path, "%s/sub/b", base);
+    write_file(path, 7, 9);
+    snprintf(path, sizeof path, "%s/empty/new", base);
+    write_file(path, 1, 1);
+    static char too_long_path[PB_PATH_MAX + 10];
+    memset(too_long_path, 'y', sizeof too_long_path - 1);
+    stamps[4] = (pb_dir_stamp){.path = too_long_path};
+    CHECK(pb_tree_check(base, snap, need, status, stamps, 5, 2) == 1);
+    CHECK(status[0] == PB_OK && status[1] == PB_STAT_CHANGED && status[2] == PB_OK);
+    CHECK(stamps[0].status == PB_OK && stamps[1].status == PB_STAT_CHANGED);
+    CHECK(stamps[2].status == PB_OK && stamps[3].status == PB_OK);
+    CHECK(stamps[4].status == PB_ERR_IO && stamps[4].err == ENAMETOOLONG);
+    snprintf(path, sizeof path, "%s/sub/deep/c", base);
+    CHECK(unlink(path) == 0);
+    CHECK(pb_tree_check(base, snap, need, NULL, stamps, 4, 2) == 2);
+    CHECK(stamps[3].status == PB_STAT_CHANGED);
+    snprintf(path, sizeof path, "%s/sub/deep", base);
+    CHECK(rmdir(path) == 0);
+    CHECK(pb_tree_check(base, snap, need, status, stamps, 4, 2) == 2);
+    CHECK(status[2] == PB_ERR_IO && stamps[3].status == PB_ERR_IO && stamps[3].err == ENOENT);
+
+    /* a memo that does not parse checks nothing and writes no status */
+    stamps[0].status = 77;
+    snap[need - 1] = 'z'; /* a path no longer ends in NUL */
+    CHECK(pb_tree_check(base, snap, need, status, stamps, 1, 2) == (size_t)-1);
+    CHECK(pb_tree_check(base, snap, 8, status, stamps, 1, 2) == (size_t)-1);
+    CHECK(pb_tree_check(base, NULL, 0, NULL, stamps, 1, 2) == (size_t)-1);
+    CHECK(stamps[0].status == 77);
+    free(snap);
+    pb_tree_free(t);
+}
+
 int main(int argc, char **argv)
 {
     char dir[] = "/tmp/pbcoreXXXXXX";
@@ -685,6 +772,7 @@ int main(int argc, char **argv)
 
     test_path_max(dir);
     test_large_files(dir);
+    test_tree_check(dir);
 
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
