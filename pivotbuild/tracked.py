@@ -60,6 +60,7 @@ from pivotbuild.paths import (
 if TYPE_CHECKING:
     from pivotbuild.config import Project
     from pivotbuild.hasher import Hasher, PathDigest
+    from pivotbuild.pipeline import Pipeline
     from pivotbuild.store import Cache
 
 RECORD_VERSION = 1
@@ -472,6 +473,37 @@ def track(project: Project, paths: Sequence[str], hasher: Hasher, cache: Cache
     return done
 
 
+def project_records(project: Project) -> list[Record]:
+    """Every record of the project (find_records, skipping its outputs and cache)."""
+    return read_records(project.root, skipped_dirs(project))
+
+
+def select_targets(pipeline: Pipeline, targets: Sequence[str], *, single_item: bool = False,
+                   downstream: bool = False) -> tuple[list[str], list[Record]]:
+    """The stages and the records a command's TARGETS name. No targets: every stage (as
+    ``pipeline.select``) and every record. A target that is not a stage (or matrix base) name
+    and names a tracked path, a path inside one, a directory holding some, or a record file,
+    selects those records; the other targets select stages as ``pipeline.select`` does."""
+    records = project_records(pipeline.project)
+    if not targets:
+        return pipeline.select([], single_item=single_item, downstream=downstream), records
+    stage_targets: list[str] = []
+    chosen: dict[str, Record] = {}
+    bases = {s.base for s in pipeline.project.stages.values()}
+    for target in targets:
+        if target in pipeline.graph or target in bases:
+            stage_targets.append(target)
+            continue
+        hits, _ = select(records, [project_path(pipeline.root, target)])
+        if hits:
+            chosen.update((r.file, r) for r in hits)
+        else:
+            stage_targets.append(target)
+    names = (pipeline.select(stage_targets, single_item=single_item, downstream=downstream)
+             if stage_targets else [])
+    return names, sorted(chosen.values(), key=lambda r: r.path)
+
+
 def referenced(records: Iterable[Record]) -> Mapping[str, str]:
     """``{hash: path}`` of the objects these records name (directories: the ``.dir`` hash;
     its files are found through the manifest)."""
@@ -481,7 +513,7 @@ def referenced(records: Iterable[Record]) -> Mapping[str, str]:
 __all__ = [
     "MISSING", "RECORD_VERSION", "SUFFIX", "TRACKED_CHANGED", "UP_TO_DATE", "Record",
     "Tracked", "add_to_gitignore", "check_overlaps", "find_records", "parse_record",
-    "project_path", "read_record", "read_records", "record_file", "record_status",
-    "referenced", "select", "skipped_dirs", "statuses", "track", "trackable_problem",
-    "write_record",
+    "project_path", "project_records", "read_record", "read_records", "record_file",
+    "record_status", "referenced", "select", "select_targets", "skipped_dirs", "statuses",
+    "track", "trackable_problem", "write_record",
 ]

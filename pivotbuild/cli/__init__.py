@@ -15,7 +15,7 @@ import sys
 import click
 
 from pivotbuild import __version__
-from pivotbuild.cli import pipeline, remote
+from pivotbuild.cli import pipeline, remote, track
 from pivotbuild.cli.common import Context, error, jobs_option
 from pivotbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PivotError, UsageError
 
@@ -56,7 +56,7 @@ def hash_command(paths: tuple[str, ...], jobs: int | None, as_json: bool,
         raise SystemExit(code)
 
 
-for _command in (*pipeline.COMMANDS, *remote.COMMANDS):
+for _command in (*pipeline.COMMANDS, *remote.COMMANDS, *track.COMMANDS):
     cli.add_command(_command)
 
 
