@@ -93,12 +93,25 @@ def test_iteration_skips_temps_and_stray_names(runs):
 
 
 GOOD_OUT = {"path": "a", "hash": H, "size": 1, "cache": True}
+GOOD_DEP = {"path": "a.h", "hash": D, "size": 2}
 
 
 BAD_DOCS = [
     ([], "not an object"),
     ({"input_hash": D, "outs": [], "schema": 1}, "its input_hash is not its name"),
-    ({"input_hash": H, "outs": [], "schema": 2}, "unsupported schema 2"),
+    ({"input_hash": H, "outs": [], "schema": 3}, "unsupported schema 3"),
+    ({"input_hash": H, "outs": [], "schema": 2}, "schema 2 needs discovered and earlier"),
+    ({"input_hash": H, "outs": [], "schema": 1, "discovered": []},
+     "schema 1 has no discovered or earlier"),
+    ({"input_hash": H, "outs": [], "schema": 2, "discovered": [{**GOOD_DEP, "cache": True}],
+      "earlier": []}, "discovered[0].cache"),
+    ({"input_hash": H, "outs": [], "schema": 2, "discovered": [GOOD_DEP, GOOD_DEP],
+      "earlier": []}, "discovered[1]: path 'a.h' repeated"),
+    ({"input_hash": H, "outs": [], "schema": 2, "discovered": [GOOD_DEP],
+      "earlier": [{"outs": [], "discovered": [GOOD_DEP]}]},
+     "two variants have the same discovered list"),
+    ({"input_hash": H, "outs": [], "schema": 2, "discovered": [],
+      "earlier": [{"outs": []}]}, "earlier[0].discovered"),
     ({"input_hash": H, "outs": [], "schema": True}, "schema"),
     ({"input_hash": H, "outs": [], "schema": 1, "extra": 1}, "extra"),
     ({"input_hash": H, "outs": {}, "schema": 1}, "outs"),
@@ -153,3 +166,86 @@ def test_a_non_durable_run_cache_writes_the_same(tmp_path):
     fast = RunCache(tmp_path / "runs", durable=False)
     assert fast.put(H, [GOOD_OUT]) is True and fast.put(H, [GOOD_OUT]) is False
     assert fast.path(H).read_bytes() == entry_bytes(H, [GOOD_OUT])
+
+
+# ---- schema 2: runs of a stage with discovered deps (SPEC §9) ---------------------------------
+
+A_H, B_H, C_H = ("1" * 32, "2" * 32, "3" * 32)
+
+
+def header(content_hash: str, path: str = "include/calc.h") -> dict:
+    return {"path": path, "hash": content_hash, "size": 4}
+
+
+def out_of(content_hash: str) -> list[dict]:
+    return [{"path": "calc.o", "hash": content_hash, "size": 8, "cache": True}]
+
+
+def test_a_stage_without_discovered_deps_still_writes_schema_1(runs):
+    runs.put(H, out_of(A_H))
+    doc = runs.get(H)
+    assert doc["schema"] == 1 and "discovered" not in doc and "earlier" not in doc
+
+
+def test_runs_with_different_headers_coexist_newest_first(runs):
+    from pivotbuild.store.runcache import variants
+
+    runs.put(H, out_of(A_H), [header(A_H)])
+    runs.put(H, out_of(B_H), [header(B_H), header(C_H, "include/b.h")])
+    doc = runs.get(H)
+    assert doc["schema"] == 2
+    assert [v["outs"][0]["hash"] for v in variants(doc)] == [B_H, A_H]
+    assert [[d["path"] for d in v["discovered"]] for v in variants(doc)] == [
+        ["include/b.h", "include/calc.h"], ["include/calc.h"]]  # sorted by path
+    # the same headers again: that run becomes the newest, never listed twice
+    runs.put(H, out_of(A_H), [header(A_H)])
+    assert [v["outs"][0]["hash"] for v in variants(runs.get(H))] == [A_H, B_H]
+    # the raw file keeps the newest run's outs at the top, for readers of outs only
+    assert parse_entry(runs.path(H).read_bytes(), H)["outs"] == out_of(A_H)
+
+
+def test_at_most_max_variants_are_kept_the_oldest_dropped(runs):
+    from pivotbuild.store.runcache import MAX_VARIANTS, variants
+
+    contents = [f"{i:032x}" for i in range(1, MAX_VARIANTS + 3)]
+    for content in contents:
+        runs.put(H, out_of(content), [header(content)])
+    kept = [v["discovered"][0]["hash"] for v in variants(runs.get(H))]
+    assert kept == list(reversed(contents))[:MAX_VARIANTS]
+
+
+def test_an_oversized_entry_drops_its_oldest_variants(runs):
+    from pivotbuild.store.runcache import variants
+
+    many = [header(A_H, f"include/h{i:05d}_{'x' * 80}.h") for i in range(3000)]
+    runs.put(H, out_of(A_H), many)
+    changed = [dict(d, hash=B_H) for d in many]
+    runs.put(H, out_of(B_H), changed)
+    assert runs.path(H).stat().st_size <= ENTRY_MAX_BYTES
+    assert [v["outs"][0]["hash"] for v in variants(runs.get(H))] == [B_H]
+
+
+def test_a_plain_run_replaces_variants_and_a_discovering_run_drops_a_plain_entry(runs):
+    from pivotbuild.store.runcache import variants
+
+    runs.put(H, out_of(A_H), [header(A_H)])
+    runs.put(H, out_of(B_H))
+    assert variants(runs.get(H)) == [{"outs": out_of(B_H), "discovered": None}]
+    runs.put(H, out_of(C_H), [])
+    assert variants(runs.get(H)) == [{"outs": out_of(C_H), "discovered": []}]
+
+
+def test_put_entry_merges_a_fetched_entry_its_newest_run_first(runs, tmp_path):
+    from pivotbuild.store.runcache import variants
+
+    elsewhere = RunCache(tmp_path / "remote-runs", durable=False)
+    elsewhere.put(H, out_of(A_H), [header(A_H)])
+    elsewhere.put(H, out_of(B_H), [header(B_H)])
+    runs.put(H, out_of(C_H), [header(C_H)])
+    assert runs.put_entry(H, elsewhere.get(H)) is True
+    assert [v["outs"][0]["hash"] for v in variants(runs.get(H))] == [B_H, A_H, C_H]
+    assert runs.put_entry(H, elsewhere.get(H)) is False  # nothing new: left alone
+    plain = RunCache(tmp_path / "plain", durable=False)
+    plain.put(H, out_of(A_H))
+    runs.put_entry(H, plain.get(H))
+    assert runs.get(H)["schema"] == 1

@@ -1,15 +1,38 @@
 """The run cache: which outputs a stage run with a given input hash produced.
 
-Entry, schema 1 (``runs/<names.run_entry_name(input_hash)>`` of a cache directory or a remote;
-JSON as ``json.dumps(entry, indent=2, sort_keys=True) + "\\n"`` writes it)::
+Entry (``runs/<names.run_entry_name(input_hash)>`` of a cache directory or a remote; JSON as
+``json.dumps(entry, indent=2, sort_keys=True) + "\\n"`` writes it). Schema 1, for a stage
+that discovers no deps::
 
     {"input_hash": "<32 hex>", "schema": 1,
      "outs": [{"cache": true, "hash": "<hash>", "path": "model", "size": 10, "nfiles": 2}, …]}
 
-- ``input_hash`` is the entry's name (lock.py defines it); ``outs`` are sorted by path, each
-  path project-relative and normalised (paths.normalize_path), never the root, never twice;
-- ``hash`` a file or directory hash (names.py), ``size`` a byte count, ``cache`` whether the
-  run stored the output in the cache, ``nfiles`` present exactly for a directory hash.
+Schema 2 (revision 2026-12), for a stage with a ``depfile`` or ``discover`` (SPEC §9, §13),
+whose runs with one input hash may have read different headers or modules: besides the newest
+run's ``outs``, the deps that run discovered, with their hashes, and older runs with other
+discovered contents, newest first (like ccache's direct-mode manifest)::
+
+    {"input_hash": "<32 hex>", "schema": 2,
+     "outs": [...],                                         # the newest run's
+     "discovered": [{"hash": "<hash>", "path": "include/calc.h", "size": 321}, …],
+     "earlier": [{"discovered": [...], "outs": [...]}, …]}  # at most MAX_VARIANTS - 1
+
+- ``input_hash`` is the entry's name (lock.py defines it); ``outs`` and every ``discovered``
+  list are sorted by path, each path project-relative and normalised (paths.normalize_path),
+  never the root, never twice in one list;
+- ``hash`` a file or directory hash (names.py), ``size`` a byte count, ``cache`` (outs only)
+  whether the run stored the output in the cache, ``nfiles`` present exactly for a directory
+  hash;
+- schema 1 has neither ``discovered`` nor ``earlier``; schema 2 has both (``earlier`` maybe
+  empty); no two variants of one entry have the same ``discovered`` list.
+
+A variant (``variants``) is usable only when every discovered dep it lists still has the
+recorded hash; the planner takes the first usable one, newest first. Recording a run
+(``RunCache.put``) puts its variant first and drops an older one with the same discovered
+list, then the oldest beyond MAX_VARIANTS or beyond ENTRY_MAX_BYTES. A schema 1 entry keeps
+``outs`` at the top, so readers that only want outputs (push, fetch) read both schemas alike.
+A pivotbuild older than schema 2 treats a schema 2 entry as absent (locally) or refuses it
+(from a remote): it could not check the discovered deps, so it must not use it.
 
 ``entry_bytes`` is the one writer's format and ``entry_problem`` the one validator, whoever
 reads an entry (the planner, push, a fetch from a remote). Locally, an entry that does not
@@ -21,7 +44,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +56,13 @@ from pivotbuild.store.fileio import why
 from pivotbuild.store.shards import iter_hashes, remove_stale_temps
 
 RUNS_DIR = "runs"
-RUN_SCHEMA_VERSION = 1
+RUN_SCHEMA_VERSION = 2  # what entries with discovered deps are written as
+PLAIN_SCHEMA_VERSION = 1  # what entries without are written as (and were, before schema 2)
+MAX_VARIANTS = 8  # runs with different discovered contents kept per input hash
 ENTRY_MAX_BYTES = 1 << 20  # an entry is a few hundred bytes; a remote's larger one is refused
 _OUT_KEYS = ("path", "hash", "size", "cache", "nfiles")
+_DEP_KEYS = ("path", "hash", "size", "nfiles")
+
 
 @functools.cache
 def _entry_model() -> Any:
@@ -43,13 +70,12 @@ def _entry_model() -> Any:
     reader has loaded pivot.toml), and importing this module must not load it."""
     from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-    class RunOut(BaseModel):
+    class RunDep(BaseModel):
         model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
         path: str
         hash: str
         size: int = Field(ge=0)
-        cache: bool
         nfiles: int | None = Field(default=None, ge=0)
 
         @field_validator("path")
@@ -71,10 +97,32 @@ def _entry_model() -> Any:
             return digest
 
         @model_validator(mode="after")
-        def _nfiles_for_directories(self) -> RunOut:
+        def _nfiles_for_directories(self) -> RunDep:
             given = "nfiles" in self.model_fields_set and self.nfiles is not None
             if given != is_dir_hash(self.hash) or given != ("nfiles" in self.model_fields_set):
                 raise ValueError("nfiles must be a count, present exactly for a directory hash")
+            return self
+
+    class RunOut(RunDep):
+        cache: bool
+
+    def paths_once(name: str, entries: Sequence[RunDep] | None) -> None:
+        seen: set[str] = set()
+        for i, entry in enumerate(entries or ()):
+            if entry.path in seen:
+                raise ValueError(f"{name}[{i}]: path {entry.path!r} repeated")
+            seen.add(entry.path)
+
+    class Variant(BaseModel):
+        model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+        outs: list[RunOut]
+        discovered: list[RunDep]
+
+        @model_validator(mode="after")
+        def _paths_once(self) -> Variant:
+            paths_once("outs", self.outs)
+            paths_once("discovered", self.discovered)
             return self
 
     class RunEntry(BaseModel):
@@ -82,25 +130,39 @@ def _entry_model() -> Any:
 
         input_hash: str
         outs: list[RunOut]
+        discovered: list[RunDep] | None = None
+        earlier: list[Variant] | None = None
         schema_version: int = Field(alias="schema")
 
         @field_validator("schema_version")
         @classmethod
         def _known_schema(cls, version: int) -> int:
-            if version != RUN_SCHEMA_VERSION:
+            if version not in (PLAIN_SCHEMA_VERSION, RUN_SCHEMA_VERSION):
                 raise ValueError(f"unsupported schema {version!r}")
             return version
 
         @model_validator(mode="after")
         def _paths_once(self) -> RunEntry:
-            seen: set[str] = set()
-            for i, out in enumerate(self.outs):
-                if out.path in seen:
-                    raise ValueError(f"outs[{i}]: path {out.path!r} repeated")
-                seen.add(out.path)
+            paths_once("outs", self.outs)
+            paths_once("discovered", self.discovered)
+            plain = self.schema_version == PLAIN_SCHEMA_VERSION
+            if plain and (self.discovered is not None or self.earlier is not None):
+                raise ValueError("schema 1 has no discovered or earlier")
+            if not plain and (self.discovered is None or self.earlier is None):
+                raise ValueError("schema 2 needs discovered and earlier")
+            lists = [_dep_key(self.discovered)] + [_dep_key(v.discovered)
+                                                   for v in self.earlier or ()]
+            if len(set(lists)) != len(lists):
+                raise ValueError("two variants have the same discovered list")
             return self
 
     return RunEntry
+
+
+def _dep_key(entries: Iterable[Any] | None) -> tuple[tuple[str, str], ...]:
+    """A discovered list as a comparable value: its (path, hash) pairs."""
+    return tuple((e["path"], e["hash"]) if isinstance(e, Mapping) else (e.path, e.hash)
+                 for e in entries or ())
 
 
 def entry_problem(doc: Any, input_hash: str) -> str | None:
@@ -108,7 +170,7 @@ def entry_problem(doc: Any, input_hash: str) -> str | None:
     from pydantic import ValidationError
 
     if not isinstance(doc, dict):
-        return "not an object with exactly input_hash, outs and schema"
+        return "not an object with input_hash, outs and schema"
     try:
         _entry_model().model_validate(doc)
     except ValidationError as exc:
@@ -136,29 +198,78 @@ def parse_entry(data: bytes, input_hash: str) -> dict[str, Any]:
     return doc  # type: ignore[no-any-return]
 
 
-def entry_bytes(input_hash: str, outs: Iterable[Mapping[str, Any] | Any]) -> bytes:
-    """The entry recording ``outs`` for ``input_hash``, in the format above; OperationError
-    naming the out that does not fit.
-
-    Each out is a mapping ``{path, hash, size, cache?, nfiles?}`` or has ``to_dict()`` giving
-    one (lock.LockedOut); other keys (``persist``) are dropped: they are not results of the
-    run. ``cache`` defaults to true.
-    """
-    entries = []
-    for out in outs:
-        if not isinstance(out, Mapping) and hasattr(out, "to_dict"):
-            out = out.to_dict()
-        item = {key: out[key] for key in _OUT_KEYS if key in out}
-        item.setdefault("cache", True)
+def _normal(entries: Iterable[Mapping[str, Any] | Any], keys: tuple[str, ...]
+            ) -> list[dict[str, Any]]:
+    """Mappings (or objects with ``to_dict()``) reduced to ``keys``, sorted by path; ``cache``
+    defaults to true where it is one of the keys; a None ``nfiles`` is dropped."""
+    items = []
+    for entry in entries:
+        if not isinstance(entry, Mapping) and hasattr(entry, "to_dict"):
+            entry = entry.to_dict()
+        item = {key: entry[key] for key in keys if key in entry}
+        if "cache" in keys:
+            item.setdefault("cache", True)
         if item.get("nfiles") is None:
             item.pop("nfiles", None)
-        entries.append(item)
-    entries.sort(key=lambda o: str(o.get("path")))
-    doc = {"input_hash": input_hash, "outs": entries, "schema": RUN_SCHEMA_VERSION}
-    problem = entry_problem(doc, input_hash)
+        items.append(item)
+    items.sort(key=lambda o: str(o.get("path")))
+    return items
+
+
+def variants(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The runs a (valid) entry records, newest first, each ``{"outs": [...], "discovered":
+    [...]}``; ``discovered`` is None in a schema 1 entry's one variant."""
+    found = [{"outs": entry["outs"], "discovered": entry.get("discovered")}]
+    found += [{"outs": v["outs"], "discovered": v["discovered"]}
+              for v in entry.get("earlier") or ()]
+    return found
+
+
+def new_entry(input_hash: str, outs: Iterable[Mapping[str, Any] | Any],
+              discovered: Iterable[Mapping[str, Any] | Any] | None = None,
+              previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The entry (not yet validated) after a run with ``input_hash`` produced ``outs``.
+
+    ``discovered`` None: a run of a stage that discovers nothing (schema 1; ``previous`` is
+    replaced). Otherwise its discovered deps (mappings ``{path, hash, size, nfiles?}`` or
+    lock.LockedDep); the run becomes the newest variant of ``previous`` (the entry recorded
+    so far, if any), replacing one with the same discovered list, at most MAX_VARIANTS kept.
+    Other keys (``persist``) are dropped: they are not results of the run."""
+    doc: dict[str, Any] = {"input_hash": input_hash, "outs": _normal(outs, _OUT_KEYS)}
+    if discovered is None:
+        doc["schema"] = PLAIN_SCHEMA_VERSION
+        return doc
+    found = _normal(discovered, _DEP_KEYS)
+    earlier = [v for v in (variants(previous) if previous else [])
+               if v["discovered"] is not None and _dep_key(v["discovered"]) != _dep_key(found)]
+    doc.update(schema=RUN_SCHEMA_VERSION, discovered=found, earlier=earlier[:MAX_VARIANTS - 1])
+    return doc
+
+
+def _serialised(doc: dict[str, Any]) -> bytes:
+    """``doc`` validated and as written; the oldest variants dropped while it is larger than
+    ENTRY_MAX_BYTES. OperationError naming what does not fit."""
+    problem = entry_problem(doc, doc["input_hash"])
     if problem:
         raise OperationError(f"refusing to record {problem}")
-    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("ascii")
+    while True:
+        data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("ascii")
+        if len(data) <= ENTRY_MAX_BYTES or not doc.get("earlier"):
+            return data
+        doc["earlier"] = doc["earlier"][:-1]
+
+
+def entry_bytes(input_hash: str, outs: Iterable[Mapping[str, Any] | Any],
+                discovered: Iterable[Mapping[str, Any] | Any] | None = None,
+                previous: Mapping[str, Any] | None = None) -> bytes:
+    """The entry recording ``outs`` (and ``discovered``, on top of ``previous``: see
+    new_entry) for ``input_hash``, in the format above; OperationError naming the out that
+    does not fit.
+
+    Each out is a mapping ``{path, hash, size, cache?, nfiles?}`` or has ``to_dict()`` giving
+    one (lock.LockedOut); ``cache`` defaults to true.
+    """
+    return _serialised(new_entry(input_hash, outs, discovered, previous))
 
 
 class RunCache:
@@ -181,12 +292,29 @@ class RunCache:
         except (OSError, OperationError):
             return None
 
-    def put(self, input_hash: str, outs: Iterable[Mapping[str, Any] | Any]) -> bool:
-        """Record the outputs a run with ``input_hash`` produced (see entry_bytes); False if
-        exactly this was recorded already (the file is left alone)."""
+    def put(self, input_hash: str, outs: Iterable[Mapping[str, Any] | Any],
+            discovered: Iterable[Mapping[str, Any] | Any] | None = None) -> bool:
+        """Record the outputs a run with ``input_hash`` produced, and the deps it discovered
+        (None: the stage discovers nothing; see new_entry); False if exactly this was
+        recorded already (the file is left alone)."""
+        previous = None if discovered is None else self.get(input_hash)
+        return self._write(input_hash, lambda: entry_bytes(input_hash, outs, discovered,
+                                                           previous))
+
+    def put_entry(self, input_hash: str, entry: Mapping[str, Any]) -> bool:
+        """Record every run of a (valid) entry from elsewhere (a remote's), its newest last,
+        so that it is the newest here too."""
+        doc = self.get(input_hash)
+        for variant in reversed(variants(entry)):
+            doc = new_entry(input_hash, variant["outs"], variant["discovered"], doc)
+        assert doc is not None
+        final = doc
+        return self._write(input_hash, lambda: _serialised(final))
+
+    def _write(self, input_hash: str, data_of: Callable[[], bytes]) -> bool:
         path = self.path(input_hash)
         try:
-            data = entry_bytes(input_hash, outs)
+            data = data_of()
         except OperationError as exc:
             raise OperationError(f"{path}: {exc}") from None
         try:
@@ -217,5 +345,6 @@ class RunCache:
         return remove_stale_temps(self.runs_dir, older_than_s)
 
 
-__all__ = ["ENTRY_MAX_BYTES", "RUNS_DIR", "RUN_SCHEMA_VERSION", "RunCache", "entry_bytes",
-           "entry_problem", "parse_entry"]
+__all__ = ["ENTRY_MAX_BYTES", "MAX_VARIANTS", "PLAIN_SCHEMA_VERSION", "RUNS_DIR",
+           "RUN_SCHEMA_VERSION", "RunCache", "entry_bytes", "entry_problem", "new_entry",
+           "parse_entry", "variants"]
