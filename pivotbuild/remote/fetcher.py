@@ -209,8 +209,9 @@ class Fetcher:
             return None
 
     def store_run(self, input_hash: str, entry: Mapping[str, Any]) -> None:
-        """Record a fetched entry (validated by run_entry) in the local run cache."""
-        self.runs.put(input_hash, entry["outs"])
+        """Record a fetched entry (validated by run_entry) in the local run cache, every run
+        it records (with its discovered deps) included."""
+        self.runs.put_entry(input_hash, entry)
         self.report.runs += 1
 
 
