@@ -13,8 +13,8 @@ from pathlib import Path
 from cffi import FFI
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = ["pb_hash.c", "pb_pool.c", "pb_tree.c", "pb_store.c", "pb_xxh_sse2.c", "pb_xxh_avx2.c",
-           "pb_xxh_avx512.c"]
+SOURCES = ["pb_hash.c", "pb_pool.c", "pb_tree.c", "pb_store.c", "pb_md5.c", "pb_xxh_sse2.c",
+           "pb_xxh_avx2.c", "pb_xxh_avx512.c"]
 
 
 def _cdef_from_header() -> str:

@@ -78,6 +78,37 @@ class CoreBackend:
         _check_count("pb_hash_files", failed, sum(r.error is not None for r in results))
         return results
 
+    # ---- md5: DVC's content hashes (import-dvc) ---------------------------------------------
+
+    def md5_bytes(self, data: bytes) -> str:
+        """pb_md5_buffer: the MD5 hex digest of data."""
+        out = self._ffi.new("uint8_t[16]")
+        self._lib.pb_md5_buffer(data, len(data), out)
+        return bytes(out).hex()
+
+    def md5_files(self, items: Sequence[tuple[str, bool]], jobs: int = 0) -> list[FileDigest]:
+        """pb_md5_files: each (path, dos2unix) file's MD5 and size, or why there is none."""
+        ffi = self._ffi
+        n = len(items)
+        if n == 0:
+            return []
+        files = ffi.new("pb_md5_file[]", n)
+        keep = [ffi.new("char[]", os.fsencode(p)) for p, _ in items]  # alive for the call
+        flag = self._lib.PB_MD5_DOS2UNIX
+        for i, (c_path, (_, dos2unix)) in enumerate(zip(keep, items, strict=True)):
+            files[i].path = c_path
+            files[i].flags = flag if dos2unix else 0
+        failed = self._lib.pb_md5_files(files, n, jobs)
+        results = []
+        for i, (path, _) in enumerate(items):
+            f = files[i]
+            if f.status != OK:
+                results.append(FileDigest(path, None, error=describe(f.status, f.err)))
+            else:
+                results.append(FileDigest(path, bytes(ffi.buffer(f.digest)).hex(), f.size))
+        _check_count("pb_md5_files", failed, sum(r.error is not None for r in results))
+        return results
+
     # ---- tuning and counters --------------------------------------------------------------
 
     @property

@@ -90,6 +90,17 @@ if TYPE_CHECKING:  # the interface both backends provide (typing costs start-up 
             content) is removed and the status is LINK_PRESENT. Per item (status, errno)."""
             ...
 
+        def md5_bytes(self, data: bytes) -> str:
+            """The MD5 (RFC 1321) hex digest of data: DVC's hash, for import-dvc."""
+            ...
+
+        def md5_files(self, items: Sequence[tuple[str, bool]], jobs: int = 0
+                      ) -> list[FileDigest]:
+            """Each (path, dos2unix) regular file's MD5 as DVC records it (dos2unix: DVC 2's
+            md5-dos2unix, CRLF hashed as LF in the 1 MiB chunks that look like text), with
+            ``size`` the bytes read; or its error."""
+            ...
+
         def files_read(self) -> int: ...
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_mod
+import hashlib
 import os
 import stat
 import struct
@@ -378,6 +379,23 @@ class PythonBackend:
 
         return self._map(one, items, jobs)
 
+    # ---- md5: DVC's content hashes (import-dvc) -------------------------------------------
+
+    def md5_bytes(self, data: bytes) -> str:
+        return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+    def md5_files(self, items: Sequence[tuple[str, bool]], jobs: int = 0) -> list[FileDigest]:
+        def one(item: tuple[str, bool]) -> FileDigest:
+            path, dos2unix = item
+            try:
+                digest, size = _md5_file(path, dos2unix)
+            except OSError as exc:
+                status = ERR_NOT_REGULAR if exc.errno is None else ERR_IO
+                return FileDigest(path, None, error=describe(status, exc.errno or 0))
+            return FileDigest(path, digest, size)
+
+        return self._map(one, items, jobs)
+
     def files_read(self) -> int:
         return self._reads
 
@@ -469,3 +487,42 @@ def _walk_py(
             frames.pop()
             stack_ids.pop()
     return out
+
+
+# ---- md5 (csrc/pb_md5.c does the same) ----------------------------------------
+
+_DVC_CHUNK = 1 << 20  # DVC 2 reads, and so normalises, files this much at a time
+_DVC_SNIFF = 512  # the first bytes of a chunk that decide whether it is text
+_TEXT_BYTES = bytes(range(32, 127)) + b"\n\r\t\f\b"
+
+
+def _looks_like_text(block: bytes) -> bool:
+    if not block:
+        return True
+    if b"\x00" in block:
+        return False
+    return len(block.translate(None, _TEXT_BYTES)) * 10 <= len(block) * 3
+
+
+def _md5_file(path: str, dos2unix: bool) -> tuple[str, int]:
+    """(MD5 hex, bytes read) of the regular file at path; with dos2unix, DVC 2's
+    md5-dos2unix (each 1 MiB chunk whose first 512 bytes look like text has its CRLFs
+    hashed as LF). OSError without errno for something that is not a regular file."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb", buffering=0) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError("not a regular file")
+        # A small file is read in one call sized to it (most files of a large directory
+        # are small: a whole chunk each would allocate 1 MiB per file).
+        want = _DVC_CHUNK if st.st_size >= _DVC_CHUNK else st.st_size + 1
+        read = 0
+        while chunk := f.read(want):
+            while len(chunk) < want and (more := f.read(want - len(chunk))):
+                chunk += more  # a short read is not the end of a chunk
+            read += len(chunk)
+            if dos2unix and _looks_like_text(chunk[:_DVC_SNIFF]):
+                chunk = chunk.replace(b"\r\n", b"\n")
+            digest.update(chunk)
+            want = _DVC_CHUNK
+    return digest.hexdigest(), read
