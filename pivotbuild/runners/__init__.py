@@ -38,6 +38,8 @@ class StageSpec:
     persist: tuple[str, ...] = ()  # the outs kept from the previous run
     env: Mapping[str, str] = field(default_factory=dict)  # set for the commands, on top of
     # whatever environment the runner gives them
+    console: bool = False  # the console pool: the commands get the terminal, not the sink
+    console_stdout: int = 1  # a console stage's stdout: this descriptor (2 under --json)
 
 
 class Cancel:

@@ -17,6 +17,9 @@ watchdog sets ``PR_SET_PDEATHSIG`` on itself as a second signal when it is start
 main thread (which lives as long as the process); started from another thread, it relies on
 the pipe alone.
 
+A console-pool stage is the exception: its commands get the terminal and stay in
+pivotbuild's process group (``Commands.start``); they are stopped one process at a time.
+
 A normal end of pivotbuild tells the watchdog goodbye: a command's leftover background
 processes are then left alone, as make and ninja leave them.
 """
@@ -112,6 +115,7 @@ class Commands:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: set[subprocess.Popen[bytes]] = set()
+        self._console: set[subprocess.Popen[bytes]] = set()  # in our process group (start)
         self._stopping = False
         self._token = secrets.token_hex(12)
         self._watchdog: subprocess.Popen[bytes] | None = None
@@ -123,17 +127,29 @@ class Commands:
             if self._lifeline is None:
                 self._start_watchdog()
 
-    def start(self, command: str, cwd: Path, env: Mapping[str, str]
-              ) -> subprocess.Popen[bytes] | None:
+    def start(self, command: str, cwd: Path, env: Mapping[str, str],
+              console_stdout: int | None = None) -> subprocess.Popen[bytes] | None:
         """Start ``/bin/sh -c command`` with stdout and stderr in one pipe; None once
-        stop_all has begun, so that no command starts after the others were stopped."""
+        stop_all has begun, so that no command starts after the others were stopped.
+
+        ``console_stdout`` (the console pool): the command gets this process's stdin and
+        stderr, its stdout goes to that descriptor, and it stays in this process group, as
+        Ninja runs a console edge: it is in the terminal's foreground group, so it may read
+        the terminal and Ctrl-C reaches it directly. The watchdog is not told of it (it
+        leads no group); its run token still lets the watchdog find it."""
         with self._lock:
             if self._stopping:
                 return None
             if self._lifeline is None:
                 self._start_watchdog()
+            env = {**env, RUN_TOKEN_VAR: self._token}
+            if console_stdout is not None:
+                proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env,
+                                        stdout=console_stdout)
+                self._console.add(proc)
+                return proc
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", command], cwd=cwd, env={**env, RUN_TOKEN_VAR: self._token},
+                ["/bin/sh", "-c", command], cwd=cwd, env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: Ctrl-C is ours to forward
             )
@@ -144,6 +160,9 @@ class Commands:
     def finished(self, proc: subprocess.Popen[bytes]) -> None:
         """``proc`` has been waited for: its group is no longer the watchdog's concern."""
         with self._lock:
+            if proc in self._console:
+                self._console.discard(proc)
+                return
             self._running.discard(proc)
             self._tell(b"-%d\n" % proc.pid)
 
@@ -154,6 +173,11 @@ class Commands:
         with self._lock:
             self._stopping = True
             procs = list(self._running)
+            console = list(self._console)
+        # Console commands share our process group: each process of theirs is signalled,
+        # as long as it still carries this run's token (a background one outlives its shell).
+        console_pids = [pid for proc in console if proc.poll() is None
+                        for pid in (*_descendants(proc.pid), proc.pid)]
         for sig, grace in ((signal.SIGINT, STOP_GRACE_S), (signal.SIGTERM, STOP_GRACE_S),
                            (signal.SIGKILL, 0.0)):
             alive = [p for p in procs if p.poll() is None]
@@ -162,9 +186,26 @@ class Commands:
                     os.killpg(proc.pid, sig)
                 except ProcessLookupError:
                     pass
+            strays = [pid for pid in console_pids if self._carries_token(pid)]
+            for pid in strays:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and any(p.poll() is None for p in alive):
+            while time.monotonic() < deadline and (
+                    any(p.poll() is None for p in alive)
+                    or any(self._carries_token(pid) for pid in strays)):
                 time.sleep(0.02)
+
+    def _carries_token(self, pid: int) -> bool:
+        """True if process ``pid`` runs (not a zombie) with this run's token."""
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = b"\0" + f.read()
+        except OSError:
+            return False
+        return f"\0{RUN_TOKEN_VAR}={self._token}\0".encode() in environ
 
     def close(self) -> None:
         """The run is over: the watchdog leaves without killing anything."""
@@ -217,6 +258,35 @@ class Commands:
             self._lifeline = None
 
 
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children first found first), from /proc; [] where there
+    is no /proc."""
+    children: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
 class LocalRunner:
     """Runs each command of a stage under ``/bin/sh -c`` in its wdir, with the environment of
     pivotbuild plus the spec's variables; stdout and stderr reach the sink as whole lines."""
@@ -229,16 +299,19 @@ class LocalRunner:
         cancel.on_cancel(self._commands.stop_all)
 
     def run(self, spec: StageSpec, output: OutputSink, cancel: Cancel) -> int:
+        """A console stage's commands (``spec.console``) get the terminal instead of the sink:
+        this process's stdin and stderr, and ``spec.console_stdout`` as stdout."""
         env = {**os.environ, **spec.env}
         cwd = Path(spec.root, spec.wdir)
+        console = spec.console_stdout if spec.console else None
         for command in spec.cmd:
-            proc = None if cancel.is_set() else self._commands.start(command, cwd, env)
+            proc = None if cancel.is_set() else self._commands.start(command, cwd, env, console)
             if proc is None:  # interrupted: the other commands are being stopped
                 return INTERRUPTED
             try:
-                assert proc.stdout is not None
-                for raw in proc.stdout:
-                    output(raw.decode("utf-8", "replace"))
+                if proc.stdout is not None:
+                    for raw in proc.stdout:
+                        output(raw.decode("utf-8", "replace"))
                 code = proc.wait()
             finally:
                 self._commands.finished(proc)
