@@ -20,8 +20,11 @@ csrc/trace/pb_trace.h). strace must be 5.2 or newer (``-z``).
 
 ``read_trace`` returns every existing project path that the commands opened for reading,
 stat'ed, checked with access() or executed: regular files, directories, symlinks alike, the
-stage's own outs and its declared and discovered deps included. Choosing what to warn about
-(files only; not declared, not discovered, not an out) is the caller's business. Paths are
+stage's own outs and its declared and discovered deps included; and, as ``written``, those of
+them the commands wrote before reading them (opened for writing, and not opened for reading
+or executed before that: in the trace's order, which is exact for the preload and known only
+within one process under strace). Choosing what to warn about (files only; not declared, not
+discovered, not an out: pivotbuild/auditrun.py) is the caller's business. Paths are
 normalised lexically, not resolved: a file read through a symlink inside the project is named
 as the program named it; a path that leaves the project is never returned, nor anything in
 ``.pivotbuild/``, nor the trace files themselves.
@@ -60,6 +63,7 @@ STRACE_OPTIONS = ("-ff", "-qq", "-z", "-xx", "-y", "-e", STRACE_CALLS)
 STRACE_MIN_VERSION = (5, 2)
 PRELOAD, STRACE, NONE = "preload", "strace", "none"
 READ_KINDS = frozenset("rsx")
+WRITE = "w"
 TOP = "top"  # the pid field of the S line that tracer() writes for a whole-command strace
 
 
@@ -96,6 +100,7 @@ class Trace:
     paths: list[str]
     via_strace: list[str] = field(default_factory=list)
     untraced: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)  # project paths written before read
 
     def notices(self) -> list[str]:
         """One line per program the library could not follow: traced with strace, or not
@@ -173,9 +178,15 @@ def read_trace(trace_file: str | os.PathLike[str], root: str | os.PathLike[str])
     via_strace: list[str] = []
     untraced: list[str] = []
     cwds: dict[str, str] = {}
+    read_first: set[str] = set()  # read or executed before any write of it
+    written: set[str] = set()
     for kind, payload in parse(read_bytes(trace)):
         if kind in READ_KINDS:
             found.append(payload)
+            if kind != "s" and payload not in written:
+                read_first.add(payload)
+        elif kind == WRITE:
+            written.add(payload)
         elif kind == "S":
             pid, _, rest = payload.partition("\0")
             cwd, _, program = rest.partition("\0")
@@ -186,12 +197,24 @@ def read_trace(trace_file: str | os.PathLike[str], root: str | os.PathLike[str])
             untraced.append(os.path.normpath(payload))
     for sidecar in _sidecars(trace):
         pid = sidecar.name[len(Path(trace).name) + len(".strace."):].split(".")[0]
-        found.extend(strace_paths(read_bytes(sidecar), cwds.get(pid, os.fspath(root))))
+        here_read: set[str] = set()  # order is known within one process's file only
+        for kind, path in strace_events(read_bytes(sidecar), cwds.get(pid, os.fspath(root))):
+            path = os.path.normpath(path)
+            if kind == WRITE:
+                if path in here_read:
+                    read_first.add(path)
+                written.add(path)
+                continue
+            found.append(path)
+            if kind != "s":
+                here_read.add(path)
     mine = os.path.realpath(trace)
     own = [p for p in map(os.path.normpath, found)
            if not _is_trace_file(p, trace) and not _is_trace_file(p, mine)]
-    return Trace(project_paths(own, root, files_only=False),
-                 sorted(set(map(os.path.normpath, via_strace))), sorted(set(untraced)))
+    paths = project_paths(own, root, files_only=False)
+    made = set(project_paths(written - read_first, root, files_only=False))
+    return Trace(paths, sorted(set(map(os.path.normpath, via_strace))), sorted(set(untraced)),
+                 [p for p in paths if p in made])
 
 
 def remove_trace(trace_file: str | os.PathLike[str]) -> None:
@@ -241,9 +264,15 @@ _WRITES = ("O_WRONLY", "O_TRUNC", "O_TMPFILE")
 
 
 def strace_paths(data: bytes, cwd: str) -> Iterator[str]:
-    """The absolute paths read in one strace output file, relative ones resolved against the
-    directory strace printed (-y) or else ``cwd``, the directory the traced program started
-    in. Writes (O_WRONLY, O_TRUNC, O_TMPFILE opens) are left out, like the preload does."""
+    """The absolute paths read in one strace output file (``strace_events`` less writes)."""
+    return (path for kind, path in strace_events(data, cwd) if kind != WRITE)
+
+
+def strace_events(data: bytes, cwd: str) -> Iterator[tuple[str, str]]:
+    """(kind, absolute path) for each call in one strace output file, in order, kinds as in
+    the preload's trace (r, w, s, x); relative paths resolved against the directory strace
+    printed (-y) or else ``cwd``, the directory the traced program started in. Writes are
+    the O_WRONLY, O_TRUNC and O_TMPFILE opens, as for the preload."""
     for raw in data.decode("ascii", "replace").splitlines():
         line = _LINE.match(raw)
         if line is None:
@@ -252,10 +281,10 @@ def strace_paths(data: bytes, cwd: str) -> Iterator[str]:
         args = _ARGS.match(line["args"])
         if args is None or (call in _AT_CALLS) != (args["dirfd"] is not None):
             continue
-        if call in _OPENS and any(flag in args["rest"] for flag in _WRITES):
-            continue
+        kind = ("w" if any(flag in args["rest"] for flag in _WRITES) else "r"
+                ) if call in _OPENS else "x" if call.startswith("exec") else "s"
         if call in _OPENS and line["retpath"]:
-            yield _unhex(line["retpath"])
+            yield kind, _unhex(line["retpath"])
             continue
         path = _unhex(args["path"])
         if not path:
@@ -263,7 +292,7 @@ def strace_paths(data: bytes, cwd: str) -> Iterator[str]:
         if args["dirfd"] not in (None, "AT_FDCWD") and not args["dirpath"]:
             continue  # relative to a descriptor strace could not name
         base = _unhex(args["dirpath"]) if args["dirpath"] else cwd
-        yield os.path.join(base, path)
+        yield kind, os.path.join(base, path)
 
 
 def _unhex(text: str) -> str:

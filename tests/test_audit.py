@@ -182,6 +182,26 @@ def test_writes_are_not_reads(project: Path, tmp_path: Path, library: Path) -> N
     assert trace.paths == ["data/updated.csv"]
 
 
+def test_files_written_before_they_are_read_are_told_apart(project: Path, tmp_path: Path,
+                                                          library: Path) -> None:
+    """An intermediate file the commands wrote and then read is in ``written``; a file read
+    first and rewritten afterwards is not (it was an input)."""
+    (project / "data" / "updated.csv").write_text("u\n")
+    command = ("echo hi > tmp.txt; cat tmp.txt data/extra.csv > /dev/null; "
+               f"{sys.executable} -c \"open('tmp2.txt', 'w').write('t'); "
+               "open('tmp2.txt').read()\"; "
+               "cat data/updated.csv > /dev/null; echo v > data/updated.csv")
+    proc, trace, _ = traced(project, command, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert trace.paths == ["data/extra.csv", "data/updated.csv", "tmp.txt", "tmp2.txt"]
+    assert trace.written == ["tmp.txt", "tmp2.txt"]
+    # Under strace the order is known within one process only: a write anywhere counts.
+    proc, trace, _ = traced(project, command, tmp_path, library=None)
+    assert proc.returncode == 0, proc.stderr
+    assert "tmp.txt" in trace.written and "tmp2.txt" in trace.written
+    assert "data/extra.csv" in trace.paths and "data/extra.csv" not in trace.written
+
+
 def test_directories_are_returned_and_vanished_paths_dropped(project: Path, tmp_path: Path,
                                                               library: Path) -> None:
     (project / "data" / "temp.csv").write_text("t\n")
@@ -479,6 +499,8 @@ def test_strace_output_parsing() -> None:
     ]
     assert list(audit.strace_paths("\n".join(lines).encode(), "/start")) == [
         "/p/a.csv", "/p/sub/../b.csv", "/start/rel.csv", "/p/c.csv", "/start/./tool"]
+    assert [kind for kind, _ in audit.strace_events("\n".join(lines).encode(), "/start")] == [
+        "r", "w", "s", "s", "s", "x"]
 
 
 def elf32_with_interp(path: Path) -> Path:

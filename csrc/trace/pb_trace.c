@@ -319,8 +319,9 @@ static int needs_mode(int flags) {
 
 static void note_open(int dirfd, const char *path, int flags) {
     if ((flags & O_ACCMODE) == O_WRONLY || (flags & O_TRUNC) || (flags & O_TMPFILE) == O_TMPFILE)
-        return;
-    record('r', dirfd, path);
+        record('w', dirfd, path);
+    else
+        record('r', dirfd, path);
 }
 
 static int open_any(open_fn fn, int dirfd, openat_fn atfn, const char *path, int flags,
@@ -411,6 +412,8 @@ PB_EXPORT int __openat64_2(int dirfd, const char *path, int flags) {
 static void note_fopen(const char *path, const char *mode) {
     if (mode && (mode[0] == 'r' || (mode[0] == 'a' && strchr(mode, '+'))))
         record('r', AT_FDCWD, path);
+    else if (mode)
+        record('w', AT_FDCWD, path);
 }
 
 PB_EXPORT FILE *fopen(const char *path, const char *mode) {

@@ -16,7 +16,8 @@
  * ".." removed), with "\\" written as "\\\\" and a newline as "\\n". K is:
  *
  *   r  a successful open for reading (open*, openat*, fopen*, freopen*): O_WRONLY, O_TRUNC
- *      and O_TMPFILE opens, and fopen modes "w", "a", "w+", are writes, not recorded
+ *      and O_TMPFILE opens, and fopen modes "w", "a", "w+", are writes (w)
+ *   w  a successful open for writing (the opens and fopen modes that r leaves out)
  *   s  a successful stat, lstat, fstatat, statx, access or faccessat of PATH
  *   x  PATH executed (execve and friends, posix_spawn*): recorded before the exec
  *   S  PATH cannot load the library (a static binary, or of the other word size): it runs
@@ -24,7 +25,7 @@
  *      PIVOTBUILD_TRACE_FILE.strace.PID.TID
  *   U  PATH could not load the library and ran untraced (no strace): its reads are missed
  *
- * r, s and x are recorded only for paths below the root; S and U for any path.
+ * r, w, s and x are recorded only for paths below the root; S and U for any path.
  */
 #ifndef PB_TRACE_H
 #define PB_TRACE_H
