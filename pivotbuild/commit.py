@@ -9,16 +9,25 @@ lock or the new one, never a lock naming an object the cache lacks.
 
 The committer is given the hasher, the cache and the lock store (plan.LockStore) it
 writes through, so it can be exercised in memory (tests/test_commit.py).
+
+Discovered deps (a stage with a ``depfile`` or ``discover``: discovery.py) are hashed in the
+same batch as the declared deps and outputs, and recorded in the lock's ``discovered`` and the
+run-cache entry; one that no longer exists by then is dropped, never an error. Which paths:
+after a run, those the run discovered (given by the executor); after a run-cache restore,
+those of the entry's run; for `commit` (nothing ran), the lock's discovered list plus a
+depfile present on disk (discovery.recorded), every one hashed again as it is now.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pivotbuild import manifest
 from pivotbuild.config import Project, Stage
+from pivotbuild.discovery import discovers, recorded, undeclared
 from pivotbuild.errors import OperationError
 from pivotbuild.hasher import PathDigest
 from pivotbuild.lock import Lock, LockedDep, LockedOut
@@ -47,9 +56,13 @@ class Snapshot:
     deps: dict[str, PathDigest]
     outs: dict[str, PathDigest]
     input_hash: str
+    discovered: dict[str, PathDigest] | None = None  # None: the stage discovers nothing
 
     def lock(self) -> Lock:
         stage = self.stage
+        found = None if self.discovered is None else [
+            LockedDep(path, d.hash or "", d.size, d.nfiles)
+            for path, d in sorted(self.discovered.items())]
         return Lock(
             stage=stage.name,
             cmd=list(stage.cmd),
@@ -64,6 +77,7 @@ class Snapshot:
             ],
             params=dict(stage.param_values),
             input_hash=self.input_hash,
+            discovered=found,
         )
 
 
@@ -102,20 +116,34 @@ class Committer:
             out[path] = digest
         return out
 
-    def snapshot(self, stage: Stage) -> Snapshot:
-        """Hash the stage's deps and outputs from disk; raise if any is missing."""
-        digests = self._hash(stage.name, [*stage.deps, *(o.path for o in stage.outs)])
-        missing = [path for path, d in digests.items() if d.missing]
+    def snapshot(self, stage: Stage, discovered: Sequence[str] | None = None) -> Snapshot:
+        """Hash the stage's deps and outputs (and discovered deps: ``discovered``, or for a
+        stage that discovers, None: discovery.recorded) from disk in one batch; raise if a
+        dep or output is missing."""
+        extra: list[str] = []
+        if discovers(stage):
+            if discovered is None:
+                lock = self.locks.read_lock(stage.name)
+                discovered = recorded(stage, lock if isinstance(lock, Lock) else None,
+                                      self.project.root)
+            extra = undeclared(dict.fromkeys(discovered), stage)
+        declared = [*stage.deps, *(o.path for o in stage.outs)]
+        digests = self._hash(stage.name, [*declared, *extra])
+        missing = [path for path in declared if digests[path].missing]
         if missing:
             raise MissingPathsError(stage.name, missing)
         deps = {p: digests[p] for p in stage.deps}
         outs = {o.path: digests[o.path] for o in stage.outs}
         input_hash = stage_input_hash(stage, {p: d.hash for p, d in deps.items()})
-        return Snapshot(stage, deps, outs, input_hash)
+        found = {p: digests[p] for p in extra if not digests[p].missing} if discovers(stage) \
+            else None
+        return Snapshot(stage, deps, outs, input_hash, found)
 
-    def commit(self, stage: Stage, snapshot: Snapshot | None = None) -> CommitResult:
-        """Store cached outputs, then write the lock, then the run-cache entry."""
-        snap = snapshot or self.snapshot(stage)
+    def commit(self, stage: Stage, snapshot: Snapshot | None = None,
+               discovered: Sequence[str] | None = None) -> CommitResult:
+        """Store cached outputs, then write the lock, then the run-cache entry.
+        ``discovered``: as for snapshot (when no ``snapshot`` is given)."""
+        snap = snapshot or self.snapshot(stage, discovered)
         root = self.project.root
         if not self._registered:
             self.cache.projects.register(root)  # so that gc from a sharing project keeps ours
@@ -147,7 +175,8 @@ class Committer:
         lock = snap.lock()
         written = self.locks.write_lock(lock)
         if not stage.always_changed and not any(o.persist for o in stage.outs):
-            self.cache.runs.put(lock.input_hash, [o.to_dict() for o in lock.outs])
+            found = None if lock.discovered is None else [d.to_dict() for d in lock.discovered]
+            self.cache.runs.put(lock.input_hash, [o.to_dict() for o in lock.outs], found)
         return CommitResult(lock, written)
 
     def _link_back(self, stage: Stage, snap: Snapshot, files: list[tuple[str, str]]) -> None:

@@ -16,6 +16,17 @@ Reordering deps, outs or params, or toggling ``cache``, ``desc`` or
 ``frozen``, changes nothing, because none of these comparisons sees order or
 flags. (What is cached is read from pivot.toml wherever it matters: restoring,
 checkout, verify, transfers; see ``cached_outs``.)
+
+Discovered deps (SPEC §9, §13: the lock's ``discovered``, for a stage with a ``depfile`` or
+``discover``) are hashed in the same batch as the declared ones and checked beside the input
+hash, which cannot include them (they are only known after a run): a changed or missing one is
+``dep-changed`` / ``dep-missing`` with its path and the detail ``discovered``. They add no
+edges and never block a run (a missing one is simply no longer read, or the run fails as it
+would). A stage that discovers whose lock has no list yet is stale (``dep-added``, detail
+"discovered deps not recorded"); one that no longer discovers, with a list in its lock, too
+(``dep-removed``). A run-cache entry may record several runs with different discovered
+contents (store/runcache.py): the first whose discovered deps all still have their recorded
+hashes is used; for a stage that discovers, never a run that recorded none.
 """
 
 from __future__ import annotations
@@ -115,7 +126,9 @@ class Decision:
     input_hash: str | None = None
     deps: dict[str, PathDigest] = field(default_factory=dict)
     outs: dict[str, PathDigest] = field(default_factory=dict)
-    run_entry: dict[str, Any] | None = None  # the run-cache entry, for action run-cache
+    discovered: dict[str, PathDigest] = field(default_factory=dict)  # the lock's, now
+    run_entry: dict[str, Any] | None = None  # the run-cache entry's chosen run (its outs and
+    # discovered deps), for action run-cache
 
     @property
     def missing_deps(self) -> list[str]:
@@ -157,20 +170,27 @@ class Planner:
         self._run_cache = run_cache
         self._root = str(project.root)
         self._digests: dict[str, PathDigest] = {}
+        self._read_ahead: dict[str, Lock | LockProblem | None] = {}  # plan(): used once
 
     # ---- hashing ----------------------------------------------------------------
 
     def hash_paths(self, paths: Iterable[str]) -> None:
         """Hash (or re-hash) these project-relative paths in one batch."""
         wanted = sorted(set(paths))
+        if not wanted:
+            return
         digests = self._hasher.hash_paths(
             [f"{self._root}/{p}" if p != "." else self._root for p in wanted])
         for path, digest in zip(wanted, digests, strict=True):
             digest.path = path
             self._digests[path] = digest
 
-    def stage_paths(self, stage: Stage) -> list[str]:
-        return [*stage.deps, *(out.path for out in stage.outs)]
+    def stage_paths(self, stage: Stage, lock: Lock | LockProblem | None = None) -> list[str]:
+        """The paths a decision on ``stage`` hashes: its deps and outs, and the discovered
+        deps of ``lock`` (its lock, when known)."""
+        found = [*stage.deps, *(out.path for out in stage.outs)]
+        discovered = getattr(lock, "discovered", None)
+        return found + [d.path for d in discovered] if discovered else found
 
     def digest(self, path: str, strict: bool = True) -> PathDigest:
         """The digest of a project-relative path (hashed now if it was not yet); a
@@ -187,7 +207,9 @@ class Planner:
     # ---- deciding ---------------------------------------------------------------
 
     def read_lock(self, name: str) -> Lock | LockProblem | None:
-        """Stage ``name``'s lock, from the lock store."""
+        """Stage ``name``'s lock, from the lock store (or as plan() read it just before)."""
+        if name in self._read_ahead:
+            return self._read_ahead.pop(name)
         return self._locks.read_lock(name)
 
     def decide(self, name: str, *, stale_upstream: Iterable[str] = (), force: bool = False
@@ -213,6 +235,7 @@ class Planner:
         else:
             decision.lock = found
             reasons.extend(self._compare(stage, found, decision))
+            reasons.extend(self._compare_discovered(stage, found, decision))
         if found is None or isinstance(found, LockProblem):
             reasons.extend(Reason("dep-missing", path=p) for p in decision.missing_deps)
         reasons.extend(Reason("upstream-stale", stage=up) for up in stale_upstream)
@@ -243,6 +266,29 @@ class Planner:
         reasons += _compare_paths("out", decision.outs, {o.path: o.hash for o in lock.outs})
         return reasons
 
+    def _compare_discovered(self, stage: Stage, lock: Lock, decision: Decision
+                            ) -> list[Reason]:
+        from pivotbuild.discovery import discovers
+        from pivotbuild.paths import covered
+
+        if not discovers(stage):
+            if lock.discovered is None:
+                return []
+            return [Reason("dep-removed", detail="discovered deps no longer recorded")]
+        if lock.discovered is None:
+            return [Reason("dep-added", detail="discovered deps not recorded")]
+        declared = set(stage.deps)
+        entries = [d for d in lock.discovered if not covered(d.path, declared)]
+        self.hash_paths(d.path for d in entries if d.path not in self._digests)
+        reasons = []
+        for entry in entries:
+            digest = decision.discovered[entry.path] = self._digests[entry.path]
+            if digest.missing:
+                reasons.append(Reason("dep-missing", path=entry.path, detail="discovered"))
+            elif digest.hash != entry.hash:
+                reasons.append(Reason("dep-changed", path=entry.path, detail="discovered"))
+        return reasons
+
     def _action(self, decision: Decision) -> str:
         stage = decision.stage
         if (decision.upstream_stale or decision.missing_deps or decision.unreadable_deps
@@ -254,10 +300,37 @@ class Planner:
         decision.input_hash = self.input_hash(decision)
         if self._run_cache is not None and not any(out.persist for out in stage.outs):
             entry = self._run_cache(decision.input_hash, decision.name)
-            if entry is not None and self._run_entry_usable(decision, entry):
-                decision.run_entry = dict(entry)
+            chosen = None if entry is None else self._usable_run(decision, entry)
+            if chosen is not None:
+                decision.run_entry = chosen
                 return RUN_CACHE
         return RUN
+
+    def _usable_run(self, decision: Decision, entry: Mapping[str, Any]
+                    ) -> dict[str, Any] | None:
+        """The newest run of a run-cache entry whose discovered deps all still have their
+        recorded hashes and whose outputs can all be had, as ``{"input_hash", "outs",
+        "discovered"}``; None if there is none."""
+        from pivotbuild.discovery import discovers
+        from pivotbuild.store.runcache import variants
+
+        try:
+            runs = variants(entry)
+        except (KeyError, TypeError):
+            return None
+        wanted = discovers(decision.stage)
+        self.hash_paths(d["path"] for run in runs for d in run["discovered"] or ()
+                        if d["path"] not in self._digests)
+        for run in runs:
+            found = run["discovered"]
+            if found is None and wanted:
+                continue  # that run recorded no discovered deps: which it read is unknown
+            if any(self._digests[d["path"]].hash != d["hash"] for d in found or ()):
+                continue
+            if self._run_entry_usable(decision, run):
+                return {"input_hash": decision.input_hash, "outs": run["outs"],
+                        "discovered": found}
+        return None
 
     def _restorable(self, decision: Decision) -> bool:
         """Can every changed or missing out come back from the cache? Only outs that
@@ -303,7 +376,11 @@ class Planner:
         """Decide every stage of names (in topological order)."""
         forced = set(force)
         selected = set(names)
-        self.hash_paths(p for n in names for p in self.stage_paths(self.graph.nodes[n]["stage"]))
+        stages = {n: self.graph.nodes[n]["stage"] for n in names}
+        # Every lock first, so that their discovered deps are hashed in the one batch too.
+        self._read_ahead = {n: self._locks.read_lock(n) for n in names if not stages[n].frozen}
+        self.hash_paths(p for n in names
+                        for p in self.stage_paths(stages[n], self._read_ahead.get(n)))
         decisions: dict[str, Decision] = {}
         for name in names:
             stale_up = [
@@ -311,6 +388,7 @@ class Planner:
                 if up in selected and decisions[up].action != SKIP
             ]
             decisions[name] = self.decide(name, stale_upstream=stale_up, force=name in forced)
+        self._read_ahead = {}  # a later decision (after an upstream ran) reads its lock again
         return [decisions[n] for n in names]
 
 

@@ -154,19 +154,24 @@ class FakeObjects(dict[str, str]):
 
 
 class FakeRuns(dict[str, dict[str, Any]]):
-    """store.runcache.RunCache as the committer uses it: input hash → entry (``get`` is
-    dict.get)."""
+    """store.runcache.RunCache as the committer uses it: input hash → entry, built as the real
+    one builds it (runcache.new_entry: runs with different discovered deps kept side by side);
+    ``get`` is dict.get."""
 
     def __init__(self) -> None:
         super().__init__()
         self.lock = threading.Lock()
 
-    def put(self, input_hash: str, outs: Iterable[Mapping[str, Any]]) -> bool:
-        entry = {"outs": [{k: v for k, v in o.items() if k != "persist"} for o in outs]}
+    def put(self, input_hash: str, outs: Iterable[Mapping[str, Any]],
+            discovered: Iterable[Mapping[str, Any]] | None = None) -> bool:
+        from pivotbuild.store.runcache import new_entry
+
         with self.lock:
-            known = input_hash in self
+            before = self.get(input_hash)
+            entry = new_entry(input_hash, outs, discovered,
+                              None if discovered is None else before)
             self[input_hash] = entry
-        return not known
+        return entry != before
 
 
 class FakeProjects:

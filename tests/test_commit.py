@@ -38,7 +38,8 @@ def test_a_commit_stores_cached_outputs_writes_the_lock_and_the_run_entry():
         ("model.bin", digest_of("weights"), True, False)]
     # only the cached output is stored; the run entry names both outputs
     assert world.cache.objects == {digest_of("weights"): "weights"}
-    assert world.cache.runs[lock.input_hash] == {"outs": [
+    assert world.cache.runs[lock.input_hash] == {"input_hash": lock.input_hash, "schema": 1,
+                                                 "outs": [
         {"cache": False, "hash": digest_of("{}"), "path": "metrics.json", "size": 2},
         {"cache": True, "hash": digest_of("weights"), "path": "model.bin", "size": 7}]}
 
@@ -114,3 +115,55 @@ def test_whether_an_output_is_cached_comes_from_the_configuration():
     assert [(o.path, o.cache) for o in lock.outs] == [("metrics.json", True),
                                                       ("model.bin", False)]
     assert digest_of("{}") in world.cache.objects
+
+
+# ---- discovered deps (SPEC §9, §13) ------------------------------------------------------------
+
+
+def cc_world() -> World:
+    return World(
+        stage("cc", "gcc -MMD -MF calc.d -c calc.c", deps=["calc.c"], outs=["calc.o"],
+              depfile="calc.d"),
+        files={"calc.c": "int f;", "include/calc.h": "h1", "include/util.h": "u1",
+               "calc.o": "obj"},
+    )
+
+
+def test_discovered_deps_are_locked_hashed_and_recorded_in_the_run_entry():
+    world = cc_world()
+    cc = world.project.stages["cc"]
+    # given unsorted, twice, with a declared dep and a path that vanished after the run
+    world.committer.commit(cc, discovered=["include/util.h", "calc.c", "include/calc.h",
+                                           "include/gone.h", "include/util.h"])
+    lock = world.locks.get("cc")
+    assert [(d.path, d.hash, d.size) for d in lock.discovered] == [
+        ("include/calc.h", digest_of("h1"), 2), ("include/util.h", digest_of("u1"), 2)]
+    assert [d.path for d in lock.deps] == ["calc.c"]
+    entry = world.cache.runs[lock.input_hash]
+    assert entry["schema"] == 2
+    assert entry["discovered"] == [d.to_dict() for d in lock.discovered]
+    # the input hash is the declared inputs' only
+    assert lock.input_hash == world.committer.snapshot(cc, discovered=[]).input_hash
+
+
+def test_a_stage_that_discovers_nothing_gets_an_empty_list_and_others_no_key():
+    world = cc_world()
+    world.committer.commit(world.project.stages["cc"], discovered=[])
+    assert world.locks.get("cc").discovered == []
+    world = train_world()
+    world.commit("train")
+    assert world.locks.get("train").discovered is None
+    assert '"discovered"' not in world.locks.texts["train"]
+
+
+def test_commit_without_a_run_keeps_the_locks_discovered_list_rehashed():
+    world = cc_world()
+    cc = world.project.stages["cc"]
+    world.committer.commit(cc, discovered=["include/calc.h", "include/util.h"])
+    world.workspace.write("include/calc.h", "h2")
+    world.workspace.remove("include/util.h")
+    assert world.plan()["cc"].status != UP_TO_DATE
+    world.commit("cc")  # as `pivotbuild commit` does: nothing ran, no depfile on disk
+    assert [(d.path, d.hash) for d in world.locks.get("cc").discovered] == [
+        ("include/calc.h", digest_of("h2"))]  # rehashed; the vanished one dropped
+    assert world.plan()["cc"].status == UP_TO_DATE

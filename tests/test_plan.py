@@ -7,7 +7,7 @@ import pytest
 
 from pivotbuild.config import Out
 from pivotbuild.plan import FROZEN, RESTORE, RUN, RUN_CACHE, SKIP, STALE, UP_TO_DATE, Reason
-from tests.fakes import World, digest_of, stage
+from tests.fakes import ROOT, World, digest_of, stage
 
 
 def two_stages(**train_fields) -> World:
@@ -303,3 +303,109 @@ def test_reason_text_as_status_prints_it():
     assert str(Reason("params-changed", key="lr")) == "params changed: lr"
     assert str(Reason("never-run", detail="the lock is invalid")) == (
         "never run (the lock is invalid)")
+
+
+# ---- discovered deps (SPEC §9: the lock's "discovered", from a depfile or imports) --------------
+
+
+def compile_world(**fields) -> World:
+    """cc compiles calc.c into calc.o; its last run discovered include/calc.h and
+    include/util.h (committed with them), and link uses calc.o."""
+    world = World(
+        stage("cc", "gcc -MMD -MF calc.d -c calc.c", deps=["calc.c"], outs=["calc.o"],
+              depfile="calc.d", **fields),
+        stage("link", "gcc -o app calc.o", deps=["calc.o"], outs=["app"]),
+        files={"calc.c": "int f;", "include/calc.h": "h1", "include/util.h": "u1",
+               "calc.o": "obj1", "app": "app1"},
+    )
+    world.committer.commit(world.project.stages["cc"],
+                           discovered=["include/util.h", "include/calc.h"])
+    world.commit("link")
+    return world
+
+
+def test_a_changed_discovered_dep_makes_the_stage_stale_not_its_input_hash():
+    world = compile_world()
+    assert [d.path for d in world.locks.get("cc").discovered] == [
+        "include/calc.h", "include/util.h"]
+    assert world.plan()["cc"].status == UP_TO_DATE
+    world.workspace.write("include/calc.h", "h2")
+    decision = world.plan()["cc"]
+    assert reasons(decision) == [
+        {"kind": "dep-changed", "path": "include/calc.h", "detail": "discovered"}]
+    assert str(decision.reasons[0]) == "dep changed: include/calc.h (discovered)"
+    assert decision.input_hash == world.locks.get("cc").input_hash  # not an input
+    assert decision.action == RUN  # the run cache has no run with this header
+    assert world.graph.number_of_edges() == 1  # cc → link only: no edge from a header
+
+
+def test_a_missing_discovered_dep_is_dep_missing_and_does_not_stop_the_run():
+    world = compile_world()
+    world.workspace.remove("include/util.h")
+    decision = world.plan()["cc"]
+    assert reasons(decision) == [
+        {"kind": "dep-missing", "path": "include/util.h", "detail": "discovered"}]
+    assert decision.missing_deps == [] and decision.action == RUN
+
+
+def test_discovered_deps_are_hashed_in_the_same_batch_as_the_declared_ones():
+    world = compile_world()
+    batches: list[list[str]] = []
+    hash_paths = world.hasher.hash_paths
+
+    def recording(paths):
+        batches.append([p[len(ROOT) + 1:] for p in paths])
+        return hash_paths(paths)
+
+    world.hasher.hash_paths = recording
+    world.plan()
+    assert len(batches) == 1
+    assert {"calc.c", "calc.o", "include/calc.h", "include/util.h", "app"} <= set(batches[0])
+
+
+def test_a_discovered_dep_now_declared_is_checked_as_a_dep_only():
+    world = compile_world()
+    world.graph.nodes["cc"]["stage"] = stage(
+        "cc", "gcc -MMD -MF calc.d -c calc.c", deps=["calc.c", "include/calc.h"],
+        outs=["calc.o"], depfile="calc.d")
+    world.workspace.write("include/calc.h", "h2")
+    assert reasons(world.plan()["cc"]) == [{"kind": "dep-added", "path": "include/calc.h"}]
+
+
+def test_starting_or_stopping_discovery_makes_the_stage_stale():
+    world = World(stage("cc", "cc", deps=["calc.c"], outs=["calc.o"]),
+                  files={"calc.c": "c", "calc.o": "o"})
+    world.commit("cc")
+    world.graph.nodes["cc"]["stage"] = stage("cc", "cc", deps=["calc.c"], outs=["calc.o"],
+                                             discover=["python"])
+    decision = world.plan()["cc"]
+    assert reasons(decision) == [
+        {"kind": "dep-added", "detail": "discovered deps not recorded"}]
+    # the run cache's entry for these inputs recorded no discovered deps: it cannot be used
+    assert decision.action == RUN
+    world = compile_world()
+    world.graph.nodes["cc"]["stage"] = stage("cc", "gcc -MMD -MF calc.d -c calc.c",
+                                             deps=["calc.c"], outs=["calc.o"])
+    decision = world.plan()["cc"]
+    assert reasons(decision) == [
+        {"kind": "dep-removed", "detail": "discovered deps no longer recorded"}]
+    assert decision.action == RUN_CACHE  # the outputs are known: nothing needs to run
+
+
+def test_the_run_cache_is_used_only_when_every_discovered_dep_has_its_recorded_hash():
+    world = compile_world()
+    cc = world.project.stages["cc"]
+    world.workspace.write("include/calc.h", "h2")  # a second run, with another header
+    world.workspace.write("calc.o", "obj2")
+    world.committer.commit(cc, discovered=["include/calc.h", "include/util.h"])
+    world.workspace.write("include/calc.h", "h1")  # back to the first run's header
+    decision = world.plan()["cc"]
+    assert decision.action == RUN_CACHE
+    assert [o["hash"] for o in decision.run_entry["outs"]] == [digest_of("obj1")]
+    assert [(d["path"], d["hash"]) for d in decision.run_entry["discovered"]] == [
+        ("include/calc.h", digest_of("h1")), ("include/util.h", digest_of("u1"))]
+    world.workspace.write("include/util.h", "u2")  # a combination no run has seen
+    assert world.plan()["cc"].action == RUN
+    world.workspace.write("include/util.h", "u1")
+    world.workspace.remove("include/calc.h")
+    assert world.plan()["cc"].action == RUN
