@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pivotbuild import manifest
@@ -40,15 +40,17 @@ class Fetcher:
         self.report = report
         self.progress = progress
 
-    def objects(self, refs: Iterable[OutputRef]) -> set[str]:
+    def objects(self, refs: Iterable[OutputRef], executable: Collection[str] = ()) -> set[str]:
         """Fetch what the local cache lacks of these outputs' objects (a directory's files
-        first, its manifest last); the hashes of the outputs complete in the cache after."""
+        first, its manifest last); the hashes of the outputs complete in the cache after.
+        ``executable``: file outputs (hashes) whose object gets the exec bit (object stores
+        keep no mode; a directory's files take theirs from its manifest)."""
         files: dict[str, str] = {}
         dirs: dict[str, str] = {}
         for ref in refs:
             target = dirs if is_dir_hash(ref.hash) else files
             target.setdefault(ref.hash, ref.shown)
-        executable: set[str] = set()
+        executable = set(executable)
         listed: dict[str, set[str]] = {}
         pending: dict[str, str] = {}  # .dir hash -> verified temp, placed after its files
         parsed: dict[str, list[manifest.ManifestEntry]] = {}

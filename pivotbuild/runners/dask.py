@@ -1,0 +1,702 @@
+"""The Dask runner: a stage's commands run as one task on a Dask ``distributed`` cluster.
+
+Only the commands leave the client. Planning, run-cache lookups, re-deciding after an upstream
+run, the commit writer, locks and history stay here, unchanged; a stage's thread blocks on
+its task's future (``-j`` is the number of stages in flight, by default the cluster's thread
+count). With ``transfer = "remote"`` (the default) inputs and outputs travel through the
+project's remote by hash:
+
+- ``prepare`` (before the executor starts) connects, checks that the workers run this
+  pivotbuild (a WorkerPlugin), and uploads the input objects the remote lacks, learned in one
+  listing for the whole plan: source deps hashed from the workspace (copied into a temporary
+  store, never into the cache) and upstream outputs from the cache;
+- ``run`` sends a versioned plain-dict spec to ``worker.run_stage`` (``pure=False``, key
+  ``pivotbuild-<stage>-<run id>``, ``retries``), prints the output lines the worker sends in
+  batches (``subscribe_topic``), then validates the result (declared outs only), fetches the
+  cached outs into the cache (each rehashed; with ``--no-commit`` into a temporary store,
+  never the cache), writes inline outs atomically and places everything in the workspace;
+- the commit writer then rehashes the workspace as for a local run; ``CheckedCommitter``
+  refuses to commit an output whose hash differs from the worker's.
+
+``transfer = "shared"`` runs the commands in the project itself, on a file system the
+workers share at the same path; only the exit code returns, and the client waits for the
+outputs to become visible before committing as today.
+
+A failed command is a result (its exit code), not an exception. A lost worker is Dask's to
+reschedule; after ``retries`` resubmissions the stage fails "worker lost". An interrupt sets
+the run's cancel ``distributed.Event`` (``Future.cancel()`` does not stop a running task: its
+subprocess would outlive us and the scheduler would count the worker free), waits up to 5 s
+for the running tasks to report, then cancels what is left.
+
+Dask runs pickled code: client, scheduler and workers are one trust domain. A ``tcp://``
+address that is not loopback is refused unless ``insecure = true``; use ``tls://``.
+``cluster = "local"`` starts a LocalCluster on 127.0.0.1 with no dashboard.
+
+``distributed`` is imported only when a stage is about to run (it costs ~0.6 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pivotbuild
+from pivotbuild import paths
+from pivotbuild.errors import OperationError, UsageError
+from pivotbuild.runners import INTERRUPTED, Cancel, OutputSink, StageSpec
+
+if TYPE_CHECKING:
+    from pivotbuild.commit import CommitResult, Committer, Snapshot
+    from pivotbuild.config import ExecutorSettings, Project, Stage
+    from pivotbuild.hasher import Hasher, PathDigest
+    from pivotbuild.plan import Decision
+    from pivotbuild.remote.base import Remote
+    from pivotbuild.store import Cache
+
+REPORT_WAIT_S = 5.0  # after an interrupt: how long running tasks get to report
+LINES_WAIT_S = 5.0  # after a result: how long its last output batches get to arrive
+VISIBLE_WAIT_S = 30.0  # transfer = "shared": how long outputs get to appear
+INLINE_MAX = 1 << 20  # non-cached outputs up to this many bytes (per stage) travel inline
+_POLL_S = 0.25
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+# ---- choosing and checking the executor -------------------------------------------------------
+
+
+def check_address(address: str, insecure: bool) -> None:
+    """UsageError for an address this client must not connect to: a ``tcp://`` (or schemeless)
+    address whose host is not loopback, unless ``insecure``."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if scheme != "tcp" or insecure:
+        return
+    host = rest.rsplit(":", 1)[0] if not rest.startswith("[") else rest[1:].split("]")[0]
+    host = host.split("/")[0]
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host.lower() in _LOOPBACK_NAMES
+    if not loopback:
+        raise UsageError(
+            f"executor address {address!r} is a plain tcp:// address that is not loopback: "
+            f"Dask runs pickled code, so anyone who can reach the scheduler can run commands "
+            f"as its workers; use tls:// (with certificates in the Dask config), or set "
+            f"insecure = true in [executor] on a network you trust")
+
+
+def dask_runner(pipeline: Any, kind: str | None = None, address: str | None = None,
+                no_commit: bool = False) -> DaskRunner | None:
+    """The runner ``[executor]`` (or ``--executor`` / ``--executor-address``) asks for: None
+    for the local one. UsageError (exit 2) for a dask executor that cannot be used: no
+    ``distributed`` installed, no address or cluster, an unsafe address, no remote."""
+    import importlib.util
+
+    project: Project = pipeline.project
+    settings = project.executor
+    if (kind or settings.kind) != "dask":
+        return None
+    if importlib.util.find_spec("distributed") is None:
+        raise UsageError("executor kind \"dask\" needs Dask's distributed, which is not "
+                         "installed: pip install 'pivotbuild[dask]'")
+    if address:
+        settings = settings.model_copy(update={"address": address, "cluster": None,
+                                               "workers": None})
+    if settings.address is None and settings.cluster is None:
+        raise UsageError("executor kind \"dask\" needs an address (executor.address, in "
+                         "pivot.toml or .pivotbuild/config.local.toml, or --executor-address) "
+                         "or cluster = \"local\"")
+    if settings.address is not None:
+        check_address(settings.address, settings.insecure)
+    remote = None
+    if settings.transfer == "remote":
+        from pivotbuild.remote import open_remote
+
+        if settings.remote is None:
+            raise UsageError("executor transfer = \"remote\" needs a remote: set "
+                             "executor.remote or project.default_remote")
+        remote = open_remote(project, settings.remote)
+    return DaskRunner(project, pipeline.hasher, pipeline.cache, settings, remote, no_commit)
+
+
+# ---- what the client waits for -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Stream:
+    """The output of one task (one key): lines go to the stage's sink as batches arrive."""
+
+    sink: OutputSink
+    received: set[tuple[str, int]] = field(default_factory=set)  # (attempt, seq)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+
+class DaskRunner:
+    """Runs stages' commands as Dask tasks (see the module doc); thread-safe."""
+
+    def __init__(self, project: Project, hasher: Hasher, cache: Cache,
+                 settings: ExecutorSettings, remote: Remote | None, no_commit: bool) -> None:
+        self.project = project
+        self.hasher = hasher
+        self.cache = cache
+        self.settings = settings
+        self.remote = remote
+        self.no_commit = no_commit
+        self.run_id = secrets.token_hex(8)
+        self.topic = f"pivotbuild-{self.run_id}"
+        self.cancel_name = f"pivotbuild-cancel-{self.run_id}"
+        self.timings: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._cluster: Any = None
+        self._event: Any = None
+        self._slots: threading.Semaphore | None = None
+        self._streams: dict[str, _Stream] = {}
+        self._futures: dict[str, Any] = {}  # key -> future, while in flight
+        self._on_remote: set[str] = set()  # objects known to be on the remote
+        self._expected: dict[str, dict[str, str]] = {}  # stage -> out path -> worker's hash
+        self._local: Any = None
+        self._local_names = set(settings.local)
+        self._remote_settings: dict[str, Any] | None = None
+        if remote is not None:
+            config = project.remotes[remote.name]
+            store_root = getattr(remote.store, "root", None)
+            from fsspec.core import split_protocol
+
+            protocol, _ = split_protocol(config.url)
+            url = store_root if protocol in (None, "file", "local") else config.url
+            self._remote_settings = {"name": remote.name, "url": url,
+                                     "endpoint_url": config.endpoint_url,
+                                     "region": config.region}  # never the profile
+
+    # ---- connecting ------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            started = time.monotonic()
+            try:
+                client = self._open_client()
+            except (OSError, TimeoutError) as exc:
+                where = self.settings.address or "a local cluster"
+                raise OperationError(f"cannot connect to the Dask scheduler at {where}: "
+                                     f"{exc}") from None
+            self.timings["connect_s"] = time.monotonic() - started
+            from pivotbuild.runners import worker as worker_side
+
+            try:
+                client.register_plugin(worker_side.VersionCheck(pivotbuild.__version__))
+            except Exception as exc:  # noqa: BLE001 - a worker refused: say which and why
+                client.close()
+                raise OperationError(f"a Dask worker cannot run pivotbuild's stages: "
+                                     f"{exc}") from None
+            from distributed import Event
+
+            self._event = Event(self.cancel_name, client=client)  # type: ignore[no-untyped-call]
+            client.subscribe_topic(self.topic, self._on_lines)
+            self._client = client
+            return client
+
+    def _open_client(self) -> Any:
+        import logging
+
+        from distributed import Client, LocalCluster
+
+        if self.settings.cluster == "local":
+            workers = self.settings.workers or os.cpu_count() or 1
+            self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=None, silence_logs=logging.CRITICAL)
+            return Client(self._cluster)  # type: ignore[no-untyped-call]
+        return Client(self.settings.address, timeout=30)  # type: ignore[no-untyped-call]
+
+    def threads(self) -> int:
+        """The cluster's thread count: the default number of stages in flight."""
+        nthreads: dict[str, int] = self._connect().nthreads()
+        return max(1, sum(nthreads.values()))
+
+    # ---- before the executor starts --------------------------------------------------------
+
+    def prepare(self, decisions: list[Decision], committer: Committer, jobs: int
+                ) -> tuple[CheckedCommitter, int]:
+        """Connect; upload the input objects the remote lacks for every stage that may run
+        (one listing); the committer to use and the number of stages in flight (``jobs``, or
+        the cluster's thread count if 0)."""
+        from pivotbuild.plan import SKIP
+
+        may_run = [d for d in decisions if d.action != SKIP or d.upstream_stale]
+        self._connect()
+        jobs = jobs or self.threads()
+        self._slots = threading.Semaphore(jobs)
+        if self.remote is not None and may_run:
+            produced = [o.path for d in may_run for o in d.stage.outs]
+            inputs: dict[str, PathDigest] = {}
+            for d in may_run:
+                if self._runs_here(d.stage.name, d.stage.base):
+                    continue
+                for path in d.stage.deps:
+                    digest = d.deps.get(path)
+                    if digest is None or digest.hash is None or any(
+                            paths.is_inside(path, out) or paths.is_inside(out, path)
+                            for out in produced):
+                        continue  # made during this run: looked at when its stage starts
+                    inputs[path] = digest
+            self._upload(inputs, check_listing=True)
+        return CheckedCommitter(committer, self._expected), jobs
+
+    def _runs_here(self, name: str, base: str | None = None) -> bool:
+        if base is None:
+            stage = self.project.stages.get(name)
+            base = stage.base if stage is not None else name
+        return name in self._local_names or base in self._local_names
+
+    def _upload(self, inputs: Mapping[str, PathDigest], check_listing: bool) -> None:
+        """Put on the remote the objects of these workspace paths it lacks: those in the cache
+        from there, the others from the workspace through a temporary store."""
+        assert self.remote is not None
+        from pivotbuild.remote.base import FILES_DIR
+        from pivotbuild.remote.transfer import push_objects
+
+        wanted = {d.hash: p for p, d in inputs.items()
+                  if d.hash is not None and d.hash not in self._on_remote}
+        if not wanted:
+            return
+        if check_listing:
+            there = self.remote.present(FILES_DIR, list(wanted))
+            with self._lock:
+                self._on_remote.update(there)
+            wanted = {h: p for h, p in wanted.items() if h not in there}
+            if not wanted:
+                return
+        in_cache = {h: p for h, p in wanted.items() if self.cache.objects.has(h)}
+        if in_cache:
+            self._push(push_objects(self.remote, self.cache.objects, list(in_cache),
+                                    shown=in_cache), in_cache)
+        rest = {h: p for h, p in wanted.items() if h not in in_cache}
+        if rest:
+            with self._temp_cache() as staging:
+                for digest_hash, path in rest.items():
+                    digest = inputs[path]
+                    src = self.project.root / path
+                    if digest.is_dir:
+                        staging.objects.store_dir(src, digest, shown=path)
+                    else:
+                        staging.objects.store_file(src, digest_hash, shown=path)
+                self._push(push_objects(self.remote, staging.objects, list(rest), shown=rest),
+                           rest)
+
+    def _push(self, report: Any, hashes: Iterable[str]) -> None:
+        if report.failed:
+            what, why = report.failed[0]
+            raise OperationError(f"cannot upload the input {what} to remote "
+                                 f"'{report.remote}': {why}")
+        with self._lock:
+            self._on_remote.update(hashes)  # sent, or found there by push's listing
+
+    @contextlib.contextmanager
+    def _temp_cache(self) -> Any:
+        from pivotbuild.store import Cache
+
+        base = self.project.state_dir / "tmp"
+        base.mkdir(parents=True, exist_ok=True)
+        directory = tempfile.mkdtemp(prefix="dask-", dir=base)
+        try:
+            yield Cache(Path(directory), durable=False)
+        finally:
+            paths.remove_path(directory)
+
+    # ---- the StageRunner interface ---------------------------------------------------------
+
+    def open(self, cancel: Cancel) -> None:
+        from pivotbuild.runners.local import LocalRunner
+
+        self._local = LocalRunner()
+        self._local.open(cancel)  # from the main thread: see runners/local.py
+        cancel.on_cancel(self._cancel)
+
+    def run(self, spec: StageSpec, output: OutputSink, cancel: Cancel) -> int:
+        if spec.console or self._runs_here(spec.name):
+            if self._local is None:
+                from pivotbuild.runners.local import LocalRunner
+
+                self._local = LocalRunner()
+            code: int = self._local.run(spec, output, cancel)
+            return code
+        self._connect()
+        slots = self._slots
+        if slots is not None:
+            while not slots.acquire(timeout=_POLL_S):
+                if cancel.is_set():
+                    return INTERRUPTED
+        try:
+            return self._run_remote(spec, output, cancel)
+        finally:
+            if slots is not None:
+                slots.release()
+
+    def close(self) -> None:
+        if self._local is not None:
+            self._local.close()
+        with self._lock:
+            client, cluster = self._client, self._cluster
+            self._client = self._cluster = None
+            futures = list(self._futures.values())
+        started = time.monotonic()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                if futures:
+                    client.cancel(futures)
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic(self.topic)
+            with contextlib.suppress(Exception):
+                client.close()
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close()
+        self.timings["close_s"] = time.monotonic() - started
+
+    def _cancel(self) -> None:
+        """On an interrupt: tell every task (running or yet to start) to stop its commands;
+        each stage's thread then waits up to REPORT_WAIT_S for its task to report."""
+        event = self._event
+        if event is not None:
+            with contextlib.suppress(Exception):
+                event.set()
+
+    # ---- one stage on the cluster ------------------------------------------------------------
+
+    def _run_remote(self, spec: StageSpec, output: OutputSink, cancel: Cancel) -> int:
+        stage = self.project.stages[spec.name]
+        task = self._spec(stage, spec)
+        for attempt in range(self.settings.retries + 1):
+            key = f"pivotbuild-{spec.name}-{self.run_id}" + (f"-{attempt}" if attempt else "")
+            outcome = self._submit_and_wait(key, task, output, cancel)
+            if outcome == "lost":
+                if attempt < self.settings.retries:
+                    output(f"pivotbuild: stage {spec.name}: its worker was lost; "
+                           f"running it again\n")
+                    continue
+                raise OperationError(f"worker lost: stage '{spec.name}' failed after "
+                                     f"{attempt + 1} attempt(s) whose worker died")
+            if not isinstance(outcome, dict):
+                return INTERRUPTED
+            return self._finish(stage, spec, outcome, output)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _spec(self, stage: Stage, spec: StageSpec) -> dict[str, Any]:
+        """The plain dict the worker gets (worker.py documents it)."""
+        from pivotbuild.runners import worker as worker_side
+
+        env = {name: os.environ[name] for name in self.settings.env if name in os.environ}
+        task: dict[str, Any] = {
+            "version": worker_side.SPEC_VERSION, "pivotbuild": pivotbuild.__version__,
+            "run_id": self.run_id, "stage": spec.name, "cmd": list(spec.cmd),
+            "wdir": spec.wdir, "transfer": self.settings.transfer, "env": env,
+            "topic": self.topic, "cancel": self.cancel_name, "inline_max": INLINE_MAX,
+            "outs": [{"path": o.path, "cache": o.cache, "persist": o.persist}
+                     for o in stage.outs],
+            "deps": [], "persist": [], "remote": self._remote_settings, "input_hash": None,
+        }
+        if self.settings.transfer == "shared":
+            task["root"] = str(self.project.root)
+            return task
+        root = self.project.root
+        want = [*stage.deps, *(o.path for o in stage.outs if o.persist)]
+        digests = dict(zip(want, self.hasher.hash_paths([str(root / p) for p in want]),
+                           strict=True))
+        inputs: dict[str, PathDigest] = {}
+        for path in stage.deps:
+            digest = digests[path]
+            if digest.hash is None:
+                raise OperationError(digest.problem(str(root)) if not digest.missing
+                                     else f"missing dependency {path!r}")
+            inputs[path] = digest
+            executable = not digest.is_dir and bool(os.stat(root / path).st_mode & 0o100)
+            task["deps"].append({"path": path, "hash": digest.hash, "size": digest.size,
+                                 "exec": executable})
+        for out in stage.outs:
+            kept = digests.get(out.path) if out.persist else None
+            if kept is not None and kept.hash is not None:
+                inputs[out.path] = kept
+                task["persist"].append({"path": out.path, "hash": kept.hash})
+        from pivotbuild.plan import stage_input_hash
+
+        task["input_hash"] = stage_input_hash(
+            stage, {p: d.hash for p, d in inputs.items() if p in stage.deps})
+        self._upload(inputs, check_listing=True)
+        return task
+
+    def _submit_and_wait(self, key: str, task: dict[str, Any], output: OutputSink,
+                         cancel: Cancel) -> dict[str, Any] | str | None:
+        """The task's result; "lost" if its worker died (after Dask's own rescheduling);
+        None if interrupted."""
+        from distributed.scheduler import KilledWorker
+
+        from pivotbuild.runners import worker as worker_side
+
+        client = self._connect()
+        stream = _Stream(output)
+        with self._lock:
+            self._streams[key] = stream
+        future = client.submit(worker_side.run_stage, {**task, "key": key}, key=key, pure=False,
+                               retries=self.settings.retries)
+        with self._lock:
+            self._futures[key] = future
+        try:
+            deadline = None
+            while True:
+                if cancel.is_set() and deadline is None:
+                    deadline = time.monotonic() + REPORT_WAIT_S
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                try:
+                    result: dict[str, Any] = future.result(timeout=_POLL_S)
+                    break
+                except TimeoutError:
+                    continue
+                except KilledWorker:
+                    return "lost"
+                except Exception as exc:  # noqa: BLE001 - the cluster's failure, in one line
+                    if cancel.is_set():
+                        return None
+                    if future.status == "cancelled" or type(exc).__name__ in (
+                            "CancelledError", "FutureCancelledError", "CommClosedError"):
+                        raise OperationError(
+                            f"the Dask scheduler was lost while stage '{task['stage']}' ran "
+                            f"({type(exc).__name__}: {exc})") from None
+                    raise OperationError(f"stage '{task['stage']}' failed on the cluster: "
+                                         f"{type(exc).__name__}: {exc}") from None
+            self._drain(stream, str(result.get("attempt")), int(result.get("batches", 0)))
+            if cancel.is_set():
+                return None
+            return result
+        finally:
+            with self._lock:
+                self._streams.pop(key, None)
+                self._futures.pop(key, None)
+
+    def _on_lines(self, event: Any) -> None:
+        """subscribe_topic's handler (the client's event loop): one batch of a task's lines."""
+        _, message = event
+        if not isinstance(message, dict):
+            return
+        with self._lock:
+            stream = self._streams.get(str(message.get("key")))
+        if stream is None:
+            return
+        with stream.cond:
+            seq = (str(message.get("attempt")), int(message.get("seq", -1)))
+            if seq in stream.received:
+                return
+            stream.received.add(seq)
+            for line in message.get("lines", ()):
+                stream.sink(str(line))
+            stream.cond.notify_all()
+
+    def _drain(self, stream: _Stream, attempt: str, batches: int) -> None:
+        """Wait (a little) until every batch the task's last attempt sent has been printed."""
+        deadline = time.monotonic() + LINES_WAIT_S
+        with stream.cond:
+            while (sum(1 for a, _ in stream.received if a == attempt) < batches
+                   and time.monotonic() < deadline):
+                stream.cond.wait(timeout=0.05)
+
+    # ---- after the task ------------------------------------------------------------------------
+
+    def _finish(self, stage: Stage, spec: StageSpec, result: dict[str, Any],
+                output: OutputSink) -> int:
+        from pivotbuild.runners import worker as worker_side
+
+        status = result.get("status")
+        where = result.get("worker", "a worker")
+        if status == worker_side.ERROR:
+            raise OperationError(f"on {where}: {result.get('error')}")
+        if status == worker_side.INTERRUPTED:
+            return INTERRUPTED
+        code = int(result.get("exit_code", 1))
+        if code != 0:
+            if self.settings.transfer == "remote":
+                output(f"pivotbuild: stage {spec.name} ran on {where} in a scratch directory "
+                       f"that holds only its declared deps (an undeclared input is missing "
+                       f"there)\n")
+            return code
+        if self.settings.transfer == "shared":
+            self._wait_visible(stage)
+            return 0
+        outs = self._validated(stage, result)
+        self._bring_back(stage, outs, result.get("inline", []))
+        return 0
+
+    def _validated(self, stage: Stage, result: dict[str, Any]) -> list[dict[str, Any]]:
+        """The result's outs, refused unless each is a declared out, once, with a
+        well-formed hash."""
+        from pivotbuild.names import is_hash
+
+        declared = {o.path: o for o in stage.outs}
+        seen: set[str] = set()
+        outs = result.get("outs")
+        if not isinstance(outs, list):
+            raise OperationError(f"stage '{stage.name}': the worker's result has no outs list")
+        for out in outs:
+            path = out.get("path") if isinstance(out, dict) else None
+            if not isinstance(path, str) or path not in declared or path in seen:
+                raise OperationError(f"stage '{stage.name}': the worker's result names "
+                                     f"{path!r}, which is not a declared output; rejected")
+            if not is_hash(out.get("hash")):
+                raise OperationError(f"stage '{stage.name}': the worker's result has no valid "
+                                     f"hash for {path!r}; rejected")
+            seen.add(path)
+        for item in result.get("inline", []):
+            path = item.get("path") if isinstance(item, dict) else None
+            if path not in seen or declared[path].cache:
+                raise OperationError(f"stage '{stage.name}': the worker's result inlines "
+                                     f"{path!r}, which is not a declared non-cached output; "
+                                     f"rejected")
+        return outs
+
+    def _bring_back(self, stage: Stage, outs: list[dict[str, Any]],
+                    inline: list[dict[str, Any]]) -> None:
+        """Fetched (rehashed) and inline outputs placed in the workspace; their hashes kept
+        for CheckedCommitter."""
+        assert self.remote is not None
+        declared = {o.path: o for o in stage.outs}
+        inline_paths = {item["path"] for item in inline}
+        to_cache = [o for o in outs if declared[o["path"]].cache and not self.no_commit]
+        to_temp = [o for o in outs if o["path"] not in inline_paths and o not in to_cache]
+        for item in inline:
+            digest = next(o["hash"] for o in outs if o["path"] == item["path"])
+            _write_inline(self.project.root, item["path"], item["files"], digest)
+        if to_cache:
+            self._fetch_and_place(stage, to_cache, self.cache, self.project.checkout)
+        if to_temp:
+            with self._temp_cache() as temp:
+                self._fetch_and_place(stage, to_temp, temp, ["copy"])
+        with self._lock:
+            self._expected[stage.name] = {o["path"]: o["hash"] for o in outs}
+
+    def _fetch_and_place(self, stage: Stage, outs: list[dict[str, Any]], cache: Cache,
+                         methods: list[str]) -> None:
+        assert self.remote is not None
+        from pivotbuild.remote.fetcher import Fetcher
+        from pivotbuild.remote.refs import OutputRef, TransferReport
+        from pivotbuild.runners import worker as worker_side
+        from pivotbuild.store.place import STAGING_DIR, Placer
+
+        report = TransferReport(self.remote.name, "fetch")
+        refs = [OutputRef(stage.name, o["path"], o["hash"]) for o in outs]
+        executable = {o["hash"] for o in outs if o.get("exec")}
+        complete = Fetcher(cache, self.remote, 8, report, worker_side._NoProgress()).objects(
+            refs, executable)
+        if report.failed or any(r.hash not in complete for r in refs):
+            what, why = report.failed[0] if report.failed else (refs[0].shown, "not fetched")
+            raise OperationError(f"cannot fetch the output {what}: {why}")
+        placer = Placer(cache.objects, self.project.root, self.project.state_dir / STAGING_DIR)
+        for out in outs:
+            placer.restore(out["hash"], out["path"], None, methods, overwrite=True)
+
+    def _wait_visible(self, stage: Stage) -> None:
+        """transfer = "shared": a file system may show a worker's writes a little later."""
+        deadline = time.monotonic() + VISIBLE_WAIT_S
+        root = self.project.root
+        while not all(os.path.lexists(root / o.path) for o in stage.outs):
+            if time.monotonic() >= deadline:
+                return  # the commit writer names what is missing
+            time.sleep(_POLL_S)
+
+
+def _write_inline(root: Path, path: str, files: Iterable[Any], digest: str) -> None:
+    """An inline output written atomically, after checking it against the worker's hash."""
+    from pivotbuild import manifest
+    from pivotbuild.atomic import write_atomic
+    from pivotbuild.hashing import get_backend
+    from pivotbuild.names import dir_hash, is_dir_hash
+
+    backend = get_backend()
+    items = [(str(rel), bytes(data), bool(executable)) for rel, data, executable in files]
+    if is_dir_hash(digest):
+        entries = []
+        for rel, data, executable in items:
+            manifest.check_relative_path(os.fsencode(rel))
+            entries.append(manifest.ManifestEntry(rel, backend.hash_bytes(data), len(data),
+                                                  executable))
+        actual = dir_hash(manifest.build(entries))
+    else:
+        if len(items) != 1 or items[0][0]:
+            raise OperationError(f"{path}: the worker's inline output is malformed; rejected")
+        actual = backend.hash_bytes(items[0][1])
+    if actual != digest:
+        raise OperationError(f"{path}: the worker's inline output hashes to {actual}, not to "
+                             f"{digest} as it said; rejected")
+    dest = paths.resolve(root, path)
+    if not is_dir_hash(digest):
+        paths.make_parent(root, path)
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            paths.remove(root, path)
+        _, data, executable = items[0]
+        write_atomic(dest, data, mode=0o755 if executable else 0o644)
+        return
+    temp = tempfile.mkdtemp(prefix=".pivotbuild-inline-", dir=paths.make_parent(root, path).parent)
+    try:
+        for rel, data, executable in items:
+            target = os.path.join(temp, rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as f:
+                f.write(data)
+            os.chmod(target, 0o755 if executable else 0o644)
+        os.chmod(temp, 0o755)
+        if os.path.lexists(dest):
+            paths.remove(root, path)
+        os.rename(temp, dest)
+        temp = ""
+    finally:
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+# ---- the commit writer, checked against the worker ----------------------------------------------
+
+
+class CheckedCommitter:
+    """The commit writer, unchanged, with one check first: an output that ran on a worker
+    must hash in the workspace to what the worker said it hashed to."""
+
+    def __init__(self, inner: Committer, expected: dict[str, dict[str, str]]) -> None:
+        self.inner = inner
+        self.expected = expected
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def snapshot(self, stage: Stage, *args: Any, **kwargs: Any) -> Snapshot:
+        snap = self.inner.snapshot(stage, *args, **kwargs)
+        self._check(stage, snap)
+        return snap
+
+    def commit(self, stage: Stage, snapshot: Snapshot | None = None, *args: Any,
+               **kwargs: Any) -> CommitResult:
+        snap = snapshot or self.inner.snapshot(stage, *args, **kwargs)
+        self._check(stage, snap)
+        return self.inner.commit(stage, snap, *args, **kwargs)
+
+    def _check(self, stage: Stage, snap: Snapshot) -> None:
+        expected = self.expected.pop(stage.name, None)
+        if not expected:
+            return
+        for path, digest in expected.items():
+            got = snap.outs[path].hash if path in snap.outs else None
+            if got != digest:
+                raise OperationError(f"output {path!r} hashes to {got} in the workspace but "
+                                     f"to {digest} on the worker; nothing committed for it")
+
