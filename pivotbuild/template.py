@@ -8,9 +8,10 @@ Dotted names walk into tables; only strings, numbers, booleans (written the TOML
 
 ``instances`` turns one stage table's ``matrix`` (the product of its axes, in the order
 written) or ``foreach`` (one value each) into ``(stage name, item)`` pairs: the instance of
-base ``train`` for ``{model = "cnn", lr = 0.1}`` is ``train@cnn-0.1``. A generated name must
-be usable as a lock file's name; problems are ConfigErrors pointing at the value that caused
-them. (Globs, globs.py, are the next kind of foreach.)
+base ``train`` for ``{model = "cnn", lr = 0.1}`` is ``train@cnn-0.1``. A value may also be a
+glob match (a table with ``path``, ``name``, ``stem``, ``dir``, ``key``: config_build.py walks
+the glob with globs.py), named by its ``key``: ``cc@net.io``. A generated name must be usable
+as a lock file's name; problems are ConfigErrors pointing at the value that caused them.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def _name_problem(name: str) -> str | None:
 
 
 def _name_part(value: Any) -> str:
+    if isinstance(value, Mapping):  # a glob match: its key names it (SPEC §9)
+        return str(value["key"])
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
@@ -159,8 +162,10 @@ def instances(base: str, matrix: Mapping[str, list[Any]] | None,
             axis_i = next((k for k, v in enumerate(values) if _name_problem(_name_part(v))),
                           0)
             axis = names[axis_i]
-            key = (key_path(*where, "foreach", combo[axis_i]) if axis == "" else
-                   key_path(*where, "matrix", axis, combo[axis_i]))
+            index: str | int = ("glob" if isinstance(values[axis_i], Mapping)
+                                else combo[axis_i])
+            key = (key_path(*where, "foreach", index) if axis == "" else
+                   key_path(*where, "matrix", axis, index))
             raise ConfigError(PROJECT_FILE, key, problem)
         if name in seen:
             key = key_path(*where, "foreach" if "" in axes else "matrix")

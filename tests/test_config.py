@@ -623,7 +623,7 @@ def test_params_key_through_a_scalar_is_missing(tmp_path: Path) -> None:
 def test_params_key_malformed_or_duplicate(tmp_path: Path) -> None:
     assert error(tmp_path, "[stages.s]\ncmd = 'x'\nparams = ['a..b']\n", "a = 1\n") == (
         "pivot.toml: stages.s.params[0]: malformed params key 'a..b' (expected dotted keys "
-        "like 'train.lr')")
+        "like 'train.lr', or 'FILE:train.lr' for another params file)")
     assert error(tmp_path, "[stages.s]\ncmd = 'x'\nparams = ['a', 'a']\n", "a = 1\n") == (
         "pivot.toml: stages.s.params[1]: 'a' is listed twice")
 

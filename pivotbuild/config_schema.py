@@ -1,0 +1,370 @@
+"""pivot.toml's raw schema: what the TOML may contain before expansion, and reading the files.
+
+The ``Raw*`` pydantic models are strict (unknown keys and wrong types are errors, never
+coerced); ``validate`` checks a parsed document against one and turns pydantic's first error
+into one ``ConfigError(file, key path, problem)`` line. ``read_toml`` and ``read_params``
+(TOML, YAML, JSON by extension) parse a file the same way: every syntax, encoding or I/O
+problem is a ConfigError naming the file (and the line where the parser knows it).
+YAML is read with PyYAML's C safe loader (libyaml, fast) when PyYAML was built with it, else
+its pure-Python safe loader: both build only plain data, never objects.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
+
+from pivotbuild.config_models import EXECUTOR_KINDS, TRANSFER_MODES
+from pivotbuild.errors import ConfigError, key_path
+from pivotbuild.paths import CHECKOUT_METHODS
+from pivotbuild.template import toml_type
+from pivotbuild.urls import redact_text
+
+_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+def _as_cmd_list(value: Any) -> Any:
+    # A string cmd is shorthand for a one-command list; the lock always stores a list.
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return value
+    raise PydanticCustomError("cmd_type", "expected a string or an array of strings, got {got}",
+                              {"got": toml_type(value)})
+
+
+def _as_out_table(value: Any) -> Any:
+    # A plain string out is shorthand for { path = "..." } with default flags.
+    if isinstance(value, str):
+        return {"path": value}
+    if isinstance(value, dict):
+        return value
+    raise PydanticCustomError("out_type", "expected a path string or a table with a path, got "
+                              "{got}", {"got": toml_type(value)})
+
+
+def _scalar(value: Any) -> Any:
+    # Matrix/foreach values end up in stage names and strings, so only plain scalars make sense.
+    if isinstance(value, (str, int, float)):  # bool is an int subclass
+        return value
+    raise PydanticCustomError("scalar_type", "expected a string, integer, float or boolean, "
+                              "got {got}", {"got": toml_type(value)})
+
+
+_Scalar = Annotated[Any, BeforeValidator(_scalar)]
+
+
+class RawGlob(BaseModel):
+    """``{ glob = PATTERN, exclude = [PATTERN...] }``: a foreach or a matrix axis (SPEC §9)."""
+
+    model_config = _STRICT
+    glob: str
+    exclude: list[str] = []
+
+
+# Pydantic adds a union member's tag to an error's location; _translate drops these.
+_TAGS = ("<values>", "<glob>")
+
+
+def _axis_tag(value: Any) -> str | None:
+    return "<values>" if isinstance(value, list) else "<glob>" if isinstance(value, dict) else None
+
+
+# A foreach, or one matrix axis: an array of scalars, or a glob table.
+_Axis = Annotated[
+    Annotated[list[_Scalar], Tag("<values>")] | Annotated[RawGlob, Tag("<glob>")],
+    Discriminator(_axis_tag, custom_error_type="axis_type",
+                  custom_error_message="expected an array of values or a table "
+                  "{ glob = PATTERN }"),
+]
+
+
+def _flag(value: Any, tables: bool) -> Any:
+    # metric / plot: a boolean, an array of paths inside a directory out, or (plot) a table,
+    # whose keys plots.parse_plot_flag checks once the stage is built.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    if tables and isinstance(value, dict):
+        return value
+    shape = "a boolean, an array of paths" + (" or a table {x, y, title, template}"
+                                              if tables else "")
+    raise PydanticCustomError("flag_type", "expected {shape}, got {got}",
+                              {"shape": shape, "got": _describe(value)})
+
+
+def _choice(*allowed: str) -> Any:
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and value in allowed:
+            return value
+        raise PydanticCustomError("choice", "expected one of {allowed}, got {got}",
+                                  {"allowed": ", ".join(repr(a) for a in allowed),
+                                   "got": _describe(value)})
+    return BeforeValidator(check)
+
+
+class RawOut(BaseModel):
+    model_config = _STRICT
+    path: str
+    cache: bool = True
+    persist: bool = False
+    metric: Annotated[Any, BeforeValidator(lambda v: _flag(v, tables=False))] = False
+    plot: Annotated[Any, BeforeValidator(lambda v: _flag(v, tables=True))] = False
+
+
+class RawStage(BaseModel):
+    model_config = _STRICT
+    cmd: Annotated[list[str], BeforeValidator(_as_cmd_list)]
+    deps: list[str] = []
+    outs: list[Annotated[RawOut, BeforeValidator(_as_out_table)]] = []
+    params: list[str] = []
+    wdir: str = "."
+    desc: str | None = None
+    always_changed: bool = False
+    frozen: bool = False
+    matrix: dict[str, _Axis] | None = None
+    foreach: _Axis | None = None
+    depfile: str | None = None
+    discover: list[Annotated[str, _choice("python")]] = []
+    pool: str | None = None
+
+
+class RawProject(BaseModel):
+    model_config = _STRICT
+    name: str | None = None
+    jobs: Annotated[int, Field(ge=1)] | None = None
+    checkout: list[Literal["reflink", "hardlink", "copy"]] | None = None
+    cache_dir: str | None = None
+    default_remote: str | None = None
+    params_file: str | None = None
+
+
+class RawExecutor(BaseModel):
+    model_config = _STRICT
+    kind: Annotated[str, _choice(*EXECUTOR_KINDS)] = "local"
+    address: str | None = None
+    cluster: Annotated[str, _choice("local")] | None = None
+    workers: Annotated[int, Field(ge=1)] | None = None
+    transfer: Annotated[str, _choice(*TRANSFER_MODES)] = "remote"
+    remote: str | None = None
+    env: list[str] = []
+    local: list[str] = []
+    retries: Annotated[int, Field(ge=0)] = 1
+    insecure: bool = False
+
+
+class RawLocalExecutor(BaseModel):
+    model_config = _STRICT
+    kind: Annotated[str, _choice(*EXECUTOR_KINDS)] | None = None
+    address: str | None = None
+    cluster: Annotated[str, _choice("local")] | None = None
+    workers: Annotated[int, Field(ge=1)] | None = None
+    insecure: bool | None = None
+
+
+class RawRemote(BaseModel):
+    model_config = _STRICT
+    url: str
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class RawFile(BaseModel):
+    model_config = _STRICT
+    project: RawProject = RawProject()
+    remotes: dict[str, RawRemote] = {}
+    vars: dict[str, Any] = {}
+    stages: dict[str, RawStage] = {}
+    pools: dict[str, Annotated[int, Field(ge=1)]] = {}
+    executor: RawExecutor = RawExecutor()
+
+
+class RawLocalProject(BaseModel):
+    model_config = _STRICT
+    jobs: Annotated[int, Field(ge=1)] | None = None
+    checkout: list[Literal["reflink", "hardlink", "copy"]] | None = None
+    cache_dir: str | None = None
+    default_remote: str | None = None
+
+
+class RawLocalRemote(BaseModel):
+    model_config = _STRICT
+    url: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+
+class RawLocalFile(BaseModel):
+    model_config = _STRICT
+    project: RawLocalProject = RawLocalProject()
+    remotes: dict[str, RawLocalRemote] = {}
+    executor: RawLocalExecutor = RawLocalExecutor()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files and translating pydantic's errors
+# ---------------------------------------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    # Show short scalars so the user can find the offending value; never dump whole tables.
+    if isinstance(value, (dict, list)):
+        return toml_type(value)
+    text = repr(value) if not isinstance(value, bool) else str(value).lower()
+    if len(text) > 40:
+        return toml_type(value)
+    return f"{toml_type(value)} {redact_text(text)}"  # a URL typed in the wrong key
+
+
+_EXPECTED = {
+    "string_type": "a string",
+    "bool_type": "a boolean (true or false)",
+    "int_type": "an integer",
+    "list_type": "an array",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+}
+
+
+def translate(file: str, error: ValidationError) -> ConfigError:
+    """Turn the first pydantic error into one ConfigError line with a TOML key path."""
+    first = error.errors()[0]
+    # BeforeValidator/function wrappers never add loc parts; the one union (_Axis) adds its
+    # member's tag, which is dropped, so every remaining part is a real key or index.
+    loc = tuple(part for part in first["loc"]
+                if isinstance(part, (str, int)) and part not in _TAGS)
+    where = key_path(*loc)
+    kind = first["type"]
+    value = first.get("input")
+    if kind == "extra_forbidden":
+        problem = "unknown key"
+    elif kind == "missing":
+        problem = "required key is missing"
+    elif kind in _EXPECTED:
+        problem = f"expected {_EXPECTED[kind]}, got {_describe(value)}"
+    elif kind == "greater_than_equal":
+        problem = f"must be at least {first['ctx']['ge']}, got {_describe(value)}"
+    elif kind == "literal_error":
+        problem = (f"expected one of {', '.join(repr(m) for m in CHECKOUT_METHODS)}, "
+                   f"got {_describe(value)}")
+    elif kind in ("cmd_type", "out_type", "scalar_type", "flag_type", "choice"):
+        problem = first["msg"]
+    elif kind == "axis_type":
+        problem = f"{first['msg']}, got {_describe(value)}"
+    else:
+        problem = first["msg"].splitlines()[0]
+    return ConfigError(file, where, problem)
+
+
+def read_toml(path: Path, label: str) -> dict[str, Any]:
+    """Parse one TOML file; syntax, encoding and I/O problems become ConfigError(label, ...)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(label, "", f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(label, "", f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(label, "", "values are nested too deeply") from None
+    except tomllib.TOMLDecodeError as exc:
+        # Python 3.11's TOMLDecodeError only carries its position inside the message text.
+        message = str(exc)
+        match = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", message, re.DOTALL)
+        if match:
+            raise ConfigError(label, f"line {match.group(2)}",
+                              f"{match.group(1)} (column {match.group(3)})") from None
+        match = re.fullmatch(r"(.*) \(at end of document\)", message, re.DOTALL)
+        if match:
+            raise ConfigError(label, "end of file", match.group(1)) from None
+        raise ConfigError(label, "", message) from None
+
+
+def unrecordable(value: Any, where: str) -> str | None:
+    """The first TOML date, time or datetime in a params value (the lock cannot hold one)."""
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return f"{where!r} is a {toml_type(value)}"
+    items = (value.items() if isinstance(value, dict) else
+             enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        found = unrecordable(item, f"{where}[{key}]" if isinstance(key, int) else
+                              f"{where}.{key}")
+        if found:
+            return found
+    return None
+
+
+def validate(model: type[BaseModel], data: dict[str, Any], label: str) -> Any:
+    """``model.model_validate(data)``; a validation error becomes one ConfigError(label, ...)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise translate(label, exc) from None
+
+
+PARAMS_EXTENSIONS = (".toml", ".yaml", ".yml", ".json")
+
+
+def read_params(root: Path, rel: str, label: str) -> dict[str, Any]:
+    """Parse one params file by its extension (TOML, YAML, JSON); its top level must be a
+    table. Problems are ConfigError(label, ...)."""
+    path = root / rel
+    if rel.endswith(".toml"):
+        return read_toml(path, label)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(label, "", f"cannot read {rel}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(label, "", f"not valid UTF-8 (byte {exc.start})") from None
+    if rel.endswith(".json"):
+        import json
+
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(label, "", f"invalid JSON: {str(exc).splitlines()[0]}") from None
+    else:
+        import yaml
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        try:
+            data = yaml.load(text, Loader=loader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(label, where, f"invalid YAML: {problem}") from None
+        if data is None:
+            data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(label, "", f"expected a table (mapping) at the top, got "
+                          f"{toml_type(data)}")
+    return data
+
+
+__all__ = [
+    "PARAMS_EXTENSIONS", "RawExecutor", "RawFile", "RawGlob", "RawLocalExecutor", "RawLocalFile",
+    "RawLocalProject", "RawProject", "RawStage", "read_params", "read_toml", "translate",
+    "unrecordable", "validate",
+]
