@@ -151,11 +151,10 @@ def test_project_vars_and_remotes(basic, toml):
                     "endpoint_url": "https://minio.example.invalid:9000",
                     "region": "eu-west-1"},
         "gcs": {"url": "gs://example-bucket/dvc"},
-        "cluster": {"url": "ssh://deploy@ssh.example.invalid/srv/dvc"},
+        "cluster": {"url": "ssh://deploy@ssh.example.invalid:2222/srv/dvc"},  # port = 2222
         "web": {"url": "https://dvc.example.invalid/store"},
     }
-    assert [str(n) for n in basic.not_converted] == [
-        '.dvc/config: remote "cluster".port: pivotbuild remotes have no such setting']
+    assert basic.not_converted == []
 
 
 def test_no_credential_reaches_any_output(basic):
@@ -504,3 +503,29 @@ def test_repeated_foreach_values_are_one_stage_as_in_dvc(tmp_path):
     conversion = convert(root)
     assert tomllib.loads(conversion.toml)["stages"]["f"]["foreach"] == ["a", "b"]
     assert [c.dvc_stage for c in conversion.checks] == ["f@a", "f@b"]
+
+
+def test_a_dict_foreach_using_only_its_key_keeps_dvcs_names(tmp_path):
+    root = _project(tmp_path, "stages:\n  t:\n    foreach:\n      small: {u: 1}\n"
+                              "      large: {u: 2}\n    do:\n      cmd: run ${key} > o-${key}\n"
+                              "      outs:\n      - o-${key}\n")
+    conversion = convert(root)
+    assert tomllib.loads(conversion.toml)["stages"] == {"t": {
+        "foreach": ["small", "large"], "cmd": "run ${item} > o-${item}", "outs": ["o-${item}"]}}
+    assert [(c.stage, c.dvc_stage) for c in conversion.checks] == [
+        ("t@small", "t@small"), ("t@large", "t@large")]
+
+
+def test_an_unrolled_instance_names_its_dvc_stage_in_a_comment(basic):
+    assert "# dvc.yaml: train@small\n[stages.train-small]" in basic.toml
+
+
+def test_a_port_that_cannot_go_into_the_url_is_not_converted(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text(
+        "['remote \"a\"']\n    url = ssh://h:22/x\n    port = 2222\n"
+        "['remote \"b\"']\n    url = ssh://h:2222/x\n    port = 2222\n")
+    conversion = convert(_project(tmp_path, "stages: {}\n"))
+    assert tomllib.loads(conversion.toml)["remotes"] == {
+        "a": {"url": "ssh://h:22/x"}, "b": {"url": "ssh://h:2222/x"}}
+    assert [n.what for n in conversion.not_converted] == ['.dvc/config: remote "a".port']

@@ -1,7 +1,8 @@
 """The command line: the click group, ``main`` (errors → one line and an exit code), registration.
 
 The commands live beside it: pipeline.py (init, status, repro, commit, checkout, verify, gc,
-dag, history), remote.py (push, fetch, pull, status --remote); common.py holds what they
+dag, history), remote.py (push, fetch, pull, status --remote), dvc.py (import-dvc), tools.py
+(schema, completion, list); common.py holds what they
 share. Each command parses its arguments, calls one function and renders the result. Heavy
 modules (pydantic, networkx, rich, fsspec) are imported inside the commands that need them;
 ``hash`` and the no-op fast path do not come here at all (entry.py).
@@ -15,7 +16,7 @@ import sys
 import click
 
 from pivotbuild import __version__
-from pivotbuild.cli import pipeline, remote, track
+from pivotbuild.cli import dvc, pipeline, remote, tools, track
 from pivotbuild.cli.common import Context, error, jobs_option
 from pivotbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PivotError, UsageError
 
@@ -56,13 +57,17 @@ def hash_command(paths: tuple[str, ...], jobs: int | None, as_json: bool,
         raise SystemExit(code)
 
 
-for _command in (*pipeline.COMMANDS, *remote.COMMANDS, *track.COMMANDS):
+for _command in (*pipeline.COMMANDS, *remote.COMMANDS, *track.COMMANDS, *dvc.COMMANDS,
+                 *tools.COMMANDS):
     cli.add_command(_command)
+tools.add_stage_completion(cli)  # after every command is registered
 
 
 def _invoke(argv: list[str] | None) -> int | None:
     """Parse and run one command line. Not click's main(): an interrupt must reach main()
     below as itself (click would print a blank line and turn it into Abort)."""
+    if os.environ.get(tools.COMPLETE_VAR):  # the shell asks for completions (`completion`)
+        return tools.complete(cli)
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         with cli.make_context("pivotbuild", args) as ctx:

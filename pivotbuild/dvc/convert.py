@@ -5,10 +5,14 @@ How DVC maps onto pivot.toml (SPEC sections 1, 9, 10, 11):
   kept), wdir, desc, frozen and always_changed; a stage's ``metrics`` and ``plots`` are outs
   flagged ``metric = true`` / ``plot = true`` (or ``plot = { x, y = [...] }``).
 - ``${...}`` follows interp.py. ``vars`` (inline, and from files: copied) become ``[vars]``.
-- A list ``foreach`` of scalars and a ``matrix`` of scalars keep their form, and so DVC's
-  instance names (``featurize@en``, ``evaluate@small-val``). A dict ``foreach``, a list of
-  tables or a matrix of tables, which pivotbuild's foreach/matrix cannot express, is unrolled
-  into one stage per instance named ``BASE-KEY`` (``train@small`` → ``train-small``).
+- Instance names carry over where pivot.toml can express the stage: a list ``foreach`` of
+  scalars and a ``matrix`` of scalars keep their form, and so DVC's names (``featurize@en``,
+  ``evaluate@small-val``); a dict ``foreach`` whose stage uses only ``${key}`` becomes a
+  foreach over its keys (``train@small`` stays ``train@small``). pivotbuild's foreach and
+  matrix items are scalars (they make the instance names), so a stage that reads values of a
+  dict or a list of tables (``${item.units}``) is unrolled into one stage per instance named
+  ``BASE-KEY`` (``train@small`` → ``train-small``: stage names cannot hold ``@``), each table
+  preceded by a ``# dvc.yaml: train@small`` comment, and a note lists the new names.
 - Params: ``[project] params_file = "params.yaml"``; a key of another file is written
   ``FILE:key``, FILE project-relative; a whole-file entry lists the file's top-level keys, as
   DVC's lock does. DVC reads a stage's params files relative to its wdir; so does this.
@@ -69,7 +73,7 @@ class _Group:
     """One [stages.NAME] table of pivot.toml and the DVC instances it stands for."""
 
     name: str
-    mode: str  # "plain" | "foreach" | "matrix"
+    mode: str  # "plain" | "foreach" | "keys" (a dict foreach over its keys) | "matrix"
     items: list[Any]  # foreach values
     matrix: dict[str, list[Any]]
     instances: list[_Instance] = field(default_factory=list)
@@ -189,7 +193,7 @@ class _Converter:
             template = d["do"]
             if isinstance(items, dict):
                 insts = [(to_str(k), {"item": v, "key": to_str(k)}) for k, v in items.items()]
-                mode = "unroll"
+                mode = "keys"
             elif isinstance(items, list) and items:
                 if any(isinstance(v, (dict, list)) for v in items):
                     insts = [(str(i), {"item": v, "key": str(i)}) for i, v in enumerate(items)]
@@ -244,8 +248,8 @@ class _Converter:
                 self.result.note(f"{where}.meta is not carried over (pivotbuild has no meta)")
             elif k not in _STAGE_KEYS:
                 self.result.skip(f"{DVC_YAML}: {where}.{k}", "pivotbuild has no such field")
-        g = _Group(name=name, mode=mode, items=[e.get("item") for _, e in insts],
-                   matrix=matrix or {})
+        g = _Group(name=name, mode=mode, items=[k if mode == "keys" else e.get("item")
+                                                for k, e in insts], matrix=matrix or {})
         scopes = []
         for key, extra in insts:
             inst_scope = scope.child(extra, "item", mode, tuple(g.matrix))
@@ -538,8 +542,10 @@ class _Converter:
                 continue
             seen.add(g.name)
             head: dict[str, Any] = {}
-            if g.mode == "foreach":
+            if g.mode in ("foreach", "keys"):
                 head["foreach"] = g.items
+            elif g.mode == "plain" and g.instances[0].dvc_name != g.name:
+                lines.append(f"# dvc.yaml: {g.instances[0].dvc_name}")
             elif g.mode == "matrix":
                 head["matrix"] = g.matrix
             table(f"[{tw.dotted('stages', g.name)}]", {**head, **g.table})

@@ -4,8 +4,9 @@
   it is built). PyYAML reads YAML 1.1, so an unquoted ``yes``/``on`` is a boolean here and a
   string for DVC's YAML 1.2 reader; such a value in a params file makes a stage look changed.
 - ``.dvc/config`` (configobj syntax, read with configparser) gives remotes (``url``,
-  ``endpointurl`` → ``endpoint_url``, ``region``), ``core.remote`` → ``default_remote``,
-  ``cache.type`` → ``checkout`` and DVC's ``parsing`` options. A relative local remote path is
+  ``endpointurl`` → ``endpoint_url``, ``region``, ``port`` written into the URL),
+  ``core.remote`` → ``default_remote``, ``cache.type`` → ``checkout`` and DVC's ``parsing``
+  options. A relative local remote path is
   relative to ``.dvc/`` in DVC and is made project-relative. Credentials are never copied: not
   from options, not from a URL's userinfo password or query. ``.dvc/config.local`` is per
   machine: only the names of its settings are reported, its values are never read into output.
@@ -111,6 +112,7 @@ class DvcConfig:
         self.project: dict[str, Any] = {}
         self.parsing: dict[str, str] = {}
         self.bad_remotes: set[str] = set()
+        self.ports: dict[str, str] = {}
         for label in (DVC_CONFIG, DVC_LOCAL_CONFIG):
             if not (root / label).is_file():
                 continue
@@ -133,6 +135,8 @@ class DvcConfig:
                                  "in .pivotbuild/config.local.toml or the environment)")
             elif remote and k in _REMOTE_FIELDS:
                 self._remote_field(remote.group(1), _REMOTE_FIELDS[k], v, spot)
+            elif remote and k == "port" and v.isdigit():
+                self.ports[remote.group(1)] = v  # goes into the URL (usable_remotes)
             elif remote and _CREDENTIAL.search(k):
                 self.report.note(f"{spot}: credentials are never copied")
             elif remote:
@@ -184,10 +188,22 @@ class DvcConfig:
         netloc = f"{userinfo}@{host}" if userinfo else host
         return urlunsplit((parts.scheme, netloc, parts.path, urlencode(safe), parts.fragment))
 
+    def _with_port(self, name: str, url: str, port: str) -> str:
+        parts = urlsplit(url)
+        if not parts.netloc or parts.port is not None:
+            if parts.port is None or str(parts.port) != port:
+                self.report.skip(f"{DVC_CONFIG}: remote \"{name}\".port", "cannot be "
+                                 "written into its URL (no host, or another port there)")
+            return url
+        return urlunsplit((parts.scheme, f"{parts.netloc}:{port}", parts.path, parts.query,
+                           parts.fragment))
+
     def usable_remotes(self) -> dict[str, dict[str, str]]:
         """The remotes pivot.toml gets (each with a url); others are reported."""
         usable = {}
         for name, fields in self.remotes.items():
+            if "url" in fields and name in self.ports:
+                fields["url"] = self._with_port(name, fields["url"], self.ports[name])
             if "url" in fields:
                 usable[name] = fields
             elif name not in self.bad_remotes:

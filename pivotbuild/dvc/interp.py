@@ -106,7 +106,8 @@ class Scope:
 
     values: dict[str, Any]
     source: dict[str, str]
-    mode: str = "plain"  # "plain": item refs are written out; "foreach"/"matrix": kept
+    mode: str = "plain"  # "plain": item refs are written out; "foreach"/"matrix": kept;
+    # "keys": a dict foreach as a foreach over its keys (``${key}`` kept as ``${item}``)
     axes: tuple[str, ...] = ()
 
     def child(self, values: dict[str, Any], source: str, mode: str | None = None,
@@ -186,6 +187,8 @@ class Interpolator:
         if source == "item":
             if scope.mode == "foreach" and inner == "item":
                 return "item"
+            if scope.mode == "keys" and inner == "key":
+                return "item"  # a dict foreach written as a foreach over its keys
             if scope.mode == "matrix" and len(parts) == 2 and parts[0] == "item" and (
                     parts[1] in scope.axes):
                 return inner
