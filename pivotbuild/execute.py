@@ -1,7 +1,9 @@
-"""Scheduling a plan: stages -j wide in dependency order, keep-going, interrupts.
+"""Scheduling a plan: stages -j wide in dependency order, pools, keep-going, interrupts.
 
-A stage starts as soon as every selected upstream stage has succeeded; without keep-going no
-new stage starts after a failure (running ones finish). A stage that was stale only because
+A stage starts as soon as every selected upstream stage has succeeded and its pool (SPEC §9
+``[pools]``) has room; without keep-going no new stage starts after a failure (running ones
+finish). A stage of the ``console`` pool (size 1) gets the terminal, and the reporter holds
+every other line until it ends. A stage that was stale only because
 its upstream was is decided again when it is about to start: if the upstream run left its
 deps byte-identical, it is skipped (content decides, not timestamps).
 
@@ -20,6 +22,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -27,6 +30,7 @@ import networkx as nx
 
 from pivotbuild import paths
 from pivotbuild.commit import Committer, MissingPathsError
+from pivotbuild.config import CONSOLE_POOL
 from pivotbuild.errors import OperationError
 from pivotbuild.plan import (
     FAILED,
@@ -85,6 +89,10 @@ class Listener(Protocol):
 
     def stage_lines(self, stage: str, prefix: bool, stream: IO[str] | None) -> OutputSink:
         """Where the output of a stage's commands goes, a line at a time."""
+        ...
+
+    def console(self, stage: str) -> AbstractContextManager[None]:
+        """While a console-pool stage has the terminal: print nothing over it."""
         ...
 
 
@@ -148,6 +156,8 @@ class Executor:
         at zero; ready stages start in topological order. A stage decided `skip` with
         nothing upstream left to run is settled on the spot, without a thread."""
         jobs = max(1, self.options.jobs)
+        pool_size = {**self.project.pools, CONSOLE_POOL: 1}
+        in_pool = dict.fromkeys(pool_size, 0)  # how many stages of each pool are running
         order = [d.name for d in decisions]
         position = {name: i for i, name in enumerate(order)}
         pending = {d.name: d for d in decisions}
@@ -177,25 +187,39 @@ class Executor:
             with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage") as pool:
                 try:
                     while ready or running:
+                        full: list[int] = []  # ready, but their pool is full: kept for later
                         while ready and len(running) < jobs:
-                            name = order[heapq.heappop(ready)]
-                            decision = pending.pop(name)
+                            at = heapq.heappop(ready)
+                            name = order[at]
+                            decision = pending[name]
                             ups = [u for u in self.graph.predecessors(name) if u in position]
                             if (stop and not self.options.keep_going) or any(
                                     results[u].status != OK for u in ups):
+                                del pending[name]
                                 settle(name, StageResult(name, decision.action, NOT_RUN,
                                                          decision.reasons, decision.input_hash))
                             elif decision.action == SKIP and not decision.upstream_stale:
+                                del pending[name]
                                 settle(name, StageResult(name, SKIP, OK, decision.reasons,
                                                          decision.input_hash))
                                 self.reporter.stage_finished(results[name])
+                            elif (group := decision.stage.pool) is not None and (
+                                    in_pool[group] >= pool_size[group]):
+                                full.append(at)  # a stage of its pool is running: it frees one
                             else:
+                                del pending[name]
+                                if group is not None:
+                                    in_pool[group] += 1
                                 running[pool.submit(self._process, decision)] = name
+                        for at in full:
+                            heapq.heappush(ready, at)
                         if not running:
                             continue
                         done, _ = wait(list(running), timeout=0.25, return_when=FIRST_COMPLETED)
                         for future in done:
                             name = running.pop(future)
+                            if (group := self.project.stages[name].pool) is not None:
+                                in_pool[group] -= 1
                             settle(name, future.result())
                             self.reporter.stage_finished(results[name])
                             if results[name].status == FAILED:
@@ -282,18 +306,24 @@ class Executor:
             self.history.add_run(name, time.time(), 0.0, "failed", None, False)
             return StageResult(name, RUN, FAILED, decision.reasons, None, 0.0, early)
         input_hash = decision.input_hash or self.planner.input_hash(decision)
+        console = stage.pool == CONSOLE_POOL
         spec = StageSpec(
             name=name, cmd=tuple(stage.cmd), root=str(self.project.root), wdir=stage.wdir,
             deps=tuple(stage.deps), outs=tuple(o.path for o in stage.outs),
             persist=tuple(o.path for o in stage.outs if o.persist),
             env={"PIVOTBUILD_ROOT": str(self.project.root), "PIVOTBUILD_STAGE": name},
+            console=console, console_stdout=self._console_stdout() if console else 1,
         )
         try:
             # e.g. an out whose directory resolves outside the project, a missing wdir
             self.outputs.prepare(decision)
             wall_start = time.time()
             output = self.reporter.stage_lines(name, self._prefix, self.options.stage_output)
-            code = self.runner.run(spec, output, self._cancel)
+            if console:
+                with self.reporter.console(name):
+                    code = self.runner.run(spec, output, self._cancel)
+            else:
+                code = self.runner.run(spec, output, self._cancel)
         except (OperationError, OSError) as exc:
             return self._failed(decision, RUN, input_hash, started, exc)
         duration = time.monotonic() - started
@@ -321,6 +351,15 @@ class Executor:
                              input_hash, committed)
         return StageResult(name, RUN, OK if error is None else FAILED, decision.reasons,
                            input_hash, duration, error)
+
+    def _console_stdout(self) -> int:
+        """Where a console stage's stdout goes: the descriptor of the stream stage output goes
+        to (stderr under ``--json``), stdout when that has none."""
+        stream = self.options.stage_output
+        try:
+            return stream.fileno() if stream is not None else 1
+        except (AttributeError, ValueError, OSError):
+            return 1
 
     def _unusable_deps(self, decision: Decision) -> str | None:
         """What is wrong with the stage's deps (missing, or a file in them unreadable, named

@@ -4,6 +4,9 @@
 reporter's lines, warnings and errors (stderr), from every thread. It holds one lock and
 writes each line whole and flushed before the next, so lines never glue together.
 
+While a console-pool stage has the terminal (``Reporter.console``) the writer holds every
+line, the reporter's and other stages' alike, and writes them when it ends.
+
 On a terminal a bar may be shown (rich, on stderr): a run's (``LiveReporter``: the stages
 running, done and left) or a transfer's (``Progress``: objects moved). While a bar is shown
 the writer hands it the lines bound for the terminal, and it prints them above itself. When
@@ -14,9 +17,10 @@ rich is imported only when a bar is actually shown.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Self
 
 from pivotbuild.plan import FAILED, NOT_RUN, RESTORE, RUN, RUN_CACHE, SKIP
@@ -36,17 +40,37 @@ class LineWriter:
         self._lock = threading.Lock()
         self._display: Callable[[str], None] | None = None
         self._terminal: list[IO[str]] = []
+        self._holds = 0
+        self._held: list[tuple[str, IO[str]]] = []
 
     def line(self, text: str, stream: IO[str] | None = None) -> None:
         """Write ``text`` (one line or several) to ``stream`` (None: sys.stdout now)."""
         text = text if text.endswith("\n") else text + "\n"
         with self._lock:
             target = stream or sys.stdout
+            if self._holds:
+                self._held.append((text, target))
+                return
             if self._display is not None and any(target is s for s in self._terminal):
                 self._display(text[:-1])
                 return
             target.write(text)
             target.flush()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep every line until the block ends, then write them in order (nested holds
+        release at the outermost's end)."""
+        with self._lock:
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holds -= 1
+                lines, self._held = (self._held, []) if not self._holds else ([], self._held)
+            for text, target in lines:
+                self.line(text, target)
 
     def attach(self, display: Callable[[str], None]) -> None:
         """Send the lines for the terminal to ``display`` until detach(display)."""
@@ -124,6 +148,11 @@ class _Bar:
         LINES.detach(self._show)
         self._rich.stop()  # the terminal gets its cursor back
 
+    def restart(self) -> None:
+        """Show the bar again after ``stop`` (as it was)."""
+        self._rich.start()
+        LINES.attach(self._show)
+
 
 class Progress:
     """A count of work items done (objects sent or fetched) as a bar on stderr, when shown;
@@ -184,6 +213,12 @@ class Reporter:
     def start(self, total: int) -> None:
         pass
 
+    @contextlib.contextmanager
+    def console(self, stage: str) -> Iterator[None]:
+        """A console-pool stage has the terminal: every line waits until it is done."""
+        with LINES.held():
+            yield
+
     def interrupted(self) -> None:
         """The run was interrupted (its commands stopped): no finish() will come."""
 
@@ -234,6 +269,21 @@ class LiveReporter(Reporter):
 
     def start(self, total: int) -> None:
         self._bar = _Bar(("spinner", "bar", "count", "elapsed", "description"), total=total)
+
+    @contextlib.contextmanager
+    def console(self, stage: str) -> Iterator[None]:
+        """The bar leaves the terminal to the console stage, and comes back after it."""
+        with self._lock:
+            bar = self._bar
+            if bar is not None:
+                bar.stop()
+        try:
+            with LINES.held():
+                yield
+        finally:
+            with self._lock:
+                if bar is not None and self._bar is bar:
+                    bar.restart()
 
     def _update(self, done: int = 0) -> None:
         text = "running: " + ", ".join(self._running) if self._running else ""

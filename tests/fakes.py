@@ -10,9 +10,10 @@ touches the disk or starts a process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,11 @@ def stage(name: str, cmd: str | list[str] = "", deps: Sequence[str] = (),
                  outs=outs_, **fields)
 
 
-def project(*stages: Stage, checkout: list[str] | None = None) -> Project:
-    extra = {"checkout": checkout} if checkout is not None else {}
+def project(*stages: Stage, checkout: list[str] | None = None,
+            pools: Mapping[str, int] | None = None) -> Project:
+    extra: dict[str, Any] = {"checkout": checkout} if checkout is not None else {}
+    if pools is not None:
+        extra["pools"] = dict(pools)
     return Project(root=Path(ROOT), stages={s.name: s for s in stages}, **extra)
 
 
@@ -253,6 +257,8 @@ class FakeRunner:
         self.opened = self.closed = 0
         self.lock = threading.Lock()
         self.cancelled = threading.Event()
+        self.events: list[tuple[str, str]] = []  # ("start" | "end", stage), in order
+        self.consoles: list[str] = []  # stages whose spec asked for the terminal
 
     def open(self, cancel: Cancel) -> None:
         self.opened += 1
@@ -264,8 +270,24 @@ class FakeRunner:
         with self.lock:
             self.ran.append(spec.name)
             self.specs[spec.name] = spec
-        code = self.scripts[spec.name](self.workspace, output)
+            self.events.append(("start", spec.name))
+            if spec.console:
+                self.consoles.append(spec.name)
+        try:
+            code = self.scripts[spec.name](self.workspace, output)
+        finally:
+            with self.lock:
+                self.events.append(("end", spec.name))
         return INTERRUPTED if cancel.is_set() else code
+
+    def most_at_once(self, names: Iterable[str]) -> int:
+        """The most of these stages that were ever running at the same time."""
+        chosen, now, most = set(names), 0, 0
+        for event, name in self.events:
+            if name in chosen:
+                now += 1 if event == "start" else -1
+                most = max(most, now)
+        return most
 
     def close(self) -> None:
         self.closed += 1
@@ -295,6 +317,8 @@ class FakeListener:
         self.was_interrupted = False
         self.on_finished: Callable[[StageResult], None] | None = None
         self.lock = threading.Lock()
+        self.console_held: list[str] = []  # stages that held the terminal, in order
+        self.holding: str | None = None  # the one holding it now
 
     def start(self, total: int) -> None:
         pass
@@ -320,13 +344,25 @@ class FakeListener:
                 self.lines.append(f"[{stage}] {text}" if prefix else text)
         return sink
 
+    @contextlib.contextmanager
+    def console(self, stage: str) -> Iterator[None]:
+        with self.lock:
+            self.console_held.append(stage)
+            self.holding = stage
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.holding = None
+
 
 class World:
     """A project and everything around it, in memory."""
 
     def __init__(self, *stages: Stage, files: Mapping[str, str] | None = None,
-                 checkout: list[str] | None = None) -> None:
-        self.project = project(*stages, checkout=checkout)
+                 checkout: list[str] | None = None,
+                 pools: Mapping[str, int] | None = None) -> None:
+        self.project = project(*stages, checkout=checkout, pools=pools)
         self.graph = dag.build_graph(self.project)
         self.workspace = Workspace(files)
         self.hasher = FakeHasher(self.workspace)

@@ -352,3 +352,111 @@ def test_an_interrupt_stops_running_commands_writes_no_lock_and_starts_nothing_m
     assert world.listener.was_interrupted
     assert "slow" not in world.locks.texts
     assert ("slow", "interrupted", world.history.runs[-1][2], False) in world.history.runs
+
+
+# ---- pools (SPEC §9) -------------------------------------------------------------------------
+
+
+def test_a_pool_caps_its_stages_at_its_size_while_other_stages_fill_the_jobs():
+    """[pools] link = 2, six stages in it and two outside, -j 4: never more than two of the
+    pool at once, yet the two free stages run beside them (four at once)."""
+    pooled = [f"p{i}" for i in range(6)]
+    free = ["f0", "f1"]
+    world = World(*(stage(n, n, outs=[f"{n}.o"], pool="link") for n in pooled),
+                  *(stage(n, n, outs=[f"{n}.o"]) for n in free), pools={"link": 2})
+    pair = threading.Barrier(2, timeout=10)  # two pooled stages meet, or this times out
+    paired, both_free = threading.Event(), threading.Event()
+    started_free, lock = [0], threading.Lock()
+
+    def pooled_script(name: str):
+        def run(ws: Workspace, output) -> int:
+            pair.wait()
+            paired.set()
+            assert both_free.wait(10)  # the free stages started while this one runs
+            ws.write(f"{name}.o", name)
+            return 0
+        return run
+
+    def free_script(name: str):
+        def run(ws: Workspace, output) -> int:
+            with lock:
+                started_free[0] += 1
+                if started_free[0] == 2:
+                    both_free.set()
+            assert both_free.wait(10) and paired.wait(10)
+            ws.write(f"{name}.o", name)
+            return 0
+        return run
+
+    scripts = {n: pooled_script(n) for n in pooled} | {n: free_script(n) for n in free}
+    results, runner = world.repro(scripts, jobs=4)
+    assert all(r.status == OK for r in results.values())
+    assert sorted(runner.ran) == sorted(pooled + free)
+    assert runner.most_at_once(pooled) == 2
+    assert runner.most_at_once(pooled + free) == 4
+
+
+def meet(world: World, pooled: list[str], free: str,
+         seen: list[tuple[str, str | None]] | None = None) -> dict:
+    """Scripts for stages ``pooled`` (which each wait until ``free`` has finished) and
+    ``free`` (which waits until one of them has started): a scheduler that let two pooled
+    stages start together would start them in the same wave as ``free``. ``seen``: each
+    pooled stage's (name, the stage holding the listener's console then)."""
+    one_started, free_done = threading.Event(), threading.Event()
+
+    def pooled_script(name: str):
+        def run(ws: Workspace, output) -> int:
+            if seen is not None:
+                seen.append((name, world.listener.holding))
+            one_started.set()
+            assert free_done.wait(10)
+            ws.write(name, name)
+            return 0
+        return run
+
+    def free_script(ws: Workspace, output) -> int:
+        assert one_started.wait(10)
+        ws.write(free, free)
+        free_done.set()
+        return 0
+
+    return {n: pooled_script(n) for n in pooled} | {free: free_script}
+
+
+def test_a_pool_of_one_runs_its_stages_one_at_a_time_whatever_jobs_says():
+    pooled = [f"l{i}" for i in range(4)]
+    world = World(*(stage(n, "l", outs=[n], pool="link") for n in pooled),
+                  stage("z", "z", outs=["z"]), pools={"link": 1})
+    results, runner = world.repro(meet(world, pooled, "z"), jobs=5)
+    assert all(r.status == OK and r.action == RUN for r in results.values())
+    assert sorted(runner.ran) == [*pooled, "z"]
+    assert runner.most_at_once(pooled) == 1
+    assert runner.most_at_once([*pooled, "z"]) == 2  # z ran beside the first of them
+
+
+def test_a_failure_in_a_pool_stops_its_waiting_stages_without_keep_going():
+    world = World(*(stage(f"l{i}", "l", outs=[f"l{i}"], pool="link") for i in range(3)),
+                  pools={"link": 1})
+    scripts = {"l0": writes(code=1)} | {f"l{i}": writes((f"l{i}", const("x")))
+                                           for i in (1, 2)}
+    results, runner = world.repro(scripts, jobs=3)
+    assert runner.ran == ["l0"]
+    assert summary(results) == {"l0": (RUN, FAILED), "l1": (RUN, NOT_RUN),
+                                "l2": (RUN, NOT_RUN)}
+
+
+def test_a_console_stage_gets_the_terminal_alone_and_the_listener_holds_other_lines():
+    """Console stages run one at a time (besides -j), asking the runner for the terminal,
+    inside the listener's console hold; other stages do not."""
+    world = World(stage("c0", "c", outs=["c0"], pool="console"),
+                  stage("c1", "c", outs=["c1"], pool="console"),
+                  stage("plain", "p", outs=["plain"]))
+    seen: list[tuple[str, str | None]] = []
+    results, runner = world.repro(meet(world, ["c0", "c1"], "plain", seen), jobs=3)
+    assert all(r.status == OK for r in results.values())
+    assert runner.most_at_once(["c0", "c1"]) == 1
+    assert runner.most_at_once(["c0", "c1", "plain"]) == 2
+    assert sorted(runner.consoles) == ["c0", "c1"]
+    assert not runner.specs["plain"].console
+    assert sorted(seen) == [("c0", "c0"), ("c1", "c1")]  # each ran inside its hold
+    assert sorted(world.listener.console_held) == ["c0", "c1"]
