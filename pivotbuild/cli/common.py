@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,6 +52,27 @@ def wait_option(function: F) -> F:
     )(function)
 
 
+def _parse_sets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                ) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for text in values:
+        name, eq, value = text.partition("=")
+        if not eq or not name.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {text!r}", ctx, param)
+        overrides[name.strip()] = value  # a later --set of the same name wins, as in make
+    return overrides
+
+
+def set_option(function: F) -> F:
+    """``--set NAME=VALUE`` (repeatable) → the command's ``overrides: dict[str, str]``,
+    handed to config.load_project (an unknown NAME exits 2 there)."""
+    return click.option(
+        "--set", "overrides", multiple=True, metavar="NAME=VALUE", callback=_parse_sets,
+        help="Replace a [vars] value for this run (dotted for nested tables; repeatable), "
+             "like make CC=clang.",
+    )(function)
+
+
 def project_root() -> Path:
     """The project the working directory is in; UsageError (exit 2) if none."""
     from pivotbuild.paths import find_root
@@ -60,9 +81,10 @@ def project_root() -> Path:
 
 
 @contextlib.contextmanager
-def opened(hash_jobs: int = 0, *, write: bool = False,
-           wait: float | None = None) -> Iterator[Pipeline]:
-    """The opened project; ``write``: also hold the project lock (projectlock.py)."""
+def opened(hash_jobs: int = 0, *, write: bool = False, wait: float | None = None,
+           overrides: Mapping[str, str] | None = None) -> Iterator[Pipeline]:
+    """The opened project; ``write``: also hold the project lock (projectlock.py);
+    ``overrides``: ``--set`` values for [vars]."""
     from pivotbuild.prefetch import Prefetch
 
     root = project_root()
@@ -72,7 +94,7 @@ def opened(hash_jobs: int = 0, *, write: bool = False,
     from pivotbuild.pipeline import opened as open_pipeline
     from pivotbuild.projectlock import project_lock
 
-    with open_pipeline(root, hash_jobs, prefetch.take) as pipeline:
+    with open_pipeline(root, hash_jobs, prefetch.take, overrides=overrides) as pipeline:
         if not write:
             yield pipeline
             return
