@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,12 +71,16 @@ class Pipeline:
     by the planners' hasher."""
 
     def __init__(self, root: Path, hash_jobs: int = 0,
-                 ahead: Callable[[str], PathDigest | None] | None = None) -> None:
+                 ahead: Callable[[str], PathDigest | None] | None = None, *,
+                 overrides: Mapping[str, str] | None = None) -> None:
         from pivotbuild import snapshot
 
         # Before pivot.toml and the locks are read: what a no-op snapshot is valid for.
         self._snapshot_key = snapshot.key_before(os.path.realpath(root))
-        self.project: Project = load_project(root)
+        # --set values: the project differs from what pivot.toml says, so no snapshot is
+        # ever saved from it (the fast path does not answer such a command line either).
+        self.overrides = dict(overrides or {})
+        self.project: Project = load_project(root, self.overrides)
         self.root = self.project.root
         self.graph = dag.build_graph(self.project)
         self.state = StateDB(self.project.state_dir / "state.db")
@@ -162,6 +166,8 @@ class Pipeline:
         (snapshot.py) if nothing is stale, and removes it otherwise."""
         from pivotbuild import snapshot
 
+        if self.overrides:
+            return
         snapshot.refresh(self, decisions, len(decisions) == self.graph.number_of_nodes(),
                          self._snapshot_key)
 
@@ -238,8 +244,9 @@ def plan_result(decision: Decision) -> StageResult:
 
 @contextmanager
 def opened(root: Path, hash_jobs: int = 0,
-           ahead: Callable[[str], PathDigest | None] | None = None) -> Iterator[Pipeline]:
-    pipeline = Pipeline(root, hash_jobs, ahead)
+           ahead: Callable[[str], PathDigest | None] | None = None, *,
+           overrides: Mapping[str, str] | None = None) -> Iterator[Pipeline]:
+    pipeline = Pipeline(root, hash_jobs, ahead, overrides=overrides)
     try:
         yield pipeline
     finally:

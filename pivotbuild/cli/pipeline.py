@@ -24,6 +24,7 @@ from pivotbuild.cli.common import (
     project_root,
     render_checkout,
     say,
+    set_option,
     wait_option,
     warn,
 )
@@ -65,15 +66,19 @@ def init_command(obj: Context) -> None:
               help="Compare the cached outputs with the remote instead.")
 @click.option("-r", "remote_name", default=None, metavar="NAME",
               help="The remote for --remote (default: project.default_remote).")
+@set_option
 @click.pass_obj
 def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet: bool,
-                   on_remote: bool, remote_name: str | None) -> None:
+                   on_remote: bool, remote_name: str | None, overrides: dict[str, str]) -> None:
     """Show which stages are stale and why (--remote: what the remote lacks or has)."""
+    if overrides and (on_remote or remote_name is not None):
+        raise UsageError("--set cannot be used with status --remote (it compares the locks "
+                         "with the remote; pivot.toml's vars play no part)")
     if on_remote or remote_name is not None:
         remote.remote_status_command_impl(obj, targets, remote_name, as_json, quiet)
         return
 
-    with opened() as pipeline:
+    with opened(overrides=overrides) as pipeline:
         from pivotbuild.plan import STALE  # after opened(): it starts the prefetch first
 
         decisions = pipeline.status(pipeline.select(list(targets)))
@@ -101,6 +106,7 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
 
 @click.command("repro")
 @click.argument("targets", nargs=-1)
+@set_option
 @jobs_option
 @click.option("-n", "--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("-f", "--force", is_flag=True, help="Run every stage in the plan.")
@@ -119,7 +125,8 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
               help="The remote for --pull (default: project.default_remote).")
 @wait_option
 @click.pass_obj
-def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
+def repro_command(obj: Context, targets: tuple[str, ...], overrides: dict[str, str],
+                  jobs: int | None, dry_run: bool,
                   force: bool, keep_going: bool, single_item: bool, downstream: bool,
                   no_commit: bool, no_run_cache: bool, explain: bool, as_json: bool,
                   pull: bool, remote_name: str | None, wait: float | None) -> None:
@@ -127,7 +134,7 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
     import time
 
     started = time.monotonic()
-    with opened(write=not dry_run, wait=wait) as pipeline:
+    with opened(write=not dry_run, wait=wait, overrides=overrides) as pipeline:
         # Imported after opened() has started the prefetch (prefetch.py).
         from pivotbuild.execute import RunOptions
         from pivotbuild.pipeline import plan_result
@@ -172,15 +179,16 @@ def repro_command(obj: Context, targets: tuple[str, ...], jobs: int | None, dry_
 @click.argument("stages", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Print what would be committed; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@set_option
 @wait_option
 @click.pass_obj
 def commit_command(obj: Context, stages: tuple[str, ...], dry_run: bool, as_json: bool,
-                   wait: float | None) -> None:
+                   overrides: dict[str, str], wait: float | None) -> None:
     """Record the workspace as it is for stale stages (or the named ones), without running.
 
     A matrix base name commits every instance. --dry-run hashes what commit would, writes
     nothing (but the stat memo) and exits as commit would: 1 if a stage would fail."""
-    with opened(write=not dry_run, wait=wait) as pipeline:
+    with opened(write=not dry_run, wait=wait, overrides=overrides) as pipeline:
         chosen: dict[str, None] = {}
         for name in stages:
             chosen.update(dict.fromkeys(pipeline.stage_names(name)))
@@ -300,11 +308,12 @@ def gc_command(obj: Context, dry_run: bool, grace: float | None, wait: float | N
 @click.option("--dot", "fmt", flag_value="dot", help="Graphviz digraph.")
 @click.option("--mermaid", "fmt", flag_value="mermaid", help="Mermaid flowchart.")
 @click.option("--json", "fmt", flag_value="json", help="JSON: stages and edges.")
-def dag_command(targets: tuple[str, ...], fmt: str | None) -> None:
+@set_option
+def dag_command(targets: tuple[str, ...], fmt: str | None, overrides: dict[str, str]) -> None:
     """Print the stage graph."""
     from pivotbuild import dag
 
-    with opened() as pipeline:
+    with opened(overrides=overrides) as pipeline:
         names = pipeline.dag_names(list(targets))
         graph = pipeline.graph
     if fmt == "json":
