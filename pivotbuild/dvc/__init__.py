@@ -2,7 +2,9 @@
 
 Modules: convert.py (dvc.yaml stages → pivot.toml, lock checks), interp.py (DVC's ``${...}``),
 files.py (data files, .dvc/config, ``.dvc`` files), hashes.py (DVC's md5 and ``.dir``
-listings), model.py (what an import returns). Nothing here writes to disk.
+listings), model.py (what a conversion returns): they read, and write nothing.
+importer.py is the ``import-dvc`` command's work: it writes pivot.toml and commits through
+the pipeline's commit writer.
 """
 
 from pivotbuild.dvc.convert import convert
