@@ -102,9 +102,13 @@ def pivot_schema() -> dict[str, Any]:
 def schema_command() -> None:
     """Print the JSON Schema of pivot.toml, for editors.
 
-    Save it beside pivot.toml and make the first line of pivot.toml
-    '#:schema ./pivot.schema.json': taplo and VS Code's Even Better TOML then check keys and
-    types as you type and complete key names."""
+    Save it beside pivot.toml and make this the first line of pivot.toml:
+
+    \b
+    #:schema ./pivot.schema.json
+
+    taplo and VS Code's Even Better TOML then check keys and types as you type and complete
+    key names."""
     say(json.dumps(pivot_schema(), indent=2))
 
 
