@@ -154,6 +154,16 @@ class Pipeline:
         return dag.select(self.graph, [self._target(t) for t in targets],
                           single_item=single_item, downstream=downstream)
 
+    def orphaned_locks(self) -> list[str]:
+        """The stages that have a lock but are no longer in pivot.toml (a glob instance whose
+        file is gone, a renamed or removed stage), sorted. gc still keeps what such a lock
+        references until the lock file is deleted."""
+        directory = lockfile.lock_path(self.project.state_dir, "-").parent
+        if not directory.is_dir():
+            return []
+        return sorted(path.name[:-len(".json")] for path in directory.glob("*.json")
+                      if path.name[:-len(".json")] not in self.project.stages)
+
     # ---- verbs --------------------------------------------------------------------
 
     def status(self, names: list[str]) -> list[Decision]:
@@ -167,6 +177,9 @@ class Pipeline:
         from pivotbuild import snapshot
 
         if self.overrides:
+            return
+        if self.orphaned_locks():  # status lists them; the fast path does not know them
+            snapshot.forget(str(self.root))
             return
         snapshot.refresh(self, decisions, len(decisions) == self.graph.number_of_nodes(),
                          self._snapshot_key)

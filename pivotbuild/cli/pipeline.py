@@ -83,6 +83,8 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
 
         decisions = pipeline.status(pipeline.select(list(targets)))
     stale = any(d.status == STALE for d in decisions)
+    # Locks of stages pivot.toml no longer has: shown (with every stage only), never stale.
+    orphans = pipeline.orphaned_locks() if not targets else []
     for decision in decisions:
         if decision.lock_problem and not (quiet or obj.quiet):
             warn(decision.lock_problem)
@@ -92,7 +94,7 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
         doc = {"stages": [
             {"name": d.name, "status": d.status, "reasons": [r.to_dict() for r in d.reasons]}
             for d in decisions
-        ]}
+        ], **({"orphaned": orphans} if orphans else {})}
         say(json.dumps(doc, indent=2))
         return
     for decision in decisions:
@@ -100,6 +102,9 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
         if decision.status == STALE:
             for reason in decision.reasons:
                 say(f"    {reason}")
+    for name in orphans:
+        say(f"{name}: orphaned (no such stage in pivot.toml; delete "
+            f".pivotbuild/locks/{name}.json to forget it)")
     if not stale:
         say("Everything is up to date.")
 
