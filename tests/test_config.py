@@ -691,13 +691,24 @@ def test_example_file_loads(tmp_path: Path) -> None:
     shutil.copy(REPO / "pivot.toml.example", tmp_path / PROJECT_FILE)
     (tmp_path / PARAMS_FILE).write_text(
         "[prepare]\nseed = 42\n[train]\nlr = 0.01\nepochs = 10\n")
+    (tmp_path / "src" / "net").mkdir(parents=True)
+    (tmp_path / "src" / "main.c").write_text("")
+    (tmp_path / "src" / "net" / "io.c").write_text("")
+    (tmp_path / "src" / "test_x.c").write_text("")
     project = load_project(tmp_path)
     assert project.name == "demo"
     assert project.default_remote == "origin"
     assert set(project.remotes) == {"origin", "s3"}
     assert list(project.stages) == [
         "prepare", "train", "compile@main-O0", "compile@main-O2", "compile@util-O0",
-        "compile@util-O2", "plot@loss", "plot@accuracy"]
+        "compile@util-O2", "plot@loss", "plot@accuracy", "cc@main", "cc@net.io", "link"]
+    assert project.pools == {"console": 1, "link": 1}
+    assert project.stages["cc@net.io"].depfile == "build/net.io.d"
+    assert project.stages["link"].deps == ["build/main.o", "build/net.io.o"]
+    assert project.stages["link"].cmd == ["cc -o bin/app build/main.o build/net.io.o"]
+    metrics, loss = project.stages["train"].outs[1:3]
+    assert (metrics.metric, loss.plot) == (True, {"x": "step", "y": ["loss"], "title": "loss",
+                                                  "template": "linear"})
     assert project.stages["prepare"].cmd == ["python prepare.py --seed 42"]
     assert project.stages["train"].param_values == {"train.lr": 0.01, "train.epochs": 10}
     plot = project.stages["plot@loss"]
