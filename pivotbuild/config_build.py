@@ -380,7 +380,10 @@ class StageBuilder:
         if not file or file == "." or is_inside(file, STATE_DIR):
             raise fail(where, f"malformed params entry {entry!r} (expected FILE:dotted.key "
                        "with FILE a params file of the project)")
-        if not file.endswith(PARAMS_EXTENSIONS) or file.casefold() == PROJECT_FILE:
+        if file.casefold() == PROJECT_FILE:
+            raise fail(where, f"params file of {entry!r}: {PROJECT_FILE} is the pipeline "
+                       "file, not a params file")
+        if not file.endswith(PARAMS_EXTENSIONS):
             raise fail(where, f"params file of {entry!r}: expected a .toml, .yaml, .yml or "
                        ".json file")
         return file

@@ -233,6 +233,8 @@ def test_the_yml_extension_and_an_empty_yaml_file(tmp_path: Path) -> None:
     ('params = ["../o.yaml:b"]', {},
      "pivot.toml: stages.s.params[0]: params file of '../o.yaml:b': path escapes"),
     ('params = [":b"]', {}, "pivot.toml: stages.s.params[0]: malformed params entry ':b'"),
+    ('params = ["pivot.toml:stages"]', {}, ("pivot.toml: stages.s.params[0]: params file of "
+     "'pivot.toml:stages': pivot.toml is the pipeline file, not a params file")),
     ('params = ["o.yaml:"]', {}, "pivot.toml: stages.s.params[0]: malformed params key"),
     ('params = ["o.yaml:a"]', {"o.yaml": "a: [1\n"}, "o.yaml: line 2: invalid YAML:"),
     ('params = ["o.yaml:a"]', {"o.yaml": "- 1\n"},
