@@ -118,13 +118,16 @@ def import_dvc(root: Path, *, force: bool = False, wait: float | None = None,
             outcome = pipeline.commit(names, explicit=True)
             result.committed = outcome.committed
             result.failed = outcome.failed
+        _track(pipeline, conversion, memo, result)
+    # Planned again from a freshly opened project: its no-op snapshot (refreshed by status)
+    # is keyed on the locks as the commits above left them, so the next repro can use it.
+    with opened(root, jobs) as pipeline:
         for decision in pipeline.status(pipeline.select([])):
             if decision.status == STALE:
                 reasons = why.get(decision.name) or [str(r) for r in decision.reasons]
                 result.stale.append((decision.name, reasons))
-        _track(pipeline, conversion, memo, result)
         if result.tracked:
-            snapshot.forget(str(pipeline.root))  # as `track` does
+            snapshot.forget(str(pipeline.root))  # as `track` does: it knows no tracked paths
     return result
 
 

@@ -5,6 +5,7 @@ that appends its arguments to a marker file before running the real one."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -186,3 +187,20 @@ def test_bad_dvc_yaml_exits_2_and_writes_nothing(tmp_path):
     assert result.code == 2
     assert "dvc.yaml" in result.err and "invalid YAML" in result.err
     assert not (tmp_path / "pivot.toml").exists()
+
+
+def test_the_first_repro_after_an_import_is_answered_by_the_fast_path(tmp_path):
+    root = tmp_path / "hand"
+    (root / ".dvc").mkdir(parents=True)
+    (root / "a.txt").write_text("a\n")
+    (root / "b.txt").write_text("a\n")
+    md5 = hashlib.md5(b"a\n").hexdigest()
+    (root / "dvc.yaml").write_text("stages:\n  copy:\n    cmd: cp a.txt b.txt\n"
+                                   "    deps:\n    - a.txt\n    outs:\n    - b.txt\n")
+    (root / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  copy:\n    cmd: cp a.txt b.txt\n    deps:\n"
+        f"    - path: a.txt\n      hash: md5\n      md5: {md5}\n      size: 2\n"
+        f"    outs:\n    - path: b.txt\n      hash: md5\n      md5: {md5}\n      size: 2\n")
+    assert _import(root)["committed"] == ["copy"]
+    result = run(["repro"], root, {"PIVOTBUILD_FASTPATH_TRACE": "1"})
+    assert result.code == 0 and "fast path answered" in result.err
