@@ -6,7 +6,9 @@ into one ``ConfigError(file, key path, problem)`` line. ``read_toml`` and ``read
 (TOML, YAML, JSON by extension) parse a file the same way: every syntax, encoding or I/O
 problem is a ConfigError naming the file (and the line where the parser knows it).
 YAML is read with PyYAML's C safe loader (libyaml, fast) when PyYAML was built with it, else
-its pure-Python safe loader: both build only plain data, never objects.
+its pure-Python safe loader: both build only plain data, never objects. One YAML 1.2 rule is
+added to PyYAML's YAML 1.1 resolver: ``1e-3`` (an exponent without a dot) is a float, as DVC
+(ruamel.yaml) and JSON read it, not the string PyYAML would make of it.
 """
 
 from __future__ import annotations
@@ -323,6 +325,23 @@ def validate(model: type[BaseModel], data: dict[str, Any], label: str) -> Any:
 
 
 PARAMS_EXTENSIONS = (".toml", ".yaml", ".yml", ".json")
+_LOADER: list[Any] = []
+
+
+def _yaml_loader() -> Any:
+    """PyYAML's safe loader (C if built), with ``1e-3`` resolved as a float (YAML 1.2)."""
+    if not _LOADER:
+        import yaml
+
+        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        loader = type("ParamsLoader", (base,), {})
+        # add_implicit_resolver copies the inherited table first: base loaders are untouched.
+        loader.add_implicit_resolver(
+            "tag:yaml.org,2002:float",
+            re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+            list("-+0123456789"))
+        _LOADER.append(loader)
+    return _LOADER[0]
 
 
 def read_params(root: Path, rel: str, label: str) -> dict[str, Any]:
@@ -347,9 +366,8 @@ def read_params(root: Path, rel: str, label: str) -> dict[str, Any]:
     else:
         import yaml
 
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         try:
-            data = yaml.load(text, Loader=loader)
+            data = yaml.load(text, Loader=_yaml_loader())
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark is not None else ""

@@ -283,3 +283,14 @@ def test_the_default_params_file_is_protected_when_renamed(tmp_path: Path) -> No
     # params.toml is an ordinary file then
     assert load(tmp_path / "b", '[project]\nparams_file = "p.json"\n[stages.s]\ncmd = "x"\n'
                 'outs = ["params.toml"]\n').stages["s"].outs[0].path == "params.toml"
+
+
+def test_yaml_exponents_without_a_dot_are_floats(tmp_path: Path) -> None:
+    # PyYAML (YAML 1.1) alone reads 1e-3 as a string; DVC and JSON read a number.
+    project = load(tmp_path, '[project]\nparams_file = "params.yaml"\n[stages.s]\ncmd = "x"\n'
+                   'params = ["lr", "big", "text"]\n',
+                   {"params.yaml": 'lr: 1e-3\nbig: -2E+2\ntext: "1e-3"\n'})
+    assert project.stages["s"].param_values == {"lr": 0.001, "big": -200.0, "text": "1e-3"}
+    import yaml
+
+    assert yaml.safe_load("a: 1e-3") == {"a": "1e-3"}  # the stock loaders are untouched
