@@ -334,7 +334,7 @@ def _yaml_loader() -> Any:
         import yaml
 
         base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        loader = type("ParamsLoader", (base,), {})
+        loader: Any = type("ParamsLoader", (base,), {})
         # add_implicit_resolver copies the inherited table first: base loaders are untouched.
         loader.add_implicit_resolver(
             "tag:yaml.org,2002:float",
