@@ -4,7 +4,8 @@ The steps, in order (SPEC §10):
 
 1. ``convert`` reads the DVC project (a ConfigError, exit 2, writes nothing); an existing
    pivot.toml is a UsageError (exit 2) unless ``force``.
-2. pivot.toml is written (atomically), then loaded as every command loads it.
+2. pivot.toml is written (atomically), then loaded as every command loads it; a pipeline
+   pivotbuild refuses (a ``*.pvt`` output, say) puts the previous file back and exits 2.
 3. Under the project lock, each stage's workspace deps and outs are checked against the
    md5s dvc.lock recorded (hashes.py: one md5 batch for all single files, one per directory
    or DVC's cached ``.dir`` listing); its params and cmd against dvc.lock too (convert.py).
@@ -28,7 +29,7 @@ from pivotbuild.atomic import write_atomic
 from pivotbuild.dvc.convert import DVC_YAML, convert
 from pivotbuild.dvc.hashes import Md5Memo
 from pivotbuild.dvc.model import Conversion, check_stage, check_tracked
-from pivotbuild.errors import PivotError, UsageError
+from pivotbuild.errors import ConfigError, PivotError, UsageError
 from pivotbuild.paths import PROJECT_FILE
 
 
@@ -87,7 +88,7 @@ def import_dvc(root: Path, *, force: bool = False, wait: float | None = None,
         raise UsageError(f"{target}: already exists; import-dvc would overwrite it (use "
                          "--force to replace it)")
     conversion = convert(root)
-    write_atomic(target, conversion.toml.encode("utf-8"))
+    _write_checked(root, target, conversion.toml)
     result = ImportResult(conversion)
     result.renamed = {c.dvc_stage: c.stage for c in conversion.checks
                       if c.dvc_stage != c.stage}
@@ -129,6 +130,25 @@ def import_dvc(root: Path, *, force: bool = False, wait: float | None = None,
         if result.tracked:
             snapshot.forget(str(pipeline.root))  # as `track` does: it knows no tracked paths
     return result
+
+
+def _write_checked(root: Path, target: Path, text: str) -> None:
+    """Write pivot.toml, then load it as every command will; if that fails, put back what was
+    there before (nothing, or the file --force replaces) and raise a ConfigError (exit 2)
+    that says the DVC pipeline is what must change."""
+    from pivotbuild.config import load_project
+
+    before = target.read_bytes() if target.exists() else None
+    write_atomic(target, text.encode("utf-8"))
+    try:
+        load_project(root)
+    except ConfigError as exc:
+        if before is None:
+            target.unlink(missing_ok=True)
+        else:
+            write_atomic(target, before)
+        raise ConfigError(DVC_YAML, "", f"converts to a pivot.toml that pivotbuild refuses "
+                          f"({exc}); nothing was written") from None
 
 
 def _track(pipeline: Any, conversion: Conversion, memo: Md5Memo, result: ImportResult) -> None:

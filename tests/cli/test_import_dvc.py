@@ -204,3 +204,16 @@ def test_the_first_repro_after_an_import_is_answered_by_the_fast_path(tmp_path):
     assert _import(root)["committed"] == ["copy"]
     result = run(["repro"], root, {"PIVOTBUILD_FASTPATH_TRACE": "1"})
     assert result.code == 0 and "fast path answered" in result.err
+
+
+def test_a_pipeline_pivotbuild_refuses_writes_nothing(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages:\n  a:\n    cmd: echo x > x.pvt\n"
+                                       "    outs:\n    - x.pvt\n")
+    result = run(["import-dvc"], tmp_path)
+    assert result.code == 2
+    assert "dvc.yaml" in result.err and "x.pvt" in result.err
+    assert not (tmp_path / "pivot.toml").exists() and not (tmp_path / ".pivotbuild").exists()
+    (tmp_path / "pivot.toml").write_text("# mine\n")
+    assert run(["import-dvc", "--force"], tmp_path).code == 2
+    assert (tmp_path / "pivot.toml").read_text() == "# mine\n"
