@@ -16,7 +16,7 @@ import sys
 import click
 
 from pivotbuild import __version__
-from pivotbuild.cli import dvc, pipeline, remote, tools, track
+from pivotbuild.cli import build, dvc, pipeline, remote, tools, track
 from pivotbuild.cli.common import Context, error, jobs_option
 from pivotbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PivotError, UsageError
 
@@ -58,7 +58,7 @@ def hash_command(paths: tuple[str, ...], jobs: int | None, as_json: bool,
 
 
 for _command in (*pipeline.COMMANDS, *remote.COMMANDS, *track.COMMANDS, *dvc.COMMANDS,
-                 *tools.COMMANDS):
+                 *tools.COMMANDS, *build.COMMANDS):
     cli.add_command(_command)
 tools.add_stage_completion(cli)  # after every command is registered
 
