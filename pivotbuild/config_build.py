@@ -8,7 +8,9 @@ the tables are written. On the way:
   ``stem``, ``dir`` and ``key``, and its part of the instance name is ``key``
   (``cc@net.io``). A glob that matches nothing gives no instance (as a Make pattern rule
   with no sources builds nothing). Every directory a walk looked into is kept
-  (``glob_dirs``) so that a no-op check can see a file appear or vanish.
+  (``glob_dirs``) so that a no-op check can see a file appear or vanish. Patterns and the
+  item's ``path`` / ``dir`` are project-relative, whatever the stage's wdir (deps and outs are
+  wdir-relative: a stage with a wdir writes ``../${item.path}``).
 - Group references: a deps entry that is exactly ``${stages.NAME.outs}`` stands for every
   out of every instance of table NAME, in instance order (each instance's outs in declared
   order); in cmd the reference renders those paths relative to the stage's wdir (its cmd's

@@ -294,3 +294,11 @@ def test_yaml_exponents_without_a_dot_are_floats(tmp_path: Path) -> None:
     import yaml
 
     assert yaml.safe_load("a: 1e-3") == {"a": "1e-3"}  # the stock loaders are untouched
+
+
+def test_set_override_reaches_a_glob_pattern(tmp_path: Path) -> None:
+    root = write(tmp_path, CBUILD, {**SOURCES, "lib/z.c": ""})
+    project = load_project(root, {"src": "lib", "cc": "clang"})
+    assert [n for n in project.stages if n.startswith("cc")] == ["cc@z"]
+    assert project.stages["link"].cmd == ["clang -o bin/app build/z.o"]
+    assert project.glob_dirs == ("lib",)
