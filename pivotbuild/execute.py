@@ -47,6 +47,7 @@ from pivotbuild.runners import Cancel, OutputSink, StageRunner, StageSpec
 from pivotbuild.store.objects import CorruptObjectsError, MissingObjectsError
 
 if TYPE_CHECKING:
+    from pivotbuild.auditrun import Audit
     from pivotbuild.config import Project
     from pivotbuild.hasher import PathDigest
     from pivotbuild.store.place import Placer
@@ -63,6 +64,7 @@ class StageResult:
     input_hash: str | None = None
     duration_s: float = 0.0
     error: str | None = None
+    undeclared_reads: list[str] | None = None  # repro --audit: a traced successful run's
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -72,6 +74,8 @@ class StageResult:
         }
         if self.error is not None:
             out["error"] = self.error
+        if self.undeclared_reads is not None:
+            out["undeclared_reads"] = list(self.undeclared_reads)
         return out
 
 
@@ -126,6 +130,7 @@ class RunOptions:
     no_commit: bool = False
     forced: frozenset[str] = frozenset()
     stage_output: IO[str] | None = None  # default: stdout
+    audit: Audit | None = None  # repro --audit (the runner is then an auditrun.TracingRunner)
 
 
 class Executor:
@@ -349,8 +354,11 @@ class Executor:
                 error = str(exc)
         self.history.add_run(name, wall_start, duration, "ok" if error is None else "failed",
                              input_hash, committed)
+        undeclared = None
+        if error is None and self.options.audit is not None:
+            undeclared = self.options.audit.undeclared(stage, ())
         return StageResult(name, RUN, OK if error is None else FAILED, decision.reasons,
-                           input_hash, duration, error)
+                           input_hash, duration, error, undeclared)
 
     def _console_stdout(self) -> int:
         """Where a console stage's stdout goes: the descriptor of the stream stage output goes

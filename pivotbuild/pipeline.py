@@ -206,6 +206,10 @@ class Pipeline:
             from pivotbuild.runners.local import LocalRunner
 
             runner = LocalRunner()
+        if options.audit is not None:  # repro --audit: the commands run traced
+            from pivotbuild.auditrun import TracingRunner
+
+            runner = TracingRunner(runner, options.audit)
         outputs = CachedOutputs(self.project, self.placer, reporter.say)
         executor = Executor(self.project, self.graph, planner, self.committer, outputs, runner,
                             self.state, reporter, dataclasses.replace(options, forced=forced))

@@ -18,6 +18,7 @@ rich is imported only when a bar is actually shown.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -106,6 +107,19 @@ def warn(text: str) -> None:
 def error(text: str) -> None:
     """``pivotbuild: error: TEXT`` on stderr (a URL's userinfo never shown)."""
     LINES.line(f"pivotbuild: error: {redact_text(text)}", sys.stderr)
+
+
+_PLAIN_PATH = re.compile(r"[\w./@+=:-]+")  # named as it is; any other path quoted
+UNDECLARED_SHOWN = 10  # paths an undeclared-reads warning names before "and N more"
+
+
+def undeclared_warning(stage: str, paths: list[str], shown: int = UNDECLARED_SHOWN) -> str:
+    """The one warning of `repro --audit` for a stage that read files it did not declare."""
+    named = ", ".join(p if _PLAIN_PATH.fullmatch(p) else repr(p) for p in paths[:shown])
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    files = "file" if len(paths) == 1 else "files"
+    return (f"stage '{stage}' read {len(paths)} undeclared {files}: {named}{more} "
+            "(declare them in its deps)")
 
 
 # ---- bars -----------------------------------------------------------------------------------
@@ -236,6 +250,8 @@ class Reporter:
             self.say(f"Restoring '{name}' from the run cache")
 
     def stage_finished(self, result: StageResult) -> None:
+        if result.undeclared_reads:  # repro --audit: shown even when quiet, as warnings are
+            warn(undeclared_warning(result.name, result.undeclared_reads))
         if result.status == FAILED:
             self.say(f"pivotbuild: error: stage '{result.name}' failed: {result.error}")
         elif result.action == SKIP and self.verbose:

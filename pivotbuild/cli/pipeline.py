@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -29,6 +30,10 @@ from pivotbuild.cli.common import (
     warn,
 )
 from pivotbuild.errors import EXIT_FAILED, EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    from pivotbuild.auditrun import Audit
+    from pivotbuild.pipeline import Pipeline
 
 INIT_TEMPLATE = """\
 # pivot.toml: the stages of this project. See pivot.toml.example for every field.
@@ -128,13 +133,16 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
               help="First fetch from the remote what can be restored (run cache included).")
 @click.option("-r", "--remote", "remote_name", default=None, metavar="NAME",
               help="The remote for --pull (default: project.default_remote).")
+@click.option("--audit", is_flag=True,
+              help="Trace what each stage that runs reads; warn about undeclared project files "
+                   "(stale stages run instead of coming from the run cache).")
 @wait_option
 @click.pass_obj
 def repro_command(obj: Context, targets: tuple[str, ...], overrides: dict[str, str],
                   jobs: int | None, dry_run: bool,
                   force: bool, keep_going: bool, single_item: bool, downstream: bool,
                   no_commit: bool, no_run_cache: bool, explain: bool, as_json: bool,
-                  pull: bool, remote_name: str | None, wait: float | None) -> None:
+                  pull: bool, remote_name: str | None, audit: bool, wait: float | None) -> None:
     """Bring the targets (default: every stage) and their upstream up to date."""
     import time
 
@@ -155,11 +163,12 @@ def repro_command(obj: Context, targets: tuple[str, ...], overrides: dict[str, s
         options = RunOptions(
             jobs=jobs or project_jobs, keep_going=keep_going, no_commit=no_commit,
             stage_output=sys.stderr if as_json else None,
+            audit=_audit(pipeline) if audit and not dry_run else None,
         )
         reporter: Reporter = make_reporter(obj.verbose, obj.quiet or as_json, explain or dry_run)
         decisions, results = pipeline.repro(
             names, options=options, reporter=reporter, force=force, single_item=single_item,
-            dry_run=dry_run, use_run_cache=not no_run_cache, run_cache_miss=miss,
+            dry_run=dry_run, use_run_cache=not (no_run_cache or audit), run_cache_miss=miss,
         )
     for decision in decisions:
         if decision.lock_problem:
@@ -174,10 +183,21 @@ def repro_command(obj: Context, targets: tuple[str, ...], overrides: dict[str, s
     ok = all(r.status == OK for r in results)
     reporter.finish(results, time.monotonic() - started)
     if as_json:
-        doc = {"ok": ok, "stages": [r.to_dict() for r in results]}
-        say(json.dumps(doc, indent=2))
+        stages = [r.to_dict() for r in results]
+        if audit:  # a list for each traced (successful) run, null for every other stage
+            for stage in stages:
+                stage.setdefault("undeclared_reads", None)
+        say(json.dumps({"ok": ok, "stages": stages}, indent=2))
     if not ok or (pulled is not None and not pulled.ok):
         raise SystemExit(EXIT_FAILED)
+
+
+def _audit(pipeline: Pipeline) -> Audit:
+    """The audit of this repro (repro --audit): its notices are warnings."""
+    from pivotbuild.auditrun import Audit
+
+    project = pipeline.project
+    return Audit(project.root, project.state_dir, warn, params_file=project.params_file)
 
 
 @click.command("commit")
