@@ -70,7 +70,7 @@ def clean(project: Project, stages: Iterable[Stage], *, dry_run: bool,
                 for p in [*s.deps, *(o.path for o in s.outs)]}
     parents: set[str] = set()
     for stage in stages:
-        if stage.frozen and stage.name not in named and stage.base not in named:
+        if stage.frozen and stage.name not in named:
             report.kept_frozen.append(stage.name)
             continue
         wanted = [o.path for o in stage.outs]
@@ -150,14 +150,15 @@ def clean_command(obj: Context, targets: tuple[str, ...], dry_run: bool,
     project, graph = _load(overrides)
     names = dag.select(graph, [_target(project, graph, t) for t in targets], single_item=True)
     stages = [project.stages[n] for n in names]
+    named = frozenset(names) if targets else frozenset()  # each one a target, or its instance
     if dry_run:
-        report = clean(project, stages, dry_run=True, named=frozenset(targets))
+        report = clean(project, stages, dry_run=True, named=named)
     else:
         from pivotbuild.paths import ensure_state_dir
         from pivotbuild.projectlock import project_lock
 
         with project_lock(ensure_state_dir(project.root), wait):
-            report = clean(project, stages, dry_run=False, named=frozenset(targets))
+            report = clean(project, stages, dry_run=False, named=named)
     verb = "Would remove" if dry_run else "Removed"
     if not obj.quiet:
         for rel in report.removed:
