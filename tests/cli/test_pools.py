@@ -23,7 +23,7 @@ def test_a_pool_of_one_runs_one_stage_at_a_time_while_other_stages_run_beside(pr
         text += (f'[stages.{name}]\ncmd = "{POOLED.format(name=name)}"\n'
                  f'outs = ["{name}.o"]\npool = "link"\n\n')
     # Not in the pool: waits until a pooled stage holds the mutex, so it ran beside one.
-    text += ('[stages.free]\ncmd = "i=0; while [ ! -d held ] && [ $i -lt 200 ]; do '
+    text += ('[stages.free]\ncmd = "i=0; while [ ! -d held ] && [ $i -lt 600 ]; do '
              'sleep 0.05; i=$((i+1)); done; [ -d held ] && echo beside > free.o"\n'
              'outs = ["free.o"]\n')
     (project / "pivot.toml").write_text(text)
@@ -46,11 +46,11 @@ def test_a_console_stage_gets_the_terminal_unprefixed_and_nothing_interleaves(pr
         '[stages.ask]\n'
         'cmd = "[ -t 0 ] && [ -t 1 ] && echo ask: on a terminal; read answer; '
         'echo ask: got $answer; touch ask.started; i=0; '
-        'while [ ! -e other.o ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; '
+        'while [ ! -e other.o ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; '
         'echo ask: end; echo $answer > ask.o"\n'
         'outs = ["ask.o"]\npool = "console"\n\n'
         '[stages.other]\n'
-        'cmd = "i=0; while [ ! -e ask.started ] && [ $i -lt 200 ]; do sleep 0.05; '
+        'cmd = "i=0; while [ ! -e ask.started ] && [ $i -lt 600 ]; do sleep 0.05; '
         'i=$((i+1)); done; echo other line; echo done > other.o"\n'
         'outs = ["other.o"]\n')
     code, text = run_in_pty([sys.executable, "-m", "pivotbuild", "repro", "-j", "2"], project,
