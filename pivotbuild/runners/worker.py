@@ -324,7 +324,7 @@ def _run_cmds(spec: dict[str, Any], cwd: Path, env: dict[str, str], lines: _Line
         for proc in current.copy():  # the command's thread may remove it meanwhile
             _stop_group(proc)
 
-    watcher = _watch_cancel(spec.get("cancel"), stop, done)
+    _watch_cancel(spec.get("cancel"), stop, done)
     try:
         for command in spec["cmd"]:
             if cancelled.is_set():
@@ -347,9 +347,7 @@ def _run_cmds(spec: dict[str, Any], cwd: Path, env: dict[str, str], lines: _Line
                 return int(code) if code > 0 else 128 - int(code)
         return 0
     finally:
-        done.set()
-        if watcher is not None:
-            watcher.join(timeout=_CANCEL_POLL_S * 4)
+        done.set()  # the watcher ends at its next wake-up (not waited for: up to a poll)
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -372,14 +370,15 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
             time.sleep(0.02)
 
 
-def _watch_cancel(name: str | None, stop: Callable[[], None], done: threading.Event
-                  ) -> threading.Thread | None:
+def _watch_cancel(name: str | None, stop: Callable[[], None], done: threading.Event) -> None:
     """A thread that waits on the run's cancel event and calls ``stop`` once it is set."""
     if not name or _worker() is None:
-        return None
-    from distributed import Event
+        return
+    from distributed import Event, get_client
 
-    event = Event(name)  # type: ignore[no-untyped-call]
+    # Bound to the worker's client here, in the task's thread: the watcher thread has no
+    # task context of its own.
+    event = Event(name, client=get_client())  # type: ignore[no-untyped-call]
 
     def watch() -> None:
         while not done.is_set():
@@ -391,9 +390,7 @@ def _watch_cancel(name: str | None, stop: Callable[[], None], done: threading.Ev
                 if done.wait(_CANCEL_POLL_S):
                     return
 
-    thread = threading.Thread(target=watch, name="pivotbuild-cancel", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=watch, name="pivotbuild-cancel", daemon=True).start()
 
 
 class _Lines:

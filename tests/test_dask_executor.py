@@ -1,0 +1,343 @@
+"""repro on a Dask cluster (issue 16, SPEC §12): one module-scoped LocalCluster of 2 process
+workers on 127.0.0.1, a local-directory remote (S3 through the moto server for the exec bit).
+
+Each test runs ``pivotbuild repro`` as a user would (a subprocess) against that cluster, and
+looks at what a user would: locks, cache objects, exit codes, output, what ran."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.conftest import Result, run
+
+pytest_plugins = ["tests.s3server"]  # s3_server, s3_bucket
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: Any) -> Iterator[str]:
+    """The scheduler's address. The workers inherit the S3 test credentials (s3_server sets
+    them first: workers use their own credentials, never the client's) and a worker cache
+    of their own."""
+    import logging
+
+    saved = os.environ.get("PIVOTBUILD_WORKER_CACHE")
+    os.environ["PIVOTBUILD_WORKER_CACHE"] = str(tmp_path_factory.mktemp("worker-cache"))
+    local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     host="127.0.0.1", dashboard_address=None,
+                                     silence_logs=logging.CRITICAL)
+    try:
+        yield local.scheduler_address
+    finally:
+        local.close()
+        if saved is None:
+            os.environ.pop("PIVOTBUILD_WORKER_CACHE", None)
+        else:
+            os.environ["PIVOTBUILD_WORKER_CACHE"] = saved
+
+
+def make_project(root: Path, stages: str, remote: str | None = None, executor: str = "",
+                 extra: str = "") -> Path:
+    """A project whose default remote is ``remote`` (default: a directory beside it)."""
+    root.mkdir(parents=True)
+    url = remote or str(root.parent / f"{root.name}-remote")
+    if "://" not in url:
+        Path(url).mkdir(parents=True, exist_ok=True)
+    (root / "pivot.toml").write_text(
+        f'[project]\ndefault_remote = "origin"\n\n[remotes.origin]\nurl = "{url}"\n{extra}\n'
+        f"{executor}\n{stages}")
+    return root
+
+
+def dask(root: Path, address: str, *args: str) -> Result:
+    return run(["repro", "--executor-address", address, *args], root)
+
+
+def tree(top: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file below top: (content, mode bits)."""
+    return {str(p.relative_to(top)): (p.read_bytes(), p.stat().st_mode & 0o777)
+            for p in sorted(top.rglob("*")) if p.is_file()}
+
+
+# ---- byte-identical to a local repro ------------------------------------------------------------
+
+PIPELINE = """
+[stages.gen]
+cmd = "mkdir -p model/sub && cat data.txt > model/w.txt && printf '#!/bin/sh\\\\necho hi\\\\n' \
+> model/sub/run.sh && chmod +x model/sub/run.sh && wc -c < data.txt > size.txt \
+&& echo '{\\"n\\": 1}' > metrics.json && cat data.txt >> history.log"
+deps = ["data.txt"]
+outs = ["model", "size.txt", { path = "metrics.json", cache = false },
+        { path = "history.log", persist = true }]
+
+[stages.use]
+matrix = { part = ["a", "b"] }
+cmd = "cat model/w.txt size.txt > use-${item.part}.txt && echo ${item.part} >> use-${item.part}.txt"
+deps = ["model", "size.txt"]
+outs = ["use-${item.part}.txt"]
+"""
+
+
+def test_locks_and_cache_objects_match_a_local_repro(tmp_path: Path, cluster: str) -> None:
+    """File and directory outs, cache = false, persist and matrix: after a first run and a
+    second one with new data (the persist out carried over to the worker), the locks and
+    the cache (objects and run-cache entries) are byte-identical to a local repro's."""
+    local = make_project(tmp_path / "local" / "p", PIPELINE)
+    remote = make_project(tmp_path / "dask" / "p", PIPELINE)
+    for data in ("first\n", "second run\n"):
+        for root in (local, remote):
+            (root / "data.txt").write_text(data)
+        assert run(["repro"], local).code == 0
+        result = dask(remote, cluster)
+        assert result.code == 0, result.err
+    for part in ("locks",):
+        assert tree(local / ".pivotbuild" / part) == tree(remote / ".pivotbuild" / part)
+    for part in ("files", "runs"):
+        assert tree(local / ".pivotbuild/cache" / part) == tree(
+            remote / ".pivotbuild/cache" / part)
+    assert (remote / "history.log").read_text() == "first\nsecond run\n"  # persist: appended
+    assert (remote / "metrics.json").read_text() == '{"n": 1}\n'  # cache = false: inline
+    assert os.access(remote / "model/sub/run.sh", os.X_OK)
+    assert (remote / "use-b.txt").read_text() == "second run\n11\nb\n"
+    assert run(["status", "-q"], remote).code == 0
+
+
+# ---- hermeticity ------------------------------------------------------------------------------
+
+
+def test_an_undeclared_input_fails_on_the_worker(tmp_path: Path, cluster: str) -> None:
+    root = make_project(tmp_path / "p", '[stages.s]\ncmd = "cat declared.txt undeclared.txt > '
+                        'out.txt"\ndeps = ["declared.txt"]\nouts = ["out.txt"]\n')
+    (root / "declared.txt").write_text("yes\n")
+    (root / "undeclared.txt").write_text("sneaky\n")
+    assert run(["repro", "--executor", "local"], root).code == 0  # here it reads anything
+    (root / "declared.txt").write_text("changed\n")
+    result = dask(root, cluster)
+    assert result.code == 1
+    said = result.out + result.err
+    assert "undeclared.txt: No such file" in said
+    assert "holds only its declared deps" in said
+    assert (root / "out.txt").exists() is False or "sneaky" not in (root / "out.txt").read_text()
+
+
+# ---- the exec bit through S3 --------------------------------------------------------------------
+
+
+def test_the_exec_bit_of_a_dep_survives_s3(tmp_path: Path, cluster: str, s3_server: Any,
+                                           s3_bucket: str) -> None:
+    root = make_project(
+        tmp_path / "p",
+        '[stages.s]\ncmd = "./tool.sh > out.txt && tools/inner.sh >> out.txt"\n'
+        'deps = ["tool.sh", "tools"]\nouts = ["out.txt"]\n',
+        remote=f"s3://{s3_bucket}/cache", extra=f'endpoint_url = "{s3_server.endpoint}"')
+    (root / "tool.sh").write_text("#!/bin/sh\necho tool\n")
+    (root / "tool.sh").chmod(0o755)
+    (root / "tools").mkdir()
+    (root / "tools/inner.sh").write_text("#!/bin/sh\necho inner\n")
+    (root / "tools/inner.sh").chmod(0o755)
+    result = dask(root, cluster)
+    assert result.code == 0, result.err
+    assert (root / "out.txt").read_text() == "tool\ninner\n"
+    keys = s3_server.filesystem().find(f"{s3_bucket}/cache/files")
+    assert keys  # the inputs and the output went through the bucket
+
+
+# ---- failures ---------------------------------------------------------------------------------
+
+
+def test_a_failing_cmd_exits_1_runs_nothing_downstream_and_writes_no_lock(
+        tmp_path: Path, cluster: str) -> None:
+    marker = tmp_path / "ran-b"
+    root = make_project(tmp_path / "p", f'''
+[stages.a]
+cmd = "echo about to fail; exit 3"
+outs = ["a.txt"]
+
+[stages.b]
+cmd = "echo b >> {marker}; cat a.txt > b.txt"
+deps = ["a.txt"]
+outs = ["b.txt"]
+''')
+    result = dask(root, cluster)
+    assert result.code == 1
+    assert "about to fail" in result.out
+    assert "exited with code 3" in result.err
+    assert not marker.exists()
+    assert not list((root / ".pivotbuild").glob("locks/*.json"))
+
+
+def test_a_worker_killed_mid_stage_is_retried_and_the_stage_committed(
+        tmp_path: Path, cluster: str) -> None:
+    killed, count = tmp_path / "killed", tmp_path / "count"
+    # $PPID is the worker process: the first attempt kills it (a sleep the watchdog ends).
+    root = make_project(tmp_path / "p", f'''
+[stages.s]
+cmd = "echo try >> {count}; if [ ! -e {killed} ]; then touch {killed}; kill -9 $PPID; \
+sleep 60; fi; echo done > out.txt"
+outs = ["out.txt"]
+''')
+    result = dask(root, cluster)
+    assert result.code == 0, result.err
+    assert count.read_text() == "try\ntry\n"
+    assert (root / "out.txt").read_text() == "done\n"
+    assert (root / ".pivotbuild/locks/s.json").exists()
+    _wait_for_workers(cluster, 2)
+
+
+def _wait_for_workers(address: str, n: int) -> None:
+    """The nanny restarts a killed worker: let it come back before the next test."""
+    with distributed.Client(address) as client:
+        client.wait_for_workers(n, timeout=60)
+
+
+def _running(marker: str) -> list[int]:
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline and b"sleep" in cmdline:
+                pids.append(int(name))
+    return pids
+
+
+def _default_sigint() -> None:
+    """A shell's background job ignores SIGINT, and a child inherits that: not this one."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_leaves_no_command_running_on_any_worker(
+        tmp_path: Path, cluster: str, sig: signal.Signals) -> None:
+    marker = f"{int(uuid.uuid4().int % 10**6)}.{os.getpid()}"
+    root = make_project(tmp_path / "p", f'''
+[stages.one]
+cmd = "sleep {marker}1"
+outs = ["one.txt"]
+
+[stages.two]
+cmd = "sleep {marker}2"
+outs = ["two.txt"]
+''')
+    proc = subprocess.Popen([sys.executable, "-m", "pivotbuild", "repro", "-j2",
+                             "--executor-address", cluster], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_running(marker)) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the commands never started"
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 5
+    while _running(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(marker) == []
+    assert not list((root / ".pivotbuild").glob("locks/*.json"))
+
+
+# ---- output -----------------------------------------------------------------------------------
+
+
+def test_output_lines_arrive_whole_and_prefixed(tmp_path: Path, cluster: str) -> None:
+    stages = ""
+    for name in ("p", "q"):
+        stages += (f'[stages.{name}]\ncmd = "i=0; while [ $i -lt 300 ]; do echo {name} line $i '
+                   f'{name * 40}; i=$((i+1)); done; printf \'{name} no newline\' ; '
+                   f'echo ok > {name}.txt"\nouts = ["{name}.txt"]\n\n')
+    root = make_project(tmp_path / "p", stages)
+    result = dask(root, cluster, "-j2")
+    assert result.code == 0, result.err
+    for name in ("p", "q"):
+        mine = [line for line in result.err.splitlines() + result.out.splitlines()
+                if f"{name} line" in line or f"{name} no newline" in line]
+        expected = [f"[{name}] {name} line {i} {name * 40}" for i in range(300)]
+        assert mine == [*expected, f"[{name}] {name} no newline"]
+
+
+# ---- what the client accepts --------------------------------------------------------------------
+
+
+def test_an_object_tampered_with_on_the_remote_is_rejected(tmp_path: Path,
+                                                           cluster: str) -> None:
+    """The remote already holds a false object under the output's name: the worker skips
+    the upload (the name is there), the client's fetch rehashes it and refuses it."""
+    from pivotbuild.hashing import get_backend
+
+    remote = tmp_path / "remote"
+    root = make_project(tmp_path / "p", '[stages.s]\ncmd = "echo genuine > out.txt"\n'
+                        'outs = ["out.txt"]\n', remote=str(remote))
+    digest = get_backend().hash_bytes(b"genuine\n")
+    forged = remote / "files" / digest[:2] / digest[2:]
+    forged.parent.mkdir(parents=True)
+    forged.write_text("forged\n")
+    result = dask(root, cluster)
+    assert result.code == 1
+    assert digest in result.err and "rejected" in result.err
+    assert not (root / ".pivotbuild/locks/s.json").exists()
+    assert not (root / ".pivotbuild/cache/files" / digest[:2] / digest[2:]).exists()
+
+
+def test_a_result_naming_an_undeclared_path_is_rejected(tmp_path: Path) -> None:
+    """The client's check of a worker's result (fed a forged one): only declared outs, each
+    once, with a well-formed hash; inline content only for a non-cached out."""
+    from pivotbuild.config import load_project
+    from pivotbuild.errors import OperationError
+    from pivotbuild.runners.dask import DaskRunner
+
+    root = make_project(tmp_path / "p", '[stages.s]\ncmd = "true"\n'
+                        'outs = ["out.txt", { path = "m.json", cache = false }]\n')
+    project = load_project(root)
+    stage = project.stages["s"]
+    runner = DaskRunner(project, None, None, project.executor, None, False)  # type: ignore
+    good = {"path": "out.txt", "hash": "0" * 32}
+    for outs, inline in (
+        ([good, {"path": "../etc/passwd", "hash": "1" * 32}], []),
+        ([good, {"path": "other.txt", "hash": "1" * 32}], []),
+        ([good, good], []),
+        ([{"path": "out.txt", "hash": "not a hash"}], []),
+        ([good], [{"path": "out.txt", "files": [["", b"x", False]]}]),
+    ):
+        with pytest.raises(OperationError, match="rejected"):
+            runner._validated(stage, {"outs": outs, "inline": inline})
+    assert runner._validated(stage, {"outs": [good], "inline": []}) == [good]
+
+
+# ---- configuration ----------------------------------------------------------------------------
+
+
+def test_a_non_loopback_tcp_address_is_refused_unless_insecure(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p", '[stages.s]\ncmd = "echo x > o"\nouts = ["o"]\n')
+    result = run(["repro", "--executor-address", "tcp://10.1.2.3:8786"], root)
+    assert result.code == 2
+    assert "not loopback" in result.err and "tls://" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert not (root / "o").exists()
+    from pivotbuild.runners.dask import check_address
+
+    check_address("tcp://10.1.2.3:8786", insecure=True)
+    check_address("tls://sched.example:8786", insecure=False)
+    check_address("tcp://127.0.0.1:8786", insecure=False)
+    check_address("[::1]:8786", insecure=False)
+    with pytest.raises(Exception, match="not loopback"):
+        check_address("sched.example:8786", insecure=False)
