@@ -16,7 +16,8 @@ removed; pivotbuild's cache is inside .pivotbuild/, so it starts empty):
     import-dvc       `pivotbuild import-dvc`: convert, check every file of out/ against
                      DVC's listing (md5 in the C core, one batch), commit both stages
                      (hash with XXH3, store out/'s files in pivotbuild's cache, write locks)
-    repro (first)    the first `pivotbuild repro` after that import (nothing to run)
+    repro (first)    the first `pivotbuild repro` after that import (nothing to run; whether
+                     the no-op fast path answered it is recorded)
     repro (again)    a second one
     dvc repro        `dvc repro` on the same project, nothing to run (timed between the
                      pivotbuild runs, before the next import)
@@ -110,7 +111,9 @@ def find_dvc(venv: Path) -> str:
     return str(dvc)
 
 
-def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None,
+          output: list[str] | None = None) -> float:
+    """Wall seconds of one run (what it printed appended to ``output``)."""
     started = time.perf_counter()
     r = subprocess.run(argv, cwd=cwd, env=env or ENV, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True, check=False)
@@ -118,6 +121,8 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> floa
     if r.returncode != 0:
         tail = "\n".join(r.stdout.strip().splitlines()[-15:])
         raise BenchError(f"`{' '.join(argv)}` exited {r.returncode}:\n{tail}")
+    if output is not None:
+        output.append(r.stdout)
     return took
 
 
@@ -181,13 +186,17 @@ def main() -> int:
         "import-dvc", "pivotbuild repro (first)", "pivotbuild repro (again)",
         "pivotbuild status", "dvc repro", "dvc status")}
     md5: dict[str, list[float]] = {"core": [], "python": []}
+    fast: list[bool] = []
     log(f"load average {loadavg()} at the start; {args.runs} runs")
     for i in range(args.runs):
         reset_pivotbuild(proj)
         times["dvc repro"].append(timed([dvc, "repro", "-q"], proj))
         times["dvc status"].append(timed([dvc, "status", "-q"], proj))
         times["import-dvc"].append(timed([*pb, "-q", "import-dvc"], proj))
-        times["pivotbuild repro (first)"].append(timed([*pb, "-q", "repro"], proj))
+        said: list[str] = []  # did the no-op fast path answer the first repro?
+        times["pivotbuild repro (first)"].append(timed(
+            [*pb, "-q", "repro"], proj, {**ENV, "PIVOTBUILD_FASTPATH_TRACE": "1"}, said))
+        fast.append("fast path answered" in said[0])
         times["pivotbuild repro (again)"].append(timed([*pb, "-q", "repro"], proj))
         times["pivotbuild status"].append(timed([*pb, "-q", "status"], proj))
         for backend, extra in (("core", {}), ("python", {"PIVOTBUILD_PURE_PYTHON": "1"})):
@@ -208,7 +217,7 @@ def main() -> int:
         "load_at_end": loadavg(), "first_dvc_repro_s": first_dvc_repro,
         "times": {k: summary(v) for k, v in times.items()},
         "md5_check_in_process": {k: summary(v) for k, v in md5.items()},
-        "status_after": statuses,
+        "status_after": statuses, "first_repro_fast_path": fast,
     }
     print(f"{args.files:,} files in out/, {args.runs} runs, {cpu_model()}, "
           f"{os.cpu_count()} cores, load average {loadavg()} at the end")
@@ -218,7 +227,8 @@ def main() -> int:
         print(show(k, v))
     for k, v in result["md5_check_in_process"].items():
         print(show(f"md5 check of out/ against DVC's listing, {k}", v))
-    print(f"\npivotbuild status after: {statuses}")
+    print(f"\npivotbuild status after: {statuses}; the no-op fast path answered the first "
+          f"repro after the import in {sum(fast)} of {len(fast)} runs")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
