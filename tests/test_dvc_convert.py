@@ -32,6 +32,7 @@ from pivotbuild.dvc import (
     dir_listing,
     file_md5,
 )
+from pivotbuild.dvc.hashes import cached_listing
 from pivotbuild.errors import ConfigError, UsageError
 from pivotbuild.template import render
 
@@ -529,3 +530,35 @@ def test_a_port_that_cannot_go_into_the_url_is_not_converted(tmp_path):
     assert tomllib.loads(conversion.toml)["remotes"] == {
         "a": {"url": "ssh://h:22/x"}, "b": {"url": "ssh://h:2222/x"}}
     assert [n.what for n in conversion.not_converted] == ['.dvc/config: remote "a".port']
+
+
+@pytest.mark.parametrize("cache", [".dvc/cache/files/md5", ".dvc/cache"])  # DVC 3, DVC 2
+def test_a_directory_is_checked_against_dvcs_cached_listing_file_by_file(tmp_path, cache):
+    root = _copy("basic", tmp_path)
+    md5 = "64a4180642c45ab5de7af9b3b34c8754.dir"  # data/images, as dvc add recorded it
+    entry = LockedPath("data/images", md5, MD5)
+    shelf = root / cache / md5[:2]
+    shelf.mkdir(parents=True)
+    shutil.copy(DATA / "dir_objects" / md5, shelf / md5[2:])
+    assert cached_listing(root, md5) == [
+        (rel, hashlib.md5((root / "data/images" / rel).read_bytes()).hexdigest())
+        for rel in ("a.txt", "b.bin", "sub/c.txt")]
+    assert check_path(root, entry) is None
+    (root / "data/images/sub/c.txt").write_text("changed\n")
+    assert check_path(root, entry) == (
+        "data/images: 1 file(s) differ from what DVC recorded (e.g. sub/c.txt)")
+    (root / "data/images/new.txt").write_text("new\n")
+    (root / "data/images/a.txt").unlink()
+    assert check_path(root, entry) == (
+        "data/images: 1 file(s) DVC did not record (e.g. new.txt); 1 recorded file(s) "
+        "missing (e.g. a.txt)")
+
+
+def test_a_cached_listing_that_is_not_what_its_name_says_is_not_used(tmp_path):
+    root = _copy("basic", tmp_path)
+    md5 = "64a4180642c45ab5de7af9b3b34c8754.dir"
+    shelf = root / ".dvc/cache/files/md5" / md5[:2]
+    shelf.mkdir(parents=True)
+    (shelf / md5[2:]).write_text('[{"md5": "0", "relpath": "a.txt"}]')
+    assert cached_listing(root, md5) is None
+    assert check_path(root, LockedPath("data/images", md5, MD5)) is None  # listing rebuilt
