@@ -28,11 +28,13 @@ cached listing, which is what import-dvc does) with the C core and with the pure
 fallback (PIVOTBUILD_PURE_PYTHON=1: hashlib, one file after another), the page cache warm.
 
     python benchmarks/compare_import_dvc.py [--files 100000] [--runs 3] [--work DIR]
-        [--dvc-venv bench-data/dvc-venv] [--json OUT]
+        [--dvc-venv bench-data/dvc-venv] [--json OUT] [--quiet-cores 0.5]
+        [--quiet-timeout 300]
 
 DVC comes from --dvc-venv (`pip install dvc` into it if missing, as compare_pipeline.py
-does). Wall clock of whole processes, median (min-max) of the runs; the machine's other
-load is printed with the results (benchenv.py).
+does). Wall clock of whole processes, median (min-max) of the runs. Each timed command
+starts once other processes keep at most --quiet-cores busy (or after --quiet-timeout of
+waiting); the most they used during each command's runs is printed beside it (sysload.py).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchenv import BENCH_DATA, ENV, BenchError, cpu_model, log, run
 from pipeline_projects import dvc_init
+from sysload import Probe, wait_quiet
 
 GEN = """\
 import os, random, sys
@@ -111,13 +114,22 @@ def find_dvc(venv: Path) -> str:
     return str(dvc)
 
 
+QUIET = {"cores": 0.5, "timeout": 300.0}  # set from the command line
+OTHER: dict[str, list[float]] = {}  # cores other processes kept busy, per timed command
+
+
 def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None,
-          output: list[str] | None = None) -> float:
-    """Wall seconds of one run (what it printed appended to ``output``)."""
+          output: list[str] | None = None, label: str = "") -> float:
+    """Wall seconds of one run, started once other processes use at most QUIET cores (or
+    QUIET timeout passed); what it printed is appended to ``output``, and the cores others
+    used meanwhile to OTHER[label]."""
+    wait_quiet(QUIET["cores"], timeout=QUIET["timeout"])
+    before = Probe.now()
     started = time.perf_counter()
     r = subprocess.run(argv, cwd=cwd, env=env or ENV, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True, check=False)
     took = time.perf_counter() - started
+    OTHER.setdefault(label or argv[-1], []).append(Probe.now().since(before).other_cores)
     if r.returncode != 0:
         tail = "\n".join(r.stdout.strip().splitlines()[-15:])
         raise BenchError(f"`{' '.join(argv)}` exited {r.returncode}:\n{tail}")
@@ -160,6 +172,7 @@ def show(label: str, s: dict[str, float]) -> str:
     return f"| {label} | {s['median']:.3f} s ({s['min']:.3f}-{s['max']:.3f}) |"
 
 
+
 def loadavg() -> str:
     try:
         return Path("/proc/loadavg").read_text().split()[0]
@@ -174,7 +187,12 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=BENCH_DATA / "import-dvc")
     p.add_argument("--dvc-venv", type=Path, default=BENCH_DATA / "dvc-venv")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--quiet-cores", type=float, default=0.5,
+                   help="start each timed command once others use at most this many cores")
+    p.add_argument("--quiet-timeout", type=float, default=300.0,
+                   help="... or after this many seconds of waiting")
     args = p.parse_args()
+    QUIET.update(cores=args.quiet_cores, timeout=args.quiet_timeout)
 
     pb = find_pivotbuild()
     dvc = find_dvc(args.dvc_venv)
@@ -190,16 +208,20 @@ def main() -> int:
     log(f"load average {loadavg()} at the start; {args.runs} runs")
     for i in range(args.runs):
         reset_pivotbuild(proj)
-        times["dvc repro"].append(timed([dvc, "repro", "-q"], proj))
-        times["dvc status"].append(timed([dvc, "status", "-q"], proj))
-        times["import-dvc"].append(timed([*pb, "-q", "import-dvc"], proj))
+        times["dvc repro"].append(timed([dvc, "repro", "-q"], proj, label="dvc repro"))
+        times["dvc status"].append(timed([dvc, "status", "-q"], proj, label="dvc status"))
+        times["import-dvc"].append(timed([*pb, "-q", "import-dvc"], proj, label="import-dvc"))
         said: list[str] = []  # did the no-op fast path answer the first repro?
         times["pivotbuild repro (first)"].append(timed(
-            [*pb, "-q", "repro"], proj, {**ENV, "PIVOTBUILD_FASTPATH_TRACE": "1"}, said))
+            [*pb, "-q", "repro"], proj, {**ENV, "PIVOTBUILD_FASTPATH_TRACE": "1"}, said,
+            label="pivotbuild repro (first)"))
         fast.append("fast path answered" in said[0])
-        times["pivotbuild repro (again)"].append(timed([*pb, "-q", "repro"], proj))
-        times["pivotbuild status"].append(timed([*pb, "-q", "status"], proj))
+        times["pivotbuild repro (again)"].append(timed([*pb, "-q", "repro"], proj,
+                                                       label="pivotbuild repro (again)"))
+        times["pivotbuild status"].append(timed([*pb, "-q", "status"], proj,
+                                                label="pivotbuild status"))
         for backend, extra in (("core", {}), ("python", {"PIVOTBUILD_PURE_PYTHON": "1"})):
+            wait_quiet(QUIET["cores"], timeout=QUIET["timeout"])
             r = subprocess.run([sys.executable, "-c", MD5_CHECK, str(proj), json.dumps(entry)],
                                env={**ENV, **extra}, capture_output=True, text=True, check=True)
             found = json.loads(r.stdout)
@@ -218,15 +240,17 @@ def main() -> int:
         "times": {k: summary(v) for k, v in times.items()},
         "md5_check_in_process": {k: summary(v) for k, v in md5.items()},
         "status_after": statuses, "first_repro_fast_path": fast,
+        "other_cores": OTHER,
     }
     print(f"{args.files:,} files in out/, {args.runs} runs, {cpu_model()}, "
           f"{os.cpu_count()} cores, load average {loadavg()} at the end")
     print(f"(the first `dvc repro`, which made and cached them: {first_dvc_repro:.1f} s)\n")
-    print("| command | wall time, median (min-max) |\n|---|---|")
+    print("| command | wall time, median (min-max) | other processes (cores, max) |\n"
+          "|---|---|---|")
     for k, v in result["times"].items():
-        print(show(k, v))
+        print(show(k, v) + f" {max(OTHER.get(k, [0.0])):.2f} |")
     for k, v in result["md5_check_in_process"].items():
-        print(show(f"md5 check of out/ against DVC's listing, {k}", v))
+        print(show(f"md5 check of out/ against DVC's listing, {k}", v) + " |")
     print(f"\npivotbuild status after: {statuses}; the no-op fast path answered the first "
           f"repro after the import in {sum(fast)} of {len(fast)} runs")
     if args.json:
