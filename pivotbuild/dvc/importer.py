@@ -4,11 +4,12 @@ The steps, in order (SPEC §10):
 
 1. ``convert`` reads the DVC project (a ConfigError, exit 2, writes nothing); an existing
    pivot.toml is a UsageError (exit 2) unless ``force``.
-2. pivot.toml is written (atomically), then loaded as every command loads it; a pipeline
-   pivotbuild refuses (a ``*.pvt`` output, say) puts the previous file back and exits 2.
-3. Under the project lock, each stage's workspace deps and outs are checked against the
-   md5s dvc.lock recorded (hashes.py: one md5 batch for all single files, one per directory
-   or DVC's cached ``.dir`` listing); its params and cmd against dvc.lock too (convert.py).
+2. Under the project lock (held to the end), pivot.toml is written (atomically), then
+   loaded as every command loads it; a pipeline pivotbuild refuses (a ``*.pvt`` output, say)
+   puts the previous file back and exits 2.
+3. Each stage's workspace deps and outs are checked against the md5s dvc.lock recorded
+   (hashes.py: one md5 batch for all single files, one per directory or DVC's cached ``.dir``
+   listing); its params and cmd against dvc.lock too (convert.py).
    The stages that match are committed by the one commit writer (``Pipeline.commit``, as
    ``pivotbuild commit STAGE…`` would), in topological order, so their locks, cache objects,
    run-cache entries and history are exactly what pivotbuild itself writes. The others stay
@@ -21,6 +22,7 @@ DVC's own files (``.dvc/``, dvc.yaml, dvc.lock, ``*.dvc``) are left where they a
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,38 +90,45 @@ def import_dvc(root: Path, *, force: bool = False, wait: float | None = None,
         raise UsageError(f"{target}: already exists; import-dvc would overwrite it (use "
                          "--force to replace it)")
     conversion = convert(root)
-    _write_checked(root, target, conversion.toml)
     result = ImportResult(conversion)
     result.renamed = {c.dvc_stage: c.stage for c in conversion.checks
                       if c.dvc_stage != c.stage}
 
     from pivotbuild import snapshot
-    from pivotbuild.paths import ensure_state_dir
+    from pivotbuild.paths import STATE_DIR, ensure_state_dir
     from pivotbuild.pipeline import opened
     from pivotbuild.plan import STALE
     from pivotbuild.projectlock import project_lock
 
-    with opened(root, jobs) as pipeline, project_lock(ensure_state_dir(pipeline.root), wait):
-        memo = Md5Memo()
-        memo.prefetch(root, [e for c in conversion.checks for e in (*c.deps, *c.outs)]
-                      + [t.entry for t in conversion.tracked], jobs)
-        why: dict[str, list[str]] = {}
-        proven: list[str] = []
-        for check in conversion.checks:
-            if check.stage not in pipeline.graph:
-                why[check.stage] = [f"{check.stage}: not a stage of the written {PROJECT_FILE}"]
-                continue
-            problems = check_stage(root, check, memo)
-            if problems:
-                why[check.stage] = problems
-            else:
-                proven.append(check.stage)
-        if proven:
-            names = pipeline.select(proven, single_item=True)
-            outcome = pipeline.commit(names, explicit=True)
-            result.committed = outcome.committed
-            result.failed = outcome.failed
-        _track(pipeline, conversion, memo, result)
+    fresh = not (root / STATE_DIR).exists()
+    why: dict[str, list[str]] = {}
+    with project_lock(ensure_state_dir(root), wait):  # no other writer while pivot.toml changes
+        try:
+            _write_checked(root, target, conversion.toml)
+        except ConfigError:
+            if fresh:  # made only to hold the lock: a refused import leaves nothing behind
+                shutil.rmtree(root / STATE_DIR, ignore_errors=True)
+            raise
+        with opened(root, jobs) as pipeline:
+            memo = Md5Memo()
+            memo.prefetch(root, [e for c in conversion.checks for e in (*c.deps, *c.outs)]
+                          + [t.entry for t in conversion.tracked], jobs)
+            proven: list[str] = []
+            for check in conversion.checks:
+                if check.stage not in pipeline.graph:
+                    why[check.stage] = [f"{check.stage}: not in the written {PROJECT_FILE}"]
+                    continue
+                problems = check_stage(root, check, memo)
+                if problems:
+                    why[check.stage] = problems
+                else:
+                    proven.append(check.stage)
+            if proven:
+                names = pipeline.select(proven, single_item=True)
+                outcome = pipeline.commit(names, explicit=True)
+                result.committed = outcome.committed
+                result.failed = outcome.failed
+            _track(pipeline, conversion, memo, result)
     # Planned again from a freshly opened project: its no-op snapshot (refreshed by status)
     # is keyed on the locks as the commits above left them, so the next repro can use it.
     with opened(root, jobs) as pipeline:
