@@ -1,16 +1,6 @@
 /* selftest.c -- checks every function against known answers. */
-#include <stdio.h>
 #include "calc.h"
-
-#define CHECK(expr)                                         \
-    do {                                                    \
-        if (!(expr)) {                                      \
-            printf("FAIL %s\n", #expr);                     \
-            failures++;                                     \
-        } else {                                            \
-            printf("ok   %s\n", #expr);                     \
-        }                                                   \
-    } while (0)
+#include "check.h"
 
 int calc_self_test(void)
 {
