@@ -73,6 +73,7 @@ class StageBuilder:
         self.other_params: dict[str, dict[str, Any]] = {}  # FILE: entries' files, as read
         self.glob_dirs: set[str] = set()
         self.group_outs: dict[str, list[str]] = {}  # table -> its instances' out paths
+        self.refs: dict[str, list[tuple[str, str]]] = {}  # table -> (table it names, key)
 
     # ---- every table ----------------------------------------------------------------------
 
@@ -94,6 +95,7 @@ class StageBuilder:
         refs: dict[str, list[tuple[str, str]]] = {}  # base -> [(named table, key path)]
         for base, raw in tables.items():
             found = refs.setdefault(base, [])
+            self.refs[base] = found
             texts: list[tuple[str, tuple[_KeyPart, ...]]] = [
                 *((c, ("cmd", i)) for i, c in enumerate(raw.cmd)),
                 *((d, ("deps", i)) for i, d in enumerate(raw.deps)),
@@ -110,24 +112,32 @@ class StageBuilder:
                                           f"named {name!r}")
                     found.append((name, where))
         order: list[str] = []
-        state: dict[str, int] = {}  # 1: on the current path, 2: done
-
-        def visit(base: str, path: list[str]) -> None:
-            state[base] = 1
-            for name, where in refs[base]:
-                if state.get(name) == 1:
-                    cycle = [*path[path.index(name):], base, name] if name in path else [
-                        base, name]
+        done: set[str] = set()
+        for top in tables:
+            if top in done:
+                continue
+            # An explicit stack (a chain of references may be longer than Python's recursion
+            # limit): each entry is a table on the current path and its next reference.
+            stack: list[tuple[str, int]] = [(top, 0)]
+            on_path = {top}
+            while stack:
+                base, i = stack[-1]
+                if i == len(refs[base]):
+                    stack.pop()
+                    on_path.discard(base)
+                    done.add(base)
+                    order.append(base)
+                    continue
+                stack[-1] = (base, i + 1)
+                name, where = refs[base][i]
+                if name in on_path:
+                    path = [b for b, _ in stack]
+                    cycle = [*path[path.index(name):], name]
                     raise ConfigError(PROJECT_FILE, where, "group references form a cycle: "
                                       + " -> ".join(cycle))
-                if name not in state:
-                    visit(name, [*path, base])
-            state[base] = 2
-            order.append(base)
-
-        for base in tables:
-            if base not in state:
-                visit(base, [])
+                if name not in done:
+                    stack.append((name, 0))
+                    on_path.add(name)
         return order
 
     def _check_other_params_protected(self, stages: Mapping[str, Stage]) -> None:
@@ -231,7 +241,8 @@ class StageBuilder:
         except PathProblem as exc:
             raise fail(key_path("stages", base, "wdir"), str(exc)) from None
         if any(GROUP_REF_RE.search(text) for text in (*raw.cmd, raw.desc or "")):
-            context = {**context, "stages": self._group_context(wdir)}
+            context = {**context, "stages": self._group_context(
+                wdir, {name for name, _ in self.refs.get(base, ())})}
 
         cmd: list[str] = []
         if not raw.cmd:
@@ -306,11 +317,12 @@ class StageBuilder:
             base=base, depfile=depfile, discover=list(raw.discover), pool=raw.pool,
         )
 
-    def _group_context(self, wdir: str) -> dict[str, Any]:
+    def _group_context(self, wdir: str, names: set[str]) -> dict[str, Any]:
         """``${stages.NAME.outs}`` for cmd: each built table's outs, relative to ``wdir``,
         shell-quoted, space-separated; a dotted NAME nests as its parts do."""
         tree: dict[str, Any] = {}
-        for base, paths in self.group_outs.items():
+        for base in sorted(names):
+            paths = self.group_outs[base]
             node = tree
             for part in base.split("."):
                 child = node.setdefault(part, {})

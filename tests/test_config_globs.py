@@ -302,3 +302,22 @@ def test_set_override_reaches_a_glob_pattern(tmp_path: Path) -> None:
     assert [n for n in project.stages if n.startswith("cc")] == ["cc@z"]
     assert project.stages["link"].cmd == ["clang -o bin/app build/z.o"]
     assert project.glob_dirs == ("lib",)
+
+
+def test_a_long_chain_of_group_references_loads_in_order(tmp_path: Path) -> None:
+    n = 1500  # deeper than Python's default recursion limit
+    tables = [f'[stages.s{i}]\ncmd = "x ${{stages.s{i + 1}.outs}}"\ndeps = ["${{stages.s{i + 1}'
+              f'.outs}}"]\nouts = ["o{i}"]\n' for i in range(n)]
+    tables.append(f'[stages.s{n}]\ncmd = "x"\nouts = ["o{n}"]\n')
+    project = load(tmp_path, "\n".join(tables))
+    assert list(project.stages)[:2] == ["s0", "s1"]  # definition order
+    assert project.stages["s0"].deps == ["o1"]
+    assert project.stages["s0"].cmd == ["x o1"]
+
+
+def test_a_longer_cycle_is_named_in_order(tmp_path: Path) -> None:
+    message = error(tmp_path, "".join(
+        f'[stages.{a}]\ncmd = "x"\ndeps = ["${{stages.{b}.outs}}"]\nouts = ["{a}"]\n'
+        for a, b in (("a", "b"), ("b", "c"), ("c", "a"))))
+    assert message == ("pivot.toml: stages.c.deps[0]: group references form a cycle: "
+                       "a -> b -> c -> a")
