@@ -1,4 +1,7 @@
-"""checkout: put the cached outputs recorded in the locks back into the workspace.
+"""checkout: put the cached outputs of the locks and the tracked paths back into the workspace.
+
+Tracked paths (``.pvt`` records, tracked.py) are restored by the same rules as outputs, but
+never hardlinked to the cache unless the project allows nothing else (tracked.py says why).
 
 It never clobbers: a workspace file whose content differs from its lock, or an
 untracked file inside an output directory, is left alone and reported unless
@@ -11,13 +14,19 @@ checkout finds everything in place and does nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pivotbuild.errors import OperationError
 from pivotbuild.hasher import PathDigest
 from pivotbuild.lock import Lock, LockedOut, LockProblem
 from pivotbuild.pipeline import Pipeline
 from pivotbuild.store.objects import CorruptObjectsError, MissingObjectsError
+from pivotbuild.tracked import checkout_methods
+
+if TYPE_CHECKING:
+    from pivotbuild.tracked import Record
 
 REPAIR_HINT = "run 'pivotbuild repro' to make it again, or 'pivotbuild pull'"
 
@@ -47,7 +56,9 @@ class Checkout:
         self.relink = relink
         self.report = CheckoutReport()
 
-    def run(self, names: list[str]) -> CheckoutReport:
+    def run(self, names: list[str], tracked: Sequence[Record] = ()) -> CheckoutReport:
+        """Restore the cached outputs of the stages ``names`` and the ``tracked`` paths (their
+        ``.pvt`` records' content, by the same rules)."""
         locks: list[Lock] = []
         for name in names:
             found = self.p.planner.read_lock(name)
@@ -56,10 +67,14 @@ class Checkout:
             elif found is not None:
                 locks.append(found)
         outs = [out for lock in locks for out in self.p.planner.cached_outs(lock.stage, lock)]
+        outs += [LockedOut(r.path, r.hash, r.size, nfiles=r.nfiles) for r in tracked]
+        by_hand = {r.path for r in tracked}
         self.p.planner.hash_paths(out.path for out in outs)
         for out in outs:
             try:
-                self._one(out, self.p.planner.digest(out.path, strict=False))
+                self._one(out, self.p.planner.digest(out.path, strict=False),
+                          checkout_methods(self.p.project.checkout) if out.path in by_hand
+                          else self.p.project.checkout)
             except MissingObjectsError as exc:
                 self.report.missing.extend(exc.missing)
             except CorruptObjectsError as exc:
@@ -70,8 +85,8 @@ class Checkout:
                 self.report.problems.append(str(exc))
         return self.report
 
-    def _one(self, out: LockedOut, current: PathDigest) -> None:
-        done = self.p.placer.restore(out.hash, out.path, current, self.p.project.checkout,
+    def _one(self, out: LockedOut, current: PathDigest, methods: Sequence[str]) -> None:
+        done = self.p.placer.restore(out.hash, out.path, current, methods,
                                      overwrite=self.force, relink=self.relink)
         if done.conflicts:
             self.report.conflicts.extend(done.conflicts)

@@ -143,11 +143,17 @@ def _run(req: Request, started: float) -> int | None:
         return fallback("the locks changed")
     if not all(check.stage(stages[i]) for i in chosen):
         return fallback("a dep or out changed")
-    if req.command == "verify" and not _objects_present(doc, [stages[i] for i in chosen]):
+    tracked = doc["tracked"]
+    if req.command in ("status", "verify") and not check.tracked(tracked):
+        return fallback("a tracked path or its record changed")
+    selected = [stages[i] for i in chosen]
+    if req.command == "verify" and not _objects_present(
+            doc, [*selected, ("", "", "", None, [], [], tracked["outs"])]):
         return fallback("a cache object is missing")
     check.save_aged()
     if req.command == "status":
-        return _status(req, [stages[i] for i in chosen])
+        # Tracked paths are listed for no TARGETS only (a stage target selects none of them).
+        return _status(req, selected, [] if req.targets else tracked["paths"])
     if req.command == "verify":
         return _verify(req)
     return _repro(req, root, [stages[i] for i in chosen], started)
@@ -219,6 +225,32 @@ class _Check:
             return False
         files[:] = fresh
         return self._dirs(dirs)
+
+    def tracked(self, part: dict[str, Any]) -> bool:
+        """No record appeared or changed, and every tracked path is as recorded."""
+        from pivotbuild import snapshot
+        from pivotbuild.hashing import RACY_WINDOW_NS
+
+        now = time.time_ns()
+        for index, (rel, mtime_ns, trusted, listing) in enumerate(part["dirs"]):
+            full = self.root if rel == "." else os.path.join(self.root, rel)
+            try:
+                moved = os.lstat(full).st_mtime_ns
+            except OSError:
+                return False
+            if moved == mtime_ns and trusted:
+                continue
+            if snapshot.listing_key(full) != listing:
+                return False
+            if moved < now - RACY_WINDOW_NS:  # listed again well after its last change
+                part["dirs"][index] = (rel, moved, True, listing)
+                self.aged = True
+        pvts = self._files(part["pvts"], self.root, lock_files=True)
+        files = self._files(part["files"], self.root, lock_files=False)
+        if pvts is None or files is None:
+            return False
+        part["pvts"], part["files"] = pvts, files
+        return self._dirs(part["tree"])
 
     def _files(self, entries: list[Any], directory: str, lock_files: bool) -> list[Any] | None:
         """The entries (trusted where they have aged) if every file is as recorded."""
@@ -328,11 +360,12 @@ def _emit(stream: Any, text: str) -> None:
     stream.flush()
 
 
-def _status(req: Request, records: list[tuple[Any, ...]]) -> int:
+def _status(req: Request, records: list[tuple[Any, ...]], tracked: list[str]) -> int:
     if req.quiet or "quiet" in req.flags:
         return 0
     if "json" in req.flags:
-        doc = {"stages": [{"name": r[0], "status": r[2], "reasons": []} for r in records]}
+        doc = {"stages": [{"name": r[0], "status": r[2], "reasons": []} for r in records],
+               "tracked": [{"path": path, "status": "up-to-date"} for path in tracked]}
         _emit(sys.stdout, json.dumps(doc, indent=2) + "\n")
         return 0
     lines = [f"{r[0]}: {r[2]}\n" for r in records]

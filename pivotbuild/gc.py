@@ -1,10 +1,20 @@
-"""gc: delete cache objects and run-cache entries that no current lock references.
+"""gc: delete cache objects and run-cache entries that no current lock or record references.
 
 "Current locks" are every lock file in the ``.pivotbuild/locks`` of every
 project that uses this cache (also those of stages since removed from
 pivot.toml, until their lock is deleted). A lock references its outputs'
 objects, every file a referenced ``.dir`` manifest lists, and its run-cache
-entry (by input hash). Nothing a lock references is ever deleted.
+entry (by input hash). Nothing a lock references is ever deleted. Likewise the
+``.pvt`` records (tracked.py) of every such project: their objects are kept.
+
+``gc --rev REV…`` / ``--all-commits`` also keep what the locks and records of those git
+revisions reference, read from git (gitrev.py: for a revision one ``ls-tree`` and one
+``cat-file --batch``; for every commit one ``git log`` listing each version of each lock and
+record, then one ``cat-file --batch``), nothing checked out. Every output hash an old lock
+names is kept, whatever its ``cache`` flag then; a ``.dir`` object kept that way keeps the
+files its manifest lists (when the cache has it); a lock's input hash keeps its run-cache
+entry. A lock or record of the history that is not JSON stops gc, as an unreadable current
+lock does.
 
 A cache may be shared (``cache_dir``, ``PIVOTBUILD_CACHE_DIR``). The rule that
 keeps one project's gc from deleting another's work:
@@ -21,20 +31,24 @@ keeps one project's gc from deleting another's work:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pivotbuild import tracked
 from pivotbuild.atomic import is_temp_name
-from pivotbuild.errors import OperationError, UsageError
+from pivotbuild.errors import OperationError, PivotError, UsageError
 from pivotbuild.lock import Lock, read_lock
-from pivotbuild.names import is_dir_hash
-from pivotbuild.paths import LOCKS_DIR, STATE_DIR
+from pivotbuild.names import is_dir_hash, is_hash
+from pivotbuild.paths import GIT_DIR, LOCKS_DIR, STATE_DIR
 from pivotbuild.pipeline import Pipeline
 from pivotbuild.store.objects import MissingObjectsError
 from pivotbuild.store.place import STAGING_DIR
+from pivotbuild.tracked import Record
 
 
 @dataclass(slots=True)
@@ -46,6 +60,7 @@ class GcReport:
     young_runs: int = 0  # run-cache entries likewise
     grace_s: float = 0.0
     problems: list[str] = field(default_factory=list)
+    history_files: int = 0  # distinct lock and record versions read from git
 
 
 # Objects and entries younger than this are kept whatever the locks say (see above).
@@ -88,6 +103,85 @@ def current_locks(pipeline: Pipeline) -> tuple[list[Lock], list[str]]:
     return locks, problems
 
 
+def current_records(pipeline: Pipeline) -> list[Record]:
+    """The ``.pvt`` records of this project and of every other project registered in its
+    cache; an invalid one stops gc (it might reference anything)."""
+    records = []
+    roots = {pipeline.root, *pipeline.cache.projects.projects()}
+    for root in sorted(roots):
+        try:
+            if root == pipeline.root:
+                records += tracked.project_records(pipeline.project)
+            else:
+                records += tracked.read_records(root)
+        except PivotError as exc:
+            where = "" if root == pipeline.root else f" (in the project at {root})"
+            raise OperationError(f"{exc}{where}; gc refuses to run until it is fixed") from None
+    return records
+
+
+LOCK_PATTERN = f"{STATE_DIR}/{LOCKS_DIR}/*.json"
+RECORD_PATTERN = f"*{tracked.SUFFIX}"
+
+
+def revision_refs(root: Path, revs: Sequence[str], all_commits: bool
+                  ) -> tuple[set[str], set[str], int]:
+    """(object hashes, input hashes, files read) that the locks and records of the git
+    revisions ``revs`` (and with ``all_commits`` of every commit) reference."""
+    from pivotbuild import gitrev
+
+    why = ("gc --all-commits" if all_commits else "gc --rev") + " cannot keep what its "         "commits reference (drop the option, or run gc inside the git work tree)"
+    gitrev.repository(root, why)  # outside a work tree: one clear line, before anything
+    blobs: dict[str, tuple[str, str]] = {}  # blob id -> (path in the project, where found)
+    if all_commits:
+        for path, oid in gitrev.history_blobs(root, [LOCK_PATTERN, RECORD_PATTERN], why):
+            if _lock_or_record(path):
+                blobs.setdefault(oid, (path, f"{path} in the git history"))
+    for rev in revs:
+        revision = gitrev.open_revision(root, rev)
+        locks = [e for e in revision.list_dir(f"{STATE_DIR}/{LOCKS_DIR}")
+                 if e.kind == "blob" and not e.is_symlink]
+        records = [e for e in revision.entries() if _lock_or_record(e.path)
+                   and e.path.endswith(tracked.SUFFIX) and not e.is_symlink]
+        for entry in (*locks, *records):
+            if _lock_or_record(entry.path):
+                blobs.setdefault(entry.oid, (entry.path, f"{entry.path} at {revision.label}"))
+    if not blobs:
+        return set(), set(), 0
+    contents = gitrev.read_blobs(root, blobs, why)
+    objects: set[str] = set()
+    inputs: set[str] = set()
+    for oid, (path, where) in blobs.items():
+        data = contents.get(oid)
+        try:
+            doc = json.loads(data or b"")
+        except (ValueError, RecursionError):
+            doc = None
+        if not isinstance(doc, dict):
+            raise OperationError(f"{where} (git blob {oid[:12]}): not valid JSON, so it might "
+                                 "reference anything; gc refuses to run")
+        if path.endswith(tracked.SUFFIX):
+            if is_hash(doc.get("hash")):
+                objects.add(doc["hash"])
+            continue
+        outs = doc.get("outs")
+        for out in outs if isinstance(outs, list) else []:
+            if isinstance(out, dict) and is_hash(out.get("hash")):
+                objects.add(out["hash"])
+        if is_hash(doc.get("input_hash"), directory=False):
+            inputs.add(doc["input_hash"])
+    return objects, inputs, len(blobs)
+
+
+def _lock_or_record(path: str) -> bool:
+    """A lock (directly in .pivotbuild/locks) or a record outside .pivotbuild and .git."""
+    parts = path.split("/")
+    if path.endswith(".json") and len(parts) == 3 and parts[:2] == [STATE_DIR, LOCKS_DIR]:
+        return True
+    return (path.endswith(tracked.SUFFIX) and STATE_DIR not in parts and GIT_DIR not in parts
+            and len(parts[-1]) > len(tracked.SUFFIX))
+
+
 def _young(path: Path, now: float, grace: float) -> bool | None:
     """Changed within the grace period? None if it is gone (or being replaced right now:
     certainly not garbage either way)."""
@@ -97,27 +191,32 @@ def _young(path: Path, now: float, grace: float) -> bool | None:
         return None
 
 
-def gc(pipeline: Pipeline, *, dry_run: bool = False, grace_s: float | None = None
-       ) -> GcReport:
-    """Delete (``dry_run``: list) what no lock references and is older than the grace period
-    (``grace_s``; None: grace_seconds(None))."""
+def gc(pipeline: Pipeline, *, dry_run: bool = False, grace_s: float | None = None,
+       revs: Sequence[str] = (), all_commits: bool = False) -> GcReport:
+    """Delete (``dry_run``: list) what no lock or record references and is older than the
+    grace period (``grace_s``; None: grace_seconds(None)). ``revs`` / ``all_commits``: also
+    keep what those git revisions' locks and records reference."""
     report = GcReport(grace_s=grace_seconds(grace_s))
     locks, report.problems = current_locks(pipeline)
     if report.problems:
         # An unreadable lock may reference anything: deleting would risk its outputs.
         raise OperationError(f"{report.problems[0]}; gc refuses to run until it is fixed")
+    records = current_records(pipeline)
+    old_objects, old_inputs, report.history_files = (
+        revision_refs(pipeline.root, revs, all_commits) if revs or all_commits
+        else (set(), set(), 0))
     objects, runs = pipeline.cache.objects, pipeline.cache.runs
+    referenced = {out.hash for lock in locks for out in lock.outs if out.cache}
+    referenced.update(record.hash for record in records)
+    referenced.update(old_objects)
     keep: set[str] = set()
-    for lock in locks:
-        for out in lock.outs:
-            if not out.cache:
-                continue
-            keep.add(out.hash)
-            if out.is_dir and objects.has(out.hash):
-                try:
-                    keep.update(e.hash for e in objects.read_manifest(out.hash))
-                except MissingObjectsError:
-                    pass
+    for digest in referenced:
+        keep.add(digest)
+        if is_dir_hash(digest) and objects.has(digest):
+            try:
+                keep.update(e.hash for e in objects.read_manifest(digest))
+            except MissingObjectsError:
+                pass
     now, grace = time.time(), report.grace_s
     names = list(objects.iter_objects())
     young = {name: _young(objects.object_path(name), now, grace)
@@ -138,7 +237,7 @@ def gc(pipeline: Pipeline, *, dry_run: bool = False, grace_s: float | None = Non
             report.young_objects += 1
         elif young[name] is not None:
             report.objects.append(name)
-    keep_runs = {lock.input_hash for lock in locks}
+    keep_runs = {lock.input_hash for lock in locks} | old_inputs
     for input_hash in runs:
         young_run = (None if input_hash in keep_runs
                      else _young(runs.path(input_hash), now, grace))

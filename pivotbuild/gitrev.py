@@ -17,6 +17,15 @@ project-relative paths:
 - ``list_dir(path)`` lists one directory (``git ls-tree``): ``[TreeEntry]``, empty when the
   directory is absent; ``files(path)`` / ``entries(path)`` list every file below one.
 
+For a whole history (``gc --all-commits``), two functions work on the repository itself:
+
+- ``history_blobs(root, patterns)`` lists every version of the files matching ``patterns``
+  (git pathspecs relative to the project) that any commit reachable from a ref (or HEAD) has
+  held, as ``(project-relative path, blob id)``, with ONE ``git log --all -m --raw`` process
+  (a version a commit holds was added or changed by that commit or an ancestor; ``-m`` shows a
+  merge's own changes against each parent);
+- ``read_blobs(root, ids)`` reads any number of blobs by id with ONE ``git cat-file --batch``.
+
 Errors, each one line naming what was asked for:
 - ``NotAGitRepository`` (exit 2): the project is not inside a git work tree;
 - ``UnknownRevision`` (exit 2): REV names no commit (also for a repository with no commit yet);
@@ -39,7 +48,7 @@ from pivotbuild.errors import OperationError, UsageError
 
 __all__ = [
     "FileNotInRevision", "GitFailed", "NotAGitRepository", "Revision", "TreeEntry",
-    "UnknownRevision", "open_revision",
+    "UnknownRevision", "history_blobs", "open_revision", "read_blobs", "repository",
 ]
 
 
@@ -223,6 +232,67 @@ class Revision:
             mode, kind, oid = meta.decode("ascii").split(" ")
             entries.append(TreeEntry(base + os.fsdecode(raw_name), kind, mode, oid))
         return entries
+
+
+def repository(root: str | os.PathLike[str], why: str) -> tuple[Path, str]:
+    """The work tree's root and the project's prefix in it (``""`` or ``"sub/dir/"``);
+    NotAGitRepository (saying ``why`` git was needed) outside a git work tree."""
+    root = Path(root)
+    proc = _run(["rev-parse", "--show-toplevel", "--show-prefix"], cwd=root)
+    lines = proc.stdout.decode("utf-8", "surrogateescape").split("\n")  # the prefix may be ""
+    if proc.returncode != 0 or len(lines) != 3:
+        message = _first_line(proc.stderr)
+        if "not a git repository" in message:
+            raise NotAGitRepository(f"{root}: not inside a git repository, so {why}")
+        raise GitFailed(f"git rev-parse failed in {root}: {message}")
+    return Path(lines[0]), lines[1]
+
+
+def history_blobs(root: str | os.PathLike[str], patterns: Sequence[str],
+                  why: str = "its history cannot be read") -> list[tuple[str, str]]:
+    """``(project-relative path, blob id)`` of every version of every file matching the
+    project-relative git pathspecs ``patterns`` in any commit reachable from a ref or HEAD
+    (sorted, each pair once); empty for a repository without commits. Symlinks and submodules
+    are left out. One git process."""
+    toplevel, prefix = repository(root, why)
+    specs = [prefix + pattern for pattern in patterns]
+    proc = _run(["log", "--all", "-m", "--raw", "-z", "--no-abbrev", "--no-renames",
+                 "--pretty=format:", "--end-of-options", "--", *specs], cwd=toplevel)
+    if proc.returncode != 0:
+        message = _first_line(proc.stderr)
+        if "does not have any commits" in message or "bad default revision" in message:
+            return []
+        raise GitFailed(f"git log of the whole history failed: {message}")
+    found: set[tuple[str, str]] = set()
+    tokens = proc.stdout.split(b"\0")
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        if not token.startswith(b":"):
+            continue  # the empty separator between commits
+        path = os.fsdecode(tokens[index]) if index < len(tokens) else ""
+        index += 1
+        fields = token[1:].decode("ascii").split(" ")
+        new_mode, new_oid = fields[1], fields[3]
+        if new_mode not in ("100644", "100755") or not path.startswith(prefix):
+            continue  # deleted (000000), a symlink, a submodule, or outside the project
+        found.add((path[len(prefix):], new_oid))
+    return sorted(found)
+
+
+def read_blobs(root: str | os.PathLike[str], oids: Iterable[str],
+               why: str = "its history cannot be read") -> dict[str, bytes | None]:
+    """``{blob id: content}`` (None: no such blob) with one ``git cat-file --batch``."""
+    wanted = list(dict.fromkeys(oids))
+    if not wanted:
+        return {}
+    toplevel, _ = repository(root, why)
+    request = "".join(f"{oid}\n" for oid in wanted).encode("ascii")
+    proc = _run(["cat-file", "--batch", "--buffer"], cwd=toplevel, stdin=request)
+    if proc.returncode != 0:
+        raise GitFailed(f"git cat-file failed reading the history: {_first_line(proc.stderr)}")
+    return dict(zip(wanted, _parse_batch(proc.stdout, wanted, "the history"), strict=True))
 
 
 def _check_path(path: str) -> str:

@@ -8,7 +8,7 @@ stage and found nothing stale, it leaves this snapshot behind, and the next
 with a stat per path, importing none of them.
 
 File: ``.pivotbuild/snapshot`` (per machine, never committed), written
-atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 1:
+atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 2:
 
 - ``magic``: ``"pivotbuild-snapshot"``; ``version``: SNAPSHOT_VERSION;
   ``pivotbuild``: the package version; ``python``: the interpreter's cache tag
@@ -27,7 +27,14 @@ atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 
   out; ``dirs``: ``[(relpath, hash)]`` for directory deps and outs (checked
   through the tree memo, as the full path does); ``outs``: ``[(relpath, hash,
   cached)]`` as the lock records them, for ``verify``;
-- ``edges``: ``[(upstream index, downstream index)]`` into ``stages``.
+- ``edges``: ``[(upstream index, downstream index)]`` into ``stages``;
+- ``tracked`` (tracked.py's records, all found up to date): ``dirs``: ``[(relpath, mtime_ns,
+  trusted, listing)]`` for every directory tracked.find_records looked inside, ``listing``
+  being listing_key's answer (a directory whose mtime moved is listed again: only a new
+  record, subdirectory or venv marker there matters); ``pvts``: the record files, as
+  ``locks`` (content hash); ``paths``: the tracked paths in record order; ``files`` and
+  ``tree``: the tracked files and directories, as a stage's ``files`` and ``dirs``; ``outs``:
+  ``[(relpath, hash, True)]`` for ``verify``.
 
 ``trusted`` follows git's racy rule: a stat signature identifies content only
 if the file's mtime lay outside hashing.RACY_WINDOW_NS of the moment its
@@ -56,6 +63,7 @@ from pivotbuild.paths import (
     PARAMS_FILE,
     PROJECT_FILE,
     STATE_DIR,
+    TRACK_SUFFIX,
 )
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs the fast path start-up
@@ -66,7 +74,7 @@ if TYPE_CHECKING:
     from pivotbuild.pipeline import Pipeline
     from pivotbuild.plan import Decision
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: tracked paths
 MAGIC = "pivotbuild-snapshot"
 SNAPSHOT_FILE = "snapshot"
 CONFIG_FILES = (PROJECT_FILE, PARAMS_FILE, LOCAL_CONFIG_FILE)
@@ -207,12 +215,16 @@ def build(pipeline: Pipeline, decisions: list[Decision], key: dict[str, Any]
             return None
         stages.append(record)
     edges = sorted((position[u], position[v]) for u, v in graph.edges)
+    tracked = _tracked_part(pipeline, memo, now_ns, plain_dirs)
+    if tracked is None:
+        return None
     return {
         "magic": MAGIC, "version": SNAPSHOT_VERSION, "pivotbuild": __version__,
         "python": sys.implementation.cache_tag, "root": root,
         "cache_dir": str(pipeline.project.cache_dir),
         "env_cache_dir": os.environ.get(CACHE_DIR_ENV),
         "configs": key["configs"], "locks": key["locks"], "stages": stages, "edges": edges,
+        "tracked": tracked,
     }
 
 
@@ -269,6 +281,82 @@ def _stage_record(root: str, decision: Decision, memo: dict[str, Any], now_ns: i
     cached = {o.path: o.cache for o in stage.outs}  # pivot.toml decides, not the lock
     outs = [(p, h, cached.get(p, c)) for p, h, c in outs]
     return (stage.name, stage.base, decision.status, decision.input_hash, files, dirs, outs)
+
+
+def listing_key(directory: str) -> tuple[str, ...] | None:
+    """What of a directory's listing decides where tracked.find_records looks for records: its
+    record files, its subdirectories (``name/``) and a venv marker; None if unlistable."""
+    names = []
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.endswith(TRACK_SUFFIX) or entry.name == "pyvenv.cfg":
+                    names.append(entry.name)
+                elif entry.is_dir(follow_symlinks=False):
+                    names.append(entry.name + "/")
+    except OSError:
+        return None
+    return tuple(sorted(names))
+
+
+def _tracked_part(pipeline: Pipeline, memo: dict[str, Any], now_ns: int,
+                  plain_dirs: set[str]) -> dict[str, Any] | None:
+    """The ``tracked`` entry (see the top), or None unless every tracked path is as its
+    record says (and no record is invalid)."""
+    from pivotbuild import tracked
+    from pivotbuild.errors import PivotError
+
+    root = str(pipeline.root)
+    walked: list[str] = []
+    try:
+        files = tracked.find_records(root, tracked.skipped_dirs(pipeline.project), walked)
+    except PivotError:
+        return None
+    dirs = []
+    for rel in walked:
+        full = root if rel == "." else os.path.join(root, rel)
+        try:
+            mtime_ns = os.lstat(full).st_mtime_ns
+        except OSError:
+            return None
+        listing = listing_key(full)
+        if listing is None:
+            return None
+        dirs.append((rel, mtime_ns, mtime_ns < now_ns - RACY_WINDOW_NS, listing))
+    pvts, records = [], []
+    for file in files:
+        entry = _stat_entry(os.path.join(root, file), file, "", now_ns)  # stat, then read
+        data = _read(os.path.join(root, file))
+        if entry is None or data is None:
+            return None
+        try:
+            records.append(tracked.parse_record(data, file))
+        except PivotError:
+            return None
+        pvts.append((*entry[:4], content_hash(data), entry[5]))
+    try:
+        tracked.check_overlaps(records)
+    except PivotError:
+        return None
+    digests = pipeline.hasher.hash_paths([os.path.join(root, r.path) for r in records])
+    memo = {**memo, **pipeline.state.get_files([r.path for r in records])}
+    data_files: list[tuple[str, int, int, int, str, bool]] = []
+    tree: list[tuple[str, str]] = []
+    for record, digest in zip(records, digests, strict=True):
+        if digest.hash != record.hash or not _no_symlinks(root, record.path, digest.is_dir,
+                                                          plain_dirs):
+            return None
+        if digest.is_dir:
+            tree.append((record.path, record.hash))
+            continue
+        entry = _stat_entry(os.path.join(root, record.path), record.path, record.hash, now_ns)
+        if entry is None:
+            return None
+        row = memo.get(record.path)
+        trusted = entry[5] and row is not None and tuple(row[:4]) == (*entry[1:4], record.hash)
+        data_files.append((*entry[:5], trusted))
+    return {"dirs": dirs, "pvts": pvts, "paths": [r.path for r in records],
+            "files": data_files, "tree": tree, "outs": [(r.path, r.hash, True) for r in records]}
 
 
 def _now_ns() -> int:

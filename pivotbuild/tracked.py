@@ -29,9 +29,12 @@ lie in an output), a directory a record in its parent tracks (``x.pvt`` beside `
 Python virtual environment (a directory holding ``pyvenv.cfg``). ``track`` refuses a path in
 any of these places, so a record it writes is always found again.
 
-``track`` stores the data in the cache exactly as a stage output is stored (the object store's
-``store_file`` / ``store_dir``, linking where the project prefers hardlinks), then writes the
-record, then adds ``/NAME`` to the ``.gitignore`` of the data's directory (once).
+``track`` stores the data in the cache through the object store's ``store_file`` /
+``store_dir``, as the commit writer stores outputs, but never by hardlink (a copy or a
+reflink): tracked data is edited by hand, and an edit in place must not reach the cache. For
+the same reason checkout places it without hardlinks (``checkout_methods``) unless the
+project allows nothing else. Then the record is written, then ``/NAME`` is added to the
+``.gitignore`` of the data's directory (once).
 """
 
 from __future__ import annotations
@@ -419,11 +422,11 @@ def skipped_dirs(project: Project) -> list[str]:
     return skip
 
 
-def _prefers_hardlinks(methods: Sequence[str]) -> bool:
-    """The same rule the commit writer stores outputs by: link into the cache where the
-    project prefers hardlinks to copies."""
-    return "hardlink" in methods and (
-        "copy" not in methods or methods.index("hardlink") < methods.index("copy"))
+def checkout_methods(methods: Sequence[str]) -> list[str]:
+    """How tracked data is placed in the workspace: the project's checkout methods without
+    hardlinks, unless they are all it allows. Tracked data is edited by hand (appended to,
+    rewritten in place), and a hardlink would let such an edit reach the cache object."""
+    return [m for m in methods if m != "hardlink"] or list(methods)
 
 
 def track(project: Project, paths: Sequence[str], hasher: Hasher, cache: Cache
@@ -457,16 +460,15 @@ def track(project: Project, paths: Sequence[str], hasher: Hasher, cache: Cache
     for digest in digests:
         if digest.hash is None:
             raise OperationError(f"cannot track {digest.problem(str(root))}")
-    link = _prefers_hardlinks(project.checkout)
     cache.projects.register(root)  # so that gc from a project sharing the cache keeps these
     done: list[Tracked] = []
     for path, digest in zip(normal, digests, strict=True):
         digest.path = path
         assert digest.hash is not None
         if digest.is_dir:
-            cache.objects.store_dir(root / path, digest, link=link, shown=path)
+            cache.objects.store_dir(root / path, digest, shown=path)
         else:
-            cache.objects.store_file(root / path, digest.hash, link=link, shown=path)
+            cache.objects.store_file(root / path, digest.hash, shown=path)
         record = write_record(root, path, digest)
         add_to_gitignore(root, path)
         done.append(Tracked(record, by_path.get(path)))
@@ -512,7 +514,7 @@ def referenced(records: Iterable[Record]) -> Mapping[str, str]:
 
 __all__ = [
     "MISSING", "RECORD_VERSION", "SUFFIX", "TRACKED_CHANGED", "UP_TO_DATE", "Record",
-    "Tracked", "add_to_gitignore", "check_overlaps", "find_records", "parse_record",
+    "Tracked", "add_to_gitignore", "check_overlaps", "checkout_methods", "find_records", "parse_record",
     "project_path", "project_records", "read_record", "read_records", "record_file",
     "record_status", "referenced", "select", "select_targets", "skipped_dirs", "statuses",
     "track", "trackable_problem", "write_record",

@@ -84,10 +84,14 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
         return
 
     with opened(overrides=overrides) as pipeline:
-        from pivotbuild.plan import STALE  # after opened(): it starts the prefetch first
+        from pivotbuild import tracked  # after opened(): it starts the prefetch first
+        from pivotbuild.plan import STALE
 
-        decisions = pipeline.status(pipeline.select(list(targets)))
-    stale = any(d.status == STALE for d in decisions)
+        names, records = tracked.select_targets(pipeline, list(targets))
+        decisions = pipeline.status(names)
+        states = tracked.statuses(pipeline.root, records, pipeline.hasher)
+    changed = [(r, s) for r, s in states if s != tracked.UP_TO_DATE]
+    stale = any(d.status == STALE for d in decisions) or bool(changed)
     # Locks of stages pivot.toml no longer has: shown (with every stage only), never stale.
     orphans = pipeline.orphaned_locks() if not targets else []
     for decision in decisions:
@@ -99,7 +103,8 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
         doc = {"stages": [
             {"name": d.name, "status": d.status, "reasons": [r.to_dict() for r in d.reasons]}
             for d in decisions
-        ], **({"orphaned": orphans} if orphans else {})}
+        ], **({"orphaned": orphans} if orphans else {}),
+            "tracked": [{"path": r.path, "status": s} for r, s in states]}
         say(json.dumps(doc, indent=2))
         return
     for decision in decisions:
@@ -110,6 +115,8 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
     for name in orphans:
         say(f"{name}: orphaned (no such stage in pivot.toml; delete "
             f".pivotbuild/locks/{name}.json to forget it)")
+    for record, state in changed:  # tracked paths: only those that differ from their record
+        say(f"{record.path}: {state} (recorded in {record.file})")
     if not stale:
         say("Everything is up to date.")
 
@@ -260,9 +267,10 @@ def checkout_command(obj: Context, targets: tuple[str, ...], force: bool, relink
     """Put the cached outputs recorded in the locks into the workspace."""
     with opened(write=True, wait=wait) as pipeline:
         from pivotbuild.checkout import Checkout
+        from pivotbuild.tracked import select_targets
 
-        names = pipeline.select(list(targets), single_item=bool(targets))
-        report = Checkout(pipeline, force=force, relink=relink).run(names)
+        names, records = select_targets(pipeline, list(targets), single_item=bool(targets))
+        report = Checkout(pipeline, force=force, relink=relink).run(names, records)
     if not render_checkout(report, obj.quiet, "run 'pivotbuild pull'"):
         raise SystemExit(EXIT_FAILED)
 
@@ -275,9 +283,11 @@ def checkout_command(obj: Context, targets: tuple[str, ...], force: bool, relink
 def verify_command(obj: Context, targets: tuple[str, ...], rehash: bool, as_json: bool) -> None:
     """Exit 0 only if every stage is up to date and its cached outputs are in the cache."""
     with opened() as pipeline:
+        from pivotbuild.tracked import select_targets
         from pivotbuild.verify import verify
 
-        report = verify(pipeline, pipeline.select(list(targets)), rehash=rehash)
+        names, records = select_targets(pipeline, list(targets))
+        report = verify(pipeline, names, rehash=rehash, tracked=records)
     if as_json:
         say(json.dumps({"ok": report.ok,
                                "problems": [p.to_dict() for p in report.problems]}, indent=2))
@@ -296,20 +306,28 @@ def verify_command(obj: Context, targets: tuple[str, ...], rehash: bool, as_json
 @click.option("--grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Keep unreferenced objects and run-cache entries changed within the last "
                    "SECONDS (default 3600, or $PIVOTBUILD_GC_GRACE_S; 0: delete them now).")
+@click.option("--all-commits", is_flag=True,
+              help="Also keep what the locks and .pvt files of every git commit reference.")
+@click.option("--rev", "revs", multiple=True, metavar="REV",
+              help="Also keep what the locks and .pvt files of git revision REV reference "
+                   "(repeatable).")
 @wait_option
 @click.pass_obj
-def gc_command(obj: Context, dry_run: bool, grace: float | None, wait: float | None) -> None:
-    """Delete cache objects and run-cache entries that no current lock references.
+def gc_command(obj: Context, dry_run: bool, grace: float | None, all_commits: bool,
+               revs: tuple[str, ...], wait: float | None) -> None:
+    """Delete cache objects and run-cache entries that no current lock or .pvt references.
 
     What changed within the grace period is kept: another project sharing the cache may
-    have stored it and not yet written the lock that references it."""
+    have stored it and not yet written the lock that references it. --rev and --all-commits
+    read older locks and .pvt files from git (nothing is checked out)."""
     from pivotbuild.gc import grace_seconds
 
     grace_s = grace_seconds(grace)  # a bad PIVOTBUILD_GC_GRACE_S fails before anything
     with opened(write=not dry_run, wait=wait) as pipeline:
         from pivotbuild.gc import gc
 
-        report = gc(pipeline, dry_run=dry_run, grace_s=grace_s)
+        report = gc(pipeline, dry_run=dry_run, grace_s=grace_s, revs=revs,
+                    all_commits=all_commits)
     verb = "would delete" if dry_run else "deleted"
     if not obj.quiet:
         for name in report.objects:
@@ -320,6 +338,10 @@ def gc_command(obj: Context, dry_run: bool, grace: float | None, wait: float | N
                    f"{count(len(report.runs), 'run-cache entry', 'run-cache entries')}; kept "
                    f"{count(report.kept_objects, 'referenced object', 'referenced objects')}",
                    err=True)
+        if revs or all_commits:
+            versions = count(report.history_files, "lock or .pvt version",
+                             "lock and .pvt versions")
+            say(f"gc: also kept what {versions} read from git reference", err=True)
         if report.young_objects or report.young_runs:
             shown = f"{report.grace_s:g}"
             objects = count(report.young_objects, "unreferenced object", "unreferenced objects")

@@ -61,18 +61,20 @@ def _transfer(obj: Context | None, verb: str, targets: tuple[str, ...], remote_n
     # Only pull writes the workspace: it holds the project lock, as checkout does. push reads;
     # fetch only adds cache objects, each atomically, which is safe beside any other command.
     with opened(write=verb == "pull", wait=wait) as pipeline:
-        names = pipeline.select(list(targets), single_item=bool(targets))
+        from pivotbuild.tracked import select_targets
+
+        names, tracked = select_targets(pipeline, list(targets), single_item=bool(targets))
         remote = remotes.open_remote(pipeline.project, remote_name)
         progress = None if not quiet else False
         if verb == "push":
             ok = render_transfer(remotes.push(pipeline, names, remote, jobs or 0, run_cache,
-                                              progress), quiet)
+                                              progress, tracked), quiet)
         elif verb == "fetch":
             ok = render_transfer(remotes.fetch(pipeline, names, remote, jobs or 0, run_cache,
-                                               progress), quiet)
+                                               progress, tracked), quiet)
         else:
             report, checked_out = remotes.pull(pipeline, names, remote, jobs or 0, run_cache,
-                                               progress)
+                                               progress, tracked)
             ok = render_transfer(report, quiet)
             ok = render_checkout(checked_out, quiet, "not fetched") and ok
     if not ok:

@@ -1,5 +1,6 @@
 """What a transfer concerns and what it reports: the cached outputs that locks and run-cache
-entries reference (pivot.toml, never the lock, saying which are cached), and the report.
+entries reference (pivot.toml, never the lock, saying which are cached), the tracked paths'
+content (``.pvt`` records, tracked.py), and the report.
 
 A transfer is handed what it reads of the project (``Scope``): the local cache, the stages
 pivot.toml declares, the lock store and the planner's rule for which outs are cached. It
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from pivotbuild.config import Stage
     from pivotbuild.pipeline import Pipeline
     from pivotbuild.store import Cache
+    from pivotbuild.tracked import Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,11 @@ class Scope:
             return refs
         cached = cached_paths(self.stages[stage])
         return [ref for ref in refs if ref.path in cached]
+
+
+def tracked_refs(records: Iterable[Record]) -> list[OutputRef]:
+    """The content of tracked paths (always cached), named by path in messages."""
+    return [OutputRef("", record.path, record.hash) for record in records]
 
 
 def _human(size: int) -> str:

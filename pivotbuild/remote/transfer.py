@@ -16,7 +16,7 @@ What is guaranteed, whatever the kind of store (base.py):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +24,14 @@ from pivotbuild.errors import OperationError
 from pivotbuild.names import is_dir_hash
 from pivotbuild.remote.base import FILES_DIR, RUNS_DIR, Remote, cause, run_rel
 from pivotbuild.remote.fetcher import Fetcher
-from pivotbuild.remote.refs import OutputRef, Scope, TransferReport, inner_shown
+from pivotbuild.remote.refs import OutputRef, Scope, TransferReport, inner_shown, tracked_refs
 from pivotbuild.report import Progress
 
 if TYPE_CHECKING:
     from pivotbuild.checkout import CheckoutReport
     from pivotbuild.pipeline import Pipeline
     from pivotbuild.store.objects import ObjectStore
+    from pivotbuild.tracked import Record
 
 
 def default_jobs() -> int:
@@ -115,9 +116,10 @@ def _put(objects: ObjectStore, remote: Remote, digests: list[str], shown: Mappin
 
 
 def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
-         run_cache: bool = False, progress: bool | None = None) -> TransferReport:
-    """Upload the objects the locks of ``names`` reference (and with ``run_cache`` their
-    run-cache entries) that the remote lacks. Files go before the ``.dir`` manifests listing
+         run_cache: bool = False, progress: bool | None = None,
+         tracked: Sequence[Record] = ()) -> TransferReport:
+    """Upload the objects the locks of ``names`` and the ``tracked`` paths' records reference
+    (and with ``run_cache`` the locks' run-cache entries) that the remote lacks. Files go before the ``.dir`` manifests listing
     them, objects before the run-cache entries naming them."""
     jobs = jobs or default_jobs()
     report = TransferReport(remote.name, "push")
@@ -127,7 +129,7 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
     locks = scope.locks(names, problems)
     for message in problems:
         report.fail("lock", message)
-    refs = scope.lock_refs(locks)
+    refs = scope.lock_refs(locks) + tracked_refs(tracked)
     entries: dict[str, tuple[str, dict[str, Any]]] = {}  # input hash -> (stage, entry)
     if run_cache:
         for name, lock in locks.items():
@@ -184,10 +186,11 @@ def push_objects(remote: Remote, objects: ObjectStore, hashes: Iterable[str], jo
 
 
 def fetch(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
-          run_cache: bool = False, progress: bool | None = None) -> TransferReport:
-    """Download what the local cache lacks of the objects the locks of ``names`` reference
-    (and with ``run_cache`` their run-cache entries); every object rehashed before it is
-    placed."""
+          run_cache: bool = False, progress: bool | None = None,
+          tracked: Sequence[Record] = ()) -> TransferReport:
+    """Download what the local cache lacks of the objects the locks of ``names`` and the
+    ``tracked`` paths' records reference (and with ``run_cache`` the locks' run-cache
+    entries); every object rehashed before it is placed."""
     from pivotbuild.paths import ensure_state_dir
 
     jobs = jobs or default_jobs()
@@ -202,7 +205,7 @@ def fetch(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
     bar = Progress(f"fetch ← {remote.name}", progress)
     fetcher = Fetcher(scope.cache, remote, jobs, report, bar)
     try:
-        refs = scope.lock_refs(locks)
+        refs = scope.lock_refs(locks) + tracked_refs(tracked)
         entries: dict[str, tuple[str, dict[str, Any]]] = {}
         if run_cache:
             for name, lock in locks.items():
@@ -223,11 +226,11 @@ def fetch(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
 
 
 def pull(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
-         run_cache: bool = False, progress: bool | None = None
-         ) -> tuple[TransferReport, CheckoutReport]:
+         run_cache: bool = False, progress: bool | None = None,
+         tracked: Sequence[Record] = ()) -> tuple[TransferReport, CheckoutReport]:
     """fetch, then checkout of the same stages (what could not be fetched is reported by
     both: the checkout names the outputs left missing)."""
     from pivotbuild.checkout import Checkout
 
-    report = fetch(pipeline, names, remote, jobs, run_cache, progress)
-    return report, Checkout(pipeline).run(names)
+    report = fetch(pipeline, names, remote, jobs, run_cache, progress, tracked)
+    return report, Checkout(pipeline).run(names, tracked)
