@@ -17,9 +17,11 @@ from collections.abc import Sequence
 
 from pivotbuild.hashtypes import (
     COPY_MISMATCH,
+    ERR_IO,
     LINK_PRESENT,
     OK,
     RACY_WINDOW_NS,
+    STAT_CHANGED,
     CopyResult,
     FileDigest,
     TreeDigest,
@@ -227,8 +229,42 @@ class CoreBackend:
             result.manifest = self._ffi.buffer(tree.manifest, tree.manifest_len)[:]
             result.hash = bytes(self._ffi.buffer(tree.digest)).hex() + DIR_SUFFIX
             result.nfiles = tree.n
-            result.snapshot = self._tree_snapshot(tree, tree.started_ns - RACY_WINDOW_NS)
+            cutoff = tree.started_ns - RACY_WINDOW_NS
+            result.snapshot = self._tree_snapshot(tree, cutoff)
+            result.dirs = self._tree_dirs(tree, cutoff)
             return result
+
+    def _tree_dirs(self, tree: Any, racy_cutoff_ns: int) -> list[tuple[str, int, int, bool]]:
+        """The walk's directory stamps: (relative path, mtime_ns, inode, trusted)."""
+        names = self._ffi.buffer(tree.dir_names, tree.dir_names_len) if tree.ndirs else b""
+        out = []
+        for i in range(tree.ndirs):
+            d = tree.dirs[i]
+            rel = os.fsdecode(names[d.path_off : d.path_off + d.path_len])
+            out.append((rel, d.mtime_ns, d.ino, d.mtime_ns < racy_cutoff_ns))
+        return out
+
+    def check_tree(self, path: str, memo: bytes, dirs: Sequence[tuple[str, int, int]],
+                   jobs: int = 0) -> tuple[int, list[int]] | None:
+        """pb_tree_check: (how many of the memo's files differ from their record, and per
+        directory of ``dirs`` (relative path, mtime_ns, inode) OK, STAT_CHANGED or ERR_IO),
+        or None when the memo does not parse."""
+        ffi = self._ffi
+        stamps = ffi.new("pb_dir_stamp[]", max(1, len(dirs)))
+        keep = []  # the path buffers must outlive the call
+        for i, (rel, mtime_ns, ino) in enumerate(dirs):
+            c_rel = ffi.new("char[]", os.fsencode(rel))
+            keep.append(c_rel)
+            stamps[i].path, stamps[i].mtime_ns, stamps[i].ino = c_rel, mtime_ns, ino
+        changed = self._lib.pb_tree_check(os.fsencode(path), memo, len(memo), ffi.NULL, stamps,
+                                          len(dirs), jobs)
+        del keep
+        if changed == _SIZE_MAX:
+            return None
+        statuses = [stamps[i].status for i in range(len(dirs))]
+        if any(s not in (OK, STAT_CHANGED, ERR_IO) for s in statuses):
+            raise RuntimeError(f"pb_tree_check: a directory status out of range: {statuses}")
+        return int(changed), statuses
 
     def walk(
         self, path: str, bound: str, skip: str | None = None, jobs: int = 0,
@@ -329,6 +365,9 @@ class CoreBackend:
         out = [(moves[i].status, moves[i].err) for i in range(len(items))]
         _check_count("pb_move_files", failed, sum(s not in (OK, LINK_PRESENT) for s, _ in out))
         return out
+
+
+_SIZE_MAX = 2**64 - 1  # pb_tree_check's (size_t)-1
 
 
 class _Walked:

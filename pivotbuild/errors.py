@@ -15,7 +15,12 @@ no traceback ever reaches the user for these.
 
 from __future__ import annotations
 
-import re
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the no-op fast path imports this module
+
+if TYPE_CHECKING:
+    import re
+
+    BARE_KEY_RE: re.Pattern[str]  # provided by __getattr__ below
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,8 +55,25 @@ class ConfigError(UsageError):
         super().__init__(f"{where}{problem}")
 
 
-# A key written bare in TOML; any other is quoted in a key path.
-BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+# A key written bare in TOML; any other is quoted in a key path. Compiled on first use
+# (``BARE_KEY_RE`` through the module's __getattr__): `re` costs the no-op fast path ~10 ms.
+_BARE_KEY = r"[A-Za-z0-9_-]+"
+_compiled: dict[str, re.Pattern[str]] = {}
+
+
+def __getattr__(name: str) -> object:
+    if name == "BARE_KEY_RE":
+        return _bare_key_re()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _bare_key_re() -> re.Pattern[str]:
+    pattern = _compiled.get(_BARE_KEY)
+    if pattern is None:
+        import re
+
+        pattern = _compiled[_BARE_KEY] = re.compile(_BARE_KEY)
+    return pattern
 
 
 def key_path(*parts: str | int) -> str:
@@ -62,7 +84,7 @@ def key_path(*parts: str | int) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
             continue
-        text = part if BARE_KEY_RE.fullmatch(part) else _quote_key(part)
+        text = part if _bare_key_re().fullmatch(part) else _quote_key(part)
         out = f"{out}.{text}" if out else text
     return out
 

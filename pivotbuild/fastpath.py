@@ -15,7 +15,6 @@ that a stage is stale; it only recognises the case where nothing is.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -132,6 +131,8 @@ def _run(req: Request, started: float) -> int | None:
         return fallback("no usable snapshot")
     if snapshot.config_key(root, [rel for rel, _ in doc["configs"]]) != doc["configs"]:
         return fallback("the configuration changed")
+    if snapshot.dir_stamps(root, [d[0] for d in doc["glob_dirs"]]) != doc["glob_dirs"]:
+        return fallback("a directory a glob walked changed")
     stages = doc["stages"]
     chosen = _select(doc, req.targets, "single" in req.flags)
     if chosen is None:
@@ -199,6 +200,10 @@ class _Check:
         self.root = root
         self.doc = doc
         self.aged = False  # an untrusted entry was confirmed and has aged: worth saving
+        # Stages share paths (each compile stage lists the same headers, each stage's out is
+        # the next one's dep): every project path is stat'ed, and read, once per run.
+        self._stats: dict[str, tuple[int, int, int]] = {}
+        self._digests: dict[str, str | None] = {}
 
     def locks(self) -> bool:
 
@@ -229,7 +234,7 @@ class _Check:
     def tracked(self, part: dict[str, Any]) -> bool:
         """No record appeared or changed, and every tracked path is as recorded."""
         from pivotbuild import snapshot
-        from pivotbuild.hashing import RACY_WINDOW_NS
+        from pivotbuild.hashtypes import RACY_WINDOW_NS
 
         now = time.time_ns()
         for index, (rel, mtime_ns, trusted, listing) in enumerate(part["dirs"]):
@@ -255,22 +260,34 @@ class _Check:
     def _files(self, entries: list[Any], directory: str, lock_files: bool) -> list[Any] | None:
         """The entries (trusted where they have aged) if every file is as recorded."""
         recheck = []
+        stats = {} if lock_files else self._stats
         for entry in entries:
             rel, size, mtime_ns, ino, _digest, trusted = entry
-            try:
-                st = os.lstat(os.path.join(directory, rel))
-            except OSError:
-                return None
-            if (st.st_size, st.st_mtime_ns, st.st_ino) != (size, mtime_ns, ino):
+            signature = stats.get(rel)
+            if signature is None:
+                try:
+                    st = os.lstat(os.path.join(directory, rel))
+                except OSError:
+                    return None
+                signature = stats[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
+            if signature != (size, mtime_ns, ino):
                 return None
             if not trusted:
                 recheck.append(entry)
         if not recheck:
             return entries
-        digests = self._content(directory, [e[0] for e in recheck], lock_files)
+        if lock_files:
+            digests = self._content(directory, [e[0] for e in recheck], lock_files)
+        else:
+            todo = list(dict.fromkeys(e[0] for e in recheck if e[0] not in self._digests))
+            fresh = self._content(directory, todo, lock_files) if todo else []
+            if fresh is None:
+                return None
+            self._digests.update(zip(todo, fresh, strict=True))
+            digests = [self._digests[e[0]] for e in recheck]
         if digests is None:
             return None
-        from pivotbuild.hashing import RACY_WINDOW_NS
+        from pivotbuild.hashtypes import RACY_WINDOW_NS
 
         now = time.time_ns()
         confirmed = {}
@@ -300,7 +317,10 @@ class _Check:
         results = get_backend().hash_files([os.path.join(directory, r) for r in rels])
         return [r.hash for r in results]
 
-    def _dirs(self, dirs: list[tuple[str, str]]) -> bool:
+    def _dirs(self, dirs: list[tuple[Any, ...]]) -> bool:
+        """Every directory still has its hash: by its memo and stamps where the snapshot has
+        them (snapshot.py), else hashed through the tree memo as the full path does."""
+        dirs = [d for d in dirs if len(d) < 3 or not self._tree_unchanged(d[0], d[2])]
         if not dirs:
             return True
         from pivotbuild.hasher import Hasher
@@ -309,16 +329,77 @@ class _Check:
         state = StateDB(os.path.join(self.root, STATE_DIR, STATE_DB_FILE))
         try:
             digests = Hasher(self.root, state).hash_paths(
-                [os.path.join(self.root, rel) for rel, _ in dirs])
+                [os.path.join(self.root, d[0]) for d in dirs])
         finally:
             state.close()
-        return all(d.hash == expected for d, (_, expected) in zip(digests, dirs, strict=True))
+        return all(d.hash == d_expected[1] for d, d_expected in zip(digests, dirs, strict=True))
+
+    def _tree_unchanged(self, rel: str, tree: tuple[str, str, list[Any]] | None) -> bool:
+        """Whether the directory is exactly as its memo describes it (then its hash is the
+        one recorded): the memo is the one recorded, every file it lists has its stat, and
+        every directory has its stamp or, listed again, the same names. False: not sure."""
+        if tree is None:
+            return False
+        memo_file, memo_hash, stamps = tree
+        from pivotbuild import snapshot
+
+        try:
+            with open(memo_file, "rb") as handle:
+                memo = handle.read()
+        except OSError:
+            return False
+        if snapshot.content_hash(memo) != memo_hash:
+            return False
+        from pivotbuild.hashing import OK, get_backend
+
+        top = os.path.normpath(os.path.join(self.root, rel))
+        answer = get_backend().check_tree(top, memo, [s[:3] for s in stamps])
+        if answer is None or answer[0]:
+            return False
+        moved = [s[0] for s, status in zip(stamps, answer[1], strict=True)
+                 if status != OK or not s[3]]
+        skip = os.path.join(self.root, STATE_DIR)
+        return not moved or _same_names(top, memo, stamps, moved, skip)
 
     def save_aged(self) -> None:
         if self.aged:
             from pivotbuild import snapshot
 
             snapshot.save(self.root, self.doc)
+
+
+def _same_names(top: str, memo: bytes, stamps: list[Any], moved: list[str], skip: str) -> bool:
+    """Whether each directory of ``moved`` (relative to ``top``) holds the files the memo
+    lists there and the subdirectories ``stamps`` list there, and nothing else. A symlink
+    or anything else found in one means "not sure" (False)."""
+    count = int.from_bytes(memo[8:16], sys.byteorder)
+    wanted: dict[str, set[tuple[str, bool]]] = {rel: set() for rel in moved}
+    raw_names = memo[24 + 48 * count:].split(b"\0")[:-1]
+    for name, is_dir in [*((os.fsdecode(raw), False) for raw in raw_names),
+                         *((s[0], True) for s in stamps if s[0])]:
+        parent, _, leaf = name.rpartition("/")
+        if parent in wanted:
+            wanted[parent].add((leaf, is_dir))
+    for rel, names in wanted.items():
+        directory = os.path.join(top, rel) if rel else top
+        found = set()
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_symlink():
+                        return False
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.path != skip:  # the walk never enters .pivotbuild
+                            found.add((entry.name, True))
+                    elif entry.is_file(follow_symlinks=False):
+                        found.add((entry.name, False))
+                    else:
+                        return False
+        except OSError:
+            return False
+        if found != names:
+            return False
+    return True
 
 
 def _objects_present(doc: dict[str, Any], records: list[tuple[Any, ...]]) -> bool:
@@ -355,6 +436,12 @@ def _objects_present(doc: dict[str, Any], records: list[tuple[Any, ...]]) -> boo
 # ---- output: exactly what cli/ prints for the same outcome --------------------------------
 
 
+def _dumps(doc: object, indent: int) -> str:
+    import json  # only for --json: it costs start-up time
+
+    return json.dumps(doc, indent=indent)
+
+
 def _emit(stream: Any, text: str) -> None:
     stream.write(text)
     stream.flush()
@@ -366,7 +453,7 @@ def _status(req: Request, records: list[tuple[Any, ...]], tracked: list[str]) ->
     if "json" in req.flags:
         doc = {"stages": [{"name": r[0], "status": r[2], "reasons": []} for r in records],
                "tracked": [{"path": path, "status": "up-to-date"} for path in tracked]}
-        _emit(sys.stdout, json.dumps(doc, indent=2) + "\n")
+        _emit(sys.stdout, _dumps(doc, indent=2) + "\n")
         return 0
     lines = [f"{r[0]}: {r[2]}\n" for r in records]
     _emit(sys.stdout, "".join(lines) + "Everything is up to date.\n")
@@ -375,7 +462,7 @@ def _status(req: Request, records: list[tuple[Any, ...]], tracked: list[str]) ->
 
 def _verify(req: Request) -> int:
     if "json" in req.flags:
-        _emit(sys.stdout, json.dumps({"ok": True, "problems": []}, indent=2) + "\n")
+        _emit(sys.stdout, _dumps({"ok": True, "problems": []}, indent=2) + "\n")
     elif not req.quiet:
         _emit(sys.stdout, "verify: everything is up to date and cached\n")
     return 0
@@ -387,7 +474,7 @@ def _repro(req: Request, root: str, records: list[tuple[Any, ...]], started: flo
     if "dry_run" in req.flags:
         if as_json:
             stages = [_result(r, "not-run") for r in records]
-            _emit(sys.stdout, json.dumps({"ok": True, "stages": stages}, indent=2) + "\n")
+            _emit(sys.stdout, _dumps({"ok": True, "stages": stages}, indent=2) + "\n")
         elif not req.quiet:
             _emit(sys.stderr, "Everything is up to date.\n")
         return 0
@@ -409,7 +496,7 @@ def _repro(req: Request, root: str, records: list[tuple[Any, ...]], started: flo
         _emit(sys.stderr, f"pivotbuild: 0 ran, {len(records)} skipped, 0 failed in {wall:.2f}s\n")
     if as_json:
         stages = [_result(r, "ok") for r in records]
-        _emit(sys.stdout, json.dumps({"ok": True, "stages": stages}, indent=2) + "\n")
+        _emit(sys.stdout, _dumps({"ok": True, "stages": stages}, indent=2) + "\n")
     return 0
 
 

@@ -36,7 +36,7 @@ class PathDigest:
     (Plain classes here and in hashing.py: dataclasses would cost the `hash` command
     a tenth of its start-up.)"""
 
-    __slots__ = ("errors", "hash", "manifest", "missing", "nfiles", "path", "size")
+    __slots__ = ("errors", "hash", "manifest", "missing", "nfiles", "path", "size", "tree")
 
     def __init__(self, path: str, hash: str | None = None, size: int = 0,
                  nfiles: int | None = None, manifest: bytes | None = None,
@@ -48,6 +48,9 @@ class PathDigest:
         self.manifest = manifest
         self.errors = errors if errors is not None else []  # (path as shown, problem)
         self.missing = missing  # the path itself does not exist
+        # A directory: (the memo snapshot its hashing left, its directory stamps), what the
+        # no-op snapshot checks it by (TreeDigest.snapshot and .dirs); None otherwise.
+        self.tree: tuple[bytes, list[tuple[str, int, int, bool]]] | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -191,5 +194,6 @@ class Hasher:
             return
         digest.hash, digest.size, digest.nfiles = result.hash, result.size, result.nfiles
         digest.manifest = result.manifest
+        digest.tree = (result.snapshot, result.dirs)
         if self.state is not None and target.key is not None and result.snapshot != memo:
             self.state.put_tree(target.key, result.snapshot)

@@ -47,6 +47,16 @@ if TYPE_CHECKING:  # the interface both backends provide (typing costs start-up 
             bound_name: str = "the project", skip: str | None = None,
         ) -> TreeDigest: ...
 
+        def check_tree(self, path: str, memo: bytes, dirs: Sequence[tuple[str, int, int]],
+                       jobs: int = 0) -> tuple[int, list[int]] | None:
+            """The no-op check of a directory a memo snapshot describes: stat every file the
+            memo lists (following symlinks, as the walk does) and every directory of
+            ``dirs`` (relative path, "" for ``path`` itself; mtime_ns; inode, as
+            TreeDigest.dirs stamped them). (How many files are not regular files of the
+            recorded size, mtime, inode and mode; per directory OK, STAT_CHANGED or
+            ERR_IO), or None when the memo does not parse."""
+            ...
+
         def walk(
             self, path: str, bound: str, skip: str | None = None, jobs: int = 0,
             bound_name: str = "the project",

@@ -14,7 +14,7 @@ from collections import namedtuple
 __all__ = [
     "COPY_CHECK", "COPY_DIRECT", "COPY_KEEP_EXEC", "COPY_MISMATCH", "COPY_NO_UNNAMED",
     "COPY_UNNAMED", "COPY_WRITEBACK", "ERR_IO", "ERR_LINK_DANGLING", "ERR_LINK_LOOP",
-    "ERR_LINK_OUTSIDE", "ERR_NOT_REGULAR", "LINK_PRESENT", "OK", "RACY_WINDOW_NS",
+    "ERR_LINK_OUTSIDE", "ERR_NOT_REGULAR", "LINK_PRESENT", "OK", "RACY_WINDOW_NS", "STAT_CHANGED",
     "CopyResult", "FileDigest", "TreeDigest", "WalkEntry", "describe",
 ]
 
@@ -27,6 +27,7 @@ RACY_WINDOW_NS = 2_000_000_000
 # Statuses shared with the C core (pivothash.h).
 OK, ERR_IO, ERR_NOT_REGULAR, ERR_LINK_OUTSIDE, ERR_LINK_DANGLING, ERR_LINK_LOOP = range(6)
 LINK_PRESENT = 100
+STAT_CHANGED = 110  # check_tree: a file's or directory's stat differs from its record
 COPY_MISMATCH = 101
 COPY_NO_UNNAMED = 102
 # copy_files flags (pivothash.h): keep the copy only if it hashes to the expected digest;
@@ -85,7 +86,8 @@ class WalkEntry(namedtuple("WalkEntry", "path size mtime_ns ino mode error",
 class TreeDigest:
     """The hash of one directory, its manifest, and a snapshot for the memo."""
 
-    __slots__ = ("errors", "hash", "manifest", "nfiles", "nread", "path", "size", "snapshot")
+    __slots__ = ("dirs", "errors", "hash", "manifest", "nfiles", "nread", "path", "size",
+                 "snapshot")
 
     def __init__(self, path: str, hash: str | None, manifest: bytes = b"", size: int = 0,
                  nfiles: int = 0, nread: int = 0, snapshot: bytes = b"",
@@ -98,3 +100,7 @@ class TreeDigest:
         self.nread = nread  # files actually read (the rest came from the memo)
         self.snapshot = snapshot
         self.errors = errors if errors is not None else []  # (relative path, problem)
+        # Every directory listed, stamped before its listing was read: (relative path, ""
+        # for the directory itself; mtime_ns; inode; trusted: the mtime lay outside
+        # RACY_WINDOW_NS of the hashing, so an unchanged one means unchanged names).
+        self.dirs: list[tuple[str, int, int, bool]] = []

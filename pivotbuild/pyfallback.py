@@ -36,6 +36,7 @@ from pivotbuild.hashtypes import (
     LINK_PRESENT,
     OK,
     RACY_WINDOW_NS,
+    STAT_CHANGED,
     CopyResult,
     FileDigest,
     TreeDigest,
@@ -70,6 +71,31 @@ def _pack_snapshot(records: list[tuple[bytes, int, int, int, int, bytes]]) -> by
         for raw, size, mtime, ino, mode, digest in records
     )
     return _SNAP_HEADER.pack(_SNAP_MAGIC, len(records), len(names)) + body + names
+
+
+def _snapshot_stats(data: bytes) -> list[tuple[bytes, int, int, int, int]] | None:
+    """(raw relative path, size, mtime_ns, ino, mode) per record; None if it does not parse."""
+    if len(data) < _SNAP_HEADER.size:
+        return None
+    magic, count, names_len = _SNAP_HEADER.unpack_from(data)
+    body = _SNAP_HEADER.size + count * _SNAP_RECORD.size
+    if magic != _SNAP_MAGIC or body + names_len != len(data):
+        return None
+    if count == 0:
+        return None if names_len else []
+    if not data.endswith(b"\0"):
+        return None
+    names = data[body:-1].split(b"\0")
+    if len(names) != count:
+        return None
+    out = []
+    for i, raw in enumerate(names):
+        size, mtime, ino, mode, plen, _digest = _SNAP_RECORD.unpack_from(
+            data, _SNAP_HEADER.size + i * _SNAP_RECORD.size)
+        if plen != len(raw):
+            return None
+        out.append((raw, size, mtime, ino, mode))
+    return out
 
 
 def _unpack_snapshot(data: bytes | None) -> dict[bytes, tuple[int, int, int, bytes]]:
@@ -189,9 +215,11 @@ class PythonBackend:
     ) -> TreeDigest:
         started = time.time_ns()
         root = os.fsencode(path).rstrip(b"/") or b"/"
+        dirs: list[tuple[bytes, int, int]] = []
         try:
             listing = _walk_py(
-                root, os.fsencode(bound), os.stat(root), os.fsencode(skip) if skip else None
+                root, os.fsencode(bound), os.stat(root), os.fsencode(skip) if skip else None,
+                dirs,
             )
         except OSError as exc:
             return TreeDigest(path, None, errors=[("", exc.strerror or str(exc))])
@@ -235,7 +263,35 @@ class PythonBackend:
         result.nfiles = len(good)
         cutoff = started - RACY_WINDOW_NS
         result.snapshot = _pack_snapshot([g for g in good if g[2] < cutoff])
+        result.dirs = [(os.fsdecode(rel), mtime, ino, mtime < cutoff) for rel, mtime, ino in dirs]
         return result
+
+    def check_tree(self, path: str, memo: bytes, dirs: Sequence[tuple[str, int, int]],
+                   jobs: int = 0) -> tuple[int, list[int]] | None:
+        records = _snapshot_stats(memo)
+        if records is None:
+            return None
+        root = os.fsencode(path).rstrip(b"/") or b"/"
+
+        def file_ok(record: tuple[bytes, int, int, int, int]) -> bool:
+            try:
+                st = os.stat(root + b"/" + record[0])
+            except OSError:
+                return False
+            return (stat.S_ISREG(st.st_mode)
+                    and (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode) == record[1:])
+
+        def dir_status(stamp: tuple[str, int, int]) -> int:
+            rel, mtime_ns, ino = stamp
+            try:
+                st = os.stat(root + b"/" + os.fsencode(rel) if rel else root)
+            except OSError:
+                return ERR_IO
+            same = stat.S_ISDIR(st.st_mode) and (st.st_mtime_ns, st.st_ino) == (mtime_ns, ino)
+            return OK if same else STAT_CHANGED
+
+        changed = len(records) - sum(self._map(file_ok, records, jobs))
+        return changed, self._map(dir_status, list(dirs), jobs)
 
     def walk(
         self, path: str, bound: str, skip: str | None = None, jobs: int = 0,
@@ -407,10 +463,15 @@ def _child_key(name: bytes, is_dir: bool) -> bytes:
 
 
 def _walk_py(
-    root: bytes, bound: bytes, root_stat: os.stat_result, skip: bytes | None
+    root: bytes, bound: bytes, root_stat: os.stat_result, skip: bytes | None,
+    dirs: list[tuple[bytes, int, int]] | None = None,
 ) -> list[tuple[bytes, int, int]]:
-    """Every file below root as (relative path, status, errno), sorted as the core sorts."""
+    """Every file below root as (relative path, status, errno), sorted as the core sorts.
+    ``dirs`` gets each directory listed, as the core's walk stamps them: (relative path,
+    mtime_ns, inode) from the stat taken before its listing was read, root first."""
     out: list[tuple[bytes, int, int]] = []
+    stamps: list[tuple[bytes, int, int]] = [] if dirs is None else dirs
+    stamps.append((b"", root_stat.st_mtime_ns, root_stat.st_ino))
     stack_ids = [(root_stat.st_dev, root_stat.st_ino)]
     bound_prefix = bound if bound.endswith(b"/") else bound + b"/"
 
@@ -477,6 +538,7 @@ def _walk_py(
                 out.append((rel, ERR_IO, exc.errno or 0))
                 continue
             stack_ids.append((st.st_dev, st.st_ino))
+            stamps.append((rel, st.st_mtime_ns, st.st_ino))
             sub = children(entry.path, rel + b"/")
             if sub is None:
                 stack_ids.pop()

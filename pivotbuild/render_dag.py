@@ -9,8 +9,10 @@ frozen stages.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Collection, Sequence
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs the fast path start-up time
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Sequence
 
 Edge = tuple[str, str]
 
@@ -47,6 +49,8 @@ def to_dot(names: Sequence[str], edges: Sequence[Edge], frozen: Collection[str])
 def _mermaid_ids(names: Sequence[str]) -> dict[str, str]:
     # Mermaid ids may not contain '@', '.', '-' and choke on keywords like `end`: prefix every
     # id and replace other characters, numbering the rare names that collide afterwards.
+    import re
+
     ids: dict[str, str] = {}
     used: set[str] = set()
     for name in names:

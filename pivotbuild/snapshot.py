@@ -8,7 +8,7 @@ stage and found nothing stale, it leaves this snapshot behind, and the next
 with a stat per path, importing none of them.
 
 File: ``.pivotbuild/snapshot`` (per machine, never committed), written
-atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 2:
+atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 3:
 
 - ``magic``: ``"pivotbuild-snapshot"``; ``version``: SNAPSHOT_VERSION;
   ``pivotbuild``: the package version; ``python``: the interpreter's cache tag
@@ -16,17 +16,19 @@ atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 
 - ``root``: the project root's real path; ``cache_dir``: the cache directory
   the project resolved to; ``env_cache_dir``: ``PIVOTBUILD_CACHE_DIR`` as it was;
 - ``configs``: ``[(relpath, hash or None)]``: the XXH3-128 of each file that
-  decides the expansion (pivot.toml, the params files, config.local.toml);
-  None: the file was absent. Checked by content, so an edit of the same size
-  in the same second is still seen;
+  decides the expansion (pivot.toml, params.toml, config.local.toml, and every
+  other file it read: Project.sources); None: the file was absent. Checked by
+  content, so an edit of the same size in the same second is still seen;
+- ``glob_dirs``: ``[(relpath, mtime_ns, ctime_ns, ino)]`` for every directory a
+  glob walked (Project.glob_dirs), -1, -1, 0 where it was missing: a match
+  that appears or goes changes its directory's stamp;
 - ``locks``: ``[(file name, size, mtime_ns, ino, hash, trusted)]`` for every
   file in ``.pivotbuild/locks``; the directory listing must be the same set;
 - ``stages``: in topological order, ``(name, base, status, input_hash, files,
   dirs, outs)``: ``status`` "up-to-date" or "frozen"; ``files``:
   ``[(relpath, size, mtime_ns, ino, hash, trusted)]`` for every file dep and
-  out; ``dirs``: ``[(relpath, hash)]`` for directory deps and outs (checked
-  through the tree memo, as the full path does); ``outs``: ``[(relpath, hash,
-  cached)]`` as the lock records them, for ``verify``;
+  out; ``dirs``: ``[(relpath, hash, tree)]`` for directory deps and outs;
+  ``outs``: ``[(relpath, hash, cached)]`` as the lock records them, for ``verify``;
 - ``edges``: ``[(upstream index, downstream index)]`` into ``stages``;
 - ``tracked`` (tracked.py's records, all found up to date): ``dirs``: ``[(relpath, mtime_ns,
   trusted, listing)]`` for every directory tracked.find_records looked inside, ``listing``
@@ -35,6 +37,17 @@ atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 
   ``locks`` (content hash); ``paths``: the tracked paths in record order; ``files`` and
   ``tree``: the tracked files and directories, as a stage's ``files`` and ``dirs``; ``outs``:
   ``[(relpath, hash, True)]`` for ``verify``.
+
+A directory's ``tree`` is None (the fast path hashes it through the tree memo,
+as the full path does) or ``(memo file, memo hash, stamps)``: the memo
+snapshot its hashing left (``.pivotbuild/memo/...``, see state.py), which
+then listed every one of its files, the XXH3-128 of that memo's bytes, and
+``[(relpath below it, mtime_ns, ino, trusted)]`` for every directory the walk
+listed. The fast path takes the directory's hash as unchanged when the memo
+file still has that hash, every file it lists has its recorded stat, and
+every directory either has its stamp (and the stamp was trusted) or, listed
+again, holds the same names: what Ninja and git's preloaded index do, without
+walking the tree or building its manifest.
 
 ``trusted`` follows git's racy rule: a stat signature identifies content only
 if the file's mtime lay outside hashing.RACY_WINDOW_NS of the moment its
@@ -55,7 +68,7 @@ import sys
 
 from pivotbuild import __version__
 from pivotbuild.atomic import unlink_quietly, write_atomic
-from pivotbuild.hashing import RACY_WINDOW_NS
+from pivotbuild.hashtypes import RACY_WINDOW_NS
 from pivotbuild.paths import (
     CACHE_DIR_ENV,
     LOCAL_CONFIG_FILE,
@@ -71,10 +84,11 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs the fast path st
 if TYPE_CHECKING:
     from typing import Any
 
+    from pivotbuild.hasher import PathDigest
     from pivotbuild.pipeline import Pipeline
     from pivotbuild.plan import Decision
 
-SNAPSHOT_VERSION = 2  # 2: tracked paths
+SNAPSHOT_VERSION = 3  # 2: tracked paths; 3: directories checked by their memo and stamps
 MAGIC = "pivotbuild-snapshot"
 SNAPSHOT_FILE = "snapshot"
 CONFIG_FILES = (PROJECT_FILE, PARAMS_FILE, LOCAL_CONFIG_FILE)
@@ -150,8 +164,63 @@ def locks_key(root: str, now_ns: int) -> list[tuple[str, int, int, int, str, boo
 def key_before(root: str) -> dict[str, Any]:
     """What a snapshot is valid for, taken BEFORE the configuration and the locks are read
     for a plan: a file that changes after this point no longer matches what the snapshot
-    records, so no snapshot can pair new files with decisions made from old ones."""
-    return {"configs": config_key(root), "locks": locks_key(root, _now_ns())}
+    records, so no snapshot can pair new files with decisions made from old ones. (The
+    other files and directories the expansion read are only known once it is done: see
+    _expansion_key.)"""
+    taken_ns = _now_ns()
+    return {"configs": config_key(root), "locks": locks_key(root, taken_ns),
+            "taken_ns": taken_ns}
+
+
+def dir_stamps(root: str, rels: list[str] | tuple[str, ...]
+               ) -> list[tuple[str, int, int, int]]:
+    """(relpath, mtime_ns, ctime_ns, ino) of each directory, (relpath, -1, -1, 0) for one
+    that is missing or not a directory: adding, removing or renaming an entry moves its
+    mtime, and moving the directory itself (or another one into its place) its ctime."""
+    import stat
+
+    out = []
+    for rel in rels:
+        try:
+            st = os.lstat(os.path.join(root, rel))
+        except OSError:
+            out.append((rel, -1, -1, 0))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            out.append((rel, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        else:
+            out.append((rel, -1, -1, 0))
+    return out
+
+
+def _expansion_key(root: str, pipeline: Pipeline, key: dict[str, Any]
+                   ) -> tuple[list[tuple[str, str | None]], list[tuple[str, int, int, int]]] | None:
+    """``configs`` with every other file the expansion read (Project.sources: a params file
+    in YAML or JSON, a ``FILE:key`` file), and the stamps of every directory a glob walked
+    (Project.glob_dirs); None when one of them changed (its ctime: an mtime can be set
+    back) after key_before or so shortly before it that what the expansion read cannot be
+    told from what is there now."""
+    project = pipeline.project
+    cutoff = key["taken_ns"] - RACY_WINDOW_NS
+    configs = list(key["configs"])
+    keyed = {rel for rel, _ in configs}
+    for rel in getattr(project, "sources", ()):
+        if rel in keyed:
+            continue
+        path = os.path.join(root, rel)
+        data = _read(path)  # read, then stat: a write in between shows in the ctime
+        try:
+            changed_ns = os.stat(path).st_ctime_ns
+        except OSError:
+            return None
+        if data is None or changed_ns >= cutoff:
+            return None
+        configs.append((rel, content_hash(data)))
+        keyed.add(rel)
+    stamps = dir_stamps(root, getattr(project, "glob_dirs", ()))
+    if any(ctime_ns >= cutoff for _rel, _mtime_ns, ctime_ns, _ino in stamps):
+        return None
+    return configs, stamps
 
 
 def load(root: str) -> dict[str, Any] | None:
@@ -204,13 +273,17 @@ def build(pipeline: Pipeline, decisions: list[Decision], key: dict[str, Any]
     now_ns = _now_ns()
     if key["locks"] is None:
         return None
+    expansion = _expansion_key(root, pipeline, key)
+    if expansion is None:
+        return None
+    configs, glob_dirs = expansion
     memo = pipeline.state.get_files(
         [p for d in decisions for p in (*d.deps, *d.outs)])
     stages = []
     plain_dirs: set[str] = set()
     position = {d.name: i for i, d in enumerate(decisions)}
     for decision in decisions:
-        record = _stage_record(root, decision, memo, now_ns, plain_dirs)
+        record = _stage_record(pipeline, decision, memo, now_ns, plain_dirs)
         if record is None:
             return None
         stages.append(record)
@@ -223,7 +296,8 @@ def build(pipeline: Pipeline, decisions: list[Decision], key: dict[str, Any]
         "python": sys.implementation.cache_tag, "root": root,
         "cache_dir": str(pipeline.project.cache_dir),
         "env_cache_dir": os.environ.get(CACHE_DIR_ENV),
-        "configs": key["configs"], "locks": key["locks"], "stages": stages, "edges": edges,
+        "configs": configs, "glob_dirs": glob_dirs, "locks": key["locks"], "stages": stages,
+        "edges": edges,
         "tracked": tracked,
     }
 
@@ -248,10 +322,25 @@ def _no_symlinks(root: str, path: str, is_dir: bool, plain_dirs: set[str]) -> bo
     return True
 
 
-def _stage_record(root: str, decision: Decision, memo: dict[str, Any], now_ns: int,
+def _tree_check(pipeline: Pipeline, path: str, digest: PathDigest
+                ) -> tuple[str, str, list[tuple[str, int, int, bool]]] | None:
+    """A directory's ``tree`` (see the module's docstring), or None when its memo does not
+    list every one of its files (some were racy) or was not kept."""
+    if digest.tree is None:
+        return None
+    memo, stamps = digest.tree
+    if len(memo) < 24 or int.from_bytes(memo[8:16], sys.byteorder) != digest.nfiles:
+        return None
+    # The memo is keyed by the real path, which is ``path``: no symlinks lead here.
+    memo_file = pipeline.state._tree_file(path)
+    return (memo_file, content_hash(memo), stamps)
+
+
+def _stage_record(pipeline: Pipeline, decision: Decision, memo: dict[str, Any], now_ns: int,
                   plain_dirs: set[str]) -> tuple[Any, ...] | None:
     from pivotbuild.plan import FROZEN
 
+    root = str(pipeline.root)
     stage = decision.stage
     if decision.status == FROZEN:
         return (stage.name, stage.base, FROZEN, None, [], [], [])
@@ -259,7 +348,7 @@ def _stage_record(root: str, decision: Decision, memo: dict[str, Any], now_ns: i
     if lock is None:
         return None
     files: list[tuple[str, int, int, int, str, bool]] = []
-    dirs: list[tuple[str, str]] = []
+    dirs: list[tuple[str, str, Any]] = []
     locked = {d.path: d.hash for d in lock.deps} | {o.path: o.hash for o in lock.outs}
     for path, digest in (*decision.deps.items(), *decision.outs.items()):
         full = os.path.join(root, path)
@@ -268,7 +357,7 @@ def _stage_record(root: str, decision: Decision, memo: dict[str, Any], now_ns: i
         if not _no_symlinks(root, path, digest.is_dir, plain_dirs):
             return None  # through a symlink: see the module's docstring
         if digest.is_dir:
-            dirs.append((path, digest.hash))
+            dirs.append((path, digest.hash, _tree_check(pipeline, path, digest)))
             continue
         entry = _stat_entry(full, path, digest.hash, now_ns)
         if entry is None:
