@@ -397,21 +397,20 @@ def _tracked_part(pipeline: Pipeline, memo: dict[str, Any], now_ns: int,
 
     root = str(pipeline.root)
     walked: list[str] = []
+    listings: dict[str, tuple[str, ...]] = {}  # as listing_key gives them, from the same walk
     try:
-        files = tracked.find_records(root, tracked.skipped_dirs(pipeline.project), walked)
+        files = tracked.find_records(root, tracked.skipped_dirs(pipeline.project), walked,
+                                     listings)
     except PivotError:
         return None
     dirs = []
     for rel in walked:
         full = root if rel == "." else os.path.join(root, rel)
         try:
-            mtime_ns = os.lstat(full).st_mtime_ns
+            mtime_ns = os.lstat(full).st_mtime_ns  # after the listing: a later change moves it
         except OSError:
             return None
-        listing = listing_key(full)
-        if listing is None:
-            return None
-        dirs.append((rel, mtime_ns, mtime_ns < now_ns - RACY_WINDOW_NS, listing))
+        dirs.append((rel, mtime_ns, mtime_ns < now_ns - RACY_WINDOW_NS, listings[rel]))
     pvts, records = [], []
     for file in files:
         entry = _stat_entry(os.path.join(root, file), file, "", now_ns)  # stat, then read

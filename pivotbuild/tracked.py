@@ -174,10 +174,13 @@ def read_record(root: str | os.PathLike[str], file: str) -> Record:
 
 
 def find_records(root: str | os.PathLike[str], skip: Iterable[str] = (),
-                 walked: list[str] | None = None) -> list[str]:
+                 walked: list[str] | None = None,
+                 listings: dict[str, tuple[str, ...]] | None = None) -> list[str]:
     """Every ``*.pvt`` file of the project, project-relative and sorted, looked for as the
     module says. ``skip``: project-relative directories not to look inside. ``walked``
-    receives every directory looked inside (project-relative, ``.`` for the root)."""
+    receives every directory listed (project-relative, ``.`` for the root; a venv is listed,
+    not entered); ``listings`` each one's listing key: its ``.pvt`` names and venv marker,
+    and its subdirectories as ``name/``, sorted (snapshot.listing_key computes the same)."""
     top = os.fspath(root)
     pruned = {s for s in skip if s != "."}
     found: list[str] = []
@@ -186,30 +189,35 @@ def find_records(root: str | os.PathLike[str], skip: Iterable[str] = (),
         rel = stack.pop()
         try:
             with os.scandir(top if rel == "." else os.path.join(top, rel)) as it:
-                entries = list(it)
+                marked: list[str] = []  # .pvt names and the venv marker
+                records: list[str] = []  # .pvt names of files
+                subdirs: list[str] = []
+                for entry in it:
+                    name = entry.name
+                    if name.endswith(SUFFIX) or name == VENV_MARKER:
+                        marked.append(name)
+                        if name != SUFFIX and name != VENV_MARKER and entry.is_file():
+                            records.append(name)
+                    elif entry.is_dir(follow_symlinks=False):
+                        subdirs.append(name)
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
         except OSError as exc:
             raise OperationError(f"{rel}: cannot list the directory: "
                                  f"{exc.strerror or exc}") from None
-        names = {e.name for e in entries}
-        if rel != "." and VENV_MARKER in names:
-            continue
         if walked is not None:
             walked.append(rel)
-        for entry in entries:
-            path = entry.name if rel == "." else f"{rel}/{entry.name}"
-            try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
+        if listings is not None:
+            listings[rel] = tuple(sorted([*marked, *(d + "/" for d in subdirs)]))
+        if rel != "." and VENV_MARKER in marked:
+            continue
+        base = "" if rel == "." else rel + "/"
+        found.extend(base + name for name in records)
+        for name in subdirs:
+            if (name in (GIT_DIR, STATE_DIR) or base + name in pruned
+                    or name + SUFFIX in marked):
                 continue
-            if is_dir:
-                if (entry.name in (GIT_DIR, STATE_DIR) or path in pruned
-                        or entry.name + SUFFIX in names):
-                    continue
-                stack.append(path)
-            elif entry.name.endswith(SUFFIX) and len(entry.name) > len(SUFFIX):
-                found.append(path)
+            stack.append(base + name)
     return sorted(found)
 
 

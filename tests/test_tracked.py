@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pivotbuild import tracked
+from pivotbuild import snapshot, tracked
 from pivotbuild.config import load_project
 from pivotbuild.errors import ConfigError, OperationError, UsageError
 from pivotbuild.hasher import Hasher
@@ -73,9 +73,16 @@ def test_find_records_skips_state_git_outputs_tracked_dirs_and_venvs(tmp_path: P
     (tmp_path / "venv" / "pyvenv.cfg").write_text("")
     (tmp_path / "link").symlink_to(tmp_path / "sub")
     walked: list[str] = []
-    found = tracked.find_records(tmp_path, skip=["out"], walked=walked)
+    listings: dict[str, tuple[str, ...]] = {}
+    found = tracked.find_records(tmp_path, skip=["out"], walked=walked, listings=listings)
     assert found == ["a.pvt", "deep/x/h.pvt", "img.pvt", "sub/b.pvt"]
     assert "out" not in walked and "img" not in walked and "." in walked
+    assert "venv" in walked and "venv/g.pvt" not in found  # listed, not entered
+    # The no-op snapshot checks directories with the same listing key.
+    for rel in walked:
+        assert snapshot.listing_key(str(tmp_path / rel)) == listings[rel]
+    assert listings["."] == (".git/", ".pivotbuild/", ".pvt", "a.pvt", "deep/", "img.pvt",
+                             "img/", "out/", "sub/", "venv/")
 
 
 def test_two_records_of_overlapping_paths_are_a_config_error(tmp_path: Path) -> None:
