@@ -7,19 +7,24 @@ it. A no-op `status`, `repro`, `verify` or `dag` is answered from the pipeline
 snapshot without click, pydantic or networkx (fastpath.py). Anything else
 (--help, an unknown option, a mistake, a stale stage) goes to click (cli/),
 which stays the one place that defines and documents the commands.
+
+Start-up is the no-op's largest part, so this module imports nothing at load
+time but ``sys`` and ``time`` (both built in): ``--version`` is answered before
+anything else is imported, and every other module is imported by the path that
+needs it.
 """
 
 from __future__ import annotations
 
-import gc
-import os
-import signal
 import sys
 import time
 
-from pivotbuild.errors import EXIT_FAILED
-
 _STARTED = time.monotonic()  # the repro summary's wall time counts from here
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs start-up time
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 
 def _parse_hash(argv: list[str]) -> tuple[str | None, list[str], int, bool, bool] | None:
@@ -64,10 +69,17 @@ def _parse_hash(argv: list[str]) -> tuple[str | None, list[str], int, bool, bool
     return directory, paths, jobs, as_json, no_state
 
 
+# The commands the no-op fast path may answer (fastpath.COMMANDS), looked for before
+# importing it.
+_FAST_COMMANDS = frozenset(("status", "repro", "verify", "dag"))
+
+
 def _fast_path(argv: list[str]) -> None:
     """A no-op status, repro, verify or dag answered from the pipeline snapshot
     (fastpath.py); exits if it answered. PIVOTBUILD_NO_FASTPATH=1 turns it off."""
-    if os.environ.get("PIVOTBUILD_NO_FASTPATH") == "1":
+    import os
+
+    if os.environ.get("PIVOTBUILD_NO_FASTPATH") == "1" or _FAST_COMMANDS.isdisjoint(argv):
         return
     from pivotbuild import fastpath
 
@@ -85,6 +97,9 @@ def _fast_path(argv: list[str]) -> None:
     except OSError as exc:  # the full path runs into the same problem and names it
         request.why = f"{exc.filename or ''}: {exc.strerror or exc}"
         code = None
+    except Exception as exc:  # noqa: BLE001 - a fault here must not cost the answer
+        request.why = f"internal error: {type(exc).__name__}: {exc}"
+        code = None
     if os.environ.get("PIVOTBUILD_FASTPATH_TRACE") == "1":
         said = "answered" if code is not None else f"not taken: {request.why}"
         print(f"pivotbuild: fast path {said}", file=sys.stderr)
@@ -101,19 +116,18 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _raise_interrupted(signum: int, _frame: object) -> None:
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def _redeliver_interrupt(unraisable: "sys.UnraisableHookArgs") -> None:
+def _redeliver_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
     """An interrupt raised where Python cannot let it propagate (a finalizer, a weakref
     callback) would be printed as "Exception ignored" and lost: send the signal again
     instead, so that it arrives at the next point that can raise it."""
     exc = unraisable.exc_value
     if isinstance(exc, KeyboardInterrupt):
+        import os
+        import signal
         import threading
 
         # A moment later, from another thread: raised here, in the hook, it would be
@@ -128,6 +142,8 @@ def _redeliver_interrupt(unraisable: "sys.UnraisableHookArgs") -> None:
 
 def interrupted_exit_code(exc: KeyboardInterrupt) -> int:
     """128 + the signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+    import signal
+
     return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
@@ -136,7 +152,15 @@ def main() -> None:
     when it started, as under nohup). Once the command is done, they get their default
     action back: one that comes while the interpreter shuts down ends it at once instead of
     raising inside its shutdown."""
-    caught = [s for s in _STOP_SIGNALS if signal.getsignal(s) == signal.SIG_DFL]
+    if sys.argv[1:] == ["--version"]:  # as click's version_option says it, importing nothing
+        from pivotbuild import __version__
+
+        sys.stdout.write(f"pivotbuild, version {__version__}\n")
+        sys.exit(0)
+    import signal
+
+    stop_signals = (signal.SIGTERM, signal.SIGHUP)
+    caught = [s for s in stop_signals if signal.getsignal(s) == signal.SIG_DFL]
     for signum in caught:
         signal.signal(signum, _raise_interrupted)
     sys.unraisablehook = _redeliver_interrupt
@@ -153,16 +177,13 @@ def main() -> None:
 
 
 def _main() -> None:
+    import gc
+
     # A pivotbuild run is short-lived and builds large acyclic structures (a 100,000-line
     # manifest, thousands of plan records); collecting cycles among them after every 700
     # allocations is pure overhead (measured: 4% of a 100,000-file pull), so collect rarely.
     gc.set_threshold(100_000, 50, 50)
     argv = sys.argv[1:]
-    if argv == ["--version"]:  # as click's version_option says it, without loading click
-        from pivotbuild import __version__
-
-        print(f"pivotbuild, version {__version__}")
-        sys.exit(0)
     parsed = _parse_hash(argv)
     if parsed is None:
         _fast_path(argv)  # returns only if the full command line must answer
@@ -170,6 +191,10 @@ def _main() -> None:
 
         cli_main()
         return
+    import os
+
+    from pivotbuild.errors import EXIT_FAILED
+
     directory, paths, jobs, as_json, no_state = parsed
     try:
         if directory is not None:

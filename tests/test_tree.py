@@ -382,3 +382,84 @@ def test_a_tree_deeper_than_any_recursion_limit_hashes(backend, tmp_path):
             os.close(fds.pop())
             os.rmdir("a", dir_fd=fds[-1])
         os.close(fds[0])
+
+
+# ---- directory stamps and the no-op check (check_tree) --------------------------------------
+
+OLD_NS = 1_000_000_000 * 1_000_000_000  # 2001: far outside any racy window
+
+
+def _age(root: Path) -> None:
+    """Give every file and directory below root (and root) an old mtime, deepest first."""
+    for dirpath, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            os.utime(os.path.join(dirpath, name), ns=(OLD_NS, OLD_NS))
+        os.utime(dirpath, ns=(OLD_NS, OLD_NS))
+
+
+def _stamps(result: hashing.TreeDigest) -> list[tuple[str, int, int]]:
+    return [d[:3] for d in result.dirs]
+
+
+@SETTINGS
+@given(tree=TREES)
+def test_core_and_python_stamp_the_same_directories(core, tree):
+    with tempfile.TemporaryDirectory() as a:
+        materialise(Path(a), tree)
+        python = hashing.PythonBackend()
+        stamped = tree_hash(core, Path(a)).dirs
+        assert stamped == tree_hash(python, Path(a)).dirs
+        walked = ["", *sorted(os.path.relpath(d, a) for d, _, _ in os.walk(a) if d != a)]
+        assert sorted(d[0] for d in stamped) == walked
+        assert stamped[0][0] == ""  # the walked directory first
+
+
+def test_check_tree_sees_every_kind_of_change(backend, tmp_path):
+    root = tmp_path / "t"
+    materialise(root, {("a",): (b"1", False), ("sub", "b"): (b"22", True),
+                       ("sub", "deep", "c"): (b"333", False)})
+    (root / "empty").mkdir()
+    _age(root)
+    result = tree_hash(backend, root)
+    stamps = _stamps(result)
+    assert [(rel, mtime) for rel, mtime, _ in stamps] == [
+        ("", OLD_NS), ("empty", OLD_NS), ("sub", OLD_NS), ("sub/deep", OLD_NS)]
+    assert all(trusted for *_, trusted in result.dirs)
+    memo = result.snapshot
+    assert backend.check_tree(str(root), memo, stamps) == (0, [hashing.OK] * 4)
+
+    (root / "sub" / "b").chmod(0o644)  # the mode: a manifest's x flag
+    assert backend.check_tree(str(root), memo, stamps)[0] == 1
+    (root / "sub" / "b").chmod(0o755)
+    os.utime(root / "sub" / "b", ns=(OLD_NS, OLD_NS))
+    assert backend.check_tree(str(root), memo, stamps)[0] == 0
+    (root / "a").write_bytes(b"9")  # same size, new mtime
+    assert backend.check_tree(str(root), memo, stamps)[0] == 1
+    os.utime(root / "a", ns=(OLD_NS, OLD_NS))
+    (root / "empty" / "new").write_bytes(b"")  # a name added: only its directory moves
+    changed, statuses = backend.check_tree(str(root), memo, stamps)
+    assert (changed, statuses) == (0, [hashing.OK, hashing.STAT_CHANGED, hashing.OK, hashing.OK])
+    (root / "sub" / "deep" / "c").unlink()
+    (root / "sub" / "deep").rmdir()
+    changed, statuses = backend.check_tree(str(root), memo, stamps)
+    assert changed == 1 and statuses[2:] == [hashing.STAT_CHANGED, hashing.ERR_IO]
+    assert backend.check_tree(str(root), memo[:-1], stamps) is None
+    assert backend.check_tree(str(root), b"", stamps) is None
+
+
+def test_check_tree_follows_symlinks_as_the_walk_does(backend, tmp_path):
+    root = tmp_path / "t"
+    materialise(root, {("real", "f"): (b"x", False)})
+    (root / "link").symlink_to("real")
+    _age(root)
+    result = backend.hash_tree(str(root), str(tmp_path), None)
+    assert result.errors == [] and result.nfiles == 2
+    stamps = _stamps(result)
+    assert [rel for rel, _, _ in stamps] == ["", "link", "real"]
+    assert backend.check_tree(str(root), result.snapshot, stamps) == (0, [hashing.OK] * 3)
+    other = tmp_path / "other"
+    materialise(other, {("f",): (b"x", False)})
+    (root / "link").unlink()
+    (root / "link").symlink_to(other)  # retargeted: another directory, other files
+    changed, statuses = backend.check_tree(str(root), result.snapshot, stamps)
+    assert changed == 1 and statuses[1] == hashing.STAT_CHANGED

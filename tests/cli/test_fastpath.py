@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -313,3 +314,239 @@ def test_a_dep_reached_through_a_symlink_gets_no_snapshot(project: Path) -> None
     result = fast(["status"], project)
     assert not answered(result) and "a: up-to-date" in result.out
     assert not (project / ".pivotbuild" / "snapshot").exists()
+
+
+# ---- a directory dep: checked by its memo and its directory stamps ---------------------------
+
+TREE_PIPELINE = """\
+[stages.count]
+cmd = "find data -type f | sort > count.txt"
+deps = ["data"]
+outs = ["count.txt"]
+"""
+OLD_NS = 1_000_000_000 * 1_000_000_000  # 2001: far outside the racy window
+
+
+def _age(top: Path) -> None:
+    """Old mtimes for everything below top (and top), deepest first."""
+    for dirpath, _dirs, files in os.walk(top, topdown=False):
+        for name in files:
+            os.utime(os.path.join(dirpath, name), ns=(OLD_NS, OLD_NS))
+        os.utime(dirpath, ns=(OLD_NS, OLD_NS))
+
+
+@pytest.fixture
+def tree_project(project: Path) -> Path:
+    (project / "pivot.toml").write_text(TREE_PIPELINE)
+    for rel in ("data/a/x", "data/a/b/y", "data/top"):
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text(rel + "\n")
+    (project / "data" / "empty").mkdir()
+    assert run(["repro"], project).code == 0
+    _age(project / "data")
+    assert run(["status"], project, env=FULL).code == 0  # a snapshot with trusted stamps
+    return project
+
+
+def test_a_directory_dep_is_checked_by_its_memo_and_stamps(tree_project: Path) -> None:
+    from pivotbuild import snapshot
+
+    root = tree_project
+    doc = snapshot.load(os.path.realpath(root))
+    assert doc is not None
+    [(rel, _hash, tree)] = doc["stages"][0][5]
+    assert rel == "data" and tree is not None
+    assert sorted(s[0] for s in tree[2]) == ["", "a", "a/b", "empty"]
+    assert all(trusted for *_, trusted in tree[2])
+    assert answered(fast(["status"], root))
+    # A directory whose mtime moved without a change of names: listed again, still fast.
+    os.utime(root / "data" / "a")
+    quick = fast(["status", "--json"], root)
+    assert answered(quick) and quick.out == run(["status", "--json"], root, env=FULL).out
+
+
+@pytest.mark.parametrize("change", [
+    "new file deep", "new file in an empty directory", "new directory with a file",
+    "renamed", "file replaced by a directory", "edited", "removed",
+])
+def test_a_change_inside_a_directory_dep_is_seen(tree_project: Path, change: str) -> None:
+    data = tree_project / "data"
+    if change == "new file deep":
+        (data / "a" / "b" / "new").write_text("n\n")
+    elif change == "new file in an empty directory":
+        (data / "empty" / "new").write_text("n\n")
+    elif change == "new directory with a file":
+        (data / "empty" / "sub").mkdir()
+        (data / "empty" / "sub" / "f").write_text("n\n")
+    elif change == "renamed":
+        (data / "a" / "x").rename(data / "a" / "z")
+    elif change == "file replaced by a directory":
+        (data / "top").unlink()
+        (data / "top").mkdir()
+        (data / "top" / "f").write_text("data/top\n")
+    elif change == "edited":
+        (data / "a" / "b" / "y").write_text("changed\n")
+    else:
+        (data / "a" / "b" / "y").unlink()
+    result = fast(["status", "--json"], tree_project)
+    assert not answered(result)
+    assert stale_names(tree_project)["count"] == [{"kind": "dep-changed", "path": "data"}]
+
+
+def test_a_new_empty_directory_in_a_directory_dep_changes_nothing(tree_project: Path) -> None:
+    (tree_project / "data" / "a" / "new").mkdir()  # a manifest lists files only
+    result = fast(["status"], tree_project)
+    assert not answered(result) and "count: up-to-date" in result.out
+    assert answered(fast(["status"], tree_project))  # the full path left a new snapshot
+
+
+def test_a_memo_rewritten_after_an_edit_is_not_trusted(tree_project: Path) -> None:
+    # `hash` reads the edited file and rewrites the directory's memo, whose records then
+    # match every file's stat: the snapshot must not take the new memo's word for it.
+    target = tree_project / "data" / "a" / "x"
+    target.write_text(target.read_text().upper())
+    os.utime(target, ns=(OLD_NS + 10**9, OLD_NS + 10**9))  # a new mtime, yet not racy
+    assert run(["hash", "data"], tree_project).code == 0
+    result = fast(["status", "--json"], tree_project)
+    assert not answered(result)
+    assert stale_names(tree_project)["count"] == [{"kind": "dep-changed", "path": "data"}]
+
+
+# ---- start-up hygiene: what each command line imports ---------------------------------------
+
+HEAVY = ("click", "pydantic", "networkx", "rich", "sqlite3")
+
+
+def modules_after(args: list[str], cwd: Path) -> tuple[Result, set[str]]:
+    """Run pivotbuild's entry point in a fresh interpreter; what it printed and which modules
+    it had imported by the time it exited."""
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.__stderr__.write('MODULES ' + ' '.join(sys.modules)))\n"
+        "from pivotbuild.entry import main\n"
+        f"sys.argv = ['pivotbuild', *{args!r}]\n"
+        "main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **TRACE}, timeout=300, check=False)
+    err, _, names = proc.stderr.rpartition("MODULES ")
+    return Result(proc.returncode, proc.stdout, err), set(names.split())
+
+
+def test_version_and_help_import_no_command_module(project: Path) -> None:
+    result, modules = modules_after(["--version"], project)
+    assert result.code == 0 and result.out == "pivotbuild, version 0.1.0\n"
+    assert {m for m in modules if m.startswith("pivotbuild")} == {"pivotbuild",
+                                                                 "pivotbuild.entry"}
+    result, modules = modules_after(["--help"], project)
+    assert result.code == 0 and "status " in result.out and "repro " in result.out
+    loaded = {m for m in modules if m.startswith("pivotbuild.cli.")}
+    assert loaded <= {"pivotbuild.cli.common"}, loaded
+    assert not {"pydantic", "networkx", "rich", "pivotbuild.fastpath"} & modules
+
+
+def test_a_no_op_answered_fast_imports_nothing_heavy(built: Path) -> None:
+    settle(built)
+    result, modules = modules_after(["status"], built)
+    assert answered(result) and "Everything is up to date." in result.out
+    assert not {*HEAVY, "json", "pivotbuild.config"} & modules, {*HEAVY, "json"} & modules
+    result, modules = modules_after(["repro", "--json"], built)
+    assert answered(result) and json.loads(result.out)["ok"] is True
+    assert not set(HEAVY) & modules, set(HEAVY) & modules
+
+
+def test_the_lazy_command_table_matches_the_commands() -> None:
+    import importlib
+
+    import click
+
+    from pivotbuild import cli
+    from pivotbuild.cli import tools
+
+    defined: dict[str, tuple[str, click.Command]] = {}
+    here = Path(cli.__file__).parent
+    for source in sorted(here.glob("*.py")):
+        module = importlib.import_module(f"pivotbuild.cli.{source.stem}")
+        if source.stem != "__init__" and hasattr(module, "COMMANDS"):
+            assert source.stem in cli.COMMAND_MODULES, f"cli/{source.name} is not in the table"
+            defined.update((c.name, (source.stem, c)) for c in module.COMMANDS)
+    assert sorted(defined) == sorted(name for name, _, _ in cli.COMMAND_TABLE)
+    for name, module_name, text in cli.COMMAND_TABLE:
+        module, command = defined[name]
+        assert module == module_name, name
+        for limit in (20, 45, 74, 1000):  # what --help prints at any terminal width
+            listed = click.Command(name, help=text).get_short_help_str(limit)
+            assert listed == command.get_short_help_str(limit), name
+    assert cli.COMPLETE_VAR == tools.COMPLETE_VAR
+
+
+def test_help_lists_the_commands_as_their_modules_say(project: Path) -> None:
+    lazy = run(["--help"], project)
+    code = ("import sys\n"
+            "from pivotbuild import cli\n"
+            "for module in cli.COMMAND_MODULES:\n"
+            "    cli.cli.load(module)  # every command loaded: listed from the commands\n"
+            "sys.argv = ['pivotbuild', '--help']\n"
+            "cli.main()\n")
+    eager = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert lazy.code == 0 and eager.returncode == 0
+    assert lazy.out == eager.stdout
+
+
+# ---- the expansion's other inputs: params files of any kind, FILE:key files, globs -----------
+
+def test_a_new_glob_match_is_seen(project: Path) -> None:
+    (project / "pivot.toml").write_text(
+        '[stages.cc]\nforeach = { glob = "src/**/*.c" }\n'
+        'cmd = "mkdir -p out && cp ${item.path} out/${item.key}.o"\n'
+        'deps = ["${item.path}"]\nouts = ["out/${item.key}.o"]\n')
+    (project / "src" / "net").mkdir(parents=True)
+    (project / "src" / "a.c").write_text("a\n")
+    (project / "src" / "net" / "io.c").write_text("io\n")
+    assert run(["repro"], project).code == 0
+    settle(project)
+    assert answered(fast(["status"], project))
+    (project / "src" / "net" / "b.c").write_text("b\n")  # a match one level down
+    result = fast(["status", "--json"], project)
+    assert not answered(result) and "a directory a glob walked changed" in result.err
+    assert stale_names(project) == {"cc@net.b": [{"kind": "never-run"}]}
+    assert run(["repro"], project).code == 0
+    settle(project)
+    assert answered(fast(["status"], project))
+    (project / "src" / "a.c").unlink()  # a match gone: its instance goes with it
+    result = fast(["status"], project)
+    assert not answered(result)
+    assert "cc@a: orphaned" in result.out and "cc@net.b: up-to-date" in result.out
+
+
+@pytest.mark.parametrize("params_file, text, edited", [
+    ("params.yaml", "train:\n  lr: 1\n", "train:\n  lr: 2\n"),
+    ("params.json", '{"train": {"lr": 1}}\n', '{"train": {"lr": 2}}\n'),
+])
+def test_editing_a_yaml_or_json_params_file_is_seen(project: Path, params_file: str, text: str,
+                                                   edited: str) -> None:
+    (project / "pivot.toml").write_text(
+        f'[project]\nparams_file = "{params_file}"\n\n'
+        '[stages.train]\ncmd = "echo trained > model.txt"\nparams = ["train.lr"]\n'
+        'outs = ["model.txt"]\n')
+    (project / params_file).write_text(text)
+    assert run(["repro"], project).code == 0
+    settle(project)
+    assert answered(fast(["status"], project))
+    same_size_same_time(project / params_file, text, edited)
+    assert stale_names(project)["train"] == [{"kind": "params-changed", "key": "train.lr"}]
+
+
+def test_editing_a_file_key_params_file_is_seen(project: Path) -> None:
+    (project / "pivot.toml").write_text(
+        '[stages.train]\ncmd = "echo trained > model.txt"\nparams = ["conf/other.yaml:lr"]\n'
+        'outs = ["model.txt"]\n')
+    (project / "conf").mkdir()
+    (project / "conf" / "other.yaml").write_text("lr: 1\n")
+    assert run(["repro"], project).code == 0
+    settle(project)
+    assert answered(fast(["status"], project))
+    same_size_same_time(project / "conf" / "other.yaml", "lr: 1", "lr: 3")
+    assert stale_names(project)["train"] == [
+        {"kind": "params-changed", "key": "conf/other.yaml:lr"}]
