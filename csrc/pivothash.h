@@ -258,6 +258,27 @@ size_t pb_move_files(pb_move *items, size_t n, int nthreads);
 
 uint64_t pb_files_copied(void);               /* files pb_copy_files began to write */
 
+/* ==== md5: DVC's content hashes (import-dvc; pb_md5.c) ================== */
+
+#define PB_MD5_DOS2UNIX 1    /* DVC 2's md5-dos2unix: CRLF hashed as LF in text chunks */
+
+/* One file of an md5 batch: path and flags in, digest and size out. */
+typedef struct {
+    const char *path;
+    uint32_t flags;      /* PB_MD5_* */
+    int32_t status;      /* out: PB_OK, PB_ERR_IO (err) or PB_ERR_NOT_REGULAR */
+    int32_t err;
+    uint64_t size;       /* out: bytes read */
+    uint8_t digest[16];  /* out: the MD5 (RFC 1321) of the file, as DVC records it */
+} pb_md5_file;
+
+/* MD5 of a buffer in memory. */
+void pb_md5_buffer(const void *data, size_t len, uint8_t *digest_out);
+
+/* MD5 of n files with up to nthreads threads (<= 0: all cores). Returns the
+ * number of files whose status is not PB_OK. */
+size_t pb_md5_files(pb_md5_file *files, size_t n, int nthreads);
+
 /* PB_CDEF_END */
 
 #endif
