@@ -80,7 +80,7 @@ class StageBuilder:
     def build_all(self, tables: Mapping[str, RawStage], cmd_is_str: Mapping[str, bool]
                   ) -> dict[str, Stage]:
         built: dict[str, list[Stage]] = {}
-        for base in self._order(tables):
+        for base in self._order(tables, cmd_is_str):
             built[base] = self.build(base, tables[base], cmd_is_str[base])
             self.group_outs[base] = [out.path for stage in built[base] for out in stage.outs]
         stages: dict[str, Stage] = {}
@@ -90,17 +90,21 @@ class StageBuilder:
         self._check_other_params_protected(stages)
         return stages
 
-    def _order(self, tables: Mapping[str, RawStage]) -> list[str]:
+    def _order(self, tables: Mapping[str, RawStage], cmd_is_str: Mapping[str, bool]
+               ) -> list[str]:
         """Table names, each after every table its group references name."""
         refs: dict[str, list[tuple[str, str]]] = {}  # base -> [(named table, key path)]
         for base, raw in tables.items():
             found = refs.setdefault(base, [])
             self.refs[base] = found
-            texts: list[tuple[str, tuple[_KeyPart, ...]]] = [
-                *((c, ("cmd", i)) for i, c in enumerate(raw.cmd)),
-                *((d, ("deps", i)) for i, d in enumerate(raw.deps)),
-                *(((raw.desc, ("desc",)),) if raw.desc is not None else ()),
-            ]
+            texts: list[tuple[str, tuple[_KeyPart, ...]]] = []
+            for field, values in (("cmd", raw.cmd), ("deps", raw.deps)):
+                for i, text in enumerate(values):
+                    if "stages" in text:  # most stages name none: skip the regex
+                        plain = field == "cmd" and cmd_is_str[base]  # a string cmd: `cmd`
+                        texts.append((text, (field,) if plain else (field, i)))
+            if raw.desc and "stages" in raw.desc:
+                texts.append((raw.desc, ("desc",)))
             for text, key in texts:
                 for match in GROUP_REF_RE.finditer(text):
                     name, where = match.group(1), key_path("stages", base, *key)
@@ -224,7 +228,7 @@ class StageBuilder:
             return ConfigError(PROJECT_FILE, key, problem + suffix)
 
         def tmpl(text: str, *key: _KeyPart, groups: bool = False) -> str:
-            if not groups and GROUP_REF_RE.search(text):
+            if not groups and "stages" in text and GROUP_REF_RE.search(text):
                 raise ConfigError(PROJECT_FILE, key_path("stages", base, *key),
                                   "a ${stages.NAME.outs} reference can only be a whole deps "
                                   "entry or part of cmd")
@@ -240,9 +244,9 @@ class StageBuilder:
             wdir = normalize_path(wdir_text)
         except PathProblem as exc:
             raise fail(key_path("stages", base, "wdir"), str(exc)) from None
-        if any(GROUP_REF_RE.search(text) for text in (*raw.cmd, raw.desc or "")):
+        if self.refs.get(base):  # it names other tables (in cmd, deps or desc)
             context = {**context, "stages": self._group_context(
-                wdir, {name for name, _ in self.refs.get(base, ())})}
+                wdir, {name for name, _ in self.refs[base]})}
 
         cmd: list[str] = []
         if not raw.cmd:
@@ -274,7 +278,7 @@ class StageBuilder:
         deps: list[str] = []
         first_seen: dict[str, int] = {}
         for i, dep in enumerate(raw.deps):
-            group = GROUP_REF_RE.fullmatch(dep.strip())
+            group = GROUP_REF_RE.fullmatch(dep.strip()) if "stages" in dep else None
             for norm in (self.group_outs[group.group(1)] if group else [path(dep, "deps", i)]):
                 if norm in first_seen:
                     raise fail(key_path("stages", base, "deps", i),

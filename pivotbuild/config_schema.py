@@ -132,9 +132,10 @@ class RawOut(BaseModel):
 class RawStage(BaseModel):
     model_config = _STRICT
     cmd: Annotated[list[str], BeforeValidator(_as_cmd_list)]
-    deps: list[str] = []
-    outs: list[Annotated[RawOut, BeforeValidator(_as_out_table)]] = []
-    params: list[str] = []
+    # default_factory: pydantic deep-copies a [] default for every one of 5,000 stages.
+    deps: list[str] = Field(default_factory=list)
+    outs: list[Annotated[RawOut, BeforeValidator(_as_out_table)]] = Field(default_factory=list)
+    params: list[str] = Field(default_factory=list)
     wdir: str = "."
     desc: str | None = None
     always_changed: bool = False
@@ -142,7 +143,7 @@ class RawStage(BaseModel):
     matrix: dict[str, _Axis] | None = None
     foreach: _Axis | None = None
     depfile: str | None = None
-    discover: list[Annotated[str, _choice("python")]] = []
+    discover: list[Annotated[str, _choice("python")]] = Field(default_factory=list)
     pool: str | None = None
 
 

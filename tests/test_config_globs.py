@@ -174,10 +174,10 @@ deps = ["${stages.gen.v2.outs}"]
     ('[stages.a]\ncmd = "x"\ndeps = ["${stages.ghost.outs}"]\n',
      "pivot.toml: stages.a.deps[0]: '${stages.ghost.outs}': no stage named 'ghost'"),
     ('[stages.a]\ncmd = "x ${stages.a.outs}"\nouts = ["o"]\n',
-     "pivot.toml: stages.a.cmd[0]: '${stages.a.outs}' refers to this stage's own outs"),
+     "pivot.toml: stages.a.cmd: '${stages.a.outs}' refers to this stage's own outs"),
     (('[stages.a]\ncmd = "x"\ndeps = ["${stages.b.outs}"]\nouts = ["a"]\n'
      '[stages.b]\ncmd = "y ${stages.a.outs}"\nouts = ["b"]\n'),
-     "pivot.toml: stages.b.cmd[0]: group references form a cycle: a -> b -> a"),
+     "pivot.toml: stages.b.cmd: group references form a cycle: a -> b -> a"),
     (('[stages.a]\ncmd = "x"\nouts = ["o"]\n[stages.b]\ncmd = "y"\n'
      'deps = ["${stages.a.outs}/x"]\n'),
      ("pivot.toml: stages.b.deps[0]: a ${stages.NAME.outs} reference can only be a whole deps "
