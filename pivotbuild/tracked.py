@@ -464,6 +464,9 @@ def track(project: Project, paths: Sequence[str], hasher: Hasher, cache: Cache
             raise UsageError(f"{path}: cannot be tracked: {problem}")
         if not os.path.lexists(root / path):
             raise UsageError(f"{path}: no such file or directory")
+        if not is_inside(os.path.realpath(root / path), os.path.realpath(root)):
+            raise UsageError(f"{path}: cannot be tracked: it leads outside the project "
+                             f"through a symlink")
     digests = hasher.hash_paths([str(root / p) for p in normal])
     for digest in digests:
         if digest.hash is None:

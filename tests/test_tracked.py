@@ -177,6 +177,15 @@ def test_what_cannot_be_tracked_is_a_usage_error_naming_it(tmp_path: Path, path:
     assert sorted(p.name for p in root.rglob("*.pvt")) == ["raw.pvt"]
 
 
+def test_a_path_leading_outside_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "f").write_text("f")
+    (root / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UsageError, match="link/f: cannot be tracked: it leads outside"):
+        _track(root, "link/f")
+
+
 def test_a_path_inside_a_tracked_directory_is_refused(tmp_path: Path) -> None:
     root = _project(tmp_path)
     (root / "d").mkdir()
