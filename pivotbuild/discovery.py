@@ -4,8 +4,8 @@ project-relative paths the commit writer hashes beside the declared deps (SPEC Â
 Per run of a stage that discovers (``discovers(stage)``: a ``depfile``, ``discover =
 ["python"]``, or both)::
 
-    run = Discovery(stage, root)              # creates the import record file, if any
-    env.update(run.environ(env))              # the commands' environment (discovered.environ)
+    run = Discovery(stage, root, os.environ)  # creates the import record file, if any
+    env.update(run.env)                       # the commands' environment (discovered.environ)
     ... the commands run ...
     paths = run.collect()                     # after a successful run: both sources, united
     run.discard()                             # always: the record file goes
@@ -82,10 +82,14 @@ def read_depfile(stage: Stage, root: str | os.PathLike[str], *, missing_ok: bool
 class Discovery:
     """The discovery of one run of one stage (see the module's docstring)."""
 
-    def __init__(self, stage: Stage, root: str | os.PathLike[str]) -> None:
+    def __init__(self, stage: Stage, root: str | os.PathLike[str],
+                 environ: Mapping[str, str]) -> None:
+        """``environ``: the environment the commands start from (a PYTHONPATH in it is kept,
+        after the recorder's directory). OperationError if the record cannot be made."""
         self.stage = stage
         self.root = Path(root)
         self.record: Path | None = None
+        self.env: dict[str, str] = {}  # what to set for the commands
         if PYTHON in stage.discover:
             directory = self.root / RECORD_DIR
             try:
@@ -96,13 +100,11 @@ class Discovery:
                                      f"{exc.strerror or exc}") from None
             os.close(handle)
             self.record = Path(name)
-
-    def environ(self, env: Mapping[str, str]) -> dict[str, str]:
-        """The variables that turn the import recorder on, given the commands' environment
-        ``env`` (everything they get: a PYTHONPATH in it is kept, after the recorder's)."""
-        if self.record is None:
-            return {}
-        return discovered.environ(self.record, self.root, env)
+            try:
+                self.env = discovered.environ(self.record, self.root, environ)
+            except OperationError:
+                self.discard()
+                raise
 
     def collect(self) -> list[str]:
         """After a successful run: the discovered deps, sorted, each once. Deletes the depfile

@@ -31,6 +31,7 @@ import networkx as nx
 from pivotbuild import paths
 from pivotbuild.commit import Committer, MissingPathsError
 from pivotbuild.config import CONSOLE_POOL
+from pivotbuild.discovery import Discovery, discovers
 from pivotbuild.errors import OperationError
 from pivotbuild.plan import (
     FAILED,
@@ -256,7 +257,8 @@ class Executor:
         try:
             if decision.upstream_stale:
                 # The upstream ran: look again at what it left behind.
-                self.planner.hash_paths(self.planner.stage_paths(decision.stage))
+                self.planner.hash_paths(self.planner.stage_paths(decision.stage,
+                                                                 decision.lock))
                 decision = self.planner.decide(name, force=name in self.options.forced)
                 action = decision.action
             self.reporter.decided(decision)
@@ -281,7 +283,10 @@ class Executor:
         if not self.outputs.restore_run(decision):
             return False
         if not self.options.no_commit:
-            self.committer.commit(decision.stage)
+            # the lock records the discovered deps of the run it takes the outputs of
+            found = (decision.run_entry or {}).get("discovered")
+            self.committer.commit(decision.stage, discovered=None if found is None
+                                  else [d["path"] for d in found])
         return True
 
     def _failed(self, decision: Decision, action: str, input_hash: str | None,
@@ -304,6 +309,22 @@ class Executor:
         return _shown(os.fsdecode(path), str(self.project.root))
 
     def _run(self, decision: Decision, started: float) -> StageResult:
+        """Run the stage (_run_stage) with the discovery of its deps around it, if it has
+        any (discovery.py: an import record made before, and removed after, the run)."""
+        finder = None
+        if discovers(decision.stage):
+            try:
+                finder = Discovery(decision.stage, self.project.root, os.environ)
+            except OperationError as exc:
+                return self._failed(decision, RUN, decision.input_hash, started, exc)
+        try:
+            return self._run_stage(decision, started, finder)
+        finally:
+            if finder is not None:
+                finder.discard()
+
+    def _run_stage(self, decision: Decision, started: float, finder: Discovery | None
+                   ) -> StageResult:
         stage, name = decision.stage, decision.name
         early = self._unusable_deps(decision)
         if early is not None:
@@ -312,11 +333,14 @@ class Executor:
             return StageResult(name, RUN, FAILED, decision.reasons, None, 0.0, early)
         input_hash = decision.input_hash or self.planner.input_hash(decision)
         console = stage.pool == CONSOLE_POOL
+        env = {"PIVOTBUILD_ROOT": str(self.project.root), "PIVOTBUILD_STAGE": name}
+        if finder is not None:
+            env.update(finder.env)
         spec = StageSpec(
             name=name, cmd=tuple(stage.cmd), root=str(self.project.root), wdir=stage.wdir,
             deps=tuple(stage.deps), outs=tuple(o.path for o in stage.outs),
             persist=tuple(o.path for o in stage.outs if o.persist),
-            env={"PIVOTBUILD_ROOT": str(self.project.root), "PIVOTBUILD_STAGE": name},
+            env=env,
             console=console, console_stdout=self._console_stdout() if console else 1,
         )
         try:
@@ -337,14 +361,16 @@ class Executor:
             return StageResult(name, RUN, FAILED, decision.reasons, input_hash, duration,
                                "interrupted")
         error, committed = None, False
+        found: list[str] | None = None  # the discovered deps of a successful run
         if code != 0:
             error = f"command exited with code {code}"
         else:
             try:
+                found = finder.collect() if finder is not None else None
                 if self.options.no_commit:
-                    input_hash = self.committer.snapshot(stage).input_hash
+                    input_hash = self.committer.snapshot(stage, found).input_hash
                 else:
-                    input_hash = self.committer.commit(stage).lock.input_hash
+                    input_hash = self.committer.commit(stage, discovered=found).lock.input_hash
                     committed = True
             except MissingPathsError as exc:
                 outs = [p for p in exc.paths if p in {o.path for o in stage.outs}]
@@ -356,7 +382,7 @@ class Executor:
                              input_hash, committed)
         undeclared = None
         if error is None and self.options.audit is not None:
-            undeclared = self.options.audit.undeclared(stage, ())
+            undeclared = self.options.audit.undeclared(stage, found or ())
         return StageResult(name, RUN, OK if error is None else FAILED, decision.reasons,
                            input_hash, duration, error, undeclared)
 

@@ -278,7 +278,7 @@ def build(pipeline: Pipeline, decisions: list[Decision], key: dict[str, Any]
         return None
     configs, glob_dirs = expansion
     memo = pipeline.state.get_files(
-        [p for d in decisions for p in (*d.deps, *d.outs)])
+        [p for d in decisions for p in (*d.deps, *d.outs, *d.discovered)])
     stages = []
     plain_dirs: set[str] = set()
     position = {d.name: i for i, d in enumerate(decisions)}
@@ -350,7 +350,10 @@ def _stage_record(pipeline: Pipeline, decision: Decision, memo: dict[str, Any], 
     files: list[tuple[str, int, int, int, str, bool]] = []
     dirs: list[tuple[str, str, Any]] = []
     locked = {d.path: d.hash for d in lock.deps} | {o.path: o.hash for o in lock.outs}
-    for path, digest in (*decision.deps.items(), *decision.outs.items()):
+    # discovered deps (plan.py) are stat-checked as deps are: in ``files`` (or ``dirs``)
+    locked |= {d.path: d.hash for d in lock.discovered or ()}
+    for path, digest in (*decision.deps.items(), *decision.outs.items(),
+                         *decision.discovered.items()):
         full = os.path.join(root, path)
         if digest.hash is None or digest.hash != locked.get(path):
             return None
