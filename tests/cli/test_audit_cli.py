@@ -123,6 +123,40 @@ def test_declared_produced_and_outside_reads_are_not_named(proj: Path, tmp_path:
     assert (proj / "tmp.txt").exists()  # the intermediate is still there: it was not named
 
 
+def test_discovered_reads_are_not_named(proj: Path) -> None:
+    """What the stage discovered in this run (Python imports, a depfile's prerequisites) is
+    not undeclared; a data file read beside them still is."""
+    (proj / "pkg").mkdir()
+    (proj / "pkg" / "__init__.py").write_text("")
+    (proj / "pkg" / "helpers.py").write_text("def load():\n    return open('data/extra.csv').read()\n")
+    (proj / "main.py").write_text("from pkg import helpers\nprint(helpers.load())\n")
+    (proj / "inc").mkdir()
+    (proj / "inc" / "a.h").write_text("#define A 1\n")
+    write(proj, f"""
+        [stages.py]
+        cmd = "echo py >> runs.log; {PY} main.py > py.txt"
+        deps = ["main.py"]
+        outs = ["py.txt"]
+        discover = ["python"]
+
+        [stages.cc]
+        cmd = "echo cc >> runs.log; cat inc/a.h data/extra.csv > cc.o; printf 'cc.o: inc/a.h\\n' > cc.d"
+        outs = ["cc.o"]
+        depfile = "cc.d"
+        """)
+    result = run(["repro", "--audit", "--json"], proj, env={"PYTHONDONTWRITEBYTECODE": ""})
+    assert result.code == 0, result.err
+    assert sorted(ran(proj)) == ["cc", "py"]
+    doc = stages(result.out)
+    assert doc["py"]["undeclared_reads"] == ["data/extra.csv"]
+    assert doc["cc"]["undeclared_reads"] == ["data/extra.csv"]
+    locks = {name: json.loads((proj / ".pivotbuild" / "locks" / f"{name}.json").read_text())
+             for name in ("py", "cc")}
+    assert [d["path"] for d in locks["py"]["discovered"]] == ["pkg/__init__.py",
+                                                              "pkg/helpers.py"]
+    assert [d["path"] for d in locks["cc"]["discovered"]] == ["inc/a.h"]
+
+
 def test_json_shape(proj: Path) -> None:
     """With --audit every stage result has "undeclared_reads": a list for a stage that ran
     and succeeded (traced), null for one skipped, failed or not run; without --audit, no
