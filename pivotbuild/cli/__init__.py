@@ -89,9 +89,10 @@ class LazyGroup(click.Group):
         self._loaded.add(module_name)
         for command in module.COMMANDS:
             self.add_command(command)
-        from pivotbuild.cli.tools import add_stage_completion
+        if os.environ.get(COMPLETE_VAR):  # only the shell's completion requests need this
+            from pivotbuild.cli.tools import add_stage_completion
 
-        add_stage_completion(self)  # the stage arguments of what was just added
+            add_stage_completion(self)  # the stage arguments of what was just added
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """As click lists them, the help of commands not yet imported from COMMAND_TABLE."""
