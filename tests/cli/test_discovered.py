@@ -266,6 +266,34 @@ def test_commit_records_a_depfile_on_disk_and_keeps_the_locks_list_rehashed(tmp_
     assert run(["status", "-q"], root).code == 0
 
 
+def test_a_second_clone_pulls_objects_through_the_remote_run_cache_with_their_headers(
+        built, tmp_path):
+    root, log, names = built
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    with open(root / "pivot.toml", "a") as f:
+        f.write(f'\n[project]\ndefault_remote = "origin"\n\n[remotes.origin]\nurl = "{remote}"\n')
+    pushed = run(["push", "--run-cache"], root)
+    assert pushed.code == 0, pushed.err
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    MP.write(clone)  # type: ignore[attr-defined]
+    shutil.copy(root / "pivot.toml", clone / "pivot.toml")  # no locks, no cache
+    result = run(["repro", "--pull", "--json"], clone)
+    assert result.code == 0, result.err
+    done = actions(result.out)
+    assert all(done[n] == "run-cache" for n in names), done
+    assert ran(log) == []
+    for name in names:  # the entries' discovered deps, fetched with them, are locked
+        assert lock(clone, name)["discovered"] == lock(root, name)["discovered"]
+    # in the clone too, a header edit recompiles its includers only
+    with open(clone / "include" / "pair.h", "a") as f:
+        f.write("int pb_clone(void);\n")
+    stale = {s["name"] for s in json.loads(run(["status", "--json"], clone).out)["stages"]
+             if s["status"] == "stale"}
+    assert stale == {"cc_net.io", "cc_util.strbuf", "link"}  # link: upstream stale
+
+
 # ---- discover = ["python"] (SPEC §13) ----------------------------------------------------------
 
 
