@@ -23,6 +23,12 @@ cache never answers a timed run; after a case the file is put back and rebuilt, 
 (Debian package clang-tidy) when it is installed: every unit must compile under it, and one
 unit without it must not (the database's flags are what make it compile).
 
+CPU seconds (the tool and everything it waited for) are printed beside the wall medians.
+On a machine that other work keeps busy, wall times favour pivotbuild when the kernel's
+autogrouping is on (printed): pivotbuild runs each command in a session of its own, so two
+compiles get two sessions' share of the CPU, where make's and ninja's share one. Compare
+wall times on a quiet machine; the CPU seconds do not depend on it.
+
 Targets (issue 13): full <= 1.05 x make -j2; header: the recompiled set equals make's,
 ninja's and cc -MM's; comment: link skipped, objects byte-identical; source <= 1.2 x ninja.
 
@@ -63,6 +69,7 @@ class Outcome:
 
     wall: float
     load: Load
+    cpu: float  # CPU seconds of the tool and everything it waited for (compilers included)
     compiled: set[str] = field(default_factory=set)  # sources, c/dir/name.c
     linked: bool = False
 
@@ -75,6 +82,9 @@ class Case:
 
     def median(self, tool: str) -> float:
         return statistics.median(o.wall for o in self.runs[tool])
+
+    def cpu(self, tool: str) -> float:
+        return statistics.median(o.cpu for o in self.runs[tool])
 
     def other_cores(self) -> float:
         loads = [o.load.other_cores for runs in self.runs.values() for o in runs]
@@ -115,11 +125,12 @@ def build(tool: str, root: Path, plain: bool = False) -> Outcome:
             "make": ["make", "-j2"], "ninja": ["ninja", "-j2"]}[tool]
     start = Probe.now()
     proc = subprocess.run(argv, cwd=root, env=ENV, capture_output=True, text=True, check=False)
-    load = Probe.now().since(start)
+    end = Probe.now()
+    load = end.since(start)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise BenchError(f"{tool} build in {root} exited {proc.returncode}:\n{tail}")
-    outcome = Outcome(load.wall, load)
+    outcome = Outcome(load.wall, load, end.own - start.own)
     if tool == "pivotbuild" and plain:
         pass
     elif tool == "pivotbuild":
@@ -261,6 +272,16 @@ def run_noop(case: Case, roots: dict[str, Path], runs: int, quiet: float) -> Non
         case.notes.append(f"{label}: median {statistics.median(walls):.3f} s")
 
 
+def autogroup() -> str:
+    """The kernel's scheduler autogrouping: when on, every session gets an equal share of a
+    busy CPU, and pivotbuild starts each command in a session of its own, where make's and
+    ninja's commands share their tool's (see the docstring)."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
+    except OSError:
+        return "?"
+
+
 def rotated(run: int) -> list[str]:
     """The tools in a different order each run (no tool always first or last)."""
     k = run % len(TOOLS)
@@ -306,11 +327,12 @@ def check_compdb(root: Path) -> list[str]:
 
 
 def report(cases: list[Case], expected: set[str], header: str, source: str) -> dict:
-    doc: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "cases": {}}
+    doc: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "cases": {},
+                 "sched_autogroup": autogroup()}
     print(f"\nC build side by side: Brotli (36 units + link), {cpu_model()}, "
           f"{os.cpu_count()} cores; medians of {len(cases[0].runs['make'])} runs")
     print(f"{'case':<8} {'pivotbuild':>11} {'make -j2':>9} {'ninja -j2':>10} "
-          f"{'pb/make':>8} {'pb/ninja':>9}  other cores  target")
+          f"{'pb/make':>8} {'pb/ninja':>9}  {'CPU s pb / make / ninja':>24}  other cores  target")
     for case in cases:
         pb, mk, nj = (case.median(t) for t in TOOLS)
         target = {"full": f"<= 1.05 x make: {'PASS' if pb <= 1.05 * mk else 'MISS'}",
@@ -327,17 +349,20 @@ def report(cases: list[Case], expected: set[str], header: str, source: str) -> d
             if case.name == "comment":
                 skipped = links["pivotbuild"] == [False]
                 target += f"; pivotbuild link skipped: {'PASS' if skipped else 'MISS'}"
+        cpu = " / ".join(f"{case.cpu(t):.2f}" for t in TOOLS)
         print(f"{case.name:<8} {pb:>10.2f}s {mk:>8.2f}s {nj:>9.2f}s {pb / mk:>8.2f} "
-              f"{pb / nj:>9.2f}  {case.other_cores():>11.2f}  {target}")
+              f"{pb / nj:>9.2f}  {cpu:>24}  {case.other_cores():>11.2f}  {target}")
         doc["cases"][case.name] = {
             "median_s": {t: round(case.median(t), 3) for t in TOOLS},
+            "cpu_median_s": {t: round(case.cpu(t), 3) for t in TOOLS},
             "runs_s": {t: [round(o.wall, 3) for o in case.runs[t]] for t in TOOLS},
             "other_cores_median": round(case.other_cores(), 2),
             "target": target, "notes": case.notes}
     for case in cases:
         for note in case.notes:
             print(f"  {case.name}: {note}")
-    print(f"  header edited: {header}; source edited: {source}")
+    print(f"  header edited: {header}; source edited: {source}; "
+          f"kernel.sched_autogroup_enabled = {autogroup()}")
     return doc
 
 
