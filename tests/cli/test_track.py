@@ -252,3 +252,20 @@ def test_the_fast_path_sees_tracked_paths(data: Path) -> None:
     result = run(["status", "--json"], data, env=TRACE)
     assert "fast path answered" not in result.err
     assert {"path": "new/f.txt", "status": "tracked-changed"} in json.loads(result.out)["tracked"]
+
+
+def test_the_fast_path_verify_checks_tracked_objects(data: Path) -> None:
+    track(data, "data/images")
+    time.sleep(2.1)
+    assert run(["verify"], data, env=FULL).code == 0
+    quick = run(["verify"], data, env=TRACE)
+    assert quick.code == 0 and "fast path answered" in quick.err
+    record = json.loads((data / "data" / "images.pvt").read_text())
+    manifest = data / ".pivotbuild" / "cache" / "files" / record["hash"][:2] / record["hash"][2:]
+    from pivotbuild import manifest as manifests
+
+    inner = manifests.parse(manifest.read_bytes())[0].hash
+    (manifest.parent.parent / inner[:2] / inner[2:]).unlink()  # a file the .dir object lists
+    result = run(["verify"], data, env=TRACE)
+    assert "fast path answered" not in result.err
+    assert result.code == 1 and "data/images/" in result.err and "is missing" in result.err
