@@ -144,12 +144,16 @@ def protected_out_problem(path: str, protected: Mapping[str, str],
     return None
 
 
-_PROTECTED = protected_files([PARAMS_FILE])
+# The guard below runs without the loaded config, so it cannot know a renamed params_file or
+# a FILE:key params file; it protects the default and the names a converted DVC project uses
+# (pivot.toml itself refuses every params file it reads as an out).
+_PROTECTED = protected_files([PARAMS_FILE, "params.yaml", "params.yml", "params.json"])
 
 
 def is_project_file(rel: str) -> bool:
-    """True for a root-relative path that no stage may write: in .pivotbuild, or one that
-    protected_out_problem refuses (with the default params file)."""
+    """True for a root-relative path that no stage may write through a symlinked directory:
+    in .pivotbuild, or one that protected_out_problem refuses (with the default params file
+    and params.yaml / .yml / .json)."""
     return (rel.casefold().split("/")[0] == STATE_DIR
             or protected_out_problem(rel, _PROTECTED) is not None)
 
