@@ -140,9 +140,11 @@ def remote_status_command_impl(obj: Context | None, targets: tuple[str, ...],
     from pivotbuild import remote as remotes
 
     with opened() as pipeline:
-        names = pipeline.select(list(targets))
+        from pivotbuild.tracked import select_targets
+
+        names, tracked = select_targets(pipeline, list(targets))
         remote = remotes.open_remote(pipeline.project, remote_name)
-        result = remotes.status_remote(pipeline, names, remote)
+        result = remotes.status_remote(pipeline, names, remote, tracked)
     not_pushed = [o for o in result.outputs
                   if o.status in (remotes.MISSING_ON_REMOTE, remotes.MISSING)]
     if quiet or is_quiet(obj):
@@ -165,7 +167,8 @@ def remote_status_command_impl(obj: Context | None, targets: tuple[str, ...],
         if out.objects > 1:
             count = out.not_on_remote if out.status != remotes.ONLY_ON_REMOTE else out.not_local
             detail = f" ({count} of {out.objects} objects)"
-        say(f"  {out.stage}: {out.path}: {labels[out.status]}{detail}")
+        owner = f"{out.stage}: " if out.stage else ""  # none: a tracked path
+        say(f"  {owner}{out.path}: {labels[out.status]}{detail}")
     counts = {s: len(result.with_status(s)) for s in
               (remotes.IN_SYNC, remotes.MISSING_ON_REMOTE, remotes.ONLY_ON_REMOTE,
                remotes.MISSING)}

@@ -1,5 +1,5 @@
-"""``status --remote``: for each cached output the locks record, whether it is complete on
-the remote, in the local cache, both, or neither."""
+"""``status --remote``: for each cached output the locks record (and each tracked path), whether
+it is complete on the remote, in the local cache, both, or neither."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from pivotbuild.errors import OperationError
 from pivotbuild.names import is_dir_hash
 from pivotbuild.remote.base import FILES_DIR, Remote, object_rel
 from pivotbuild.remote.fetcher import check_manifest_bytes
-from pivotbuild.remote.refs import OutputRef, Scope
+from pivotbuild.remote.refs import OutputRef, Scope, tracked_refs
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from pivotbuild.pipeline import Pipeline
+    from pivotbuild.tracked import Record
 
 IN_SYNC, MISSING_ON_REMOTE, ONLY_ON_REMOTE, MISSING = (
     "in-sync", "missing-on-remote", "only-on-remote", "missing")
@@ -21,7 +24,7 @@ IN_SYNC, MISSING_ON_REMOTE, ONLY_ON_REMOTE, MISSING = (
 
 @dataclass(slots=True)
 class OutputStatus:
-    stage: str
+    stage: str  # "" for a tracked path (JSON: null)
     path: str
     hash: str
     status: str  # one of the four above
@@ -30,7 +33,7 @@ class OutputStatus:
     not_local: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "path": self.path, "hash": self.hash,
+        return {"stage": self.stage or None, "path": self.path, "hash": self.hash,
                 "status": self.status, "objects": self.objects,
                 "not_on_remote": self.not_on_remote, "not_local": self.not_local}
 
@@ -49,13 +52,14 @@ class RemoteStatus:
                 "problems": list(self.problems)}
 
 
-def status_remote(pipeline: Pipeline, names: list[str], remote: Remote) -> RemoteStatus:
-    """For each cached output the locks of ``names`` record: is it complete on the remote, in
-    the local cache, both, or neither. A directory's manifest is read from the local cache, or
+def status_remote(pipeline: Pipeline, names: list[str], remote: Remote,
+                  tracked: Sequence[Record] = ()) -> RemoteStatus:
+    """For each cached output the locks of ``names`` record, and each ``tracked`` path: is it
+    complete on the remote, in the local cache, both, or neither. A directory's manifest is read from the local cache, or
     from the remote (validated, not stored) when only the remote has it."""
     result = RemoteStatus(remote.name)
     scope = Scope.of(pipeline)
-    refs = scope.lock_refs(scope.locks(names, result.problems))
+    refs = scope.lock_refs(scope.locks(names, result.problems)) + tracked_refs(tracked)
     remote.check()
     members: dict[str, set[str] | None] = {}  # .dir hash -> its files' hashes (None: unknown)
     for ref in refs:

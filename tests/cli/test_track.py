@@ -179,6 +179,12 @@ def test_push_and_pull_carry_tracked_paths(data: Path, tmp_path: Path) -> None:
     for name in ("raw.csv.pvt", "images.pvt", ".gitignore"):
         shutil.copy(data / "data" / name, other / "data" / name)
     assert tracked_status(other) == {"data/images": "missing", "data/raw.csv": "missing"}
+    remote_status = run(["status", "--remote", "--json"], other)
+    assert remote_status.code == 0, remote_status.err
+    assert sorted((o["stage"], o["path"], o["status"])
+                  for o in json.loads(remote_status.out)["outputs"]) == [
+        (None, "data/images", "only-on-remote"), (None, "data/raw.csv", "only-on-remote")]
+    assert "  data/raw.csv: only on the remote" in run(["status", "--remote"], other).out
     fetched = run(["fetch", "data/raw.csv"], other)
     assert fetched.code == 0, fetched.err
     assert "1 object(s)" in fetched.err
