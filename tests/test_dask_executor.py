@@ -247,13 +247,17 @@ outs = ["two.txt"]
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 128 + sig, err
-    assert "Traceback" not in err
-    deadline = time.monotonic() + 5
-    while _running(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _running(marker) == []
-    assert not list((root / ".pivotbuild").glob("locks/*.json"))
+    try:
+        assert proc.returncode == 128 + sig, err
+        assert "Traceback" not in err
+        deadline = time.monotonic() + 5
+        while _running(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _running(marker) == []
+        assert not list((root / ".pivotbuild").glob("locks/*.json"))
+    finally:  # a survivor would hold a worker's only thread for the next tests
+        for pid in _running(marker):
+            os.kill(pid, signal.SIGKILL)
 
 
 # ---- output -----------------------------------------------------------------------------------

@@ -68,6 +68,7 @@ LINES_WAIT_S = 5.0  # after a result: how long its last output batches get to ar
 VISIBLE_WAIT_S = 30.0  # transfer = "shared": how long outputs get to appear
 INLINE_MAX = 1 << 20  # non-cached outputs up to this many bytes (per stage) travel inline
 _POLL_S = 0.25
+TIMINGS_ENV = "PIVOTBUILD_EXECUTOR_TIMINGS"
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
@@ -161,6 +162,7 @@ class DaskRunner:
         self._client: Any = None
         self._cluster: Any = None
         self._event: Any = None
+        self._cancelling: threading.Thread | None = None
         self._slots: threading.Semaphore | None = None
         self._streams: dict[str, _Stream] = {}
         self._futures: dict[str, Any] = {}  # key -> future, while in flight
@@ -253,7 +255,9 @@ class DaskRunner:
                             for out in produced):
                         continue  # made during this run: looked at when its stage starts
                     inputs[path] = digest
+            started = time.monotonic()
             self._upload(inputs, check_listing=True)
+            self.timings["prepare_upload_s"] = time.monotonic() - started
         return CheckedCommitter(committer, self._expected), jobs
 
     def _runs_here(self, name: str, base: str | None = None) -> bool:
@@ -366,14 +370,26 @@ class DaskRunner:
             with contextlib.suppress(Exception):
                 cluster.close()
         self.timings["close_s"] = time.monotonic() - started
+        if self.timings.get("connect_s") is not None:
+            self._record({"connection": self.timings})
 
     def _cancel(self) -> None:
         """On an interrupt: tell every task (running or yet to start) to stop its commands;
-        each stage's thread then waits up to REPORT_WAIT_S for its task to report."""
+        each stage's thread then waits up to REPORT_WAIT_S for its task to report.
+
+        The event is set from a thread of its own: a second interrupt arriving meanwhile in
+        the main thread must not cut the message to the scheduler short. Stage threads call
+        this too when they see the cancel (it is idempotent)."""
         event = self._event
-        if event is not None:
-            with contextlib.suppress(Exception):
-                event.set()
+        if event is None:
+            return
+        with self._lock:
+            if self._cancelling is None:
+                self._cancelling = threading.Thread(target=_set_quietly, args=(event,),
+                                                    name="pivotbuild-cancel", daemon=True)
+                self._cancelling.start()
+            cancelling = self._cancelling
+        cancelling.join(timeout=REPORT_WAIT_S)
 
     # ---- one stage on the cluster ------------------------------------------------------------
 
@@ -458,6 +474,7 @@ class DaskRunner:
             deadline = None
             while True:
                 if cancel.is_set() and deadline is None:
+                    self._cancel()  # in case the main thread's call was interrupted
                     deadline = time.monotonic() + REPORT_WAIT_S
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
@@ -536,8 +553,23 @@ class DaskRunner:
             self._wait_visible(stage)
             return 0
         outs = self._validated(stage, result)
+        started = time.monotonic()
         self._bring_back(stage, outs, result.get("inline", []))
+        self._record({"stage": spec.name, "worker": where, "timings": result.get("timings"),
+                      "bring_back_s": time.monotonic() - started})
         return 0
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        """With $PIVOTBUILD_EXECUTOR_TIMINGS set to a file: one JSON line per stage (the
+        worker's fetch / run / upload times, the client's fetch and placing) and one for the
+        connection (benchmarks/compare_executor.py reads them)."""
+        target = os.environ.get(TIMINGS_ENV)
+        if not target:
+            return
+        import json
+
+        with self._lock, open(target, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
 
     def _validated(self, stage: Stage, result: dict[str, Any]) -> list[dict[str, Any]]:
         """The result's outs, refused unless each is a declared out, once, with a
@@ -614,6 +646,11 @@ class DaskRunner:
             if time.monotonic() >= deadline:
                 return  # the commit writer names what is missing
             time.sleep(_POLL_S)
+
+
+def _set_quietly(event: Any) -> None:
+    with contextlib.suppress(Exception):
+        event.set()
 
 
 def _write_inline(root: Path, path: str, files: Iterable[Any], digest: str) -> None:

@@ -317,11 +317,14 @@ def _run_cmds(spec: dict[str, Any], cwd: Path, env: dict[str, str], lines: _Line
     commands = _shared_commands()
     cancelled = threading.Event()
     current: list[subprocess.Popen[bytes]] = []
+    lock = threading.Lock()  # the cancel and a command's start: one sees the other
     done = threading.Event()
 
     def stop() -> None:
-        cancelled.set()
-        for proc in current.copy():  # the command's thread may remove it meanwhile
+        with lock:
+            cancelled.set()
+            running = current.copy()
+        for proc in running:
             _stop_group(proc)
 
     _watch_cancel(spec.get("cancel"), stop, done)
@@ -332,15 +335,20 @@ def _run_cmds(spec: dict[str, Any], cwd: Path, env: dict[str, str], lines: _Line
             proc = commands.start(command, cwd, env)
             if proc is None:
                 return _INTERRUPTED
-            current.append(proc)
+            with lock:
+                current.append(proc)
+                late = cancelled.is_set()
             try:
+                if late:  # cancelled while it was starting: stop it before reading it
+                    _stop_group(proc)
                 assert proc.stdout is not None
                 for raw in proc.stdout:
                     lines.add(raw.decode("utf-8", "replace"))
                 code = proc.wait()
             finally:
                 commands.finished(proc)
-                current.remove(proc)
+                with lock:
+                    current.remove(proc)
             if cancelled.is_set():
                 return _INTERRUPTED
             if code != 0:
@@ -386,7 +394,7 @@ def _watch_cancel(name: str | None, stop: Callable[[], None], done: threading.Ev
                 if event.wait(timeout=_CANCEL_POLL_S):  # type: ignore[no-untyped-call]
                     stop()
                     return
-            except Exception:  # noqa: BLE001 - the scheduler went away: nothing to wait on
+            except Exception:  # noqa: BLE001 - the scheduler is away: ask again later
                 if done.wait(_CANCEL_POLL_S):
                     return
 

@@ -1,0 +1,225 @@
+"""The Dask executor beside the local one (issue 16): three cases, whole processes, medians.
+
+    python benchmarks/compare_executor.py [--runs 3] [--workers 2] [--json OUT] [--work DIR]
+
+One LocalCluster (``--workers`` process workers, one thread each, on 127.0.0.1) is started by
+this script and given to ``repro --executor-address``; its start and stop are timed and
+reported apart. Each project has a local-directory remote. Every repro is a subprocess timed
+by its wall clock, ``-f`` so that every stage runs; each case is run ``--runs`` times (median
+reported), local and dask runs interleaved. Beside each median: the other processes' CPU
+(cores kept busy by something else, from /proc/stat: this machine is shared) during the
+slowest run.
+
+Cases and targets:
+
+1. ``sleep``: 8 independent ``sleep 1`` stages, dask on the cluster against local ``-j2``.
+   compute = repro wall - startup (the same repro with nothing to run: interpreter, imports,
+   planning); target compute <= 1.15 x the ideal 8 x 1 s / 2 = 4 s. (The dask figure includes
+   connecting to the scheduler and the version check, reported as ``connect``.)
+2. ``chain``: a chain of 50 trivial stages (each copies the previous one's output); per-stage
+   overhead = (dask wall - local wall) / 50; target <= 25 ms.
+3. ``tree``: one stage writing a 10,000-file directory; dask against local, with the worker's
+   upload and the client's fetch + place (from $PIVOTBUILD_EXECUTOR_TIMINGS) and the commit
+   (the rest).
+
+Scratch goes to --work (default bench-data/executor, git-ignored); the worker cache is
+emptied before each dask run of the tree case (a cold worker), kept otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from sysload import Probe  # noqa: E402
+
+SLEEPS = 8
+CHAIN = 50
+TREE_FILES = 10_000
+
+
+def pivotbuild() -> list[str]:
+    beside = Path(sys.executable).parent / "pivotbuild"
+    return [str(beside)] if beside.exists() else [sys.executable, "-m", "pivotbuild"]
+
+
+def project(root: Path, stages: str) -> Path:
+    if root.exists():
+        shutil.rmtree(root)
+    (root.parent / f"{root.name}-remote").mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True)
+    (root / "pivot.toml").write_text(
+        f'[project]\ndefault_remote = "r"\n\n[remotes.r]\nurl = "{root.name}-remote"\n'
+        f'\n{stages}')
+    (root / "seed.txt").write_text("seed\n")
+    return root
+
+
+def sleeps() -> str:
+    return "".join(f'[stages.s{i}]\ncmd = "sleep 1 && echo {i} > o{i}"\nouts = ["o{i}"]\n\n'
+                   for i in range(SLEEPS))
+
+
+def chain() -> str:
+    text, prev = "", "seed.txt"
+    for i in range(CHAIN):
+        text += (f'[stages.c{i}]\ncmd = "cat {prev} > c{i}.txt"\ndeps = ["{prev}"]\n'
+                 f'outs = ["c{i}.txt"]\n\n')
+        prev = f"c{i}.txt"
+    return text
+
+
+def tree() -> str:
+    return ('[stages.t]\ncmd = "mkdir -p out && cd out && i=0; while [ $i -lt '
+            f'{TREE_FILES} ]; do echo file $i > f$i; i=$((i+1)); done"\n'
+            'deps = ["seed.txt"]\nouts = ["out"]\n')
+
+
+def timed(args: list[str], cwd: Path, env: dict[str, str] | None = None
+          ) -> tuple[float, float]:
+    """(wall seconds, other processes' cores meanwhile); the command must succeed."""
+    start = Probe.now()
+    proc = subprocess.run([*pivotbuild(), *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, check=False)
+    load = Probe.now().since(start)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} in {cwd} failed:\n{proc.stderr[-3000:]}")
+    return load.wall, load.other_cores
+
+
+class Series:
+    """Timings of one command over the runs: the median, and the load of the slowest."""
+
+    def __init__(self) -> None:
+        self.walls: list[float] = []
+        self.loads: list[float] = []
+
+    def add(self, wall: float, load: float) -> None:
+        self.walls.append(wall)
+        self.loads.append(load)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.walls)
+
+    def shown(self) -> str:
+        worst = self.loads[self.walls.index(max(self.walls))]
+        return f"{self.median:7.3f} s  (runs {len(self.walls)}, other cores {worst:.2f})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"median_s": self.median, "walls_s": self.walls, "other_cores": self.loads}
+
+
+def timings_of(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=HERE.parent / "bench-data" / "executor")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--cases", default="sleep,chain,tree")
+    args = parser.parse_args()
+    work: Path = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    worker_cache = work / "worker-cache"
+    os.environ["PIVOTBUILD_WORKER_CACHE"] = str(worker_cache)
+    timings_file = work / "timings.jsonl"
+    env = {"PIVOTBUILD_EXECUTOR_TIMINGS": str(timings_file)}
+    cases = args.cases.split(",")
+    report: dict[str, Any] = {"runs": args.runs, "workers": args.workers}
+
+    import distributed
+
+    started = time.perf_counter()
+    cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                       processes=True, host="127.0.0.1",
+                                       dashboard_address=None, silence_logs=logging.CRITICAL)
+    report["cluster_start_s"] = time.perf_counter() - started
+    address = cluster.scheduler_address
+    print(f"LocalCluster of {args.workers} workers started in {report['cluster_start_s']:.2f} s")
+    dask = ["--executor-address", address]
+
+    def both(name: str, stages: str, local_args: list[str], dask_args: list[str],
+             before_dask: Callable[[], None] | None = None) -> dict[str, Series]:
+        local_root = project(work / f"{name}-local", stages)
+        dask_root = project(work / f"{name}-dask", stages)
+        timed(["repro", *local_args], local_root)  # first runs: untimed (caches, memo)
+        timed(["repro", *dask, *dask_args], dask_root, env)
+        out = {k: Series() for k in ("local", "dask", "startup")}
+        for _ in range(args.runs):
+            out["local"].add(*timed(["repro", "-f", *local_args], local_root))
+            if before_dask is not None:
+                before_dask()
+            timings_file.unlink(missing_ok=True)
+            out["dask"].add(*timed(["repro", "-f", *dask, *dask_args], dask_root, env))
+            out["startup"].add(*timed(["repro", *dask, *dask_args], dask_root))
+        return out
+
+    try:
+        if "sleep" in cases:
+            got = both("sleep", sleeps(), ["-j2"], [])
+            connect = [t["connection"]["connect_s"] for t in timings_of(timings_file)
+                       if "connection" in t]
+            startup = got["startup"].median
+            compute = {k: got[k].median - startup for k in ("local", "dask")}
+            print(f"\n1. {SLEEPS} x sleep 1 (ideal compute {SLEEPS / 2:.1f} s)")
+            for k in ("local", "dask"):
+                print(f"   {k:6} wall {got[k].shown()}  compute {compute[k]:.3f} s "
+                      f"= {compute[k] / (SLEEPS / 2):.2f} x ideal")
+            print(f"   startup (nothing to run) {got['startup'].shown()}; dask connect "
+                  f"{connect[0] if connect else float('nan'):.3f} s (last run)")
+            report["sleep"] = {k: v.to_dict() for k, v in got.items()}
+            report["sleep"]["compute_s"] = compute
+        if "chain" in cases:
+            got = both("chain", chain(), ["-j1"], ["-j1"])
+            per_stage = (got["dask"].median - got["local"].median) / CHAIN
+            print(f"\n2. chain of {CHAIN} trivial stages")
+            for k in ("local", "dask"):
+                print(f"   {k:6} wall {got[k].shown()}")
+            print(f"   overhead per stage {per_stage * 1000:.1f} ms (target <= 25 ms)")
+            report["chain"] = {k: v.to_dict() for k, v in got.items()}
+            report["chain"]["per_stage_overhead_s"] = per_stage
+        if "tree" in cases:
+            got = both("tree", tree(), [], [],
+                       before_dask=lambda: shutil.rmtree(worker_cache, ignore_errors=True))
+            stage = [t for t in timings_of(timings_file) if t.get("stage") == "t"]
+            print(f"\n3. one stage writing {TREE_FILES:,} files")
+            for k in ("local", "dask"):
+                print(f"   {k:6} wall {got[k].shown()}")
+            if stage:
+                w = stage[-1]["timings"]
+                print(f"   last dask run: worker run {w['run_s']:.2f} s, hash + store + upload "
+                      f"{w['upload_s']:.2f} s; client fetch + place "
+                      f"{stage[-1]['bring_back_s']:.2f} s; the rest (start, connect, commit) "
+                      f"{got['dask'].walls[-1] - w['total_s'] - stage[-1]['bring_back_s']:.2f} s")
+                report["tree_last_dask"] = stage[-1]
+            report["tree"] = {k: v.to_dict() for k, v in got.items()}
+    finally:
+        started = time.perf_counter()
+        cluster.close()
+        report["cluster_stop_s"] = time.perf_counter() - started
+        print(f"\nLocalCluster stopped in {report['cluster_stop_s']:.2f} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
