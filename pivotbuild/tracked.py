@@ -487,8 +487,19 @@ def track(project: Project, paths: Sequence[str], hasher: Hasher, cache: Cache
 
 
 def project_records(project: Project) -> list[Record]:
-    """Every record of the project (find_records, skipping its outputs and cache)."""
-    return read_records(project.root, skipped_dirs(project))
+    """Every record of the project (find_records, skipping its outputs and cache); a record
+    of a path that is, holds or lies in a stage's output is a config error naming both."""
+    records = read_records(project.root, skipped_dirs(project))
+    if records:
+        outs = {out.path: stage.name for stage in project.stages.values()
+                for out in stage.outs}
+        for record in records:
+            for out, stage in outs.items():
+                if is_inside(record.path, out) or is_inside(out, record.path):
+                    raise ConfigError(record.file, "path", f"{record.path} is tracked, but "
+                                      f"{out} is an output of stage '{stage}': delete the "
+                                      "record or the output from pivot.toml")
+    return records
 
 
 def select_targets(pipeline: Pipeline, targets: Sequence[str], *, single_item: bool = False,

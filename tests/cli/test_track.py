@@ -236,6 +236,16 @@ def test_a_broken_record_is_a_config_error(data: Path) -> None:
     assert "data/raw.csv.pvt: hash: not a hash: 'nope'" in result.err
 
 
+def test_an_output_declared_over_a_tracked_path_is_a_config_error(data: Path) -> None:
+    track(data, "data/raw.csv")
+    (data / "pivot.toml").write_text(
+        '[stages.make]\ncmd = "echo x > data/raw.csv"\nouts = ["data/raw.csv"]\n')
+    result = run(["status"], data)
+    assert result.code == 2
+    assert ("data/raw.csv.pvt: path: data/raw.csv is tracked, but data/raw.csv is an output "
+            "of stage 'make'") in result.err
+
+
 def test_the_fast_path_sees_tracked_paths(data: Path) -> None:
     track(data, "data/raw.csv")
     time.sleep(2.1)  # past the racy window: the snapshot trusts what it records
