@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -261,13 +261,14 @@ def statuses(root: str | os.PathLike[str], records: Sequence[Record], hasher: Ha
 
 def select(records: Sequence[Record], targets: Sequence[str]) -> tuple[list[Record], list[str]]:
     """Split project-relative ``targets`` into the records they name (a tracked path, a path
-    inside one, or a record file) and the targets left for the stages."""
+    inside one, a directory holding some other than the root, or a record file) and the
+    targets left for the stages."""
     chosen: dict[str, Record] = {}
     rest: list[str] = []
     for target in targets:
         hits = [r for r in records
-                if target == r.file or is_inside(target, r.path) or is_inside(r.path, target)
-                and target != "."]
+                if target == r.file or is_inside(target, r.path)
+                or (target != "." and is_inside(r.path, target))]
         if not hits:
             rest.append(target)
         chosen.update((r.file, r) for r in hits)
@@ -528,16 +529,10 @@ def select_targets(pipeline: Pipeline, targets: Sequence[str], *, single_item: b
     return names, sorted(chosen.values(), key=lambda r: r.path)
 
 
-def referenced(records: Iterable[Record]) -> Mapping[str, str]:
-    """``{hash: path}`` of the objects these records name (directories: the ``.dir`` hash;
-    its files are found through the manifest)."""
-    return {r.hash: r.path for r in records}
-
-
 __all__ = [
     "MISSING", "RECORD_VERSION", "SUFFIX", "TRACKED_CHANGED", "UP_TO_DATE", "Record",
-    "Tracked", "add_to_gitignore", "check_overlaps", "checkout_methods", "find_records", "parse_record",
-    "project_path", "project_records", "read_record", "read_records", "record_file",
-    "record_status", "referenced", "select", "select_targets", "skipped_dirs", "statuses",
+    "Tracked", "add_to_gitignore", "check_overlaps", "checkout_methods", "find_records",
+    "parse_record", "project_path", "project_records", "read_record", "read_records",
+    "record_file", "record_status", "select", "select_targets", "skipped_dirs", "statuses",
     "track", "trackable_problem", "write_record",
 ]
