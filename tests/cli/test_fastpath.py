@@ -550,3 +550,15 @@ def test_editing_a_file_key_params_file_is_seen(project: Path) -> None:
     same_size_same_time(project / "conf" / "other.yaml", "lr: 1", "lr: 3")
     assert stale_names(project)["train"] == [
         {"kind": "params-changed", "key": "conf/other.yaml:lr"}]
+
+
+def test_the_launcher_runs_the_entry_point(project: Path) -> None:
+    launcher = Path(__file__).resolve().parents[2] / "scripts" / "pivotbuild"
+    source = launcher.read_text()
+    assert "import re" not in source  # what pip's entry-point wrapper would cost every run
+    proc = subprocess.run([sys.executable, str(launcher), "--version"], cwd=project,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert (proc.returncode, proc.stdout) == (0, "pivotbuild, version 0.1.0\n")
+    proc = subprocess.run([sys.executable, str(launcher), "status"], cwd=project,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0 and proc.stdout == "Everything is up to date.\n"
