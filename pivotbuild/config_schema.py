@@ -326,23 +326,14 @@ def validate(model: type[BaseModel], data: dict[str, Any], label: str) -> Any:
 
 
 PARAMS_EXTENSIONS = (".toml", ".yaml", ".yml", ".json")
-_LOADER: list[Any] = []
 
 
 def _yaml_loader() -> Any:
-    """PyYAML's safe loader (C if built), with ``1e-3`` resolved as a float (YAML 1.2)."""
-    if not _LOADER:
-        import yaml
+    """PyYAML's safe loader (C if built), with ``1e-3`` resolved as a float (YAML 1.2): the
+    one ``metrics`` also reads params and metrics files with (``params diff``)."""
+    from pivotbuild.metrics import yaml_loader
 
-        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        loader: Any = type("ParamsLoader", (base,), {})
-        # add_implicit_resolver copies the inherited table first: base loaders are untouched.
-        loader.add_implicit_resolver(
-            "tag:yaml.org,2002:float",
-            re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-            list("-+0123456789"))
-        _LOADER.append(loader)
-    return _LOADER[0]
+    return yaml_loader()
 
 
 def read_params(root: Path, rel: str, label: str) -> dict[str, Any]:

@@ -49,7 +49,7 @@ __all__ = [
     "MetricsError", "diff", "flatten", "format_value", "load", "load_params",
     "param_keys_from_lock_files", "param_keys_from_locks", "params_diff", "parse_document",
     "render_diff_md", "render_diff_text", "render_show_md", "render_show_text", "select_params",
-    "show",
+    "show", "yaml_loader",
 ]
 
 Scalar = int | float | bool | str | None
@@ -103,10 +103,33 @@ class _YamlProblem(Exception):
     pass
 
 
-def _load_yaml(text: str) -> Any:
-    import yaml  # imported here: only YAML files pay for it
+_LOADER: list[Any] = []
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+def yaml_loader() -> Any:
+    """PyYAML's safe loader (C if built), with ``1e-3`` resolved as a float (YAML 1.2), as
+    pivot.toml's params are read (config_schema uses this one): a params value compared
+    across revisions is the value the stage got."""
+    if not _LOADER:
+        import re
+
+        import yaml  # imported here: only YAML files pay for it
+
+        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        loader: Any = type("ParamsLoader", (base,), {})
+        # add_implicit_resolver copies the inherited table first: base loaders are untouched.
+        loader.add_implicit_resolver(
+            "tag:yaml.org,2002:float",
+            re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+            list("-+0123456789"))
+        _LOADER.append(loader)
+    return _LOADER[0]
+
+
+def _load_yaml(text: str) -> Any:
+    import yaml
+
+    loader = yaml_loader()
     try:
         return yaml.load(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:

@@ -1,0 +1,349 @@
+"""Comparing results across git revisions: what `metrics`, `params`, `plots` and `diff` read.
+
+The CLI (cli/compare.py) opens the project and calls one function here per command; the
+groundwork modules do the rest: ``gitrev`` reads a revision's files (one ``git cat-file
+--batch`` for all of them), ``metrics`` parses and diffs metrics and params, ``plots`` draws,
+``datadiff`` compares outputs and tracked paths.
+
+Which files. The workspace's pivot.toml says which outputs are metrics (``metric = true``,
+or a list of files inside a directory output) and plots, and which params its stages use;
+``params diff`` adds the params the revision's locks record (a stage since removed still
+shows its params). A file of a revision is read, in this order:
+
+1. from git, when it is committed there (a ``cache = false`` output, a params file);
+2. else through the revision's lock that records it and the local cache (for a file inside
+   a directory output, through the directory's manifest), each object rehashed before use;
+3. with ``--pull``, what the cache lacks is fetched from the remote first, in one transfer.
+
+A file the revision neither holds nor records is absent (``null`` on that side of a diff);
+one it records but whose object cannot be had is an error naming the file, the revision and
+``--pull``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pivotbuild import metrics
+from pivotbuild.datadiff import LOCKS_PATH, Entry, records_from_locks
+from pivotbuild.errors import OperationError
+from pivotbuild.gitrev import Revision, open_revision
+
+if TYPE_CHECKING:
+    from pivotbuild.config import Project
+    from pivotbuild.pipeline import Pipeline
+    from pivotbuild.plots import PlotSpec
+
+__all__ = [
+    "ObjectReader", "Targets", "WORKSPACE", "data_diff", "metrics_diff", "metrics_show",
+    "params_diff", "plots_page", "revision_files", "targets",
+]
+
+WORKSPACE = "workspace"  # how tables and legends name the files on disk
+#: Fetch these ``(path, hash)`` objects from the remote into the local cache (``--pull``).
+Fetch = Callable[[Sequence[tuple[str, str]]], None]
+
+
+@dataclass(slots=True)
+class Targets:
+    """What the workspace's pivot.toml marks: metrics files, plot files (with their flag),
+    and per params file the keys its stages use."""
+
+    metrics: list[str] = field(default_factory=list)
+    plots: dict[str, PlotSpec] = field(default_factory=dict)
+    params: dict[str, set[str]] = field(default_factory=dict)
+    params_file: str = "params.toml"
+
+
+def targets(project: Project) -> Targets:
+    """The Targets of a loaded project, in stage and out order."""
+    found = Targets(params_file=project.params_file)
+    plot_flags: list[tuple[str, Any, str]] = []
+    for stage in project.stages.values():
+        for index, out in enumerate(stage.outs):
+            if out.metric is True:
+                found.metrics.append(out.path)
+            elif isinstance(out.metric, list):
+                found.metrics.extend(out.metric)
+            where = f"stages.{stage.base}.outs[{index}].plot"
+            if out.plot is True or isinstance(out.plot, dict):
+                plot_flags.append((out.path, out.plot, where))
+            elif isinstance(out.plot, list):
+                plot_flags.extend((path, True, where) for path in out.plot)
+        if stage.params:
+            keys = metrics.param_keys_from_locks([dict.fromkeys(stage.params)],
+                                                 project.params_file)
+            for file, names in keys.items():
+                found.params.setdefault(file, set()).update(names)
+    found.metrics = list(dict.fromkeys(found.metrics))
+    if plot_flags:
+        from pivotbuild.plots import parse_plot_flag
+
+        for path, flag, where in plot_flags:
+            spec = parse_plot_flag(flag, where)
+            if spec is not None:
+                found.plots.setdefault(path, spec)
+    return found
+
+
+# ---- reading files: the workspace, a revision, the cache -------------------------------------
+
+
+def workspace_files(root: Path, paths: Iterable[str]) -> dict[str, bytes | None]:
+    """``{path: bytes}`` from disk; None for a path that is not a readable file."""
+    found: dict[str, bytes | None] = {}
+    for path in paths:
+        try:
+            found[path] = (root / path).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            found[path] = None
+        except OSError as exc:
+            raise OperationError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return found
+
+
+class ObjectReader:
+    """Cache objects by hash, each rehashed before it is trusted; ``fetch`` (``--pull``)
+    brings what the cache lacks from the remote."""
+
+    def __init__(self, objects_file: Callable[[str], str], fetch: Fetch | None = None) -> None:
+        self._file = objects_file
+        self.fetch = fetch
+
+    def read(self, digest: str, shown: str) -> bytes | None:
+        """The object's bytes; None if the cache has no such object. A corrupt object is an
+        OperationError naming ``shown``."""
+        try:
+            with open(self._file(digest), "rb") as handle:
+                data = handle.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise OperationError(f"{shown}: cannot read cache object {digest}: "
+                                 f"{exc.strerror or exc}") from None
+        if not digest.endswith(".dir"):
+            from pivotbuild.hashing import get_backend
+
+            if get_backend().hash_bytes(data) != digest:
+                raise OperationError(f"{shown}: cache object {digest} does not match its hash "
+                                     f"(corrupt: 'pivotbuild verify --cache' finds such objects)")
+        return data
+
+
+def _record_of(path: str, records: Mapping[str, Entry]) -> Entry | None:
+    """The output recording ``path``: the path's own, or a directory output above it."""
+    if path in records:
+        return records[path]
+    parent = path
+    while "/" in parent:
+        parent = parent.rpartition("/")[0]
+        if parent in records and records[parent].is_dir:
+            return records[parent]
+    return None
+
+
+def _locate(path: str, record: Entry, objects: ObjectReader, label: str
+            ) -> tuple[str | None, str]:
+    """(the object hash holding ``path`` or None if it is not to be had yet, the hash that
+    is missing). For a file in a directory output: its manifest's entry."""
+    if not record.is_dir:
+        return record.hash, record.hash
+    from pivotbuild import manifest as manifest_format
+
+    data = objects.read(record.hash, f"{record.path}/ at {label}")
+    if data is None:
+        return None, record.hash
+    try:
+        entries = manifest_format.parse(data)
+    except manifest_format.ManifestError as exc:
+        raise OperationError(f"{record.path}/ at {label}: unreadable manifest "
+                             f"{record.hash}: {exc}") from None
+    inner = path[len(record.path) + 1:]
+    for entry in entries:
+        if entry.path == inner:
+            return entry.hash, entry.hash
+    raise OperationError(f"{path}: not a file of the directory output {record.path}/ at "
+                         f"{label}")
+
+
+def revision_files(revision: Revision, paths: Sequence[str], objects: ObjectReader
+                   ) -> dict[str, bytes | None]:
+    """``{path: bytes | None}`` for output files at ``revision`` (see the module docstring).
+    One ``cat-file`` reads the paths and the revision's locks; the locks are parsed only if
+    an output is not committed to git."""
+    lock_entries = [e for e in revision.list_dir(LOCKS_PATH)
+                    if e.kind == "blob" and e.path.endswith(".json")]
+    contents = revision.read_files([*paths, *lock_entries])
+    found = {p: contents[p] for p in paths}
+    absent = [p for p in paths if found[p] is None]
+    if not absent:
+        return found
+    records = records_from_locks({e.path: contents[e.path] or b"" for e in lock_entries},
+                                 revision.label)
+    wanted = {p: r for p in absent if (r := _record_of(p, records)) is not None}
+    for attempt in (1, 2):
+        missing: list[tuple[str, str]] = []
+        for path, record in wanted.items():
+            digest, lacking = _locate(path, record, objects, revision.label)
+            data = objects.read(digest, f"{path} at {revision.label}") if digest else None
+            if data is None:
+                missing.append((record.path if record.is_dir else path,
+                                record.hash if record.is_dir else lacking))
+            found[path] = data
+        if not missing:
+            break
+        if attempt == 1 and objects.fetch is not None:
+            objects.fetch(list(dict.fromkeys(missing)))
+            continue
+        path, digest = missing[0]
+        hint = ("the remote does not have it either" if objects.fetch is not None
+                else "fetch it from the remote with --pull")
+        raise OperationError(f"{path}: recorded at {revision.label} as {digest}, which is not "
+                             f"in the cache ({hint})")
+    return found
+
+
+# ---- metrics and params ---------------------------------------------------------------------
+
+
+def metrics_show(root: Path, found: Targets) -> dict[str, dict[str, Any]]:
+    """``metrics show``: the workspace's metrics files, flattened (a missing one: error)."""
+    return metrics.show(workspace_files(root, found.metrics))
+
+
+def _loaded(files: Mapping[str, bytes | None], rev: str | None) -> dict[str, dict[str, Any]]:
+    return {path: metrics.load(path, data, rev) for path, data in files.items()
+            if data is not None}
+
+
+def metrics_diff(root: Path, found: Targets, rev: str, objects: ObjectReader,
+                 all: bool = False) -> tuple[Revision, dict[str, Any]]:
+    """``metrics diff REV``: (the revision, SPEC §11's document: REV against the workspace)."""
+    revision = open_revision(root, rev)
+    old_files = revision_files(revision, found.metrics, objects)
+    new_files = workspace_files(root, found.metrics)
+    for path in found.metrics:
+        if old_files[path] is None and new_files[path] is None:
+            raise OperationError(f"{path}: metrics file found neither in the workspace nor in "
+                                 f"{revision.label} (has its stage run?)")
+    doc = metrics.diff(_loaded(old_files, revision.label), _loaded(new_files, None), all=all)
+    return revision, doc
+
+
+def params_diff(root: Path, found: Targets, rev: str, all: bool = False
+                ) -> tuple[Revision, dict[str, Any]]:
+    """``params diff REV``: the params the workspace's stages and REV's locks use, keyed by
+    params file, REV (from git) against the workspace."""
+    revision = open_revision(root, rev)
+    lock_entries = [e for e in revision.list_dir(LOCKS_PATH)
+                    if e.kind == "blob" and e.path.endswith(".json")]
+    keys: dict[str, set[str]] = {f: set(k) for f, k in found.params.items()}
+    files = [*keys, found.params_file]
+    contents = revision.read_files([*lock_entries, *files])
+    locked = metrics.param_keys_from_lock_files({e.path: contents[e.path] for e in lock_entries},
+                                                found.params_file)
+    for file, names in locked.items():
+        keys.setdefault(file, set()).update(names)
+    extra = [f for f in keys if f not in contents]
+    if extra:
+        contents.update(revision.read_files(extra))
+    order = sorted(keys, key=lambda f: (f != found.params_file, f))
+    disk = workspace_files(root, order)
+    old: dict[str, dict[str, Any]] = {}
+    new: dict[str, dict[str, Any]] = {}
+    for file in order:
+        wanted = sorted(keys[file])
+        if contents.get(file) is not None:
+            old[file] = metrics.load_params(file, contents[file] or b"", wanted, revision.label)
+        if disk[file] is not None:
+            new[file] = metrics.load_params(file, disk[file] or b"", wanted)
+    return revision, metrics.params_diff(old, new, all=all)
+
+
+# ---- plots ----------------------------------------------------------------------------------
+
+
+def plots_page(root: Path, found: Targets, revs: Sequence[str], objects: ObjectReader,
+               workspace: bool, title: str) -> tuple[str, dict[str, Any]]:
+    """(the HTML page, the plots document) for the plot outputs of ``revs`` in order, then
+    the workspace's if ``workspace``. Needs the ``plots`` extra (a one-line error without)."""
+    from pivotbuild import plots
+
+    plots._converter()  # without the extra, say so before reading anything
+    sides: dict[str, Mapping[str, bytes | None]] = {}
+    paths = list(found.plots)
+    for rev in revs:
+        revision = open_revision(root, rev)
+        label = revision.rev if revision.rev not in sides else revision.label
+        sides[label] = revision_files(revision, paths, objects)
+    if workspace:
+        sides[WORKSPACE] = workspace_files(root, paths)
+    doc = plots.show(found.plots, sides)
+    return plots.render_html(doc, title), doc
+
+
+# ---- data diff ------------------------------------------------------------------------------
+
+
+def data_diff(pipeline: Pipeline, rev: str) -> tuple[Revision, dict[str, Any]]:
+    """``diff REV``: outputs and tracked paths, REV's locks and ``.pvt`` files against the
+    workspace (hashed as ``status`` hashes it), per file inside directories whose two
+    manifests can be had (the workspace's from hashing it, the revision's from the cache)."""
+    from pivotbuild import datadiff, tracked
+
+    revision = open_revision(pipeline.root, rev)
+    old = datadiff.revision_records(revision)
+    cached = {out.path: out.cache for stage in pipeline.project.stages.values()
+              for out in stage.outs}
+    paths = list(cached)
+    paths += [r.path for r in tracked.project_records(pipeline.project) if r.path not in cached]
+    new: dict[str, Entry] = {}
+    manifests: dict[str, bytes] = {}
+    for path, digest in zip(paths, pipeline.hasher.hash_paths(paths)):
+        if digest.hash is None:
+            if digest.missing:
+                continue  # not in the workspace: deleted (or never produced)
+            raise OperationError(digest.problem(str(pipeline.root)))
+        new[path] = Entry(path, digest.hash, digest.size, digest.nfiles, cached.get(path, True))
+        if digest.manifest is not None:
+            manifests[digest.hash] = digest.manifest
+    objects = ObjectReader(pipeline.cache.objects.object_file)
+
+    def manifest(digest: str) -> bytes | None:
+        if digest in manifests:
+            return manifests[digest]
+        try:
+            return objects.read(digest, digest)
+        except OperationError:
+            return None
+
+    return revision, datadiff.diff(old, new, manifest)
+
+
+def remote_fetch(project: Project, cache: Any, remote_name: str | None) -> Fetch:
+    """A Fetch for ``--pull``: one transfer from the remote, every object rehashed."""
+
+    def fetch(wanted: Sequence[tuple[str, str]]) -> None:
+        from pivotbuild.remote import open_remote
+        from pivotbuild.remote.fetcher import Fetcher
+        from pivotbuild.remote.refs import OutputRef, TransferReport
+        from pivotbuild.remote.transfer import default_jobs
+        from pivotbuild.report import Progress
+
+        remote = open_remote(project, remote_name)
+        report = TransferReport(remote.name, "fetch")
+        remote.check()
+        os.makedirs(cache.cache_dir, exist_ok=True)
+        with Progress(f"fetch ← {remote.name}") as bar:
+            Fetcher(cache, remote, default_jobs(), report, bar).objects(
+                OutputRef("", path, digest) for path, digest in wanted)
+        if report.failed:
+            what, why = report.failed[0]
+            raise OperationError(f"{what}: could not be fetched from remote '{remote.name}': "
+                                 f"{why}")
+
+    return fetch
