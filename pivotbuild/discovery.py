@@ -10,7 +10,8 @@ Per run of a stage that discovers (``discovers(stage)``: a ``depfile``, ``discov
     paths = run.collect()                     # after a successful run: both sources, united
     run.discard()                             # always: the record file goes
 
-``collect`` reads the depfile the commands wrote (depfile.read; a depfile that is missing or
+Before the run, a depfile left by an earlier run is deleted and its directory created (a
+declared out's preparation does both). ``collect`` reads the depfile the commands wrote (depfile.read; a depfile that is missing or
 malformed fails the stage with one line naming it), turns its prerequisites into discovered
 paths (depfile.discovered: inside the project, not declared) and deletes it unless it is a
 declared out; then it reads the import record (discovered.read). Paths the stage declares as
@@ -31,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pivotbuild import depfile, discovered
+from pivotbuild import depfile, discovered, paths
 from pivotbuild.errors import OperationError
 from pivotbuild.paths import STATE_DIR
 
@@ -90,6 +91,9 @@ class Discovery:
         self.root = Path(root)
         self.record: Path | None = None
         self.env: dict[str, str] = {}  # what to set for the commands
+        if stage.depfile is not None and not self._depfile_is_out():
+            self._remove_depfile()  # one left by an earlier (failed) run must not be read
+            paths.make_parent(self.root, stage.depfile)  # as Ninja does: the cmd writes it
         if PYTHON in stage.discover:
             directory = self.root / RECORD_DIR
             try:
@@ -114,18 +118,29 @@ class Discovery:
         from_depfile = read_depfile(stage, self.root, missing_ok=False)
         if from_depfile is not None:
             found.update(from_depfile)
-            assert stage.depfile is not None
-            if stage.depfile not in {out.path for out in stage.outs}:
-                try:
-                    os.unlink(self.root / stage.depfile)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    raise OperationError(f"depfile {stage.depfile!r}: cannot be deleted: "
-                                         f"{exc.strerror or exc}") from None
+            if not self._depfile_is_out():
+                self._remove_depfile()
         if self.record is not None:
             found.update(discovered.read([self.record], self.root, _declared(stage)))
         return sorted(found)
+
+    def _depfile_is_out(self) -> bool:
+        return self.stage.depfile in {out.path for out in self.stage.outs}
+
+    def _remove_depfile(self) -> None:
+        """Delete the depfile if it is there (a file or symlink; its directory checked to lie
+        inside the project first, as for outputs: paths.resolve)."""
+        assert self.stage.depfile is not None
+        shown = self.stage.depfile
+        full = paths.resolve(self.root, shown)
+        try:
+            if os.path.islink(full) or os.path.isfile(full):
+                os.unlink(full)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise OperationError(f"depfile {shown!r}: cannot be deleted: "
+                                 f"{exc.strerror or exc}") from None
 
     def discard(self) -> None:
         """Remove the import record (after every run, successful or not)."""

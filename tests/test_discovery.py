@@ -33,14 +33,13 @@ def test_which_stages_discover():
 
 def test_a_depfile_is_read_relative_to_wdir_and_deleted(tmp_path):
     files(tmp_path, {"src/a.c": "", "include/a.h": "", "include/b.h": "", "src/local.h": ""})
-    (tmp_path / "build").mkdir()
-    (tmp_path / "build" / "a.d").write_text(
-        f"build/a.o: a.c ../include/a.h {tmp_path}/include/b.h local.h /usr/include/stdio.h \\\n"
-        " ../build/a.o.h\n../include/a.h:\n")
     cc = stage("cc", "cc", deps=["src/a.c"], outs=["build/a.o"], depfile="build/a.d",
                wdir="src")
     run = Discovery(cc, tmp_path, {})
     assert run.env == {} and run.record is None  # nothing to set for a depfile
+    (tmp_path / "build" / "a.d").write_text(  # what the compiler writes (in src/)
+        f"build/a.o: a.c ../include/a.h {tmp_path}/include/b.h local.h /usr/include/stdio.h \\\n"
+        " ../build/a.o.h\n../include/a.h:\n")
     # outside the project and declared paths dropped; the stage's own out too
     assert run.collect() == ["build/a.o.h", "include/a.h", "include/b.h", "src/local.h"]
     assert not (tmp_path / "build" / "a.d").exists()
@@ -59,11 +58,12 @@ def test_a_depfile_that_is_a_declared_out_is_kept(tmp_path):
     ("a.o: $(X)\n", "depfile 'a.d': line 1: a single '$'"),
 ])
 def test_a_missing_or_malformed_depfile_is_one_line_naming_it(tmp_path, text, problem):
+    cc = stage("cc", "cc", deps=["a.c"], outs=["a.o"], depfile="a.d")
+    run = Discovery(cc, tmp_path, {})
     if text is not None:
         (tmp_path / "a.d").write_text(text)
-    cc = stage("cc", "cc", deps=["a.c"], outs=["a.o"], depfile="a.d")
     with pytest.raises(OperationError) as caught:
-        Discovery(cc, tmp_path, {}).collect()
+        run.collect()
     assert str(caught.value).startswith(problem) and "\n" not in str(caught.value)
 
 
@@ -82,11 +82,11 @@ def test_python_imports_are_recorded_through_the_environment_and_the_record_remo
 
 
 def test_both_sources_are_united(tmp_path):
-    files(tmp_path, {"gen.py": "import helper\n", "helper.py": "", "x.h": "",
-                     "out.d": "out: x.h\n"})
+    files(tmp_path, {"gen.py": "import helper\n", "helper.py": "", "x.h": ""})
     both = stage("b", "python3 gen.py", deps=["gen.py"], outs=["out"], depfile="out.d",
                  discover=["python"])
     run = Discovery(both, tmp_path, {})
+    (tmp_path / "out.d").write_text("out: x.h\n")
     subprocess.run([sys.executable, "gen.py"], cwd=tmp_path, env={**os.environ, **run.env},
                    check=True)
     assert run.collect() == ["helper.py", "x.h"]  # gen.py is declared
@@ -102,3 +102,28 @@ def test_commit_takes_the_locks_list_and_a_depfile_on_disk_leaving_it(tmp_path):
     assert (tmp_path / "a.d").exists()
     (tmp_path / "a.d").unlink()
     assert recorded(cc, None, tmp_path) == []
+
+
+def test_before_a_run_a_stale_depfile_is_removed_and_its_directory_made(tmp_path):
+    files(tmp_path, {"deps/a.d": "a.o: a.c old.h\n"})
+    cc = stage("cc", "cc", deps=["a.c"], outs=["a.o"], depfile="deps/a.d")
+    run = Discovery(cc, tmp_path, {})
+    assert not (tmp_path / "deps" / "a.d").exists()  # a run that writes none fails
+    with pytest.raises(OperationError, match="was not written"):
+        run.collect()
+    fresh = stage("cc", "cc", deps=["a.c"], outs=["a.o"], depfile="new/dir/a.d")
+    Discovery(fresh, tmp_path, {})
+    assert (tmp_path / "new" / "dir").is_dir()
+
+
+def test_a_depfile_whose_directory_leads_outside_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    (outside).mkdir()
+    (outside / "a.d").write_text("a.o: a.c\n")
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "link").symlink_to(outside)
+    cc = stage("cc", "cc", deps=["a.c"], outs=["a.o"], depfile="link/a.d")
+    with pytest.raises(OperationError, match="link/a.d"):
+        Discovery(cc, root, {})
+    assert (outside / "a.d").exists()  # nothing outside touched
