@@ -454,7 +454,7 @@ def track(project: Project, paths: Sequence[str], hasher: Hasher, cache: Cache
             raise UsageError(f"{given}: {exc}") from None
         if path not in normal:
             normal.append(path)
-    existing = read_records(root, skipped_dirs(project))
+    existing = list({r.file: r for path in normal for r in _near(root, path)}.values())
     by_path = {r.path: r for r in existing}
     for path in normal:
         problem = trackable_problem(project, path, existing)
@@ -485,6 +485,19 @@ def track(project: Project, paths: Sequence[str], hasher: Hasher, cache: Cache
         add_to_gitignore(root, path)
         done.append(Tracked(record, by_path.get(path)))
     return done
+
+
+def _near(root: Path, path: str) -> list[Record]:
+    """The records that may overlap ``path``: its own, those beside each directory above it,
+    and those inside it. (Not the whole project's: importing a thousand ``dvc add`` files
+    must not walk the project a thousand times.)"""
+    parts = path.split("/")
+    near = [read_record(root, file) for file in (
+        "/".join(parts[:depth]) + SUFFIX for depth in range(1, len(parts) + 1))
+        if os.path.isfile(root / file)]
+    if os.path.isdir(root / path):
+        near += [read_record(root, f"{path}/{file}") for file in find_records(root / path)]
+    return near
 
 
 def project_records(project: Project) -> list[Record]:

@@ -196,6 +196,16 @@ def test_a_path_inside_a_tracked_directory_is_refused(tmp_path: Path) -> None:
         _track(root, "d/f")
 
 
+def test_a_directory_holding_a_tracked_path_is_refused(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    (root / "d" / "e").mkdir(parents=True)
+    (root / "d" / "e" / "f").write_text("f")
+    _track(root, "d/e/f")
+    with pytest.raises(UsageError, match="d: cannot be tracked: holds d/e/f, which is "
+                                         "tracked already"):
+        _track(root, "d")
+
+
 def test_project_path_refuses_outside(tmp_path: Path) -> None:
     root = _project(tmp_path)
     assert tracked.project_path(root, "a/../b", cwd=str(root)) == "b"
