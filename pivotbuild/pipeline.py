@@ -24,7 +24,7 @@ from pivotbuild.config import Project, load_project
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.hasher import Hasher, PathDigest
 from pivotbuild.lock import Lock, LockProblem
-from pivotbuild.plan import FROZEN, NOT_RUN, STALE, Decision, Planner, RunCacheLookup
+from pivotbuild.plan import FROZEN, NOT_RUN, SKIP, STALE, Decision, Planner, RunCacheLookup
 from pivotbuild.state import StateDB
 from pivotbuild.store import Cache
 from pivotbuild.store.place import STAGING_DIR, Placer
@@ -206,12 +206,19 @@ class Pipeline:
             from pivotbuild.runners.local import LocalRunner
 
             runner = LocalRunner()
+        committer: Committer = self.committer
+        prepare = getattr(runner, "prepare", None)  # a cluster runner (runners/dask.py)
+        if prepare is not None and any(d.action != SKIP or d.upstream_stale for d in decisions):
+            # It connects and uploads the plan's inputs; it says how many stages run at once
+            # (options.jobs 0: its default) and checks the commits against its results.
+            committer, jobs = prepare(decisions, committer, options.jobs)
+            options = dataclasses.replace(options, jobs=jobs)
         if options.audit is not None:  # repro --audit: the commands run traced
             from pivotbuild.auditrun import TracingRunner
 
             runner = TracingRunner(runner, options.audit)
         outputs = CachedOutputs(self.project, self.placer, reporter.say)
-        executor = Executor(self.project, self.graph, planner, self.committer, outputs, runner,
+        executor = Executor(self.project, self.graph, planner, committer, outputs, runner,
                             self.state, reporter, dataclasses.replace(options, forced=forced))
         return decisions, executor.execute(decisions)
 

@@ -143,13 +143,18 @@ def status_command(obj: Context, targets: tuple[str, ...], as_json: bool, quiet:
 @click.option("--audit", is_flag=True,
               help="Trace what each stage that runs reads; warn about undeclared project files "
                    "(stale stages run instead of coming from the run cache).")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default=None,
+              help="Where stages run (default: [executor] kind in pivot.toml).")
+@click.option("--executor-address", default=None, metavar="URL",
+              help="The Dask scheduler to run stages on (implies --executor dask).")
 @wait_option
 @click.pass_obj
 def repro_command(obj: Context, targets: tuple[str, ...], overrides: dict[str, str],
                   jobs: int | None, dry_run: bool,
                   force: bool, keep_going: bool, single_item: bool, downstream: bool,
                   no_commit: bool, no_run_cache: bool, explain: bool, as_json: bool,
-                  pull: bool, remote_name: str | None, audit: bool, wait: float | None) -> None:
+                  pull: bool, remote_name: str | None, audit: bool, executor: str | None,
+                  executor_address: str | None, wait: float | None) -> None:
     """Bring the targets (default: every stage) and their upstream up to date."""
     import time
 
@@ -166,7 +171,18 @@ def repro_command(obj: Context, targets: tuple[str, ...], overrides: dict[str, s
         if pull and not dry_run:
             pulled, miss = remote.prefetch_for_repro_impl(obj, pipeline, names, remote_name,
                                                           run_cache=not no_run_cache)
-        project_jobs = pipeline.project.jobs or os.cpu_count() or 1
+        runner = None
+        if not dry_run and (executor_address or pipeline.project.executor.kind != "local"
+                            or executor == "dask"):
+            from pivotbuild.runners.dask import dask_runner  # distributed loads only to run
+
+            runner = dask_runner(pipeline, executor or ("dask" if executor_address else None),
+                                 executor_address, no_commit=no_commit)
+            if audit and runner is not None:
+                raise UsageError("--audit traces commands on this machine: it cannot be used "
+                                 "with the dask executor (add --executor local)")
+        # On a cluster, -j's default is the cluster's thread count (0: the runner's default).
+        project_jobs = 0 if runner is not None else pipeline.project.jobs or os.cpu_count() or 1
         options = RunOptions(
             jobs=jobs or project_jobs, keep_going=keep_going, no_commit=no_commit,
             stage_output=sys.stderr if as_json else None,
@@ -176,6 +192,7 @@ def repro_command(obj: Context, targets: tuple[str, ...], overrides: dict[str, s
         decisions, results = pipeline.repro(
             names, options=options, reporter=reporter, force=force, single_item=single_item,
             dry_run=dry_run, use_run_cache=not (no_run_cache or audit), run_cache_miss=miss,
+            runner=runner,
         )
     for decision in decisions:
         if decision.lock_problem:
