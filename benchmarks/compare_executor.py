@@ -44,7 +44,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from sysload import Probe  # noqa: E402
+from sysload import Probe
 
 SLEEPS = 8
 CHAIN = 50
@@ -148,10 +148,14 @@ def main() -> None:
 
     import distributed
 
+    from pivotbuild.runners.dask import LOCAL_SCHEDULER_OPTIONS
+
     started = time.perf_counter()
     cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
                                        processes=True, host="127.0.0.1",
-                                       dashboard_address=None, silence_logs=logging.CRITICAL)
+                                       dashboard_address=None,
+                                       scheduler_kwargs=LOCAL_SCHEDULER_OPTIONS,
+                                       silence_logs=logging.CRITICAL)
     report["cluster_start_s"] = time.perf_counter() - started
     address = cluster.scheduler_address
     print(f"LocalCluster of {args.workers} workers started in {report['cluster_start_s']:.2f} s")

@@ -2,7 +2,8 @@
 workers on 127.0.0.1, a local-directory remote (S3 through the moto server for the exec bit).
 
 Each test runs ``pivotbuild repro`` as a user would (a subprocess) against that cluster, and
-looks at what a user would: locks, cache objects, exit codes, output, what ran."""
+looks at what a user would: locks, cache objects, exit codes, output, what ran. The four
+slowest (S3, a killed worker, SIGINT and SIGTERM) are marked slow."""
 
 from __future__ import annotations
 
@@ -34,8 +35,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: Any) -> Iterato
 
     saved = os.environ.get("PIVOTBUILD_WORKER_CACHE")
     os.environ["PIVOTBUILD_WORKER_CACHE"] = str(tmp_path_factory.mktemp("worker-cache"))
+    from pivotbuild.runners.dask import LOCAL_SCHEDULER_OPTIONS
+
     local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                      host="127.0.0.1", dashboard_address=None,
+                                     scheduler_kwargs=LOCAL_SCHEDULER_OPTIONS,
                                      silence_logs=logging.CRITICAL)
     try:
         yield local.scheduler_address
@@ -134,6 +138,7 @@ def test_an_undeclared_input_fails_on_the_worker(tmp_path: Path, cluster: str) -
 # ---- the exec bit through S3 --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_exec_bit_of_a_dep_survives_s3(tmp_path: Path, cluster: str, s3_server: Any,
                                            s3_bucket: str) -> None:
     root = make_project(
@@ -177,6 +182,7 @@ outs = ["b.txt"]
     assert not list((root / ".pivotbuild").glob("locks/*.json"))
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_stage_is_retried_and_the_stage_committed(
         tmp_path: Path, cluster: str) -> None:
     killed, count = tmp_path / "killed", tmp_path / "count"
@@ -219,6 +225,7 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupt_leaves_no_command_running_on_any_worker(
         tmp_path: Path, cluster: str, sig: signal.Signals) -> None:
@@ -235,7 +242,7 @@ outs = ["two.txt"]
     proc = subprocess.Popen([sys.executable, "-m", "pivotbuild", "repro", "-j2",
                              "--executor-address", cluster], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+                            preexec_fn=_default_sigint)  # noqa: PLW1509 - async-signal-safe
     try:
         deadline = time.monotonic() + 60
         while len(_running(marker)) < 2:

@@ -69,6 +69,9 @@ VISIBLE_WAIT_S = 30.0  # transfer = "shared": how long outputs get to appear
 INLINE_MAX = 1 << 20  # non-cached outputs up to this many bytes (per stage) travel inline
 _POLL_S = 0.25
 TIMINGS_ENV = "PIVOTBUILD_EXECUTOR_TIMINGS"
+#: A LocalCluster's scheduler: no dashboard, and the small HTTP server it keeps (health
+#: checks) on a free loopback port, not 8787 (another cluster's: a warning, then any port).
+LOCAL_SCHEDULER_OPTIONS = {"dashboard_address": "127.0.0.1:0"}
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
@@ -220,7 +223,8 @@ class DaskRunner:
             workers = self.settings.workers or os.cpu_count() or 1
             self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
                 n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None, silence_logs=logging.CRITICAL)
+                dashboard_address=None, scheduler_kwargs=LOCAL_SCHEDULER_OPTIONS,
+                silence_logs=logging.CRITICAL)
             return Client(self._cluster)  # type: ignore[no-untyped-call]
         return Client(self.settings.address, timeout=30)  # type: ignore[no-untyped-call]
 
