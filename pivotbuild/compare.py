@@ -325,16 +325,18 @@ def data_diff(pipeline: Pipeline, rev: str) -> tuple[Revision, dict[str, Any]]:
 
 
 def remote_fetch(project: Project, cache: Any, remote_name: str | None) -> Fetch:
-    """A Fetch for ``--pull``: one transfer from the remote, every object rehashed."""
+    """A Fetch for ``--pull``: one transfer from the remote, every object rehashed. The
+    remote is opened now: a wrong name is an error even when nothing needs fetching."""
+    from pivotbuild.remote import open_remote
+
+    remote = open_remote(project, remote_name)
 
     def fetch(wanted: Sequence[tuple[str, str]]) -> None:
-        from pivotbuild.remote import open_remote
         from pivotbuild.remote.fetcher import Fetcher
         from pivotbuild.remote.refs import OutputRef, TransferReport
         from pivotbuild.remote.transfer import default_jobs
         from pivotbuild.report import Progress
 
-        remote = open_remote(project, remote_name)
         report = TransferReport(remote.name, "fetch")
         remote.check()
         os.makedirs(cache.cache_dir, exist_ok=True)
