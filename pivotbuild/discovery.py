@@ -156,7 +156,11 @@ class Discovery:
 def recorded(stage: Stage, lock: Lock | None, root: str | os.PathLike[str]) -> list[str]:
     """For `commit`, which runs nothing: the discovered deps ``lock`` (the stage's lock, if
     it has a valid one) records, with those of a depfile present on disk (left there); sorted,
-    each once, none that the stage now declares."""
+    each once, none that the stage now declares.
+
+    With neither (a Python stage committed before it ever ran under pivotbuild) the list is
+    empty: `commit` records what it is told is up to date, and the stage's next run fills it.
+    A project built by Make with ``-MMD`` has its depfiles on disk, so `commit` takes them."""
     found: set[str] = set()
     if lock is not None and lock.discovered is not None:
         found.update(d.path for d in lock.discovered)
