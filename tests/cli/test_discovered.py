@@ -61,8 +61,8 @@ def write_cproject(root: Path, log: Path) -> list[str]:
         objects.append(obj)
         names.append(f"cc_{key}")
         lines += [f'[stages."cc_{key}"]',
-                  f'cmd = "gcc {CFLAGS} -MMD -MP -MF {dep} -c {source} -o {obj} '
-                  f'&& echo cc_{key} >> {log}"',
+                  (f'cmd = "gcc {CFLAGS} -MMD -MP -MF {dep} -c {source} -o {obj} '
+                   f'&& echo cc_{key} >> {log}"'),
                   f"deps = {json.dumps(deps)}", f'outs = ["{obj}"]', f'depfile = "{dep}"', ""]
     lines += ["[stages.link]", f'cmd = "gcc -o bin/app {" ".join(objects)} && echo link >> {log}"',
               f"deps = {json.dumps(objects)}", 'outs = ["bin/app"]', ""]
@@ -101,7 +101,7 @@ def built(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     result = run(["repro", "-j2"], root)
     assert result.code == 0, result.err
     assert sorted(ran(log)) == sorted([*names, "link"])
-    out = subprocess.run([str(root / "bin" / "app")], capture_output=True, text=True)
+    out = subprocess.run([str(root / "bin" / "app")], check=True, capture_output=True, text=True)
     assert out.stdout == MP.expected_output()  # type: ignore[attr-defined]
     return root, log, names
 
