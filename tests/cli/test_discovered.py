@@ -294,6 +294,57 @@ def test_a_second_clone_pulls_objects_through_the_remote_run_cache_with_their_he
     assert stale == {"cc_net.io", "cc_util.strbuf", "link"}  # link: upstream stale
 
 
+SPEC_EXAMPLE = """\
+[vars]
+cc = "gcc"
+cflags = "-Iinclude -Isrc -Ibuild/gen -O2"
+
+[pools]
+link = 1
+
+[stages.gen]
+cmd = "mkdir -p build/gen && sed s/@VERSION@/1.4.2/ config.in > build/gen/config.h"
+deps = ["config.in"]
+outs = ["build/gen/config.h"]
+
+[stages.cc]
+foreach = { glob = "src/**/*.c" }
+cmd = "${cc} ${cflags} -MMD -MF build/${item.key}.d -c ${item.path} -o build/${item.key}.o"
+deps = ["${item.path}", "build/gen/config.h"]
+outs = ["build/${item.key}.o"]
+depfile = "build/${item.key}.d"
+
+[stages.link]
+cmd = "${cc} -o bin/app ${stages.cc.outs}"
+deps = ["${stages.cc.outs}"]
+outs = ["bin/app"]
+pool = "link"
+"""
+
+
+def test_the_spec_example_with_globs_and_a_group_reference(tmp_path):
+    """SPEC §9's pivot.toml as written (glob instances, depfile, group reference, a pool)."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    MP.write(root)  # type: ignore[attr-defined]
+    (root / "pivot.toml").write_text(SPEC_EXAMPLE)
+    result = run(["repro", "-j2"], root)
+    assert result.code == 0, result.err
+    out = subprocess.run([str(root / "bin" / "app")], check=True, capture_output=True,
+                         text=True)
+    assert out.stdout == MP.expected_output()  # type: ignore[attr-defined]
+    for source in MP.SOURCES:  # type: ignore[attr-defined]
+        doc = lock(root, f"cc@{unit_key(source)}")
+        assert [d["path"] for d in doc["discovered"]] == sorted(
+            gcc_headers(root, source) - {"build/gen/config.h"})
+    with open(root / "src" / "util" / "strbuf.h", "a") as f:
+        f.write("int pb_more(void);\n")
+    result = run(["repro", "--json"], root)
+    assert result.code == 0, result.err
+    ran_now = {name for name, action in actions(result.out).items() if action == "run"}
+    assert ran_now == {"cc@util.strbuf", "cc@net.proto"}  # gcc -M: both read strbuf.h
+
+
 # ---- discover = ["python"] (SPEC §13) ----------------------------------------------------------
 
 
