@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ObjectReader", "Targets", "WORKSPACE", "data_diff", "metrics_diff", "metrics_show",
-    "params_diff", "plots_page", "revision_files", "targets",
+    "params_diff", "plots_page", "project_targets", "revision_files", "targets",
 ]
 
 WORKSPACE = "workspace"  # how tables and legends name the files on disk
@@ -57,6 +57,9 @@ class Targets:
     plots: dict[str, PlotSpec] = field(default_factory=dict)
     params: dict[str, set[str]] = field(default_factory=dict)
     params_file: str = "params.toml"
+    #: The workspace's values of those params, as the project read them (JSON-safe):
+    #: ``params diff`` need not parse the workspace's params files again.
+    param_values: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def targets(project: Project) -> Targets:
@@ -74,11 +77,13 @@ def targets(project: Project) -> Targets:
                 plot_flags.append((out.path, out.plot, where))
             elif isinstance(out.plot, list):
                 plot_flags.extend((path, True, where) for path in out.plot)
-        if stage.params:
-            keys = metrics.param_keys_from_locks([dict.fromkeys(stage.params)],
-                                                 project.params_file)
-            for file, names in keys.items():
-                found.params.setdefault(file, set()).update(names)
+        for given in stage.params:
+            name, sep, key = given.rpartition(":")
+            file = name if sep else project.params_file
+            found.params.setdefault(file, set()).add(key)
+            if given in stage.param_values:
+                found.param_values.setdefault(file, {})[key] = metrics.plain(
+                    stage.param_values[given])
     found.metrics = list(dict.fromkeys(found.metrics))
     if plot_flags:
         from pivotbuild.plots import parse_plot_flag
@@ -88,6 +93,111 @@ def targets(project: Project) -> Targets:
             if spec is not None:
                 found.plots.setdefault(path, spec)
     return found
+
+
+# ---- the targets memo: pivot.toml's answer without loading pivot.toml ------------------------
+
+MEMO_FILE = "compare-targets"  # in .pivotbuild/, per machine, never committed
+MEMO_VERSION = 1
+
+
+def _memo_path(root: Path) -> str:
+    from pivotbuild.paths import STATE_DIR
+
+    return os.path.join(root, STATE_DIR, MEMO_FILE)
+
+
+def _memo_header() -> dict[str, Any]:
+    import sys
+
+    from pivotbuild import __version__
+    from pivotbuild.paths import CACHE_DIR_ENV
+
+    env = os.environ.get(CACHE_DIR_ENV)
+    where = os.getcwd() if env and not os.path.isabs(env) else None  # relative: to the cwd
+    return {"version": MEMO_VERSION, "pivotbuild": __version__,
+            "python": sys.implementation.cache_tag, "env": (env, where)}
+
+
+def project_targets(root: Path) -> tuple[Targets, Path]:
+    """(the Targets of the project at ``root``, its cache directory).
+
+    Loading a big pivot.toml costs more than the rest of `metrics diff` (a thousand stages: a
+    third of a second, pydantic included), so the answer is kept in ``.pivotbuild/
+    compare-targets`` (marshal) with what it was read from, as the no-op snapshot is
+    (snapshot.py): the content hash of every file the expansion read (pivot.toml, the params
+    files, config.local.toml) and the stamps of every directory a glob walked. Any
+    difference, or anything unreadable, and the project is loaded again; a file changed while
+    it was being read leaves no memo (the racy rule)."""
+    import marshal
+
+    from pivotbuild import snapshot
+
+    path = _memo_path(root)
+    header = _memo_header()
+    try:
+        with open(path, "rb") as handle:
+            doc = marshal.loads(handle.read())
+        if ({k: doc.get(k) for k in header} == header
+                and snapshot.config_key(str(root), [f for f, _ in doc["configs"]])
+                == doc["configs"]
+                and snapshot.dir_stamps(str(root), [d[0] for d in doc["stamps"]])
+                == doc["stamps"]):
+            return _targets_from(doc["targets"]), Path(doc["cache_dir"])
+    except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError):
+        pass
+    from pivotbuild.config import load_project
+    from pivotbuild.hashtypes import RACY_WINDOW_NS
+
+    taken_ns = snapshot._now_ns()
+    configs = snapshot.config_key(str(root))
+    project = load_project(root)
+    found = targets(project)
+    keyed = {rel for rel, _ in configs}
+    cutoff = taken_ns - RACY_WINDOW_NS
+    racy = False
+    for rel in project.sources:
+        if rel in keyed:
+            continue
+        key = snapshot.config_key(str(root), [rel])[0]
+        try:
+            racy |= os.stat(os.path.join(root, rel)).st_ctime_ns >= cutoff
+        except OSError:
+            racy = True
+        configs.append(key)
+        keyed.add(rel)
+    stamps = snapshot.dir_stamps(str(root), project.glob_dirs)
+    racy |= any(ctime_ns >= cutoff for _rel, _mtime_ns, ctime_ns, _ino in stamps)
+    if not racy and os.path.isdir(os.path.dirname(path)):
+        from pivotbuild.atomic import write_atomic
+
+        doc = {**header, "configs": configs, "stamps": stamps,
+               "cache_dir": str(project.cache_dir), "targets": _targets_doc(found)}
+        try:
+            write_atomic(path, marshal.dumps(doc), durable=False)
+        except OSError:
+            pass  # a memo only: the next command loads pivot.toml again
+    return found, project.cache_dir
+
+
+def _targets_doc(found: Targets) -> dict[str, Any]:
+    return {"metrics": list(found.metrics), "params_file": found.params_file,
+            "params": {f: sorted(k) for f, k in found.params.items()},
+            "param_values": found.param_values,
+            "plots": [(p, s.x, list(s.y) if s.y is not None else None, s.title, s.template)
+                      for p, s in found.plots.items()]}
+
+
+def _targets_from(doc: dict[str, Any]) -> Targets:
+    plots: dict[str, PlotSpec] = {}
+    if doc["plots"]:
+        from pivotbuild.plots import PlotSpec
+
+        plots = {p: PlotSpec(x=x, y=tuple(y) if y is not None else None, title=title,
+                             template=template) for p, x, y, title, template in doc["plots"]}
+    return Targets(metrics=list(doc["metrics"]), plots=plots, params_file=doc["params_file"],
+                   params={f: set(k) for f, k in doc["params"].items()},
+                   param_values=doc["param_values"])
 
 
 # ---- reading files: the workspace, a revision, the cache -------------------------------------
@@ -173,15 +283,15 @@ def _locate(path: str, record: Entry, objects: ObjectReader, label: str
 def revision_files(revision: Revision, paths: Sequence[str], objects: ObjectReader
                    ) -> dict[str, bytes | None]:
     """``{path: bytes | None}`` for output files at ``revision`` (see the module docstring).
-    One ``cat-file`` reads the paths and the revision's locks; the locks are parsed only if
-    an output is not committed to git."""
-    lock_entries = [e for e in revision.list_dir(LOCKS_PATH)
-                    if e.kind == "blob" and e.path.endswith(".json")]
-    contents = revision.read_files([*paths, *lock_entries])
-    found = {p: contents[p] for p in paths}
+    One ``cat-file`` reads the paths; only if one is not committed to git are the
+    revision's locks listed and read (one more ``ls-tree`` and ``cat-file``) and parsed."""
+    found = revision.read_files(paths) if paths else {}
     absent = [p for p in paths if found[p] is None]
     if not absent:
         return found
+    lock_entries = [e for e in revision.list_dir(LOCKS_PATH)
+                    if e.kind == "blob" and e.path.endswith(".json")]
+    contents = revision.read_files(lock_entries)
     records = records_from_locks({e.path: contents[e.path] or b"" for e in lock_entries},
                                  revision.label)
     wanted = {p: r for p in absent if (r := _record_of(p, records)) is not None}
@@ -256,10 +366,17 @@ def params_diff(root: Path, found: Targets, rev: str, all: bool = False
     old: dict[str, dict[str, Any]] = {}
     new: dict[str, dict[str, Any]] = {}
     for file in order:
+        if not all and contents.get(file) is not None and contents.get(file) == disk[file]:
+            continue  # the same bytes: no param of it changed (and no parse needed)
         wanted = sorted(keys[file])
         if contents.get(file) is not None:
             old[file] = metrics.load_params(file, contents[file] or b"", wanted, revision.label)
-        if disk[file] is not None:
+        known = found.param_values.get(file, {})
+        if disk[file] is None:
+            continue
+        if known.keys() >= set(wanted):  # as the project read them: no second parse
+            new[file] = {k: known[k] for k in wanted}
+        else:
             new[file] = metrics.load_params(file, disk[file] or b"", wanted)
     return revision, metrics.params_diff(old, new, all=all)
 

@@ -38,8 +38,10 @@ from typing import Any
 from pivotbuild import manifest as manifest_format
 from pivotbuild.errors import OperationError
 from pivotbuild.gitrev import Revision
-from pivotbuild.lock import LockFormatError, is_safe_path, parse_lock
 from pivotbuild.names import is_dir_hash
+
+# pivotbuild.lock (pydantic: a fifth of a second to import) is imported where locks are
+# parsed: `metrics diff` of files committed to git never needs it.
 
 __all__ = [
     "Entry", "counts", "diff", "read_revision_outputs", "records_from_locks",
@@ -76,6 +78,8 @@ class Entry:
 def records_from_locks(locks: Mapping[str, bytes], rev: str | None = None) -> dict[str, Entry]:
     """``{path: Entry}`` for every out of the given lock files (``{file name: bytes}``, the
     name ends in ``<stage>.json``). An invalid lock is an error naming it and ``rev``."""
+    from pivotbuild.lock import LockFormatError, parse_lock
+
     records: dict[str, Entry] = {}
     for name, data in locks.items():
         stage = name.rsplit("/", 1)[-1].removesuffix(".json")
@@ -93,6 +97,8 @@ def records_from_pvt(files: Mapping[str, bytes], rev: str | None = None) -> dict
     """``{path: Entry}`` for ``track``'s records (``{"x/data.pvt": bytes}``): JSON
     ``{"hash", "nfiles" (directories), "path", "size"}`` whose ``path`` is relative to the
     ``.pvt`` file's directory. An invalid record is an error naming it and ``rev``."""
+    from pivotbuild.lock import is_safe_path
+
     records: dict[str, Entry] = {}
     for name, data in files.items():
         where = f"{name} at {rev}" if rev else name

@@ -48,7 +48,7 @@ from pivotbuild.errors import OperationError
 __all__ = [
     "MetricsError", "diff", "flatten", "format_value", "load", "load_params",
     "param_keys_from_lock_files", "param_keys_from_locks", "params_diff", "parse_document",
-    "render_diff_md", "render_diff_text", "render_show_md", "render_show_text", "select_params",
+    "plain", "render_diff_md", "render_diff_text", "render_show_md", "render_show_text", "select_params",
     "show", "yaml_loader",
 ]
 
@@ -285,7 +285,7 @@ def select_params(parsed: Mapping[str, Any], keys: Iterable[str]) -> dict[str, A
     for key in keys:
         found, value = _lookup(parsed, key)
         if found:
-            values[key] = _plain(value)
+            values[key] = plain(value)
     return values
 
 
@@ -298,12 +298,12 @@ def _lookup(data: Any, dotted: str) -> tuple[bool, Any]:
     return True, node
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A params value made JSON-safe all the way down (tables and lists kept whole)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return _scalar(value)
 
 

@@ -7,6 +7,7 @@ returns (metrics.py and datadiff.py hold the renderers). They only read: no proj
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,30 +18,33 @@ from pivotbuild.errors import UsageError
 
 if TYPE_CHECKING:
     from pivotbuild.compare import ObjectReader, Targets
-    from pivotbuild.config import Project
 
 
-def _project() -> tuple[Project, Targets]:
-    from pivotbuild.compare import targets
-    from pivotbuild.config import load_project
+def _project() -> tuple[Path, Targets, Path]:
+    """(the project root, its Targets, its cache directory), pivot.toml loaded only if it
+    changed since the last time (compare.project_targets)."""
+    from pivotbuild.compare import project_targets
 
-    project = load_project(project_root())
-    return project, targets(project)
+    root = project_root()
+    found, cache_dir = project_targets(root)
+    return root, found, cache_dir
 
 
-def _objects(project: Project, pull: bool, remote: str | None) -> ObjectReader:
+def _objects(root: Path, cache_dir: Path, pull: bool, remote: str | None) -> ObjectReader:
     from pivotbuild.compare import ObjectReader, remote_fetch
-    from pivotbuild.store.objects import ObjectStore
+    from pivotbuild.names import object_name
 
-    store = ObjectStore(project.cache_dir / "files")
+    files = os.path.join(cache_dir, "files")
     fetch = None
     if pull:
+        from pivotbuild.config import load_project
         from pivotbuild.store import Cache
 
+        project = load_project(root)
         fetch = remote_fetch(project, Cache(project.cache_dir), remote)
     elif remote is not None:
         raise UsageError("-r/--remote is only used with --pull")
-    return ObjectReader(store.object_file, fetch)
+    return ObjectReader(lambda digest: os.path.join(files, object_name(digest)), fetch)
 
 
 def _print_json(doc: Any) -> None:
@@ -80,8 +84,8 @@ def metrics_show_command(as_json: bool, md: bool) -> None:
     from pivotbuild.compare import metrics_show
 
     _formats(as_json, md)
-    project, found = _project()
-    doc = metrics_show(project.root, found)
+    root, found, _cache_dir = _project()
+    doc = metrics_show(root, found)
     if as_json:
         _print_json(doc)
     else:
@@ -105,8 +109,8 @@ def metrics_diff_command(rev: str, as_json: bool, md: bool, show_all: bool, pull
     from pivotbuild.compare import WORKSPACE, metrics_diff
 
     _formats(as_json, md)
-    project, found = _project()
-    revision, doc = metrics_diff(project.root, found, rev, _objects(project, pull, remote),
+    root, found, cache_dir = _project()
+    revision, doc = metrics_diff(root, found, rev, _objects(root, cache_dir, pull, remote),
                                  all=show_all)
     if as_json:
         _print_json(doc)
@@ -135,8 +139,8 @@ def params_diff_command(rev: str, as_json: bool, md: bool, show_all: bool) -> No
     from pivotbuild.compare import WORKSPACE, params_diff
 
     _formats(as_json, md)
-    project, found = _project()
-    revision, doc = params_diff(project.root, found, rev, all=show_all)
+    root, found, _cache_dir = _project()
+    revision, doc = params_diff(root, found, rev, all=show_all)
     if as_json:
         _print_json(doc)
         return
@@ -185,8 +189,8 @@ def plots_show_command(obj: Context | None, output: str, open_page: bool) -> Non
     of the workspace."""
     from pivotbuild.compare import plots_page
 
-    project, found = _project()
-    page, doc = plots_page(project.root, found, [], _objects(project, False, None),
+    root, found, cache_dir = _project()
+    page, doc = plots_page(root, found, [], _objects(root, cache_dir, False, None),
                            workspace=True, title="pivotbuild plots")
     _write_page(obj, page, output, open_page, len(doc["plots"]))
 
@@ -206,11 +210,11 @@ def plots_diff_command(obj: Context | None, revs: tuple[str, ...], output: str,
     revisions only, in the order given."""
     from pivotbuild.compare import plots_page
 
-    project, found = _project()
+    root, found, cache_dir = _project()
     revisions = list(revs) or ["HEAD"]
     workspace = len(revisions) == 1
     shown = [*revisions, "workspace"] if workspace else revisions
-    page, doc = plots_page(project.root, found, revisions, _objects(project, pull, remote),
+    page, doc = plots_page(root, found, revisions, _objects(root, cache_dir, pull, remote),
                            workspace=workspace,
                            title=f"pivotbuild plots diff: {' vs '.join(shown)}")
     _write_page(obj, page, output, open_page, len(doc["plots"]))

@@ -262,3 +262,24 @@ def test_errors_are_one_line_with_the_documented_exit_code(clone: Path, tmp_path
     env = {"PYTHONPATH": str(stub.parent)}
     one_line(run(["plots", "show"], clone, env=env), 1, "pip install 'pivotbuild[plots]'")
     one_line(run(["plots", "diff"], clone, env=env), 1, "pip install 'pivotbuild[plots]'")
+
+
+def test_what_pivot_toml_marks_is_remembered_until_a_file_it_was_read_from_changes(
+        clone: Path) -> None:
+    first = run(["params", "diff", "HEAD~1", "--json"], clone)
+    assert first.code == 0, first.err
+    assert (clone / ".pivotbuild" / "compare-targets").is_file()
+    assert json.loads(run(["params", "diff", "HEAD~1", "--json"], clone).out) == json.loads(
+        first.out)
+    # A params value edited: the workspace side is the new one.
+    params = clone / "params.toml"
+    params.write_text(params.read_text().replace("threshold = 0.5", "threshold = 0.75"))
+    doc = json.loads(run(["params", "diff", "HEAD~1", "--json"], clone).out)
+    assert doc["params.toml"]["transform.threshold"] == {"old": 0.25, "new": 0.75, "diff": 0.5}
+    # metrics.json no longer flagged: no metrics; flagged again: back.
+    toml = clone / "pivot.toml"
+    flagged = toml.read_text()
+    toml.write_text(flagged.replace("cache = false, metric = true", "cache = false"))
+    assert json.loads(run(["metrics", "show", "--json"], clone).out) == {}
+    toml.write_text(flagged)
+    assert list(json.loads(run(["metrics", "show", "--json"], clone).out)) == ["metrics.json"]
