@@ -3,6 +3,7 @@ which a real headless Chromium opens (marked slow)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import struct
@@ -256,6 +257,52 @@ def _count(rows: list[bytes], rgb: tuple[int, int, int]) -> int:
     return sum(sum(1 for i in range(0, len(r), 3) if r[i:i + 3] == needle) for r in rows)
 
 
+PLOT_PROJECT = """
+[stages.make]
+cmd = "cp src/f1.json eval/f1.json && cp src/loss.csv train/loss.csv && cp src/p.tsv points.tsv"
+deps = ["src"]
+outs = [
+  { path = "eval/f1.json", plot = { x = "epoch", y = "f1", template = "bar", title = "F1" } },
+  { path = "train/loss.csv", plot = true },
+  { path = "points.tsv", plot = { template = "scatter" } },
+]
+"""
+
+
+def _plots_diff_page(root: Path) -> Path:
+    """A project with three plot outputs, committed, then changed in the workspace, and the
+    page ``pivotbuild plots diff`` (HEAD against the workspace) writes for it."""
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+
+    def command(*args: str) -> None:
+        done = subprocess.run(args, cwd=root, env={**os.environ, **env}, capture_output=True,
+                              text=True, check=False, timeout=300)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+    (root / "src").mkdir(parents=True)
+    (root / "pivot.toml").write_text(PLOT_PROJECT)
+    (root / ".gitignore").write_text("/eval/\n/train/\n/points.tsv\n")
+    versions = [
+        (b'[{"epoch": "a", "f1": 0.5}, {"epoch": "b", "f1": 0.7}]', LOSS_OLD,
+         b"a\tb\n1\t2\n2\t3\n"),
+        (b'{"rows": [{"epoch": "a", "f1": 0.6}, {"epoch": "b", "f1": 0.8}]}', LOSS_NEW,
+         b"a\tb\n1\t2.5\n2\t3.5\n3\t1\n"),
+    ]
+    command("git", "init", "-q")
+    for number, (f1, loss, points) in enumerate(versions):
+        (root / "src" / "f1.json").write_bytes(f1)
+        (root / "src" / "loss.csv").write_bytes(loss)
+        (root / "src" / "p.tsv").write_bytes(points)
+        command(sys.executable, "-m", "pivotbuild", "repro")
+        if number == 0:
+            command("git", "add", ".")
+            command("git", "commit", "-q", "-m", "first")
+    command(sys.executable, "-m", "pivotbuild", "plots", "diff", "-o", "page.html")
+    return root / "page.html"
+
+
 @pytest.mark.slow
 def test_the_page_renders_in_headless_chromium_without_console_errors(tmp_path: Path) -> None:
     # First, that this check can see a console error at all.
@@ -264,18 +311,11 @@ def test_the_page_renders_in_headless_chromium_without_console_errors(tmp_path: 
     seen = _browse(broken, tmp_path / "profile0", "--dump-dom")
     assert any("Uncaught" in line for line in _console(seen.stderr)), seen.stderr[-2000:]
 
-    doc = plots.show(
-        {"eval/f1.json": PlotSpec(x="epoch", y=("f1",), template="bar", title="F1"),
-         "train/loss.csv": PlotSpec(),
-         "points.tsv": PlotSpec(template="scatter")},
-        {"HEAD~1": {"eval/f1.json": b'[{"epoch": "a", "f1": 0.5}, {"epoch": "b", "f1": 0.7}]',
-                    "train/loss.csv": LOSS_OLD, "points.tsv": None},
-         "workspace": {"eval/f1.json": b'{"rows": [{"epoch": "a", "f1": 0.6}, '
-                                       b'{"epoch": "b", "f1": 0.8}]}',
-                       "train/loss.csv": LOSS_NEW, "points.tsv": b"a\tb\n1\t2\n2\t3\n"}})
-    page = tmp_path / "plots.html"
-    page.write_text(plots.render_html(doc, "plots diff"), encoding="utf-8")
-
+    # The page `plots diff` writes for a project in git whose plot outputs (cached, so read
+    # through HEAD's lock and the cache) changed since: bars, lines and points.
+    page = _plots_diff_page(tmp_path / "proj")
+    html_text = page.read_text(encoding="utf-8")
+    assert html_text.count("revisions: HEAD, workspace") == 3
     dom = _browse(page, tmp_path / "profile1", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert _console(dom.stderr) == []
@@ -289,7 +329,7 @@ def test_the_page_renders_in_headless_chromium_without_console_errors(tmp_path: 
     assert _console(taken.stderr) == []
     width, height, rows = _png_pixels(shot.read_bytes())
     assert (width, height) == (800, 700)
-    # The first chart (bars: HEAD~1 blue, workspace orange) is on screen, in colour.
+    # The first chart (bars: HEAD blue, workspace orange) is on screen, in colour.
     assert _count(rows, VEGA_BLUE) > 2000 and _count(rows, VEGA_ORANGE) > 2000
 
 
