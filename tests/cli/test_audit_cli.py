@@ -157,6 +157,30 @@ def test_discovered_reads_are_not_named(proj: Path) -> None:
     assert [d["path"] for d in locks["cc"]["discovered"]] == ["inc/a.h"]
 
 
+def test_audit_runs_commands_here_only(proj: Path) -> None:
+    """A project whose stages run on a Dask cluster cannot be audited (nothing connects)."""
+    write(proj, """
+        [executor]
+        kind = "dask"
+        address = "tcp://127.0.0.1:9"
+        transfer = "shared"
+
+        [stages.s]
+        cmd = "echo s >> runs.log; cat data/in.csv > s.txt"
+        outs = ["s.txt"]
+        """)
+    result = run(["repro", "--audit"], proj)
+    assert result.code == 2
+    assert result.err.strip() == ("pivotbuild: error: --audit traces commands on this machine: "
+                                  "it cannot be used with the dask executor (add --executor "
+                                  "local)")
+    assert ran(proj) == []
+    here = run(["repro", "--audit", "--executor", "local", "--json"], proj)
+    assert here.code == 0, here.err
+    assert stages(here.out)["s"]["undeclared_reads"] == ["data/in.csv"]
+    assert ran(proj) == ["s"]
+
+
 def test_json_shape(proj: Path) -> None:
     """With --audit every stage result has "undeclared_reads": a list for a stage that ran
     and succeeded (traced), null for one skipped, failed or not run; without --audit, no
