@@ -21,6 +21,13 @@ besides parsing pivot.toml:
 Each step is timed (wall clock); the table gives the median and the slowest round, and the
 CPU time of a round (this process plus its git children), which a machine shared with other
 work inflates far less than the wall clock. Nothing here is a pass/fail test of speed.
+
+Then the whole commands, as a user runs them (``--commands``, the default): ``pivotbuild
+metrics diff`` and ``pivotbuild params diff`` in the same repository (its ``pivot.toml``
+declares the N stages, the M metrics outs with ``metric = true``), each timed as a process:
+wall clock and CPU (the command and its git children, from the children's rusage). "warm" is
+the usual case, the targets memo (``.pivotbuild/compare-targets``) valid; "cold" removes it
+first, so pivot.toml is loaded and validated as after an edit of it.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ def make_project(root: Path, stages: int, n_metrics: int) -> list[str]:
                     input_hash=h(f"in{i}".encode()))
         (root / ".pivotbuild" / "locks" / f"stage{i:04}.json").write_text(lock.to_json())
     (root / "params.toml").write_text("".join(params))
+    (root / "pivot.toml").write_text(pivot_toml(stages, metric_paths))
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "baseline")
     # The workspace moves on: every 10th stage's lr, every metrics file.
@@ -88,6 +96,58 @@ def make_project(root: Path, stages: int, n_metrics: int) -> list[str]:
     for i, path in enumerate(metric_paths):
         (root / path).write_text(_metrics_json(i, 0.05))
     return metric_paths
+
+
+def pivot_toml(stages: int, metric_paths: list[str]) -> str:
+    """The pipeline the locks were written for: a chain of N stages, one param each, the
+    first M with a metrics out kept in git."""
+    tables = []
+    for i in range(stages):
+        dep = f"out/s{i - 1:04}.bin" if i else "data/raw.csv"
+        metric = (f', {{ path = "{metric_paths[i]}", cache = false, metric = true }}'
+                  if i < len(metric_paths) else "")
+        tables.append(f'[stages.stage{i:04}]\ncmd = "python src/s{i:04}.py"\n'
+                      f'deps = ["src/s{i:04}.py", "{dep}"]\nparams = ["stage{i:04}.lr"]\n'
+                      f'outs = ["out/s{i:04}.bin"{metric}]\n')
+    return "".join(tables)
+
+
+def _command_line() -> list[str]:
+    """How a user starts pivotbuild: the launcher beside this interpreter, if installed."""
+    launcher = Path(sys.executable).with_name("pivotbuild")
+    return [str(launcher)] if launcher.is_file() else [sys.executable, "-m", "pivotbuild"]
+
+
+def time_command(root: Path, args: list[str], cold: bool) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and its git children) of one run."""
+    import resource
+
+    if cold:
+        (root / ".pivotbuild" / "compare-targets").unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run([*_command_line(), *args], cwd=root, capture_output=True, check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"pivotbuild {' '.join(args)} failed: {proc.stderr.decode()[-500:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def commands_table(root: Path, repeat: int) -> None:
+    print(f"\nwhole commands, {repeat} runs each ({' '.join(_command_line())}):")
+    print(f"{'command':<26}{'wall median':>12}{'wall min':>10}{'CPU median':>12}{'CPU min':>9}"
+          "  (ms)")
+    for args in (["metrics", "diff"], ["params", "diff"]):
+        for cold in (False, True):
+            time_command(root, args, cold=False)  # the memo written, the page cache warm
+            runs = [time_command(root, args, cold) for _ in range(repeat)]
+            walls = [w * 1000 for w, _ in runs]
+            cpus = [c * 1000 for _, c in runs]
+            name = f"{' '.join(args)} ({'cold' if cold else 'warm'})"
+            print(f"{name:<26}{statistics.median(walls):>12.0f}{min(walls):>10.0f}"
+                  f"{statistics.median(cpus):>12.0f}{min(cpus):>9.0f}")
 
 
 def one_round(root: Path, metric_paths: list[str], validate: bool = False
@@ -150,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                              "in most clones, instead of 1,000 fresh loose objects")
     parser.add_argument("--validate", action="store_true",
                         help="also time pivotbuild.lock's full validation of every lock")
+    parser.add_argument("--no-commands", dest="commands", action="store_false",
+                        help="time only the steps in-process, not the two whole commands")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_revdiff-") as tmp:
         root = Path(tmp) / "proj"
@@ -164,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
         assert docs["locks"] == args.stages
         n_metric_rows = sum(len(v) for v in docs["metrics"].values())
         n_param_rows = sum(len(v) for v in docs["params"].values())
+        report_steps(args, rounds, n_metric_rows, n_param_rows)
+        if args.commands:
+            commands_table(root, min(args.repeat, 10))
+    return 0
+
+
+def report_steps(args: argparse.Namespace, rounds: list[dict[str, float]], n_metric_rows: int,
+                 n_param_rows: int) -> None:
     objects = "packed objects" if args.gc else "loose objects"
     print(f"{args.stages} locks + {args.metrics} metrics files + params.toml read from HEAD "
           f"({objects}), {args.repeat} rounds; {n_metric_rows} metric and {n_param_rows} "
@@ -172,7 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     for name in rounds[0]:
         values = [r[name] * 1000 for r in rounds]
         print(f"{name:<16}{statistics.median(values):>10.1f}{max(values):>10.1f}")
-    return 0
 
 
 def test_revdiff(benchmark: Any, tmp_path: Path) -> None:  # pytest-benchmark

@@ -363,6 +363,7 @@ def params_diff(root: Path, found: Targets, rev: str, all: bool = False
         contents.update(revision.read_files(extra))
     order = sorted(keys, key=lambda f: (f != found.params_file, f))
     disk = workspace_files(root, order)
+    memo = _ParamsMemo(root)
     old: dict[str, dict[str, Any]] = {}
     new: dict[str, dict[str, Any]] = {}
     for file in order:
@@ -370,15 +371,68 @@ def params_diff(root: Path, found: Targets, rev: str, all: bool = False
             continue  # the same bytes: no param of it changed (and no parse needed)
         wanted = sorted(keys[file])
         if contents.get(file) is not None:
-            old[file] = metrics.load_params(file, contents[file] or b"", wanted, revision.label)
+            old[file] = memo.values(file, contents[file] or b"", wanted, revision.label)
         known = found.param_values.get(file, {})
         if disk[file] is None:
             continue
         if known.keys() >= set(wanted):  # as the project read them: no second parse
             new[file] = {k: known[k] for k in wanted}
         else:
-            new[file] = metrics.load_params(file, disk[file] or b"", wanted)
+            new[file] = memo.values(file, disk[file] or b"", wanted, None)
+    memo.save()
     return revision, metrics.params_diff(old, new, all=all)
+
+
+class _ParamsMemo:
+    """The values of the keys a params diff wants, per params file content: parsing a big
+    TOML file costs more than reading it from git (a thousand tables: ~70 ms), and the
+    revision compared with (HEAD) seldom changes between two runs. ``.pivotbuild/
+    compare-params`` (marshal) holds the last few ``(file, content hash, keys) -> values``."""
+
+    KEEP = 8
+
+    def __init__(self, root: Path) -> None:
+        import marshal
+
+        from pivotbuild.paths import STATE_DIR
+
+        self.path = os.path.join(root, STATE_DIR, "compare-params")
+        self.entries: dict[tuple[str, str, tuple[str, ...]], dict[str, Any]] = {}
+        self.changed = False
+        try:
+            with open(self.path, "rb") as handle:
+                doc = marshal.loads(handle.read())
+            if doc.get("header") == _memo_header():
+                self.entries = dict(doc["entries"])
+        except (OSError, ValueError, EOFError, TypeError, KeyError, AttributeError):
+            pass
+
+    def values(self, file: str, data: bytes, wanted: list[str], rev: str | None
+               ) -> dict[str, Any]:
+        from pivotbuild.snapshot import content_hash
+
+        key = (file, content_hash(data), tuple(wanted))
+        found = self.entries.get(key)
+        if found is None:
+            found = metrics.load_params(file, data, wanted, rev)
+            self.entries.pop(key, None)
+            self.entries[key] = found
+            self.changed = True
+        return found
+
+    def save(self) -> None:
+        if not self.changed or not os.path.isdir(os.path.dirname(self.path)):
+            return
+        import marshal
+
+        from pivotbuild.atomic import write_atomic
+
+        kept = list(self.entries.items())[-self.KEEP:]
+        try:
+            write_atomic(self.path, marshal.dumps({"header": _memo_header(), "entries": kept}),
+                         durable=False)
+        except (OSError, ValueError):
+            pass  # a memo only
 
 
 # ---- plots ----------------------------------------------------------------------------------
