@@ -277,6 +277,12 @@ PIPELINE = """
            "wc -c < model.bin > metrics.json"]
     deps = ["prepared"]
     outs = ["model.bin", {path = "metrics.json", cache = false}]
+
+    [stages.score]
+    cmd = "echo score >> runs.log; PY score.py > score.txt"
+    deps = ["score.py", "model.bin"]
+    outs = ["score.txt"]
+    discover = ["python"]
     """
 
 
@@ -290,7 +296,13 @@ def committed(root: Path) -> dict[str, bytes]:
 
 
 def test_audit_commits_exactly_what_a_plain_repro_commits(proj: Path, tmp_path: Path) -> None:
-    write(proj, PIPELINE)
+    """Locks (discovered deps included), cache objects and run-cache entries: the same bytes
+    after a first run, a changed input, and the input changed back (which a plain repro
+    takes from the run cache and --audit runs)."""
+    write(proj, PIPELINE.replace("PY", PY))
+    (proj / "helpers.py").write_text("def size(b):\n    return len(b)\n")
+    (proj / "score.py").write_text("import helpers\n"
+                                   "print(helpers.size(open('model.bin', 'rb').read()))\n")
     other = tmp_path / "other"
     shutil.copytree(proj, other)
     steps = [None, "b\n", "a\n"]  # first run; a changed input; the input back (run cache)
@@ -301,13 +313,16 @@ def test_audit_commits_exactly_what_a_plain_repro_commits(proj: Path, tmp_path: 
         plain = run(["repro"], proj)
         audited = run(["repro", "--audit"], other)
         assert (plain.code, audited.code) == (0, 0), plain.err + audited.err
-        assert "train" in warnings(audited.err) and warnings(plain.err) == {}
+        assert set(warnings(audited.err)) == {"prepare", "train"}
+        assert warnings(plain.err) == {}
         assert committed(proj) == committed(other)
         assert committed(proj)
-        for path in ("model.bin", "metrics.json", "prepared/sorted.csv"):
+        for path in ("model.bin", "metrics.json", "prepared/sorted.csv", "score.txt"):
             assert (proj / path).read_bytes() == (other / path).read_bytes()
-    assert ran(proj) == ["prepare", "train", "prepare", "train"]  # the last from the run cache
-    assert ran(other) == ["prepare", "train"] * 3  # --audit ran them, traced
+    score = json.loads((other / ".pivotbuild" / "locks" / "score.json").read_text())
+    assert [d["path"] for d in score["discovered"]] == ["helpers.py"]
+    assert ran(proj) == ["prepare", "train", "score"] * 2  # the last from the run cache
+    assert ran(other) == ["prepare", "train", "score"] * 3  # --audit ran them, traced
 
 
 READER_C = """\
