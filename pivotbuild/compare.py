@@ -23,6 +23,7 @@ one it records but whose object cannot be had is an error naming the file, the r
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from pivotbuild import metrics
 from pivotbuild.datadiff import LOCKS_PATH, Entry, records_from_locks
 from pivotbuild.errors import OperationError
 from pivotbuild.gitrev import Revision, open_revision
+from pivotbuild.paths import PROJECT_FILE
 
 if TYPE_CHECKING:
     from pivotbuild.config import Project
@@ -98,7 +100,7 @@ def targets(project: Project) -> Targets:
 # ---- the targets memo: pivot.toml's answer without loading pivot.toml ------------------------
 
 MEMO_FILE = "compare-targets"  # in .pivotbuild/, per machine, never committed
-MEMO_VERSION = 1
+MEMO_VERSION = 2
 
 
 def _memo_path(root: Path) -> str:
@@ -119,6 +121,10 @@ def _memo_header() -> dict[str, Any]:
             "python": sys.implementation.cache_tag, "env": (env, where)}
 
 
+#: A template expression that reads a params file: ``${params.x}``, ``${ params['x'] }``.
+_PARAMS_TEMPLATE = re.compile(rb"\$\{[^}]*params")
+
+
 def project_targets(root: Path) -> tuple[Targets, Path]:
     """(the Targets of the project at ``root``, its cache directory).
 
@@ -128,7 +134,12 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
     (snapshot.py): the content hash of every file the expansion read (pivot.toml, the params
     files, config.local.toml) and the stamps of every directory a glob walked. Any
     difference, or anything unreadable, and the project is loaded again; a file changed while
-    it was being read leaves no memo (the racy rule)."""
+    it was being read leaves no memo (the racy rule).
+
+    One exception, for the usual edit of a params value: when no ``${...}`` of pivot.toml
+    names ``params``, a params file decides no stage, out or flag, only the values of its
+    params; then a change of its content keeps the memo, and ``params diff`` reads that
+    file's values from it again (``Targets.param_values`` loses them)."""
     import marshal
 
     from pivotbuild import snapshot
@@ -139,11 +150,15 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
         with open(path, "rb") as handle:
             doc = marshal.loads(handle.read())
         if ({k: doc.get(k) for k in header} == header
-                and snapshot.config_key(str(root), [f for f, _ in doc["configs"]])
-                == doc["configs"]
                 and snapshot.dir_stamps(str(root), [d[0] for d in doc["stamps"]])
                 == doc["stamps"]):
-            return _targets_from(doc["targets"]), Path(doc["cache_dir"])
+            now = snapshot.config_key(str(root), [f for f, _ in doc["configs"]])
+            changed = {f for (f, h), (_, was) in zip(now, doc["configs"]) if h != was}
+            if changed <= set(doc["values_only"]):
+                found = _targets_from(doc["targets"])
+                for file in changed:
+                    found.param_values.pop(file, None)
+                return found, Path(doc["cache_dir"])
     except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError):
         pass
     from pivotbuild.config import load_project
@@ -171,7 +186,14 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
     if not racy and os.path.isdir(os.path.dirname(path)):
         from pivotbuild.atomic import write_atomic
 
-        doc = {**header, "configs": configs, "stamps": stamps,
+        values_only: list[str] = []
+        try:
+            text = (root / PROJECT_FILE).read_bytes()
+        except OSError:
+            text = b"${params}"  # unknown: as if templated
+        if not _PARAMS_TEMPLATE.search(text):
+            values_only = sorted({found.params_file, *found.params} & keyed)
+        doc = {**header, "configs": configs, "stamps": stamps, "values_only": values_only,
                "cache_dir": str(project.cache_dir), "targets": _targets_doc(found)}
         try:
             write_atomic(path, marshal.dumps(doc), durable=False)

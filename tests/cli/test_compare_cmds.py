@@ -283,3 +283,19 @@ def test_what_pivot_toml_marks_is_remembered_until_a_file_it_was_read_from_chang
     assert json.loads(run(["metrics", "show", "--json"], clone).out) == {}
     toml.write_text(flagged)
     assert list(json.loads(run(["metrics", "show", "--json"], clone).out)) == ["metrics.json"]
+
+
+def test_a_params_value_that_names_a_metrics_file_is_read_again_when_it_changes(
+        clone: Path) -> None:
+    toml = clone / "pivot.toml"
+    toml.write_text(toml.read_text() + '\n[stages.named]\ncmd = "echo \'{\\"n\\": 1}\' > '
+                    'm-${params.generate.seed}.json"\nouts = [{ path = '
+                    '"m-${params.generate.seed}.json", cache = false, metric = true }]\n')
+    assert run(["repro", "named"], clone).code == 0
+    shown = json.loads(run(["metrics", "show", "--json"], clone).out)
+    assert shown["m-42.json"] == {"n": 1}
+    params = clone / "params.toml"
+    params.write_text(params.read_text().replace("seed = 42", "seed = 43"))
+    assert run(["repro", "named"], clone).code == 0
+    shown = json.loads(run(["metrics", "show", "--json"], clone).out)
+    assert "m-42.json" not in shown and shown["m-43.json"] == {"n": 1}
