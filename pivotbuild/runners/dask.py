@@ -69,6 +69,7 @@ VISIBLE_WAIT_S = 30.0  # transfer = "shared": how long outputs get to appear
 INLINE_MAX = 1 << 20  # non-cached outputs up to this many bytes (per stage) travel inline
 _POLL_S = 0.25
 TIMINGS_ENV = "PIVOTBUILD_EXECUTOR_TIMINGS"
+NO_WORKERS_WAIT_S = 60.0  # a cluster with no worker at all: how long a stage waits for one
 #: A LocalCluster's scheduler: no dashboard, and the small HTTP server it keeps (health
 #: checks) on a free loopback port, not 8787 (another cluster's: a warning, then any port).
 LOCAL_SCHEDULER_OPTIONS = {"dashboard_address": "127.0.0.1:0"}
@@ -229,9 +230,32 @@ class DaskRunner:
         return Client(self.settings.address, timeout=30)  # type: ignore[no-untyped-call]
 
     def threads(self) -> int:
-        """The cluster's thread count: the default number of stages in flight."""
-        nthreads: dict[str, int] = self._connect().nthreads()
+        """The cluster's thread count: the default number of stages in flight. A cluster
+        without workers gets NO_WORKERS_WAIT_S to have one, then it is an error."""
+        client = self._connect()
+        nthreads: dict[str, int] = client.nthreads()
+        if not nthreads:
+            try:
+                client.wait_for_workers(1, timeout=NO_WORKERS_WAIT_S)
+            except TimeoutError:
+                raise OperationError(self._no_workers()) from None
+            nthreads = client.nthreads()
         return max(1, sum(nthreads.values()))
+
+    def _no_workers(self) -> str:
+        where = self.settings.address or "the local cluster"
+        return (f"the Dask cluster at {where} has had no worker for "
+                f"{NO_WORKERS_WAIT_S:.0f} s; start some (dask worker ADDRESS)")
+
+    def _check_workers(self, client: Any, since: list[float]) -> None:
+        """While a stage waits: OperationError once the cluster has had no worker at all for
+        NO_WORKERS_WAIT_S (its task would wait forever)."""
+        if client.nthreads():
+            since.clear()
+        elif not since:
+            since.append(time.monotonic())
+        elif time.monotonic() - since[0] >= NO_WORKERS_WAIT_S:
+            raise OperationError(self._no_workers())
 
     # ---- before the executor starts --------------------------------------------------------
 
@@ -474,6 +498,7 @@ class DaskRunner:
                                retries=self.settings.retries)
         with self._lock:
             self._futures[key] = future
+        polls, no_workers = 0, []  # type: tuple[int, list[float]]
         try:
             deadline = None
             while True:
@@ -486,6 +511,9 @@ class DaskRunner:
                     result: dict[str, Any] = future.result(timeout=_POLL_S)
                     break
                 except TimeoutError:
+                    polls += 1
+                    if polls % 40 == 0:  # every 10 s
+                        self._check_workers(client, no_workers)
                     continue
                 except KilledWorker:
                     return "lost"
@@ -621,6 +649,8 @@ class DaskRunner:
                 self._fetch_and_place(stage, to_temp, temp, ["copy"])
         with self._lock:
             self._expected[stage.name] = {o["path"]: o["hash"] for o in outs}
+            # The worker uploaded its cached outputs: a downstream stage need not look.
+            self._on_remote.update(o["hash"] for o in to_cache)
 
     def _fetch_and_place(self, stage: Stage, outs: list[dict[str, Any]], cache: Cache,
                          methods: list[str]) -> None:
