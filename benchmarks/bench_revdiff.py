@@ -25,9 +25,11 @@ work inflates far less than the wall clock. Nothing here is a pass/fail test of 
 Then the whole commands, as a user runs them (``--commands``, the default): ``pivotbuild
 metrics diff`` and ``pivotbuild params diff`` in the same repository (its ``pivot.toml``
 declares the N stages, the M metrics outs with ``metric = true``), each timed as a process:
-wall clock and CPU (the command and its git children, from the children's rusage). "warm" is
-the usual case, the targets memo (``.pivotbuild/compare-targets``) valid; "cold" removes it
-first, so pivot.toml is loaded and validated as after an edit of it.
+wall clock and CPU (the command and its git children, from the children's rusage). "warm":
+the memos (``.pivotbuild/compare-targets``, ``compare-params``) valid; "params edited": a
+value of params.toml changed before each run (its values are parsed again, pivot.toml is
+not); "cold": the targets memo removed first, so pivot.toml is loaded and validated, as
+after an edit of it.
 """
 
 from __future__ import annotations
@@ -118,12 +120,20 @@ def _command_line() -> list[str]:
     return [str(launcher)] if launcher.is_file() else [sys.executable, "-m", "pivotbuild"]
 
 
-def time_command(root: Path, args: list[str], cold: bool) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the command and its git children) of one run."""
+def time_command(root: Path, args: list[str], case: str, run: int = 0) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and its git children) of one run. ``case``:
+    "warm" as it is; "params edited": a params value changed first (a new value each run);
+    "cold": the targets memo removed first (as after an edit of pivot.toml)."""
     import resource
 
-    if cold:
+    if case == "cold":
         (root / ".pivotbuild" / "compare-targets").unlink(missing_ok=True)
+    elif case == "params edited":
+        params = root / "params.toml"
+        text = params.read_text()
+        start = text.index("seed = ") + len("seed = ")
+        end = text.index("\n", start)
+        params.write_text(f"{text[:start]}{1000 + run}{text[end:]}")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([*_command_line(), *args], cwd=root, capture_output=True, check=False)
@@ -137,16 +147,18 @@ def time_command(root: Path, args: list[str], cold: bool) -> tuple[float, float]
 
 def commands_table(root: Path, repeat: int) -> None:
     print(f"\nwhole commands, {repeat} runs each ({' '.join(_command_line())}):")
-    print(f"{'command':<26}{'wall median':>12}{'wall min':>10}{'CPU median':>12}{'CPU min':>9}"
+    print(f"{'command':<30}{'wall median':>12}{'wall min':>10}{'CPU median':>12}{'CPU min':>9}"
           "  (ms)")
     for args in (["metrics", "diff"], ["params", "diff"]):
-        for cold in (False, True):
-            time_command(root, args, cold=False)  # the memo written, the page cache warm
-            runs = [time_command(root, args, cold) for _ in range(repeat)]
+        for case in ("warm", "params edited", "cold"):
+            if case == "params edited" and args[0] == "metrics":
+                continue
+            time_command(root, args, "warm")  # the memos written, the page cache warm
+            runs = [time_command(root, args, case, n) for n in range(repeat)]
             walls = [w * 1000 for w, _ in runs]
             cpus = [c * 1000 for _, c in runs]
-            name = f"{' '.join(args)} ({'cold' if cold else 'warm'})"
-            print(f"{name:<26}{statistics.median(walls):>12.0f}{min(walls):>10.0f}"
+            name = f"{' '.join(args)} ({case})"
+            print(f"{name:<30}{statistics.median(walls):>12.0f}{min(walls):>10.0f}"
                   f"{statistics.median(cpus):>12.0f}{min(cpus):>9.0f}")
 
 
