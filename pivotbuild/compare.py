@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from pivotbuild import metrics
 from pivotbuild.datadiff import LOCKS_PATH, Entry, records_from_locks
 from pivotbuild.errors import OperationError
-from pivotbuild.gitrev import Revision, open_revision
+from pivotbuild.gitrev import Revision, TreeEntry, open_revision
 from pivotbuild.paths import PROJECT_FILE
 
 if TYPE_CHECKING:
@@ -375,7 +375,9 @@ def params_diff(root: Path, found: Targets, rev: str, all: bool = False
                     if e.kind == "blob" and e.path.endswith(".json")]
     keys: dict[str, set[str]] = {f: set(k) for f, k in found.params.items()}
     files = [*keys, found.params_file]
-    contents = revision.read_files([*lock_entries, *files])
+    same = _same_as_workspace(root, lock_entries)
+    contents = revision.read_files([*(e for e in lock_entries if e.path not in same), *files])
+    contents.update(same)
     locked = metrics.param_keys_from_lock_files({e.path: contents[e.path] for e in lock_entries},
                                                 found.params_file)
     for file, names in locked.items():
@@ -403,6 +405,29 @@ def params_diff(root: Path, found: Targets, rev: str, all: bool = False
             new[file] = memo.values(file, disk[file] or b"", wanted, None)
     memo.save()
     return revision, metrics.params_diff(old, new, all=all)
+
+
+def _same_as_workspace(root: Path, entries: Sequence[TreeEntry]) -> dict[str, bytes]:
+    """``{path: bytes}`` of the files whose workspace copy is the revision's blob (git's own
+    object id of the bytes on disk equals the entry's): read from disk, they need not be
+    inflated from git's objects (a thousand loose ones: a tenth of a second)."""
+    import hashlib
+
+    same: dict[str, bytes] = {}
+    for entry in entries:
+        if entry.kind != "blob" or entry.is_symlink:
+            continue
+        try:
+            with open(os.path.join(root, entry.path), "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        algorithm = hashlib.sha1 if len(entry.oid) == 40 else hashlib.sha256
+        digest = algorithm(b"blob %d\0" % len(data))
+        digest.update(data)
+        if digest.hexdigest() == entry.oid:
+            same[entry.path] = data
+    return same
 
 
 class _ParamsMemo:
