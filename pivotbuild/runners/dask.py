@@ -167,6 +167,7 @@ class DaskRunner:
         self._cluster: Any = None
         self._event: Any = None
         self._cancelling: threading.Thread | None = None
+        self._spec_s = 0.0  # the last stage's spec: hashing its deps, uploading what lacks
         self._slots: threading.Semaphore | None = None
         self._streams: dict[str, _Stream] = {}
         self._futures: dict[str, Any] = {}  # key -> future, while in flight
@@ -423,7 +424,9 @@ class DaskRunner:
 
     def _run_remote(self, spec: StageSpec, output: OutputSink, cancel: Cancel) -> int:
         stage = self.project.stages[spec.name]
+        started = time.monotonic()
         task = self._spec(stage, spec)
+        self._spec_s = time.monotonic() - started
         for attempt in range(self.settings.retries + 1):
             key = f"pivotbuild-{spec.name}-{self.run_id}" + (f"-{attempt}" if attempt else "")
             outcome = self._submit_and_wait(key, task, output, cancel)
@@ -494,6 +497,7 @@ class DaskRunner:
         stream = _Stream(output)
         with self._lock:
             self._streams[key] = stream
+        submitted = time.monotonic()
         future = client.submit(worker_side.run_stage, {**task, "key": key}, key=key, pure=False,
                                retries=self.settings.retries)
         with self._lock:
@@ -527,6 +531,7 @@ class DaskRunner:
                             f"({type(exc).__name__}: {exc})") from None
                     raise OperationError(f"stage '{task['stage']}' failed on the cluster: "
                                          f"{type(exc).__name__}: {exc}") from None
+            result.setdefault("timings", {})["submit_to_result_s"] = time.monotonic() - submitted
             self._drain(stream, str(result.get("attempt")), int(result.get("batches", 0)))
             if cancel.is_set():
                 return None
@@ -588,7 +593,7 @@ class DaskRunner:
         started = time.monotonic()
         self._bring_back(stage, outs, result.get("inline", []))
         self._record({"stage": spec.name, "worker": where, "timings": result.get("timings"),
-                      "bring_back_s": time.monotonic() - started})
+                      "bring_back_s": time.monotonic() - started, "spec_s": self._spec_s})
         return 0
 
     def _record(self, entry: dict[str, Any]) -> None:

@@ -13,8 +13,9 @@ returns one. With ``transfer = "remote"``:
    group of its own that runners/local.py's watchdog guards (that watchdog is the
    parent-death signal: when the worker process dies in any way, it kills the group);
 5. output lines go back in batches through ``Worker.log_event`` on the run's topic;
-6. a ``distributed.Event`` (the run's cancel event) stops the commands: ``Future.cancel()``
-   does not stop a running task (its thread and subprocess go on);
+6. a ``distributed.Event`` (the run's cancel event, watched by one thread per worker process
+   and run) stops the commands: ``Future.cancel()`` does not stop a running task (its
+   thread and subprocess go on);
 7. on success the outs are hashed with the compiled core, the cached ones stored in the
    worker cache and uploaded (files first, ``.dir`` manifests last); small non-cached outs
    travel inline in the result, larger ones as objects the client fetches into a temp store;
@@ -33,6 +34,7 @@ exec]]}], log_tail [str], batches, attempt, worker, timings {fetch_s, run_s, upl
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -297,6 +299,7 @@ def _read_only_tree(top: str) -> None:
 # ---- commands ---------------------------------------------------------------------------------
 
 _INTERRUPTED = 130
+_tokens = itertools.count()
 _commands: Any = None
 _commands_lock = threading.Lock()
 
@@ -318,7 +321,6 @@ def _run_cmds(spec: dict[str, Any], cwd: Path, env: dict[str, str], lines: _Line
     cancelled = threading.Event()
     current: list[subprocess.Popen[bytes]] = []
     lock = threading.Lock()  # the cancel and a command's start: one sees the other
-    done = threading.Event()
 
     def stop() -> None:
         with lock:
@@ -327,7 +329,8 @@ def _run_cmds(spec: dict[str, Any], cwd: Path, env: dict[str, str], lines: _Line
         for proc in running:
             _stop_group(proc)
 
-    _watch_cancel(spec.get("cancel"), stop, done)
+    token = next(_tokens)
+    watch = _register_cancel(spec.get("cancel"), token, stop)
     try:
         for command in spec["cmd"]:
             if cancelled.is_set():
@@ -355,7 +358,8 @@ def _run_cmds(spec: dict[str, Any], cwd: Path, env: dict[str, str], lines: _Line
                 return int(code) if code > 0 else 128 - int(code)
         return 0
     finally:
-        done.set()  # the watcher ends at its next wake-up (not waited for: up to a poll)
+        if watch is not None:
+            watch.remove(token)
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -378,27 +382,78 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
             time.sleep(0.02)
 
 
-def _watch_cancel(name: str | None, stop: Callable[[], None], done: threading.Event) -> None:
-    """A thread that waits on the run's cancel event and calls ``stop`` once it is set."""
-    if not name or _worker() is None:
-        return
-    from distributed import Event, get_client
+_WATCH_IDLE_S = 30.0  # a run's watcher ends once no stage of it has run here for this long
+_watches: dict[str, _CancelWatch] = {}
+_watches_lock = threading.Lock()
 
-    # Bound to the worker's client here, in the task's thread: the watcher thread has no
-    # task context of its own.
-    event = Event(name, client=get_client())  # type: ignore[no-untyped-call]
 
-    def watch() -> None:
-        while not done.is_set():
+class _CancelWatch:
+    """One thread per worker process and run: it waits on the run's cancel Event and, once
+    that is set, stops the commands of every stage of the run registered here. Shared by the
+    run's stages on this worker, so that a stage pays no Event and no thread of its own."""
+
+    def __init__(self, name: str, event: Any) -> None:
+        self.name = name
+        self.event = event
+        self.stops: dict[int, Callable[[], None]] = {}
+        self.cancelled = False
+        self.idle_since = time.monotonic()
+
+    def add(self, token: int, stop: Callable[[], None]) -> bool:
+        """Register a stage's ``stop`` (callers hold _watches_lock); False if the run is
+        cancelled already."""
+        if self.cancelled:
+            return False
+        self.stops[token] = stop
+        return True
+
+    def remove(self, token: int) -> None:
+        with _watches_lock:
+            self.stops.pop(token, None)
+            if not self.stops:
+                self.idle_since = time.monotonic()
+
+    def watch(self) -> None:
+        while True:
             try:
-                if event.wait(timeout=_CANCEL_POLL_S):  # type: ignore[no-untyped-call]
-                    stop()
-                    return
+                fired = bool(self.event.wait(timeout=_CANCEL_POLL_S))
             except Exception:  # noqa: BLE001 - the scheduler is away: ask again later
-                if done.wait(_CANCEL_POLL_S):
+                fired = False
+                time.sleep(_CANCEL_POLL_S)
+            with _watches_lock:
+                if fired:
+                    self.cancelled = True  # stays registered: later stages stop at once
+                    stops = list(self.stops.values())
+                elif not self.stops and time.monotonic() - self.idle_since > _WATCH_IDLE_S:
+                    del _watches[self.name]
                     return
+                else:
+                    continue
+            for stop in stops:
+                stop()
+            return
 
-    threading.Thread(target=watch, name="pivotbuild-cancel", daemon=True).start()
+
+def _register_cancel(name: str | None, token: int, stop: Callable[[], None]
+                     ) -> _CancelWatch | None:
+    """Register ``stop`` with the run's watcher (started on first use); calls it at once if
+    the run is cancelled already."""
+    if not name or _worker() is None:
+        return None
+    with _watches_lock:
+        watch = _watches.get(name)
+        if watch is None:
+            from distributed import Event, get_client
+
+            # Bound to the worker's client here, in a task's thread: the watcher's own
+            # thread has no task context.
+            event = Event(name, client=get_client())  # type: ignore[no-untyped-call]
+            watch = _watches[name] = _CancelWatch(name, event)
+            threading.Thread(target=watch.watch, name="pivotbuild-cancel", daemon=True).start()
+        registered = watch.add(token, stop)
+    if not registered:
+        stop()
+    return watch
 
 
 class _Lines:
