@@ -48,8 +48,8 @@ from pivotbuild.errors import OperationError
 __all__ = [
     "MetricsError", "diff", "flatten", "format_value", "load", "load_params",
     "param_keys_from_lock_files", "param_keys_from_locks", "params_diff", "parse_document",
-    "plain", "render_diff_md", "render_diff_text", "render_show_md", "render_show_text", "select_params",
-    "show", "yaml_loader",
+    "plain", "render_diff_md", "render_diff_text", "render_show_md", "render_show_text",
+    "select_params", "show", "yaml_loader",
 ]
 
 Scalar = int | float | bool | str | None

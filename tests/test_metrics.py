@@ -227,3 +227,15 @@ def test_param_keys_straight_from_lock_files_skip_unreadable_ones() -> None:
 def test_select_params_from_an_already_parsed_file() -> None:
     assert metrics.select_params({"a": {"b": 1, "c": [1, 2]}}, ["a.b", "a.c", "a.z", "q"]) == {
         "a.b": 1, "a.c": [1, 2]}
+
+
+def test_yaml_reads_1e_minus_3_as_a_number_as_the_config_does(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML's default) reads 1e-3 as a string; the config and metrics agree on
+    # one loader, so a params value compared across revisions is the one the stage got.
+    from pivotbuild.config_schema import read_params
+
+    data = b"lr: 1e-3\nsteps: 10\nname: run\n"
+    (tmp_path / "p.yaml").write_bytes(data)
+    assert read_params(tmp_path, "p.yaml", "p.yaml") == {"lr": 0.001, "steps": 10, "name": "run"}
+    assert metrics.load_params("p.yaml", data, ["lr", "steps"]) == {"lr": 0.001, "steps": 10}
+    assert metrics.load("m.yml", b"loss: 2.5E+2\n") == {"loss": 250.0}

@@ -1,4 +1,4 @@
-"""The comparing commands (SPEC §11): `metrics show|diff`, `params diff`, `plots show|diff`, `diff`.
+"""The comparing commands (SPEC §11): metrics show|diff, params diff, plots show|diff, diff.
 
 Each parses its options, calls one function of pivotbuild.compare and renders what it
 returns (metrics.py and datadiff.py hold the renderers). They only read: no project lock.
