@@ -41,8 +41,9 @@ if TYPE_CHECKING:
     from pivotbuild.plots import PlotSpec
 
 __all__ = [
-    "ObjectReader", "Targets", "WORKSPACE", "data_diff", "metrics_diff", "metrics_show",
-    "params_diff", "plots_page", "project_targets", "revision_files", "targets",
+    "WORKSPACE", "ObjectReader", "Targets", "data_diff", "metrics_diff", "metrics_show",
+    "params_diff", "plots_page", "project_targets", "remote_fetch", "revision_files",
+    "targets", "workspace_files",
 ]
 
 WORKSPACE = "workspace"  # how tables and legends name the files on disk
