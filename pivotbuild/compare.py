@@ -18,6 +18,10 @@ shows its params). A file of a revision is read, in this order:
 A file the revision neither holds nor records is absent (``null`` on that side of a diff);
 one it records but whose object cannot be had is an error naming the file, the revision and
 ``--pull``.
+
+Two memos in ``.pivotbuild/`` (per machine, never committed) keep a 1,000-stage project's
+commands near a tenth of a second: ``compare-targets`` (what pivot.toml marks, see
+``project_targets``) and ``compare-params`` (parsed params values per file content).
 """
 
 from __future__ import annotations
