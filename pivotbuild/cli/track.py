@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 import click
 
 from pivotbuild.cli.common import Context, is_quiet, opened, say, wait_option
@@ -34,10 +37,22 @@ def track_command(obj: Context | None, paths: tuple[str, ...], wait: float | Non
         say(f"{record.path}: {what} in {record.file} ({record.hash}{count})")
     changed = [item.record for item in done if item.changed]
     if changed:
-        files = " ".join(sorted({r.file for r in changed} | {
+        files = sorted({r.file for r in changed} | {
             (r.path.rpartition("/")[0] + "/" if "/" in r.path else "") + ".gitignore"
-            for r in changed}))
-        say(f"To record this in git: git add {files}", err=True)
+            for r in changed})
+        say(f"To record this in git: {_git_add(pipeline.root, files)}", err=True)
+
+
+def _git_add(root: Path, files: list[str]) -> str:
+    """A git add command line a user can paste: names shell-quoted, and run in the project
+    root (``git -C ROOT``) when the current directory is another one (the names are
+    project-relative)."""
+    quoted = " ".join(shlex.quote(name) for name in files)
+    try:
+        here = Path.cwd().resolve() == root.resolve()
+    except OSError:
+        here = False
+    return f"git add {quoted}" if here else f"git -C {shlex.quote(str(root))} add {quoted}"
 
 
 COMMANDS = (track_command,)
