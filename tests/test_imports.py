@@ -1,0 +1,148 @@
+"""The package's shape: no import cycle among module-level imports, one role line per module."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pivotbuild
+
+PACKAGE_DIR = Path(pivotbuild.__file__).parent
+
+
+def _module_name(path: Path, package_dir: Path) -> str:
+    parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve(current: str, is_package: bool, level: int, module: str | None) -> str:
+    """The absolute name of a relative import `from <level dots><module> import ...`."""
+    if level == 0:
+        return module or ""
+    base = current.split(".")
+    if not is_package:
+        base.pop()
+    base = base[: len(base) - (level - 1)]
+    return ".".join(base + ([module] if module else []))
+
+
+def _top_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Imports run when the module loads: at the top and inside top-level if/try blocks,
+    but not inside functions or classes' methods, nor under `if TYPE_CHECKING:`."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    pending: list[ast.stmt] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif isinstance(node, ast.If):
+            if "TYPE_CHECKING" in ast.unparse(node.test):
+                pending.extend(node.orelse)
+            else:
+                pending.extend(node.body + node.orelse)
+        elif isinstance(node, ast.Try):
+            pending.extend(node.body + node.orelse + node.finalbody)
+            for handler in node.handlers:
+                pending.extend(handler.body)
+    return found
+
+
+def import_graph(package_dir: Path = PACKAGE_DIR) -> dict[str, set[str]]:
+    """Each module of the package → the package's modules it imports when it loads."""
+    paths = {_module_name(p, package_dir): p for p in package_dir.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        is_package = path.name == "__init__.py"
+        targets: set[str] = set()
+        for node in _top_level_imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            else:
+                base = _resolve(name, is_package, node.level, node.module)
+                # `from pkg import mod` imports the submodule pkg.mod when there is one.
+                candidates = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            for candidate in candidates:
+                # Importing a.b.c runs a and a.b first.
+                parts = candidate.split(".")
+                for end in range(1, len(parts) + 1):
+                    prefix = ".".join(parts[:end])
+                    if prefix in paths and prefix != name:
+                        targets.add(prefix)
+        graph[name] = targets
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each sorted.
+
+    A package's __init__ importing its own submodules (and those importing a sibling
+    through the package) is how packages are built, so edges from a submodule to its
+    own parent package are not counted."""
+    edges = {
+        node: {t for t in targets if not node.startswith(t + ".")}
+        for node, targets in graph.items()
+    }
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(edges.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_no_import_cycle() -> None:
+    cycles = find_cycles(import_graph())
+    assert cycles == [], f"module-level import cycles: {cycles}"
+
+
+def test_cycle_finder_sees_a_cycle(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b\n")
+    (pkg / "b.py").write_text("from .sub import c\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "c.py").write_text("import pkg.a\n")
+    (pkg / "lazy.py").write_text("def f():\n    from . import a\n")
+    (pkg / "typed.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n"
+    )
+    graph = import_graph(pkg)
+    assert graph["pkg.lazy"] == set() and graph["pkg.typed"] == set()
+    assert find_cycles(graph) == [["pkg.a", "pkg.b", "pkg.sub.c"]]
+
+
+def test_every_module_opens_with_its_role() -> None:
+    missing = [
+        str(path.relative_to(PACKAGE_DIR.parent))
+        for path in sorted(PACKAGE_DIR.rglob("*.py"))
+        if not (ast.get_docstring(ast.parse(path.read_text())) or "").strip()
+    ]
+    assert missing == []
