@@ -255,6 +255,37 @@ def _executor(raw: RawExecutor, local: RawLocalExecutor | None, remotes: Mapping
     return ExecutorSettings(**fields)
 
 
+def _check_depfiles(stages: Mapping[str, Stage]) -> None:
+    """A depfile left by an earlier run is deleted before its stage runs, so it may not be or
+    lie inside a dep of any stage (its own included), nor another stage's out or depfile; it
+    may be, or lie inside, one of its own stage's outs. A ConfigError at the depfile naming the
+    path it overlaps."""
+    with_depfile = [stage for stage in stages.values() if stage.depfile is not None]
+    if not with_depfile:
+        return
+    claimed: dict[str, list[tuple[str, str]]] = {}  # path -> [(stage, "dep" | "out" | ...)]
+    for stage in stages.values():
+        for dep in stage.deps:
+            claimed.setdefault(dep, []).append((stage.name, "dep"))
+        for out in stage.outs:
+            claimed.setdefault(out.path, []).append((stage.name, "out"))
+        if stage.depfile is not None:
+            claimed.setdefault(stage.depfile, []).append((stage.name, "depfile"))
+    for stage in with_depfile:
+        depfile = stage.depfile
+        assert depfile is not None
+        path = depfile
+        while path:
+            for owner, what in claimed.get(path, ()):
+                if owner == stage.name and what in ("out", "depfile"):
+                    continue
+                whose = "this stage" if owner == stage.name else f"stage {owner!r}"
+                raise ConfigError(PROJECT_FILE, key_path("stages", stage.base, "depfile"),
+                                  f"{depfile!r} is deleted before each run, and it is or lies "
+                                  f"inside the {what} {path!r} of {whose}")
+            path = path.rpartition("/")[0]
+
+
 def _load_project(root: Path, overrides: Mapping[str, str]) -> Project:
     root = root.resolve()
     if not (root / PROJECT_FILE).is_file():
@@ -310,6 +341,7 @@ def _load_project(root: Path, overrides: Mapping[str, str]) -> Project:
     stages = builder.build_all(raw.stages, {
         base: isinstance(document["stages"][base].get("cmd"), str) for base in raw.stages})
     sources.extend(builder.other_params)
+    _check_depfiles(stages)
 
     executor = _executor(raw.executor, local.executor if local is not None else None, remotes,
                          default_remote, stages)

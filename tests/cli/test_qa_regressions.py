@@ -23,8 +23,40 @@ def test_track_git_add_hint_can_be_pasted_from_a_subdirectory(project: Path) -> 
     assert result.code == 0, result.err
     hint = next(line for line in result.err.splitlines() if "To record this in git" in line)
     command = shlex.split(hint.split(": ", 1)[1])
-    added = subprocess.run(command, cwd=sub, capture_output=True, text=True)
+    added = subprocess.run(command, check=False, cwd=sub, capture_output=True, text=True)
     assert added.returncode == 0, added.stderr
     staged = subprocess.run(["git", "diff", "--cached", "--name-only", "-z"], cwd=project,
                             capture_output=True, text=True, check=True).stdout.split("\0")
     assert sorted(filter(None, staged)) == ["sub dir/.gitignore", "sub dir/my data.csv.pvt"]
+
+
+def test_a_depfile_that_is_a_dep_is_refused_and_the_dep_survives(project: Path) -> None:
+    """A depfile is deleted before each run: naming a dep (own or another stage's, or a file
+    inside a dep directory) or another stage's out as one is a config error, nothing deleted."""
+    (project / "in.c").write_text("int x;\n")
+    (project / "src").mkdir()
+    (project / "src" / "a.d").write_text("keep me\n")
+    cases = {
+        "in.c": "[stages.a]\ncmd = 'echo > o'\ndeps = ['in.c']\nouts = ['o']\n",
+        "src/a.d": "[stages.a]\ncmd = 'echo > o'\nouts = ['o']\n"
+                   "[stages.b]\ncmd = 'echo > p'\ndeps = ['src']\nouts = ['p']\n",
+        "p": "[stages.a]\ncmd = 'echo > o'\nouts = ['o']\n"
+             "[stages.b]\ncmd = 'echo > p'\nouts = ['p']\n",
+    }
+    for depfile, toml in cases.items():
+        (project / "pivot.toml").write_text(toml.replace(
+            "outs = ['o']\n", f"outs = ['o']\ndepfile = '{depfile}'\n"))
+        for command in (["repro", "-f"], ["status"]):
+            result = run(command, cwd=project)
+            assert result.code == 2, (depfile, result.err)
+            assert result.err.count("\n") == 1
+            assert "stages.a.depfile" in result.err and repr(depfile) in result.err
+    assert (project / "in.c").read_text() == "int x;\n"
+    assert (project / "src" / "a.d").read_text() == "keep me\n"
+    assert not (project / "o").exists()
+    # Its own out (or a file inside its own out directory) stays allowed.
+    (project / "pivot.toml").write_text(
+        "[stages.a]\ncmd = 'mkdir -p b && echo o: in.c > b/a.d && echo > o'\ndeps = ['in.c']\n"
+        "outs = ['o', 'b']\ndepfile = 'b/a.d'\n")
+    assert run(["repro"], cwd=project).code == 0
+    assert (project / "in.c").read_text() == "int x;\n"
