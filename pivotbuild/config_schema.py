@@ -336,6 +336,28 @@ def _yaml_loader() -> Any:
     return yaml_loader()
 
 
+def _refuse_cycles(data: Any, label: str) -> None:
+    """ConfigError(label) if a YAML value holds itself (``a: &x [*x]``): nothing could use it.
+    Each shared value (an alias used twice) is walked once."""
+    done: set[int] = set()
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        value, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(value))
+            done.add(id(value))
+            continue
+        if not isinstance(value, (dict, list)) or id(value) in done:
+            continue
+        if id(value) in on_path:
+            raise ConfigError(label, "", "a value holds itself (a recursive YAML alias)")
+        on_path.add(id(value))
+        stack.append((value, True))
+        stack.extend((child, False) for child in
+                     (value.values() if isinstance(value, dict) else value))
+
+
 def read_params(root: Path, rel: str, label: str) -> dict[str, Any]:
     """Parse one params file by its extension (TOML, YAML, JSON); its top level must be a
     table. Problems are ConfigError(label, ...)."""
@@ -353,6 +375,8 @@ def read_params(root: Path, rel: str, label: str) -> dict[str, Any]:
 
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise ConfigError(label, "", "values are nested too deeply") from None
         except ValueError as exc:
             raise ConfigError(label, "", f"invalid JSON: {str(exc).splitlines()[0]}") from None
     else:
@@ -360,6 +384,8 @@ def read_params(root: Path, rel: str, label: str) -> dict[str, Any]:
 
         try:
             data = yaml.load(text, Loader=_yaml_loader())
+        except RecursionError:
+            raise ConfigError(label, "", "values are nested too deeply") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark is not None else ""
@@ -367,6 +393,7 @@ def read_params(root: Path, rel: str, label: str) -> dict[str, Any]:
             raise ConfigError(label, where, f"invalid YAML: {problem}") from None
         if data is None:
             data = {}
+        _refuse_cycles(data, label)
     if not isinstance(data, dict):
         raise ConfigError(label, "", f"expected a table (mapping) at the top, got "
                           f"{toml_type(data)}")

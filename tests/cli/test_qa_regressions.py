@@ -60,3 +60,25 @@ def test_a_depfile_that_is_a_dep_is_refused_and_the_dep_survives(project: Path) 
         "outs = ['o', 'b']\ndepfile = 'b/a.d'\n")
     assert run(["repro"], cwd=project).code == 0
     assert (project / "in.c").read_text() == "int x;\n"
+
+
+def test_a_recursive_or_too_deep_params_file_is_named_not_pivot_toml(project: Path) -> None:
+    """A YAML params file whose alias holds itself, or a JSON one nested too deeply, is a
+    one-line config error naming that file (it used to blame pivot.toml)."""
+    (project / "pivot.toml").write_text(
+        "[project]\nparams_file = 'params.yaml'\n"
+        "[stages.a]\ncmd = 'echo > o'\nouts = ['o']\nparams = ['train.lr', 'deep.json:k']\n")
+    (project / "deep.json").write_text('{"k": 1}')
+    (project / "params.yaml").write_text("train: &t\n  lr: 0.1\n  again: *t\n")
+    result = run(["status"], cwd=project)
+    assert result.code == 2
+    assert result.err.startswith("pivotbuild: error: params.yaml: ") and "itself" in result.err
+    assert result.err.count("\n") == 1
+    # An alias used twice is not a cycle.
+    (project / "params.yaml").write_text("base: &b [1, 2]\ntrain:\n  lr: *b\n  also: *b\n")
+    assert run(["status"], cwd=project).code == 0
+    (project / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    result = run(["status"], cwd=project)
+    assert result.code == 2
+    assert result.err.startswith("pivotbuild: error: deep.json: ")
+    assert result.err.count("\n") == 1
