@@ -13,6 +13,7 @@ across runs and machines and reads like the file.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -228,6 +229,20 @@ def _resolve(graph: nx.DiGraph, target: str) -> list[str]:
         if owners:
             return list(owners)
     raise UsageError(f"unknown stage or output: {target!r}")
+
+
+def target_from_cwd(graph: nx.DiGraph, root: str, target: str) -> str:
+    """A target as typed → what ``select`` takes: a stage or matrix base name as given, a path
+    made project-relative (it is relative to the cwd); one outside the project as typed (that
+    ``select`` then names as unknown)."""
+    if target in graph or target in graph.graph.get("bases", {}):
+        return target
+    absolute = os.path.abspath(target)
+    if absolute == root:
+        return "."
+    if absolute.startswith(root + "/"):
+        return absolute[len(root) + 1:]
+    return target
 
 
 def select(graph: nx.DiGraph, targets: list[str], *, single_item: bool = False,

@@ -126,20 +126,6 @@ class Pipeline:
 
     # ---- collect and select -------------------------------------------------------
 
-    def _target(self, target: str) -> str:
-        """Stage names pass through; paths are made project-relative (from the cwd)."""
-        if target in self.graph or any(
-            s.base == target for s in self.project.stages.values()
-        ):
-            return target
-        absolute = os.path.abspath(target)
-        root = str(self.root)
-        if absolute == root:
-            return "."
-        if absolute.startswith(root + "/"):
-            return absolute[len(root) + 1:]
-        raise UsageError(f"unknown stage or output: '{target}'")
-
     def stage_names(self, name: str) -> list[str]:
         """The stages a stage name or a matrix base name names; UsageError for any other."""
         if name in self.graph:
@@ -151,7 +137,8 @@ class Pipeline:
 
     def select(self, targets: list[str], *, single_item: bool = False,
                downstream: bool = False) -> list[str]:
-        return dag.select(self.graph, [self._target(t) for t in targets],
+        return dag.select(self.graph, [dag.target_from_cwd(self.graph, str(self.root), t)
+                                       for t in targets],
                           single_item=single_item, downstream=downstream)
 
     def orphaned_locks(self) -> list[str]:

@@ -18,6 +18,7 @@ from pivotbuild.dag import (
     SelfDependencyError,
     build_graph,
     select,
+    target_from_cwd,
     to_dot,
     to_json,
     to_mermaid,
@@ -308,6 +309,31 @@ outs = ["app"]
     assert select(graph, ["link"]) == ["gen", "compile@main-O2", "compile@util-O2", "link"]
     assert select(graph, ["build/O0"], single_item=True) == [
         "compile@main-O0", "compile@util-O0"]
+
+
+def test_targets_typed_in_a_subdirectory(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    graph = graph_from_toml(tmp_path, """
+[stages.compile]
+matrix = { src = ["main", "util"] }
+cmd = "cc"
+outs = ["build/${item.src}.o"]
+""")
+    (tmp_path / "build").mkdir()
+    monkeypatch.chdir(tmp_path / "build")
+    root = str(tmp_path)
+
+    def chosen(target: str) -> list[str]:
+        return select(graph, [target_from_cwd(graph, root, target)], single_item=True)
+
+    # Names pass through as typed; paths are relative to the cwd, not to the root.
+    assert chosen("compile") == ["compile@main", "compile@util"]
+    assert chosen("compile@util") == ["compile@util"]
+    assert chosen("util.o") == ["compile@util"]
+    assert chosen(".") == ["compile@main", "compile@util"]  # the directory build/
+    for outside in ("..", "../../elsewhere/main.o"):
+        with pytest.raises(UsageError, match="unknown stage or output"):
+            chosen(outside)
 
 
 def test_duplicate_targets_are_selected_once(pipeline: nx.DiGraph) -> None:

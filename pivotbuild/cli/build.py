@@ -34,16 +34,6 @@ def _load(overrides: Mapping[str, str]) -> tuple[Project, Any]:
     return project, dag.build_graph(project)
 
 
-def _target(project: Project, graph: Any, target: str) -> str:
-    """A stage or matrix base name as given; a path made project-relative (from the cwd)."""
-    if target in graph or any(s.base == target for s in project.stages.values()):
-        return target
-    absolute, root = os.path.abspath(target), str(project.root)
-    if absolute.startswith(root + "/"):
-        return absolute[len(root) + 1:]
-    return target  # outside the project: dag.select names it as unknown
-
-
 # ---- clean ----------------------------------------------------------------------------------
 
 
@@ -148,7 +138,9 @@ def clean_command(obj: Context, targets: tuple[str, ...], dry_run: bool,
     from pivotbuild import dag
 
     project, graph = _load(overrides)
-    names = dag.select(graph, [_target(project, graph, t) for t in targets], single_item=True)
+    root = str(project.root)
+    names = dag.select(graph, [dag.target_from_cwd(graph, root, t) for t in targets],
+                       single_item=True)
     stages = [project.stages[n] for n in names]
     named = frozenset(names) if targets else frozenset()  # each one a target, or its instance
     if dry_run:
