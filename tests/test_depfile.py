@@ -6,13 +6,11 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from pivotbuild.depfile import DepfileError, discovered, parse, parse_rules, read
-
-CPROJECT = Path(__file__).parent / "data" / "cproject"
+from tests.cli.conftest import CPROJECT, cproject_generator
 
 
 def _tool(name: str) -> str:
@@ -266,16 +264,7 @@ def test_gcc_several_targets_and_quoted_target(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _load_generator() -> ModuleType:
-    """make_project.py as a module, without writing a __pycache__ into the data directory."""
-    path = CPROJECT / "make_project.py"
-    module = ModuleType("make_project")
-    module.__file__ = str(path)
-    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
-    return module
-
-
-GEN = _load_generator()
+GEN = cproject_generator()
 OLD, NEWER = 1_000_000_000, 1_000_000_100  # fixed past mtimes: no sleeping, no clock skew
 
 

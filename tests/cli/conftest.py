@@ -5,10 +5,12 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import runpy
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -44,6 +46,18 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
     )
     assert "Traceback" not in proc.stderr, proc.stderr
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+CPROJECT = Path(__file__).resolve().parent.parent / "data" / "cproject"
+
+
+def cproject_generator() -> ModuleType:
+    """tests/data/cproject/make_project.py as a module (it writes the C project and says what
+    includes what), run without leaving a __pycache__ in the data directory."""
+    module = ModuleType("make_project")
+    module.__dict__.update(runpy.run_path(str(CPROJECT / "make_project.py"),
+                                          run_name="make_project"))
+    return module
 
 
 @pytest.fixture

@@ -10,19 +10,15 @@ running); `compdb` prints a compilation database whose commands build the object
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from tests.cli.conftest import run
-
-CPROJECT = Path(__file__).resolve().parent.parent / "data" / "cproject"
+from tests.cli.conftest import cproject_generator, run
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
 
@@ -56,16 +52,7 @@ pool = "link"
 """
 
 
-def _generator() -> ModuleType:
-    """tests/data/cproject/make_project.py: writes the project and says what includes what."""
-    spec = importlib.util.spec_from_file_location("cproject_gen", CPROJECT / "make_project.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-GEN = _generator()
+GEN = cproject_generator()
 
 
 def unit(source: str) -> str:
