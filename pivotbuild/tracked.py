@@ -350,12 +350,15 @@ class Tracked:
 
 def project_path(root: str | os.PathLike[str], given: str, cwd: str | None = None) -> str:
     """``given`` (relative to ``cwd``, default the working directory, or absolute) as a
-    normalised project-relative path; UsageError if it lies outside the project."""
+    normalised project-relative path; UsageError if it lies outside the project. Symlinks in
+    its parent directories are resolved first when that stays inside the project (``dl/a``
+    with ``dl -> d`` is ``d/a``: its record and .gitignore entry go where git can add them)."""
     base = cwd if cwd is not None else os.getcwd()
     absolute = os.path.normpath(os.path.join(base, given))
     top = os.path.realpath(root)
-    for candidate in (absolute, os.path.join(os.path.realpath(os.path.dirname(absolute)),
-                                             os.path.basename(absolute))):
+    resolved = os.path.join(os.path.realpath(os.path.dirname(absolute)),
+                            os.path.basename(absolute))
+    for candidate in (resolved, absolute):
         if is_inside(candidate, top):
             rel = os.path.relpath(candidate, top)
             return "." if rel == "." else rel.replace(os.sep, "/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 from pathlib import Path
@@ -82,3 +83,21 @@ def test_a_recursive_or_too_deep_params_file_is_named_not_pivot_toml(project: Pa
     assert result.code == 2
     assert result.err.startswith("pivotbuild: error: deep.json: ")
     assert result.err.count("\n") == 1
+
+
+def test_track_through_a_symlinked_directory_records_the_real_path(project: Path) -> None:
+    """track dl/a with dl -> d records d/a in d/a.pvt: git can add it (a record written
+    'through' dl was beyond a symlink for git), and a second track of either name agrees."""
+    _git(project, "init", "-q")
+    (project / "d").mkdir()
+    (project / "d" / "a").write_text("data\n")
+    (project / "dl").symlink_to("d")
+    result = run(["track", "dl/a"], cwd=project)
+    assert result.code == 0, result.err
+    assert "git add d/.gitignore d/a.pvt" in result.err
+    assert json.loads((project / "d" / "a.pvt").read_text())["path"] == "a"
+    _git(project, "add", "d/.gitignore", "d/a.pvt")
+    again = run(["track", "d/a"], cwd=project)
+    assert again.code == 0 and "unchanged" in again.out
+    status = json.loads(run(["status", "--json"], cwd=project).out)
+    assert status["tracked"] == [{"path": "d/a", "status": "up-to-date"}]
