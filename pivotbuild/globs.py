@@ -22,7 +22,9 @@ Pattern syntax (``/``-separated, relative to the project root):
 - ``.`` components and repeated ``/`` are ignored. Errors (``GlobError``): an empty or
   absolute pattern, a ``..`` component (escapes the root), a trailing ``/`` (that names a
   directory), a ``**`` inside a component (``a**``), an unterminated ``[``, a backslash (no
-  escapes; use ``[*]``), a NUL byte, and naming ``.git`` or ``.pivotbuild``.
+  escapes; use ``[*]``), a NUL byte, and naming ``.git`` or ``.pivotbuild``; and a pattern
+  holding a shell's ``{a,b}`` that matches nothing (braces are literal here: a typo'd pattern
+  would otherwise silently give no instances).
 
 ``exclude`` patterns use the same syntax. One containing ``/`` is matched against the whole
 project-relative path; one without ``/`` against the file name, at any depth (as in
@@ -335,6 +337,9 @@ class _Walker:
                 self.visit(join(name), i + 1)
 
 
+_BRACES_RE = re.compile(r"\{[^{}/]*,[^{}/]*\}")  # a shell's {a,b}: not glob syntax here
+
+
 def walk(root: str | os.PathLike[str], pattern: str, exclude: Iterable[str] = (),
          check_keys: bool = True) -> GlobWalk:
     """The matches of ``pattern`` minus ``exclude`` under ``root``, and the stamps of every
@@ -349,6 +354,10 @@ def walk(root: str | os.PathLike[str], pattern: str, exclude: Iterable[str] = ()
     paths = sorted((p for p in walker.found if not any(x.drops(p) for x in excludes)),
                    key=os.fsencode)
     matches = [_make_match(p, compiled.prefix) for p in paths]
+    if not matches and _BRACES_RE.search(pattern):
+        raise GlobError(f"glob {pattern!r}: matches no file, and '{{a,b}}' alternatives are not "
+                        "glob syntax here (braces match themselves): use '*' or '[...]' with "
+                        "exclude, or one stage per pattern")
     by_key: dict[str, str] = {}
     for match in matches if check_keys else ():
         if match.key in by_key:

@@ -101,3 +101,22 @@ def test_track_through_a_symlinked_directory_records_the_real_path(project: Path
     assert again.code == 0 and "unchanged" in again.out
     status = json.loads(run(["status", "--json"], cwd=project).out)
     assert status["tracked"] == [{"path": "d/a", "status": "up-to-date"}]
+
+
+def test_a_glob_with_shell_braces_matching_nothing_is_an_error(project: Path) -> None:
+    """foreach = { glob = "src/{a,b}.c" } used to give zero instances silently (braces are
+    literal), so a link over ${stages.cc.outs} ran on nothing."""
+    (project / "src").mkdir()
+    for name in ("a.c", "b.c"):
+        (project / "src" / name).write_text("int x;\n")
+    (project / "pivot.toml").write_text(
+        "[stages.cc]\nforeach = { glob = 'src/{a,b}.c' }\ncmd = 'cp ${item.path} ${item.key}.o'\n"
+        "deps = ['${item.path}']\nouts = ['${item.key}.o']\n")
+    result = run(["list"], cwd=project)
+    assert result.code == 2
+    assert result.err.count("\n") == 1
+    assert "stages.cc.foreach.glob" in result.err and "{a,b}" in result.err
+    # A file whose name really holds braces still matches literally.
+    (project / "src" / "{a,b}.c").write_text("int y;\n")
+    result = run(["list"], cwd=project)
+    assert result.code == 0 and len(result.out.split()) == 1, result.err
