@@ -13,6 +13,7 @@ added to PyYAML's YAML 1.1 resolver: ``1e-3`` (an exponent without a dot) is a f
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import re
 import tomllib
@@ -110,6 +111,18 @@ def _flag(value: Any, tables: bool) -> Any:
                               {"shape": shape, "got": _describe(value)})
 
 
+@dataclasses.dataclass(frozen=True)
+class _Choice(BeforeValidator):
+    """A validator accepting a fixed set of strings, shown as an ``enum`` in ``schema``."""
+
+    allowed: tuple[str, ...] = ()
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: Any) -> Any:
+        schema = handler(core)
+        schema["enum"] = list(self.allowed)
+        return schema
+
+
 def _choice(*allowed: str) -> Any:
     def check(value: Any) -> Any:
         if isinstance(value, str) and value in allowed:
@@ -117,7 +130,7 @@ def _choice(*allowed: str) -> Any:
         raise PydanticCustomError("choice", "expected one of {allowed}, got {got}",
                                   {"allowed": ", ".join(repr(a) for a in allowed),
                                    "got": _describe(value)})
-    return BeforeValidator(check)
+    return _Choice(check, allowed=allowed)
 
 
 class RawOut(BaseModel):

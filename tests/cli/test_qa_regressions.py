@@ -120,3 +120,17 @@ def test_a_glob_with_shell_braces_matching_nothing_is_an_error(project: Path) ->
     (project / "src" / "{a,b}.c").write_text("int y;\n")
     result = run(["list"], cwd=project)
     assert result.code == 0 and len(result.out.split()) == 1, result.err
+
+
+def test_schema_lists_the_allowed_values_of_choice_fields(project: Path) -> None:
+    """pivotbuild schema let an editor accept discover = ["ruby"] or executor.kind = "k8s",
+    which loading refuses: the fixed choices are enums in the schema."""
+    result = run(["schema"], cwd=project)
+    assert result.code == 0
+    defs = json.loads(result.out)["$defs"]
+    assert defs["RawStage"]["properties"]["discover"]["items"]["enum"] == ["python"]
+    assert defs["RawExecutor"]["properties"]["kind"]["enum"] == ["local", "dask"]
+    (project / "pivot.toml").write_text("[stages.a]\ncmd = 'true'\ndiscover = ['ruby']\n")
+    refused = run(["status"], cwd=project)
+    assert refused.code == 2
+    assert "stages.a.discover[0]: expected one of 'python', got string 'ruby'" in refused.err
