@@ -399,6 +399,10 @@ def trackable_problem(project: Project, path: str, records: Sequence[Record] = (
                 return f"lies inside {out.path}, an output of stage '{stage.name}'"
             if is_inside(out.path, path):
                 return f"holds {out.path}, an output of stage '{stage.name}'"
+        depfile = getattr(stage, "depfile", None)
+        if depfile is not None and (is_inside(path, depfile) or is_inside(depfile, path)):
+            return f"{'is' if path == depfile else 'holds'} {depfile}, the depfile of stage " \
+                   f"'{stage.name}' (deleted before each of its runs)"
     for record in records:
         if path != record.path and is_inside(path, record.path):
             return f"lies inside {record.path}, which is tracked already ({record.file})"

@@ -134,3 +134,17 @@ def test_schema_lists_the_allowed_values_of_choice_fields(project: Path) -> None
     refused = run(["status"], cwd=project)
     assert refused.code == 2
     assert "stages.a.discover[0]: expected one of 'python', got string 'ruby'" in refused.err
+
+
+def test_track_refuses_a_stage_depfile(project: Path) -> None:
+    """A depfile is deleted before each run of its stage, so tracking it (or a directory
+    holding it) is a usage error, as tracking an output is; nothing is recorded."""
+    (project / "pivot.toml").write_text(
+        "[stages.a]\ncmd = 'echo o: > dd/o.d; echo > o'\nouts = ['o']\ndepfile = 'dd/o.d'\n")
+    (project / "dd").mkdir()
+    (project / "dd" / "o.d").write_text("o:\n")
+    for target in ("dd/o.d", "dd"):
+        result = run(["track", target], cwd=project)
+        assert result.code == 2, result.err
+        assert result.err.count("\n") == 1 and "depfile of stage 'a'" in result.err
+    assert not list(project.rglob("*.pvt"))
