@@ -84,7 +84,12 @@ _TAGS = ("<values>", "<glob>")
 
 
 def _axis_tag(value: Any) -> str | None:
-    return "<values>" if isinstance(value, list) else "<glob>" if isinstance(value, dict) else None
+    # A table without 'glob' (a DVC-style foreach over a dict, or a typo such as 'glb') is
+    # refused as a whole rather than as "glob: required key is missing".
+    if isinstance(value, list):
+        return "<values>"
+    return "<glob>" if isinstance(value, dict) and ("glob" in value or "exclude" in value) \
+        else None
 
 
 # A foreach, or one matrix axis: an array of scalars, or a glob table.
@@ -283,7 +288,9 @@ def translate(file: str, error: ValidationError) -> ConfigError:
     elif kind in ("cmd_type", "out_type", "scalar_type", "flag_type", "choice"):
         problem = first["msg"]
     elif kind == "axis_type":
-        problem = f"{first['msg']}, got {_describe(value)}"
+        got = (f"a table without 'glob' (keys: {', '.join(map(repr, value))})"
+               if isinstance(value, dict) and value else _describe(value))
+        problem = f"{first['msg']}, got {got}"
     else:
         problem = first["msg"].splitlines()[0]
     return ConfigError(file, where, problem)

@@ -148,3 +148,17 @@ def test_track_refuses_a_stage_depfile(project: Path) -> None:
         assert result.code == 2, result.err
         assert result.err.count("\n") == 1 and "depfile of stage 'a'" in result.err
     assert not list(project.rglob("*.pvt"))
+
+
+def test_a_foreach_table_without_glob_says_what_a_foreach_can_be(project: Path) -> None:
+    """A DVC-style foreach over a table (or a typo like 'glb') was reported as
+    'foreach.glob: required key is missing'; it now says what foreach accepts."""
+    for axis, where in (("foreach = { us = 1, eu = 2 }", "stages.a.foreach"),
+                        ("matrix = { x = { glb = '*.c' } }", "stages.a.matrix.x")):
+        (project / "pivot.toml").write_text(f"[stages.a]\n{axis}\ncmd = 'true'\n")
+        result = run(["list"], cwd=project)
+        assert result.code == 2
+        assert result.err.count("\n") == 1
+        assert f"{where}: expected an array of values or a table {{ glob = PATTERN }}" \
+            in result.err
+        assert "without 'glob'" in result.err and ".glob: required" not in result.err
