@@ -141,6 +141,25 @@ class Series:
         return {"median_s": self.median, "walls_s": self.walls, "other_cores": self.loads}
 
 
+def _noop(x: int) -> int:
+    return x
+
+
+def noop_round_trip(address: str, count: int) -> float:
+    """Median seconds of one submit-and-wait of a no-op task, one after the other: Dask's
+    own dispatch cost on this machine at this moment (the floor under the chain case)."""
+    import distributed
+
+    times = []
+    with distributed.Client(address) as client:
+        client.submit(_noop, -1, pure=False).result()
+        for i in range(count):
+            t0 = time.perf_counter()
+            client.submit(_noop, i, pure=False).result()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def timings_of(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -226,6 +245,9 @@ def main() -> None:
             show(got)
             print(f"   overhead per stage over local {per_stage * 1000:.1f} ms (spans; target "
                   f"<= 25 ms)")
+            floor = noop_round_trip(address, CHAIN)
+            print(f"   for scale: a Dask no-op task's round trip here, now: {floor * 1000:.1f} ms")
+            report["chain"]["noop_round_trip_s"] = floor
             report["chain"] = {k: v.to_dict() for k, v in got.items()}
             report["chain"]["per_stage_overhead_s"] = per_stage
         if "tree" in cases:

@@ -352,3 +352,81 @@ def test_a_non_loopback_tcp_address_is_refused_unless_insecure(tmp_path: Path) -
     check_address("[::1]:8786", insecure=False)
     with pytest.raises(Exception, match="not loopback"):
         check_address("sched.example:8786", insecure=False)
+
+
+def test_no_commit_fetches_into_a_temporary_store_never_the_cache(tmp_path: Path,
+                                                                    cluster: str) -> None:
+    root = make_project(tmp_path / "p", '[stages.s]\ncmd = "mkdir -p d && echo x > d/x && '
+                        'echo y > y.txt"\nouts = ["d", "y.txt"]\n')
+    result = dask(root, cluster, "--no-commit")
+    assert result.code == 0, result.err
+    assert (root / "d/x").read_text() == "x\n" and (root / "y.txt").read_text() == "y\n"
+    files = root / ".pivotbuild/cache/files"
+    assert not files.exists() or not any(p.is_file() for p in files.rglob("*"))
+    assert not (root / ".pivotbuild/locks/s.json").exists()
+    assert not list((root / ".pivotbuild/tmp").glob("dask-*"))  # the temporary store: gone
+
+
+def test_kind_dask_without_distributed_or_an_address_is_a_usage_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    from types import SimpleNamespace
+
+    from pivotbuild.config import load_project
+    from pivotbuild.errors import UsageError
+    from pivotbuild.runners import dask as dask_module
+
+    root = make_project(tmp_path / "p", '[stages.s]\ncmd = "true"\n',
+                        executor='[executor]\nkind = "dask"\n')
+    pipeline = SimpleNamespace(project=load_project(root), hasher=None, cache=None)
+    with pytest.raises(UsageError, match="needs an address"):
+        dask_module.dask_runner(pipeline)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "distributed" else real(name, *a))
+    with pytest.raises(UsageError, match=r"pip install 'pivotbuild\[dask\]'"):
+        dask_module.dask_runner(pipeline, address="tcp://127.0.0.1:1")
+    assert dask_module.dask_runner(pipeline, kind="local") is None
+
+
+@pytest.mark.slow
+def test_cluster_local_starts_a_loopback_cluster_of_its_own(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p", '[stages.s]\ncmd = "echo on a worker > o.txt"\n'
+                        'outs = ["o.txt"]\n',
+                        executor='[executor]\nkind = "dask"\ncluster = "local"\nworkers = 1\n')
+    result = run(["repro"], root)
+    assert result.code == 0, result.err
+    assert (root / "o.txt").read_text() == "on a worker\n"
+    assert (root / ".pivotbuild/locks/s.json").exists()
+
+
+def test_local_stages_run_here_and_only_listed_variables_travel(tmp_path: Path,
+                                                               cluster: str) -> None:
+    root = make_project(tmp_path / "p", '''
+[stages.remote]
+cmd = "echo \\"$PIVOTBUILD_ROOT|$SHARED|$PRIVATE\\" > r.txt"
+outs = ["r.txt"]
+
+[stages.here]
+cmd = "echo \\"$PIVOTBUILD_ROOT\\" > h.txt"
+outs = ["h.txt"]
+''', executor='[executor]\nkind = "dask"\nenv = ["SHARED"]\nlocal = ["here"]\n')
+    result = run(["repro", "--executor-address", cluster], root,
+                 env={"SHARED": "forwarded", "PRIVATE": "kept"})
+    assert result.code == 0, result.err
+    scratch, shared, private = (root / "r.txt").read_text().strip().split("|")
+    assert scratch != str(root) and shared == "forwarded" and private == ""
+    assert (root / "h.txt").read_text().strip() == str(root)
+
+
+def test_the_worker_plugin_refuses_another_pivotbuild_version() -> None:
+    from types import SimpleNamespace
+
+    import pivotbuild
+    from pivotbuild.runners.worker import VersionCheck, run_stage
+
+    VersionCheck(pivotbuild.__version__).setup(SimpleNamespace(address="tcp://w:1"))
+    with pytest.raises(RuntimeError, match="tcp://w:1 runs pivotbuild"):
+        VersionCheck("0.0.0-other").setup(SimpleNamespace(address="tcp://w:1"))
+    result = run_stage({"version": 99, "pivotbuild": pivotbuild.__version__, "stage": "s"})
+    assert result["status"] == "error" and "spec version 99" in result["error"]

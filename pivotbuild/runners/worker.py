@@ -134,10 +134,7 @@ def _run_shared(spec: dict[str, Any], lines: _Lines, result: dict[str, Any]) -> 
 
 
 def _run_scratch(spec: dict[str, Any], lines: _Lines, result: dict[str, Any]) -> None:
-    from pivotbuild.store import Cache
-
-    cache = Cache(Path(_worker_cache_dir()), durable=False)
-    remote = _open_remote(spec["remote"])
+    cache, remote = _opened(spec["remote"])
     scratch = tempfile.mkdtemp(prefix=f"pivotbuild-{spec['run_id'][:8]}-", dir=_scratch_base())
     try:
         os.chmod(scratch, 0o700)
@@ -200,6 +197,26 @@ def _worker_cache_dir() -> str:
         return os.path.abspath(os.path.expanduser(given))
     base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     return os.path.join(base, "pivotbuild", "worker")
+
+
+_open: dict[str, tuple[Any, Any]] = {}
+_open_lock = threading.Lock()
+
+
+def _opened(settings: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The worker cache and the remote, opened once per worker process and kept: the cache's
+    checker remembers the objects it found good (a dep used by many stages is not rehashed
+    for each), the remote its connections."""
+    import json
+
+    from pivotbuild.store import Cache
+
+    key = json.dumps([_worker_cache_dir(), settings], sort_keys=True)
+    with _open_lock:
+        if key not in _open:
+            _open[key] = (Cache(Path(_worker_cache_dir()), durable=False),
+                          _open_remote(settings))
+        return _open[key]
 
 
 def _open_remote(settings: dict[str, Any] | None) -> Any:
