@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from pivotbuild.errors import OperationError
 from pivotbuild.gitrev import open_revision
 from pivotbuild.hashing import get_backend
 from pivotbuild.lock import parse_lock
+from tests.cli.conftest import git
 
 H = {name: get_backend().hash_bytes(name.encode()) for name in "abcdefgh"}
 
@@ -152,10 +152,6 @@ def test_an_invalid_lock_names_the_file_and_revision() -> None:
 
 # ---- a real project in a real git repository -----------------------------------------------
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
-           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-
 PIVOT_TOML = """\
 [stages.train]
 cmd = "python3 train.py"
@@ -174,11 +170,6 @@ if "extra" in raw:
 pathlib.Path("metrics.json").write_text(json.dumps({"acc": len(raw) / 100}))
 pathlib.Path("report.txt").write_text(f"{len(raw)} bytes\\n")
 """
-
-
-def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, check=True,
-                   capture_output=True)
 
 
 def _repro(root: Path) -> None:
@@ -206,7 +197,7 @@ def test_diff_of_a_project_between_a_commit_and_the_workspace(
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     root = tmp_path / "proj"
     (root / "data").mkdir(parents=True)
-    _git(root, "init", "-q")
+    git(root, "init", "-q")
     (root / "pivot.toml").write_text(PIVOT_TOML)
     (root / "train.py").write_text(TRAIN_PY)
     (root / "data" / "raw.txt").write_text("first\n")
@@ -216,8 +207,8 @@ def test_diff_of_a_project_between_a_commit_and_the_workspace(
     (root / "labels.txt.pvt").write_text(json.dumps(
         {"hash": label_hash, "path": "labels.txt", "size": 4}))
     _repro(root)
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "first")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "first")
 
     (root / "data" / "raw.txt").write_text("second, extra\n")
     (root / "labels.txt.pvt").unlink()

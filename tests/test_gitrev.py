@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -11,16 +10,7 @@ import pytest
 from pivotbuild import gitrev
 from pivotbuild.errors import EXIT_FAILED, EXIT_USAGE
 from pivotbuild.gitrev import FileNotInRevision, NotAGitRepository, UnknownRevision, open_revision
-
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
-           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-
-
-def git(cwd: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV},
-                          capture_output=True, text=True, check=True)
-    return proc.stdout.strip()
+from tests.cli.conftest import GIT_ENV, git
 
 
 def commit_all(repo: Path, message: str) -> str:

@@ -60,6 +60,30 @@ def cproject_generator() -> ModuleType:
     return module
 
 
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` as a fixed author, without the user's or the system's git config;
+    what it printed, stripped. A failing git command fails the test."""
+    proc = subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV},
+                          capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
+
+
+def ran(root: Path) -> list[str]:
+    """What the stages' commands appended to ``runs.log`` (the run marker), in order."""
+    log = root / "runs.log"
+    return log.read_text().split() if log.exists() else []
+
+
+def lock(root: Path, stage: str) -> dict:
+    """A stage's lock file, parsed."""
+    return json.loads((root / ".pivotbuild" / "locks" / f"{stage}.json").read_text())
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"

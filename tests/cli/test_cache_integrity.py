@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.cli.conftest import run
+from tests.cli.conftest import lock, ran, run
 
 if TYPE_CHECKING:
     from tests.s3server import S3Server
@@ -29,15 +29,6 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.s3server"]  # the s3_server and s3_bucket fixtures
 
 CACHE = Path(".pivotbuild") / "cache"
-
-
-def ran(root: Path) -> list[str]:
-    log = root / "runs.log"
-    return log.read_text().split() if log.exists() else []
-
-
-def lock(root: Path, stage: str) -> dict:
-    return json.loads((root / ".pivotbuild" / "locks" / f"{stage}.json").read_text())
 
 
 def out_hash(root: Path, stage: str, path: str) -> str:
@@ -374,7 +365,7 @@ def test_cache_turned_off_is_neither_pushed_nor_restored(remote_pipe: tuple[Path
 
 
 def test_cache_turned_off_is_not_pulled(remote_pipe: tuple[Path, Path], tmp_path: Path):
-    root, remote = remote_pipe
+    root, _remote = remote_pipe
     assert run(["repro"], root).code == 0
     assert run(["push"], root).code == 0
     toggled(root, cache=False)
@@ -475,7 +466,7 @@ def test_push_run_cache_to_s3_refuses_a_corrupt_object(tmp_path: Path, s3_server
 
 def test_repro_pull_replaces_a_corrupt_local_run_cache_object(
         remote_pipe: tuple[Path, Path], tmp_path: Path):
-    root, remote = remote_pipe
+    root, _remote = remote_pipe
     assert run(["repro"], root).code == 0
     assert run(["push", "--run-cache"], root).code == 0
     b = tmp_path / "b"

@@ -5,27 +5,14 @@ and a tracked file. Revisions are read from git objects, never checked out."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from .conftest import run
+from .conftest import git, run
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "datapipe"
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-
-
-def git(root: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True,
-                          env={**os.environ, **GIT_ENV})
-    return proc.stdout
-
-
 def flat(doc: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in doc.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli.conftest import run
+from tests.cli.conftest import ran, run
 
 # Each stage appends its name to runs.log, so a test can count what ran.
 GLOB_PROJECT = """
@@ -26,11 +26,6 @@ outs = ["app"]
 """
 
 
-def runs(root: Path) -> list[str]:
-    log = root / "runs.log"
-    return log.read_text().split() if log.exists() else []
-
-
 def glob_project(project: Path) -> Path:
     (project / "pivot.toml").write_text(GLOB_PROJECT)
     (project / "src" / "net").mkdir(parents=True)
@@ -44,7 +39,7 @@ def test_glob_instances_and_group_reference_build(project: Path) -> None:
     root = glob_project(project)
     result = run(["repro"], root)
     assert result.code == 0, result.err
-    assert sorted(runs(root)) == ["link", "main", "net.io"]
+    assert sorted(ran(root)) == ["link", "main", "net.io"]
     assert (root / "app").read_text() == "main\nio\n"  # instance order: main, then net.io
     assert (root / ".pivotbuild" / "locks" / "cc@net.io.json").is_file()
     lock = json.loads((root / ".pivotbuild" / "locks" / "link.json").read_text())
@@ -65,7 +60,7 @@ def test_a_new_file_adds_an_instance_and_a_deleted_one_orphans_its_lock(project:
     assert "link: stale" in status.out
     (root / "runs.log").unlink()
     assert run(["repro"], root).code == 0
-    assert sorted(runs(root)) == ["link", "net.tcp"]  # only the new instance and the link
+    assert sorted(ran(root)) == ["link", "net.tcp"]  # only the new instance and the link
     assert (root / "app").read_text() == "main\nio\ntcp\n"
 
     (root / "src" / "main.c").unlink()
@@ -77,7 +72,7 @@ def test_a_new_file_adds_an_instance_and_a_deleted_one_orphans_its_lock(project:
     assert "cc@main" not in [s["name"] for s in doc["stages"]]
     (root / "runs.log").unlink()
     assert run(["repro"], root).code == 0
-    assert runs(root) == ["link"]
+    assert ran(root) == ["link"]
     assert (root / "app").read_text() == "io\ntcp\n"
     # Still listed after the repro, and by the fast path too (no snapshot is left then).
     assert "cc@main: orphaned" in run(["status"], root, env).out
@@ -123,7 +118,7 @@ outs = ["out.txt"]
     assert "build: stale" in status.out and "cmd changed" in status.out
     assert run(["repro", "--set", "cc=clang", "--set", "opt.level=0"], project).code == 0
     assert (project / "out.txt").read_text() == "clang -O0\n"
-    assert runs(project) == ["build", "build"]
+    assert ran(project) == ["build", "build"]
     # pivot.toml is unchanged: without --set the stage is stale again (for the fast path too).
     assert "build: stale" in run(["status"], project).out
     assert "build: stale" in run(["status"], project).out
@@ -181,14 +176,14 @@ params = ["conf/eval.json:eval.k"]
     assert [r.get("key") for r in by_name["evaluate"]["reasons"]] == ["conf/eval.json:eval.k"]
     (project / "runs.log").unlink()
     assert run(["repro"], project).code == 0
-    assert runs(project) == ["evaluate"]
+    assert ran(project) == ["evaluate"]
 
     (project / "params.yaml").write_text("train:\n  lr: 0.2\n")
     text = run(["status"], project).out
     assert "train: stale" in text and "evaluate: up-to-date" in text
     (project / "runs.log").unlink()
     assert run(["repro"], project).code == 0
-    assert runs(project) == ["train"]
+    assert ran(project) == ["train"]
 
 
 def test_bad_input_is_one_line_exit_2(project: Path) -> None:

@@ -4,15 +4,13 @@ is kept, read from git without checking anything out."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from pivotbuild import manifest as manifests
 
-from .conftest import Result, run
+from .conftest import Result, git, run
 
 STAGE = """
 [stages.make]
@@ -20,16 +18,6 @@ cmd = "echo run >> runs.log; mkdir -p model; cp src.txt model/w; rev src.txt > m
 deps = ["src.txt"]
 outs = ["model"]
 """
-
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-
-
-def git(root: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True,
-                          env={**os.environ, **GIT_ENV})
-    return proc.stdout
-
 
 def objects(root: Path) -> set[str]:
     files = root / ".pivotbuild" / "cache" / "files"

@@ -12,19 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import run
+from tests.cli.conftest import lock, ran, run
 
 LOCKS = Path(".pivotbuild") / "locks"
 CACHE = Path(".pivotbuild") / "cache"
-
-
-def ran(root: Path) -> list[str]:
-    log = root / "runs.log"
-    return log.read_text().split() if log.exists() else []
-
-
-def lock(root: Path, stage: str) -> dict:
-    return json.loads((root / LOCKS / f"{stage}.json").read_text())
 
 
 def history(root: Path, *args: str) -> list[dict]:

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from pivotbuild import manifest, names
 from pivotbuild.hashing import get_backend
-from tests.cli.conftest import run
+from tests.cli.conftest import lock, ran, run
 
 if TYPE_CHECKING:
     from tests.s3server import S3Server
@@ -70,17 +70,8 @@ def clone(src: Path, dst: Path, locks: bool = True) -> Path:
     return dst
 
 
-def ran(root: Path) -> list[str]:
-    log = root / "runs.log"
-    return log.read_text().split() if log.exists() else []
-
-
 def contents(root: Path) -> dict[str, bytes]:
     return {p: (root / p).read_bytes() for p in OUTPUTS if (root / p).exists()}
-
-
-def lock(root: Path, stage: str) -> dict:
-    return json.loads((root / ".pivotbuild" / "locks" / f"{stage}.json").read_text())
 
 
 def cache_objects(root: Path) -> set[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import run
+from tests.cli.conftest import lock, ran, run
 
 TWO_STAGES = """
 [stages.prepare]
@@ -27,15 +27,6 @@ cmd = "echo train >> runs.log; mkdir -p model; cp clean.txt model/w; wc -c < cle
 deps = ["clean.txt"]
 outs = ["model", {path = "metrics.json", cache = false}]
 """
-
-
-def ran(root: Path) -> list[str]:
-    log = root / "runs.log"
-    return log.read_text().split() if log.exists() else []
-
-
-def lock(root: Path, stage: str) -> dict:
-    return json.loads((root / ".pivotbuild" / "locks" / f"{stage}.json").read_text())
 
 
 @pytest.fixture
