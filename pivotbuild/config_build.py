@@ -54,6 +54,10 @@ GROUP_REF_RE = re.compile(r"\$\{\s*stages\.([A-Za-z0-9_][A-Za-z0-9_.-]*)\.outs\s
 _KeyPart = str | int
 
 
+# Characters a POSIX shell acts on inside an unquoted word: a glob match holding one would be
+# expanded, split or run by the shell when ${item.path} (or name, stem, dir, key) enters cmd.
+_SHELL_SPECIAL = frozenset("$`\"'\\;&|<>()")
+
 class StageBuilder:
     """Builds every stage table of one pivot.toml; holds what all of them share."""
 
@@ -217,6 +221,14 @@ class StageBuilder:
                               f"cannot list {exc.filename or 'a directory'}: "
                               f"{exc.strerror or exc}") from None
         self.glob_dirs.update(stamp.path for stamp in result.stamps)
+        for m in result.matches:
+            special = next((ch for ch in m.path if ch in _SHELL_SPECIAL), None)
+            if special is not None:
+                raise ConfigError(PROJECT_FILE, key_path("stages", base, *where, "glob"),
+                                  f"glob {pattern!r} matches {m.path!r}, whose name holds the "
+                                  f"shell character {special!r}: ${{item...}} enters cmd "
+                                  "unquoted, so the shell would act on it (rename the file, "
+                                  "or exclude it)")
         return [{"path": m.path, "name": m.name, "stem": m.stem, "dir": m.dir, "key": m.key}
                 for m in result.matches]
 

@@ -162,3 +162,24 @@ def test_a_foreach_table_without_glob_says_what_a_foreach_can_be(project: Path) 
         assert f"{where}: expected an array of values or a table {{ glob = PATTERN }}" \
             in result.err
         assert "without 'glob'" in result.err and ".glob: required" not in result.err
+
+
+def test_a_glob_match_whose_name_the_shell_would_run_is_refused(project: Path) -> None:
+    """${item.path} enters cmd unquoted: a file named 'src/$(touch pwned).c' ran the
+    substitution. Such a match is a config error naming it; nothing runs; exclude works."""
+    (project / "src").mkdir()
+    (project / "src" / "ok.c").write_text("int x;\n")
+    (project / "src" / "$(touch pwned).c").write_text("int y;\n")
+    (project / "pivot.toml").write_text(
+        "[stages.cc]\nforeach = { glob = 'src/*.c' }\ncmd = 'cat ${item.path} > ${item.stem}.o'\n"
+        "deps = ['${item.path}']\nouts = ['${item.stem}.o']\n")
+    result = run(["repro"], cwd=project)
+    assert result.code == 2
+    assert result.err.count("\n") == 1
+    assert "stages.cc.foreach.glob" in result.err and "src/$(touch pwned).c" in result.err
+    assert not (project / "pwned").exists() and not (project / "ok.o").exists()
+    (project / "pivot.toml").write_text((project / "pivot.toml").read_text().replace(
+        "glob = 'src/*.c' }", "glob = 'src/*.c', exclude = ['$(*'] }"))
+    result = run(["repro"], cwd=project)
+    assert result.code == 0, result.err
+    assert (project / "ok.o").read_text() == "int x;\n" and not (project / "pwned").exists()
