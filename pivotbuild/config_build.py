@@ -10,7 +10,9 @@ the tables are written. On the way:
   with no sources builds nothing). Every directory a walk looked into is kept
   (``glob_dirs``) so that a no-op check can see a file appear or vanish. Patterns and the
   item's ``path`` / ``dir`` are project-relative, whatever the stage's wdir (deps and outs are
-  wdir-relative: a stage with a wdir writes ``../${item.path}``).
+  wdir-relative: a stage with a wdir writes ``../${item.path}``). A match whose path holds a
+  character the shell acts on (``$``, a backquote, quotes, ``\\``, ``;&|<>()``) is an error:
+  the item's fields enter cmd unquoted (exclude such files).
 - Group references: a deps entry that is exactly ``${stages.NAME.outs}`` stands for every
   out of every instance of table NAME, in instance order (each instance's outs in declared
   order); in cmd the reference renders those paths relative to the stage's wdir (its cmd's
