@@ -183,3 +183,23 @@ def test_a_glob_match_whose_name_the_shell_would_run_is_refused(project: Path) -
     result = run(["repro"], cwd=project)
     assert result.code == 0, result.err
     assert (project / "ok.o").read_text() == "int x;\n" and not (project / "pwned").exists()
+
+
+def test_compdb_does_not_offer_a_mkdir_as_the_compile_command(project: Path) -> None:
+    """Of a stage's commands, compdb took the first when none named the file: clangd got
+    'mkdir -p build'. Now: the one naming the file, else the output, else the stage is left
+    out with a warning."""
+    (project / "a.c").write_text("int x;\n")
+    (project / "pivot.toml").write_text(
+        "[stages.gen]\ncmd = ['mkdir -p build', 'python3 gen.py']\ndeps = ['a.c']\n"
+        "outs = ['build/a.o']\ndepfile = 'build/a.d'\n"
+        "[stages.cc]\ncmd = ['mkdir -p obj', 'cc -MMD -MF obj/b.d -c -o obj/b.o a.c']\n"
+        "deps = ['a.c']\nouts = ['obj/b.o']\ndepfile = 'obj/b.d'\n"
+        "[stages.out]\ncmd = ['mkdir -p o2', 'tool --out o2/c.o']\ndeps = ['a.c']\n"
+        "outs = ['o2/c.o']\ndepfile = 'o2/c.d'\n")
+    result = run(["compdb"], cwd=project)
+    assert result.code == 0
+    entries = {e["output"]: e["command"] for e in json.loads(result.out)}
+    assert entries == {"obj/b.o": "cc -MMD -MF obj/b.d -c -o obj/b.o a.c",
+                       "o2/c.o": "tool --out o2/c.o"}
+    assert "stage 'gen'" in result.err and "left out of compdb" in result.err
