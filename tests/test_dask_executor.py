@@ -430,3 +430,17 @@ def test_the_worker_plugin_refuses_another_pivotbuild_version() -> None:
         VersionCheck("0.0.0-other").setup(SimpleNamespace(address="tcp://w:1"))
     result = run_stage({"version": 99, "pivotbuild": pivotbuild.__version__, "stage": "s"})
     assert result["status"] == "error" and "spec version 99" in result["error"]
+
+
+def test_transfer_shared_runs_in_the_project_itself(tmp_path: Path, cluster: str) -> None:
+    """Workers that see the project at the same path (here: the same machine): the command
+    runs in it, only the exit code travels, the client commits as it does locally."""
+    root = make_project(tmp_path / "p", '[stages.s]\ncmd = "pwd > where.txt"\n'
+                        'outs = ["where.txt"]\n',
+                        executor='[executor]\nkind = "dask"\ntransfer = "shared"\n')
+    result = dask(root, cluster)
+    assert result.code == 0, result.err
+    assert (root / "where.txt").read_text().strip() == str(root)
+    assert (root / ".pivotbuild/locks/s.json").exists()
+    remote = root.parent / f"{root.name}-remote"
+    assert not any(p.is_file() for p in remote.rglob("*"))  # nothing went through it
