@@ -231,6 +231,17 @@ def _resolve(graph: nx.DiGraph, target: str) -> list[str]:
     raise UsageError(f"unknown stage or output: {target!r}")
 
 
+def stage_names(graph: nx.DiGraph, name: str) -> list[str]:
+    """The stages a stage name or a matrix / foreach base name names; UsageError for any other
+    (a path is no stage name)."""
+    if name in graph:
+        return [name]
+    instances: list[str] = graph.graph.get("bases", {}).get(name, [])
+    if not instances:
+        raise UsageError(f"unknown stage: '{name}'")
+    return list(instances)
+
+
 def target_from_cwd(graph: nx.DiGraph, root: str, target: str) -> str:
     """A target as typed → what ``select`` takes: a stage or matrix base name as given, a path
     made project-relative (it is relative to the cwd); one outside the project as typed (that

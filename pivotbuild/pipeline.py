@@ -21,7 +21,7 @@ from pivotbuild import dag
 from pivotbuild import lock as lockfile
 from pivotbuild.commit import Committer, MissingPathsError
 from pivotbuild.config import Project, load_project
-from pivotbuild.errors import OperationError, UsageError
+from pivotbuild.errors import OperationError
 from pivotbuild.hasher import Hasher, PathDigest
 from pivotbuild.lock import Lock, LockProblem
 from pivotbuild.plan import FROZEN, NOT_RUN, SKIP, STALE, Decision, Planner, RunCacheLookup
@@ -128,12 +128,7 @@ class Pipeline:
 
     def stage_names(self, name: str) -> list[str]:
         """The stages a stage name or a matrix base name names; UsageError for any other."""
-        if name in self.graph:
-            return [name]
-        instances = [s.name for s in self.project.stages.values() if s.base == name]
-        if not instances:
-            raise UsageError(f"unknown stage: '{name}'")
-        return instances
+        return dag.stage_names(self.graph, name)
 
     def select(self, targets: list[str], *, single_item: bool = False,
                downstream: bool = False) -> list[str]:

@@ -18,6 +18,7 @@ from pivotbuild.dag import (
     SelfDependencyError,
     build_graph,
     select,
+    stage_names,
     target_from_cwd,
     to_dot,
     to_json,
@@ -334,6 +335,25 @@ outs = ["build/${item.src}.o"]
     for outside in ("..", "../../elsewhere/main.o"):
         with pytest.raises(UsageError, match="unknown stage or output"):
             chosen(outside)
+
+
+def test_stage_names_are_names_not_paths(tmp_path: Path) -> None:
+    graph = graph_from_toml(tmp_path, """
+[stages.compile]
+matrix = { src = ["main", "util"] }
+cmd = "cc"
+outs = ["build/${item.src}.o"]
+[stages.link]
+cmd = "ld"
+deps = ["build"]
+outs = ["app"]
+""")
+    assert stage_names(graph, "compile") == ["compile@main", "compile@util"]
+    assert stage_names(graph, "compile@util") == ["compile@util"]
+    assert stage_names(graph, "link") == ["link"]
+    for not_a_name in ("app", "build", "nope"):
+        with pytest.raises(UsageError, match=f"unknown stage: '{not_a_name}'"):
+            stage_names(graph, not_a_name)
 
 
 def test_duplicate_targets_are_selected_once(pipeline: nx.DiGraph) -> None:

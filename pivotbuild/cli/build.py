@@ -1,28 +1,24 @@
 """The Makefile-style commands: clean (a stage's outputs out of the workspace) and compdb.
 
 Both read only pivot.toml (with ``--set`` overrides) and the stage graph: no lock, no cache,
-no run cache. ``clean`` deletes what the selected stages write, the way ``make clean`` would,
-but each path only after checking that its directory resolves inside the project (SPEC §8,
-paths.remove). ``compdb`` prints a JSON compilation database for editors and clang tools.
+no run cache. The work is in clean.py (what the selected stages write, deleted the way
+``make clean`` would, never outside the project) and compdb.py (a JSON compilation database
+for editors and clang tools); here the targets are chosen and the result printed.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shlex
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from pivotbuild.cli.common import Context, error, project_root, say, set_option, wait_option
-from pivotbuild.errors import EXIT_FAILED, OperationError, UsageError
+from pivotbuild.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
-    from pivotbuild.config import Project, Stage
+    from pivotbuild.config import Project
 
 
 def _load(overrides: Mapping[str, str]) -> tuple[Project, Any]:
@@ -35,90 +31,6 @@ def _load(overrides: Mapping[str, str]) -> tuple[Project, Any]:
 
 
 # ---- clean ----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class CleanReport:
-    removed: list[str] = field(default_factory=list)  # paths, in stage order
-    directories: list[str] = field(default_factory=list)  # left empty, then removed
-    kept_frozen: list[str] = field(default_factory=list)  # stages not named, frozen
-    problems: list[str] = field(default_factory=list)
-
-
-def clean(project: Project, stages: Iterable[Stage], *, dry_run: bool,
-          named: frozenset[str] = frozenset()) -> CleanReport:
-    """Delete the workspace outputs of ``stages`` (and a depfile a failed run left behind),
-    then the directories that held them if that left them empty. A frozen stage (which
-    never runs to make them again) is kept unless it is in ``named``. Nothing is deleted
-    whose directory resolves outside the project, nor the cache or the state directory."""
-    from pivotbuild import paths
-
-    root = project.root
-    report = CleanReport()
-    guarded = [os.path.realpath(project.state_dir), os.path.realpath(project.cache_dir)]
-    declared = {p for s in project.stages.values()
-                for p in [*s.deps, *(o.path for o in s.outs)]}
-    parents: set[str] = set()
-    for stage in stages:
-        if stage.frozen and stage.name not in named:
-            report.kept_frozen.append(stage.name)
-            continue
-        wanted = [o.path for o in stage.outs]
-        if stage.depfile and stage.depfile not in wanted:
-            wanted.append(stage.depfile)
-        for rel in wanted:
-            try:
-                where = paths.resolve(root, rel)
-            except OperationError as exc:
-                report.problems.append(str(exc))
-                continue
-            if not os.path.lexists(where):
-                continue
-            real = os.path.realpath(where) if not os.path.islink(where) else str(where)
-            if any(paths.is_inside(real, g) or paths.is_inside(g, real) for g in guarded):
-                report.problems.append(f"{rel}: holds pivotbuild's cache or state; "
-                                       "not deleted")
-                continue
-            if not dry_run:
-                try:
-                    paths.remove(root, rel)
-                except OperationError as exc:
-                    report.problems.append(str(exc))
-                    continue
-                except OSError as exc:
-                    report.problems.append(f"{rel}: cannot delete: {exc.strerror or exc}")
-                    continue
-            report.removed.append(rel)
-            parents.add(os.path.dirname(rel))
-    if not dry_run:
-        report.directories = _remove_empty_parents(root, parents, declared)
-    return report
-
-
-def _remove_empty_parents(root: Path, parents: set[str], declared: set[str]) -> list[str]:
-    """Remove the directories (and their parents, up to the root) that are now empty, unless
-    a stage declares one; the removed ones, project-relative."""
-    from pivotbuild import paths
-
-    removed: list[str] = []
-    todo = sorted(p for p in parents if p)
-    seen: set[str] = set()
-    while todo:
-        rel = todo.pop()
-        if rel in seen or not rel or rel in declared:
-            continue
-        seen.add(rel)
-        try:
-            where = paths.resolve(root, rel)
-            if os.path.islink(where) or not os.path.isdir(where) or os.listdir(where):
-                continue
-            os.rmdir(where)
-        except (OperationError, OSError):
-            continue
-        removed.append(rel)
-        todo.append(os.path.dirname(rel))
-        todo.sort()
-    return removed  # deepest first, as removed
 
 
 @click.command("clean")
@@ -136,6 +48,7 @@ def clean_command(obj: Context, targets: tuple[str, ...], dry_run: bool,
     so a following repro restores the outputs from the cache ('repro -f' rebuilds). A
     frozen stage's outputs are kept unless it is named."""
     from pivotbuild import dag
+    from pivotbuild.clean import clean
 
     project, graph = _load(overrides)
     root = str(project.root)
@@ -172,38 +85,6 @@ def clean_command(obj: Context, targets: tuple[str, ...], dry_run: bool,
 # ---- compdb ---------------------------------------------------------------------------------
 
 
-def compdb_entries(project: Project, stages: Iterable[Stage]) -> tuple[list[dict[str, str]],
-                                                                       list[str]]:
-    """One compilation-database entry per stage with a dep and an out: ``directory`` (the
-    absolute wdir), ``command`` (the expanded cmd: of several, the first that names the
-    file, else the first), ``file`` (the first declared dep) and ``output`` (the first out),
-    both relative to ``directory``. The second list: stages left out, and why."""
-    entries: list[dict[str, str]] = []
-    skipped: list[str] = []
-    for stage in stages:
-        if not stage.deps or not stage.outs:
-            missing = "deps" if not stage.deps else "outs"
-            skipped.append(f"stage '{stage.name}' has no {missing}: left out of compdb")
-            continue
-        directory = os.path.normpath(os.path.join(project.root, stage.wdir))
-        source = os.path.relpath(os.path.join(project.root, stage.deps[0]), directory)
-        output = os.path.relpath(os.path.join(project.root, stage.outs[0].path), directory)
-        entries.append({"directory": directory, "command": _command(stage.cmd, source),
-                        "file": source, "output": output})
-    return entries, skipped
-
-
-def _command(cmds: list[str], source: str) -> str:
-    for cmd in cmds:
-        try:
-            words = shlex.split(cmd)
-        except ValueError:
-            words = cmd.split()
-        if source in words:
-            return cmd
-    return cmds[0] if cmds else ""
-
-
 @click.command("compdb")
 @click.argument("stages", nargs=-1)
 @set_option
@@ -214,16 +95,13 @@ def compdb_command(stages: tuple[str, ...], overrides: dict[str, str]) -> None:
     has directory (the stage's absolute wdir), command (its expanded cmd), file (its first
     dep) and output (its first out):  pivotbuild compdb > compile_commands.json"""
     from pivotbuild import dag
+    from pivotbuild.compdb import compdb_entries
 
     project, graph = _load(overrides)
     if stages:
         chosen: dict[str, None] = {}
         for name in stages:
-            instances = [s.name for s in project.stages.values()
-                         if s.name == name or s.base == name]
-            if not instances:
-                raise UsageError(f"unknown stage: '{name}'")
-            chosen.update(dict.fromkeys(instances))
+            chosen.update(dict.fromkeys(dag.stage_names(graph, name)))
         names = dag.topological(graph, chosen)
     else:
         names = [n for n in dag.topological(graph) if project.stages[n].depfile]
@@ -235,5 +113,5 @@ def compdb_command(stages: tuple[str, ...], overrides: dict[str, str]) -> None:
 
 COMMANDS = (clean_command, compdb_command)
 
-__all__ = ["COMMANDS", "CleanReport", "clean", "compdb_entries"]
+__all__ = ["COMMANDS"]
 
