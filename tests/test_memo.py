@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pivotbuild.state import StateDB
 from pivotbuild.hasher import Hasher
+from pivotbuild.state import StateDB
 
 HOUR_AGO_NS = time.time_ns() - 3600 * 1_000_000_000
 

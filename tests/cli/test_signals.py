@@ -79,7 +79,7 @@ def wait_for_stages(root: Path, proc: subprocess.Popen[str], stages: int) -> Non
 
     if not wait_until(all_sleeping):
         proc.kill()
-        out, err = proc.communicate()
+        _out, err = proc.communicate()
         pytest.fail(f"the stages never started: {err}")
 
 
@@ -96,10 +96,10 @@ def test_a_stop_signal_stops_every_command_and_writes_no_lock(project, sig, code
     wait_for_stages(project, proc, 2)
     proc.send_signal(sig)
     try:
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
+        _out, err = proc.communicate()
         pytest.fail(f"repro did not stop after {sig!r}: {err}")
     assert proc.returncode == code, err
     assert "Traceback" not in err
@@ -127,7 +127,7 @@ def test_a_second_sigterm_while_stopping_changes_nothing(project):
     wait_for_stages(project, proc, 1)
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGTERM)  # a second one while stopping changes nothing
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert err.count("interrupted") == 1 and "Traceback" not in err
     assert wait_until(lambda: sleepers() == [])

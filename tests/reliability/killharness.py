@@ -317,13 +317,11 @@ class Harness:
             proc.kill()
             _, err = proc.communicate()
             stats.violations.append(f"{what}: still running 120 s after SIGTERM")
-        if term:
-            # 143: handled as Ctrl-C; 0: it had finished; -15: killed while Python started
-            # (before the handler was set) or while it shut down (after it was removed).
-            if proc.returncode not in (143, 0, -signal.SIGTERM) or "Traceback" in err:
-                last = err.strip().splitlines()[-1:] if err.strip() else []
-                stats.violations.append(f"{what}: SIGTERM gave exit {proc.returncode} "
-                                        f"{last}")
+        # With SIGTERM, 143: handled as Ctrl-C; 0: it had finished; -15: killed while Python
+        # started (before the handler was set) or while it shut down (after it was removed).
+        if term and (proc.returncode not in (143, 0, -signal.SIGTERM) or "Traceback" in err):
+            last = err.strip().splitlines()[-1:] if err.strip() else []
+            stats.violations.append(f"{what}: SIGTERM gave exit {proc.returncode} {last}")
         self._check_survivors(stats, what)
 
     def _check_survivors(self, stats: Stats, what: str) -> None:

@@ -61,5 +61,5 @@ def test_the_checks_see_what_they_look_for(tmp_path: Path):
     victim.chmod(0o644)
     victim.write_bytes(b"not what it was\n")
     problems = objects_whole(root / ".pivotbuild" / "cache")
-    assert problems == [f"{root / '.pivotbuild' / 'cache'}: object "
-                        f"{victim.parent.name + victim.name} does not match its content"]
+    assert problems == [(f"{root / '.pivotbuild' / 'cache'}: object "
+                         f"{victim.parent.name + victim.name} does not match its content")]
