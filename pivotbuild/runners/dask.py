@@ -124,14 +124,10 @@ def dask_runner(pipeline: Any, kind: str | None = None, address: str | None = No
                          "or cluster = \"local\"")
     if settings.address is not None:
         check_address(settings.address, settings.insecure)
-    remote = None
-    if settings.transfer == "remote":
-        from pivotbuild.remote import open_remote
-
-        if settings.remote is None:
-            raise UsageError("executor transfer = \"remote\" needs a remote: set "
-                             "executor.remote or project.default_remote")
-        remote = open_remote(project, settings.remote)
+    if settings.transfer == "remote" and settings.remote is None:
+        raise UsageError("executor transfer = \"remote\" needs a remote: set "
+                         "executor.remote or project.default_remote")
+    remote = settings.remote if settings.transfer == "remote" else None
     return DaskRunner(project, pipeline.hasher, pipeline.cache, settings, remote, no_commit)
 
 
@@ -151,12 +147,16 @@ class DaskRunner:
     """Runs stages' commands as Dask tasks (see the module doc); thread-safe."""
 
     def __init__(self, project: Project, hasher: Hasher, cache: Cache,
-                 settings: ExecutorSettings, remote: Remote | None, no_commit: bool) -> None:
+                 settings: ExecutorSettings, remote_name: str | None, no_commit: bool) -> None:
+        """``remote_name``: the remote inputs and outputs travel through (None: transfer =
+        "shared"); opened when a stage first needs it (a no-op repro never does)."""
         self.project = project
         self.hasher = hasher
         self.cache = cache
         self.settings = settings
-        self.remote = remote
+        self.remote_name = remote_name
+        self._remote: Remote | None = None
+        self._remote_lock = threading.Lock()
         self.no_commit = no_commit
         self.run_id = secrets.token_hex(8)
         self.topic = f"pivotbuild-{self.run_id}"
@@ -176,16 +176,29 @@ class DaskRunner:
         self._local: Any = None
         self._local_names = set(settings.local)
         self._remote_settings: dict[str, Any] | None = None
-        if remote is not None:
-            config = project.remotes[remote.name]
-            store_root = getattr(remote.store, "root", None)
-            from fsspec.core import split_protocol
 
-            protocol, _ = split_protocol(config.url)
-            url = store_root if protocol in (None, "file", "local") else config.url
-            self._remote_settings = {"name": remote.name, "url": url,
-                                     "endpoint_url": config.endpoint_url,
-                                     "region": config.region}  # never the profile
+    @property
+    def remote(self) -> Remote | None:
+        """The remote, opened on first use; None with transfer = "shared"."""
+        if self.remote_name is None:
+            return None
+        with self._remote_lock:
+            if self._remote is None:
+                from fsspec.core import split_protocol
+
+                from pivotbuild.remote import open_remote
+
+                remote = open_remote(self.project, self.remote_name)
+                config = self.project.remotes[remote.name]
+                protocol, _ = split_protocol(config.url)
+                # A directory's URL made absolute (it may be relative to the project root).
+                url = (getattr(remote.store, "root", config.url)
+                       if protocol in (None, "file", "local") else config.url)
+                self._remote_settings = {"name": remote.name, "url": url,
+                                         "endpoint_url": config.endpoint_url,
+                                         "region": config.region}  # never the profile
+                self._remote = remote
+            return self._remote
 
     # ---- connecting ------------------------------------------------------------------------
 
@@ -447,6 +460,7 @@ class DaskRunner:
         from pivotbuild.runners import worker as worker_side
 
         env = {name: os.environ[name] for name in self.settings.env if name in os.environ}
+        remote_settings = self._remote_settings if self.remote is not None else None  # opens it
         task: dict[str, Any] = {
             "version": worker_side.SPEC_VERSION, "pivotbuild": pivotbuild.__version__,
             "run_id": self.run_id, "stage": spec.name, "cmd": list(spec.cmd),
@@ -454,7 +468,7 @@ class DaskRunner:
             "topic": self.topic, "cancel": self.cancel_name, "inline_max": INLINE_MAX,
             "outs": [{"path": o.path, "cache": o.cache, "persist": o.persist}
                      for o in stage.outs],
-            "deps": [], "persist": [], "remote": self._remote_settings, "input_hash": None,
+            "deps": [], "persist": [], "remote": remote_settings, "input_hash": None,
         }
         if self.settings.transfer == "shared":
             task["root"] = str(self.project.root)
