@@ -247,9 +247,9 @@ def main() -> None:
                   f"<= 25 ms)")
             floor = noop_round_trip(address, CHAIN)
             print(f"   for scale: a Dask no-op task's round trip here, now: {floor * 1000:.1f} ms")
-            report["chain"]["noop_round_trip_s"] = floor
             report["chain"] = {k: v.to_dict() for k, v in got.items()}
             report["chain"]["per_stage_overhead_s"] = per_stage
+            report["chain"]["noop_round_trip_s"] = floor
         if "tree" in cases:
             got = both("tree", tree(), 1, [], [],
                        before_dask=lambda: shutil.rmtree(worker_cache, ignore_errors=True))
