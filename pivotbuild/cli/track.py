@@ -45,11 +45,13 @@ def track_command(obj: Context | None, paths: tuple[str, ...], wait: float | Non
 
 def _git_add(root: Path, files: list[str]) -> str:
     """A git add command line a user can paste: names shell-quoted, and run in the project
-    root (``git -C ROOT``) when the current directory is another one (the names are
-    project-relative)."""
+    root (``git -C ROOT``) when the user's directory is another one (the names are
+    project-relative; after ``pivotbuild -C DIR`` the shell is still elsewhere)."""
     quoted = " ".join(shlex.quote(name) for name in files)
+    ctx = click.get_current_context(silent=True)
+    moved = ctx is not None and ctx.find_root().params.get("directory") is not None
     try:
-        here = Path.cwd().resolve() == root.resolve()
+        here = not moved and Path.cwd().resolve() == root.resolve()
     except OSError:
         here = False
     return f"git add {quoted}" if here else f"git -C {shlex.quote(str(root))} add {quoted}"

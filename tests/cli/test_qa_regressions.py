@@ -29,6 +29,14 @@ def test_track_git_add_hint_can_be_pasted_from_a_subdirectory(project: Path) -> 
     staged = subprocess.run(["git", "diff", "--cached", "--name-only", "-z"], cwd=project,
                             capture_output=True, text=True, check=True).stdout.split("\0")
     assert sorted(filter(None, staged)) == ["sub dir/.gitignore", "sub dir/my data.csv.pvt"]
+    # After -C DIR the user's shell is still where it was: the hint names the root.
+    (sub / "my data.csv").write_text("a,b\n1,2\n")
+    moved = run(["-C", str(project), "track", "sub dir/my data.csv"], cwd=project.parent)
+    assert moved.code == 0, moved.err
+    hint = next(line for line in moved.err.splitlines() if "To record this in git" in line)
+    added = subprocess.run(shlex.split(hint.split(": ", 1)[1]), check=False, cwd=project.parent,
+                           capture_output=True, text=True)
+    assert added.returncode == 0, added.stderr
 
 
 def test_a_depfile_that_is_a_dep_is_refused_and_the_dep_survives(project: Path) -> None:
