@@ -296,6 +296,11 @@ def translate(file: str, error: ValidationError) -> ConfigError:
     return ConfigError(file, where, problem)
 
 
+_BOM = "\ufeff"
+_BOM_PROBLEM = "starts with a byte order mark (BOM), which TOML and JSON do not allow: save " \
+    "the file as UTF-8 without BOM"
+
+
 def read_toml(path: Path, label: str) -> dict[str, Any]:
     """Parse one TOML file; syntax, encoding and I/O problems become ConfigError(label, ...)."""
     try:
@@ -306,6 +311,8 @@ def read_toml(path: Path, label: str) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(label, "", f"not valid UTF-8 (byte {exc.start})") from None
+    if text.startswith(_BOM):
+        raise ConfigError(label, "line 1", _BOM_PROBLEM)
     try:
         return tomllib.loads(text)
     except RecursionError:
@@ -390,6 +397,8 @@ def read_params(root: Path, rel: str, label: str) -> dict[str, Any]:
         raise ConfigError(label, "", f"cannot read {rel}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(label, "", f"not valid UTF-8 (byte {exc.start})") from None
+    if rel.endswith(".json") and text.startswith(_BOM):
+        raise ConfigError(label, "line 1", _BOM_PROBLEM)
     if rel.endswith(".json"):
         import json
 

@@ -211,3 +211,17 @@ def test_compdb_does_not_offer_a_mkdir_as_the_compile_command(project: Path) -> 
     assert entries == {"obj/b.o": "cc -MMD -MF obj/b.d -c -o obj/b.o a.c",
                        "o2/c.o": "tool --out o2/c.o"}
     assert "stage 'gen'" in result.err and "left out of compdb" in result.err
+
+
+def test_a_byte_order_mark_is_named_not_an_invalid_statement(project: Path) -> None:
+    """A pivot.toml saved with a BOM (Windows editors) read 'line 1: Invalid statement'; a
+    JSON params file with one read 'decode using utf-8-sig'. Both now name the BOM."""
+    (project / "pivot.toml").write_bytes(b"\xef\xbb\xbf[stages.a]\r\ncmd = 'true'\r\n")
+    result = run(["list"], cwd=project)
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert result.err.startswith("pivotbuild: error: pivot.toml: line 1: ") and "BOM" in result.err
+    (project / "pivot.toml").write_text("[stages.a]\ncmd = 'true'\nparams = ['p.json:x']\n")
+    (project / "p.json").write_bytes(b'\xef\xbb\xbf{"x": 1}')
+    result = run(["list"], cwd=project)
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert result.err.startswith("pivotbuild: error: p.json: line 1: ") and "BOM" in result.err
