@@ -7,6 +7,8 @@ slowest (S3, a killed worker, SIGINT and SIGTERM) are marked slow."""
 
 from __future__ import annotations
 
+import json
+
 import os
 import signal
 import subprocess
@@ -417,6 +419,26 @@ outs = ["h.txt"]
     scratch, shared, private = (root / "r.txt").read_text().strip().split("|")
     assert scratch != str(root) and shared == "forwarded" and private == ""
     assert (root / "h.txt").read_text().strip() == str(root)
+
+
+def test_a_stage_with_discovered_deps_runs_here_and_records_them(tmp_path: Path,
+                                                                  cluster: str) -> None:
+    """A depfile or discover stage runs on the client: its discovered deps are read here after
+    the run (a worker's depfile and import record never come back)."""
+    root = make_project(tmp_path / "p", '''
+[stages.py]
+cmd = "python3 main.py > out.txt && pwd > where.txt"
+deps = ["main.py"]
+outs = ["out.txt", "where.txt"]
+discover = ["python"]
+''', executor='[executor]\nkind = "dask"\n')
+    (root / "helper.py").write_text("VALUE = 1\n")
+    (root / "main.py").write_text("import helper\nprint(helper.VALUE)\n")
+    result = run(["repro", "--executor-address", cluster], root)
+    assert result.code == 0, result.err
+    assert (root / "where.txt").read_text().strip() == str(root)
+    lock = json.loads((root / ".pivotbuild" / "locks" / "py.json").read_text())
+    assert [d["path"] for d in lock["discovered"]] == ["helper.py"]
 
 
 def test_the_worker_plugin_refuses_another_pivotbuild_version() -> None:

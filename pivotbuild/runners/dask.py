@@ -303,9 +303,13 @@ class DaskRunner:
         return CheckedCommitter(committer, self._expected), jobs
 
     def _runs_here(self, name: str, base: str | None = None) -> bool:
+        stage = self.project.stages.get(name)
         if base is None:
-            stage = self.project.stages.get(name)
             base = stage.base if stage is not None else name
+        if stage is not None and (stage.depfile or stage.discover):
+            # Discovered deps are read on the client after the run (the depfile from the
+            # workspace, the import record from .pivotbuild/tmp): such a stage runs here.
+            return True
         return name in self._local_names or base in self._local_names
 
     def _upload(self, inputs: Mapping[str, PathDigest], check_listing: bool) -> None:
