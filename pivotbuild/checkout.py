@@ -3,9 +3,12 @@
 Tracked paths (``.pvt`` records, tracked.py) are restored by the same rules as outputs, but
 never hardlinked to the cache unless the project allows nothing else (tracked.py says why).
 
-It never clobbers: a workspace file whose content differs from its lock, or an
-untracked file inside an output directory, is left alone and reported unless
-``force``. A missing cache object is reported with a hint to pull; the rest is
+It never loses work: a workspace file whose content differs from its lock is replaced only
+when that content is already a sound object in the cache (as after ``git checkout`` of an
+older lock or ``.pvt``: the newer version was committed, nothing is lost); otherwise it is left
+alone and reported unless ``force``. A file inside an output directory that the lock's
+manifest does not list is replaced (removed) only when the whole directory as it stands is a
+committed version (its ``.dir`` object and every file in the cache). A missing cache object is reported with a hint to pull; the rest is
 still restored. An object whose content does not match its name is never placed:
 it is removed from the cache and reported (exit 1). Outputs that pivot.toml does
 not cache (``cache = false``, whatever the lock says) are never touched. A second
@@ -18,9 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pivotbuild import manifest
 from pivotbuild.errors import OperationError
 from pivotbuild.hasher import PathDigest
 from pivotbuild.lock import Lock, LockedOut, LockProblem
+from pivotbuild.names import is_dir_hash
 from pivotbuild.pipeline import Pipeline
 from pivotbuild.store.objects import CorruptObjectsError, MissingObjectsError
 from pivotbuild.tracked import checkout_methods
@@ -86,11 +91,36 @@ class Checkout:
         return self.report
 
     def _one(self, out: LockedOut, current: PathDigest, methods: Sequence[str]) -> None:
+        overwrite = self.force or self._cached(out, current)
         done = self.p.placer.restore(out.hash, out.path, current, methods,
-                                     overwrite=self.force, relink=self.relink)
+                                     overwrite=overwrite, relink=self.relink)
         if done.conflicts:
             self.report.conflicts.extend(done.conflicts)
         elif done.placed:
             self.report.restored.append(out.path)
         else:
             self.report.unchanged.append(out.path)
+
+    def _cached(self, out: LockedOut, current: PathDigest) -> bool:
+        """True when everything ``restore`` would overwrite or remove at ``out.path`` is already
+        a sound object in the cache: replacing it loses nothing (rules at the top)."""
+        if current.missing or current.hash is None or current.hash == out.hash:
+            return False
+        if not current.is_dir:
+            return not is_dir_hash(out.hash) and self._sound([(current.hash, out.path)])
+        if not is_dir_hash(out.hash) or current.manifest is None:
+            return False
+        wanted = {e.path: e for e in self.p.placer.objects.read_manifest(out.hash, out.path)}
+        have = manifest.parse(current.manifest)
+        differing = [e for e in have if e.path not in wanted
+                     or (e.hash, e.executable) != (wanted[e.path].hash, wanted[e.path].executable)]
+        if any(e.path not in wanted for e in have):  # files the lock does not list
+            if not self.p.placer.objects.verify(current.hash):
+                return False
+            differing = have  # the whole version must be committed
+        return self._sound([(e.hash, f"{out.path}/{e.path}") for e in differing])
+
+    def _sound(self, items: list[tuple[str, str]]) -> bool:
+        """True if every (hash, shown) object is in the cache and matches its name."""
+        objects = self.p.placer.objects
+        return all(objects.has(h) for h, _ in items) and not objects.checker.check(items)

@@ -225,3 +225,45 @@ def test_a_byte_order_mark_is_named_not_an_invalid_statement(project: Path) -> N
     result = run(["list"], cwd=project)
     assert result.code == 2 and result.err.count("\n") == 1
     assert result.err.startswith("pivotbuild: error: p.json: line 1: ") and "BOM" in result.err
+
+
+def test_checkout_of_an_older_lock_replaces_content_the_cache_holds(project: Path) -> None:
+    """After 'git checkout' of an older .pvt or lock, checkout refused 'would clobber' files
+    whose current content was committed (nothing to lose). Now it restores the old version;
+    content the cache does not hold, and a stray file in an output directory, stay refused."""
+    (project / "pivot.toml").write_text(
+        "[stages.a]\ncmd = 'cp in.txt o && mkdir -p d && cp in.txt d/x'\n"
+        "deps = ['in.txt']\nouts = ['o', 'd']\n")
+    (project / "f").write_text("one\n")
+    (project / "in.txt").write_text("one\n")
+    assert run(["track", "f"], cwd=project).code == 0
+    assert run(["repro"], cwd=project).code == 0
+    old_pvt = (project / "f.pvt").read_bytes()
+    lock_file = project / ".pivotbuild" / "locks" / "a.json"
+    old_lock = lock_file.read_bytes()
+    (project / "f").write_text("two\n")
+    (project / "in.txt").write_text("two, with d/y\n")
+    (project / "pivot.toml").write_text(
+        (project / "pivot.toml").read_text().replace("cp in.txt d/x", "cp in.txt d/x && cp in.txt d/y"))
+    assert run(["track", "f"], cwd=project).code == 0
+    assert run(["repro"], cwd=project).code == 0
+    assert (project / "d" / "y").exists()
+    (project / "f.pvt").write_bytes(old_pvt)  # as 'git checkout HEAD~1 -- f.pvt' would
+    lock_file.write_bytes(old_lock)
+    result = run(["checkout"], cwd=project)
+    assert result.code == 0, result.err
+    assert (project / "f").read_text() == "one\n"
+    assert (project / "o").read_text() == "one\n"
+    assert sorted(p.name for p in (project / "d").iterdir()) == ["x"]
+    assert (project / "d" / "x").read_text() == "one\n"
+    # Content the cache does not hold is still refused, named, and left as it was.
+    (project / "f").write_text("never committed\n")
+    (project / "o").write_text("hand edit\n")
+    (project / "d" / "stray").write_text("mine\n")
+    result = run(["checkout"], cwd=project)
+    assert result.code == 1
+    for name in ("f", "o", "d/stray"):
+        assert name in result.err
+    assert (project / "f").read_text() == "never committed\n"
+    assert (project / "o").read_text() == "hand edit\n"
+    assert (project / "d" / "stray").read_text() == "mine\n"
