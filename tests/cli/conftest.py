@@ -84,6 +84,21 @@ def lock(root: Path, stage: str) -> dict:
     return json.loads((root / ".pivotbuild" / "locks" / f"{stage}.json").read_text())
 
 
+def objects(root: Path) -> set[str]:
+    """The names of the file objects in the project's cache (a write's temps left out)."""
+    files = root / ".pivotbuild" / "cache" / "files"
+    if not files.is_dir():
+        return set()
+    return {p.parent.name + p.name for p in files.glob("*/*") if not p.name.startswith(".")}
+
+
+def history(root: Path, *args: str) -> list[dict]:
+    """The runs ``history --json`` lists (it must succeed)."""
+    result = run(["history", "--json", *args], root)
+    assert result.code == 0, result.err
+    return json.loads(result.out)["runs"]
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"

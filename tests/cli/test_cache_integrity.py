@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.cli.conftest import lock, ran, run
+from tests.cli.conftest import lock, objects, ran, run
 
 if TYPE_CHECKING:
     from tests.s3server import S3Server
@@ -37,12 +37,6 @@ def out_hash(root: Path, stage: str, path: str) -> str:
 
 def obj(root: Path, digest: str) -> Path:
     return root / CACHE / "files" / digest[:2] / digest[2:]
-
-
-def objects(root: Path) -> set[str]:
-    files = root / CACHE / "files"
-    return {p.parent.name + p.name for p in files.glob("*/*")
-            if not p.name.startswith(".")} if files.is_dir() else set()
 
 
 def file_digest(data: bytes) -> str:

@@ -8,25 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import run
+from tests.cli.conftest import history, objects, run
 from tests.cli.test_repro import TWO_STAGES, lock, ran
 
 CACHE = Path(".pivotbuild") / "cache"
 
 
-def objects(root: Path) -> set[str]:
-    files = root / CACHE / "files"
-    return {f"{p.parent.name}{p.name}" for p in files.glob("*/*")
-            if not p.name.startswith(".")} if files.exists() else set()
-
-
 def runs(root: Path) -> set[str]:
     top = root / CACHE / "runs"
     return {p.name for p in top.glob("*/*")} if top.exists() else set()
-
-
-def history(root: Path) -> list[dict]:
-    return json.loads(run(["history", "--json"], root).out)["runs"]
 
 
 def status(root: Path) -> dict[str, str]:

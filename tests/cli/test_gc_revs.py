@@ -10,7 +10,7 @@ import pytest
 
 from pivotbuild import manifest as manifests
 
-from .conftest import Result, git, run
+from .conftest import Result, git, objects, run
 
 STAGE = """
 [stages.make]
@@ -18,11 +18,6 @@ cmd = "echo run >> runs.log; mkdir -p model; cp src.txt model/w; rev src.txt > m
 deps = ["src.txt"]
 outs = ["model"]
 """
-
-def objects(root: Path) -> set[str]:
-    files = root / ".pivotbuild" / "cache" / "files"
-    return {p.parent.name + p.name for p in files.glob("*/*") if not p.name.startswith(".")}
-
 
 def model_objects(root: Path) -> set[str]:
     """The .dir object of the current lock's model and the files it lists."""

@@ -12,21 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import lock, ran, run
+from tests.cli.conftest import history, lock, objects, ran, run
 
 LOCKS = Path(".pivotbuild") / "locks"
 CACHE = Path(".pivotbuild") / "cache"
-
-
-def history(root: Path, *args: str) -> list[dict]:
-    result = run(["history", "--json", *args], root)
-    assert result.code == 0, result.err
-    return json.loads(result.out)["runs"]
-
-
-def objects(root: Path) -> set[str]:
-    top = root / CACHE / "files"
-    return {p.parent.name + p.name for p in top.glob("*/*") if not p.name.startswith(".")}
 
 
 def run_entries(root: Path) -> set[str]:

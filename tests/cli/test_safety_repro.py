@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import run
+from tests.cli.conftest import history, run
 
 
 @pytest.fixture
@@ -36,10 +36,6 @@ def wipe(directory: Path) -> None:
         else:
             path.unlink()
     directory.rmdir()
-
-
-def history(root: Path) -> list[dict]:
-    return json.loads(run(["history", "--json"], root).out)["runs"]
 
 
 # ---- hole 1: outs through a symlinked parent directory ----------------------------------
