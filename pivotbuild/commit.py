@@ -12,7 +12,10 @@ writes through, so it can be exercised in memory (tests/test_commit.py).
 
 Discovered deps (a stage with a ``depfile`` or ``discover``: discovery.py) are hashed in the
 same batch as the declared deps and outputs, and recorded in the lock's ``discovered`` and the
-run-cache entry; one that no longer exists by then is dropped, never an error. Which paths:
+run-cache entry. One that does not exist after a run (a depfile's prerequisite a ``-MG``
+compile did not find) is recorded with a null hash, never an error, and that run is not put in
+the run cache (its entries name real hashes): the stage stays stale until the file exists;
+`commit`, told the stage is up to date, drops the missing ones instead. Which paths:
 after a run, those the run discovered (given by the executor); after a run-cache restore,
 those of the entry's run; for `commit` (nothing ran), the lock's discovered list plus a
 depfile present on disk (discovery.recorded), every one hashed again as it is now.
@@ -30,7 +33,7 @@ from pivotbuild.config import Project, Stage
 from pivotbuild.discovery import discovers, recorded, undeclared
 from pivotbuild.errors import OperationError
 from pivotbuild.hasher import PathDigest
-from pivotbuild.lock import Lock, LockedDep, LockedOut
+from pivotbuild.lock import MISSING_HASH, Lock, LockedDep, LockedOut
 from pivotbuild.plan import LockStore, PathHasher, stage_input_hash
 from pivotbuild.store import Cache
 from pivotbuild.store.objects import CorruptObjectsError
@@ -61,7 +64,8 @@ class Snapshot:
     def lock(self) -> Lock:
         stage = self.stage
         found = None if self.discovered is None else [
-            LockedDep(path, d.hash or "", d.size, d.nfiles)
+            LockedDep(path, MISSING_HASH, 0) if d.missing
+            else LockedDep(path, d.hash or "", d.size, d.nfiles)
             for path, d in sorted(self.discovered.items())]
         return Lock(
             stage=stage.name,
@@ -121,6 +125,7 @@ class Committer:
         stage that discovers, None: discovery.recorded) from disk in one batch; raise if a
         dep or output is missing."""
         extra: list[str] = []
+        ran = discovered is not None  # a run's (or run-cache entry's) list, not `commit`'s
         if discovers(stage):
             if discovered is None:
                 lock = self.locks.read_lock(stage.name)
@@ -135,8 +140,11 @@ class Committer:
         deps = {p: digests[p] for p in stage.deps}
         outs = {o.path: digests[o.path] for o in stage.outs}
         input_hash = stage_input_hash(stage, {p: d.hash for p, d in deps.items()})
-        found = {p: digests[p] for p in extra if not digests[p].missing} if discovers(stage) \
-            else None
+        # After a run a missing one is recorded too (hash null, lock.py): the stage stays stale
+        # until it exists, as Ninja treats a depfile's missing prerequisite. `commit` (nothing
+        # ran) is told the stage is up to date: it drops the missing ones.
+        found = {p: digests[p] for p in extra if ran or not digests[p].missing} \
+            if discovers(stage) else None
         return Snapshot(stage, deps, outs, input_hash, found)
 
     def commit(self, stage: Stage, snapshot: Snapshot | None = None,
@@ -174,7 +182,8 @@ class Committer:
         self._link_back(stage, snap, relink)
         lock = snap.lock()
         written = self.locks.write_lock(lock)
-        if not stage.always_changed and not any(o.persist for o in stage.outs):
+        if not stage.always_changed and not any(o.persist for o in stage.outs) and not any(
+                d.missing for d in lock.discovered or ()):  # run-cache entries name real hashes
             found = None if lock.discovered is None else [d.to_dict() for d in lock.discovered]
             self.cache.runs.put(lock.input_hash, [o.to_dict() for o in lock.outs], found)
         return CommitResult(lock, written)

@@ -23,7 +23,8 @@ JSON exactly as ``json.dumps(lock, indent=2, sort_keys=True) + "\\n"`` writes it
 and, only for a stage with a ``depfile`` or ``discover`` (revision 2026-12, SPEC §9, §13)::
 
       "discovered": [                              # sorted by path, paths unique; may be []
-        {"hash": "<32 hex>", "path": "include/calc.h", "size": 321}
+        {"hash": "<32 hex>", "path": "include/calc.h", "size": 321},
+        {"hash": null, "path": "include/gen.h", "size": 0}   # a prerequisite that was missing
       ],
 
 the deps the stage's last run was found to read (its depfile's prerequisites, the Python
@@ -39,6 +40,10 @@ has the key, as it refuses any unknown key: the stage is stale there, never wron
   component; ``.`` alone is the project root). No timestamp and no absolute path appears,
   so the same inputs give byte-identical locks in any checkout.
 - ``size`` is the file's size, or the sum of a directory's files' sizes.
+- The one exception to real hashes: a discovered entry whose file did not exist when the run
+  was committed (a depfile may name a header a ``-MG`` compile did not find) has ``"hash":
+  null`` and ``"size": 0`` and no ``nfiles``. As Ninja does, the stage is stale (``dep-missing``)
+  while the file is missing and runs again once it exists (its hash then differs from null).
 - A discovered entry is shaped as a dep (a directory, which no compiler names, would carry
   ``nfiles``); a path may be both declared and discovered only if the stage's deps changed
   since the run: the lock records what that run saw.
@@ -89,15 +94,25 @@ INPUT_HASH_VERSION = 1
 
 
 
+#: The hash of a discovered dep that was missing when its run was committed (``null`` in the
+#: lock: see above); no file's digest ever equals it.
+MISSING_HASH = ""
+
+
 @dataclass(frozen=True, slots=True)
 class LockedDep:
     path: str
-    hash: str
+    hash: str  # MISSING_HASH: a discovered dep that was missing
     size: int
     nfiles: int | None = None  # set for a directory dep
 
+    @property
+    def missing(self) -> bool:
+        return self.hash == MISSING_HASH
+
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"hash": self.hash, "path": self.path, "size": self.size}
+        out: dict[str, Any] = {"hash": None if self.missing else self.hash, "path": self.path,
+                               "size": self.size}
         if self.nfiles is not None:
             out["nfiles"] = self.nfiles
         return out
@@ -234,6 +249,10 @@ class _Dep(BaseModel):
     @field_validator("nfiles")
     @classmethod
     def _nfiles_with_a_dir_hash_only(cls, nfiles: Any, info: ValidationInfo) -> Any:
+        if "hash" in info.data and info.data["hash"] is None:  # a missing discovered dep
+            if nfiles is not _ABSENT:
+                raise PydanticCustomError("file_nfiles", "file_nfiles")
+            return None
         digest = info.data.get("hash")
         if digest is None:  # the hash is wrong already
             return None
@@ -246,6 +265,23 @@ class _Dep(BaseModel):
 
     def to_dep(self) -> LockedDep:
         return LockedDep(self.path, self.hash, self.size, self.nfiles)
+
+
+class _Discovered(_Dep):
+    # null: missing when its run was committed (a dep's field, widened: pydantic's override)
+    hash: Annotated[  # type: ignore[assignment]
+        str | None, _rule(lambda v: v is None or is_hash(v), "hash")]
+
+    @field_validator("size")
+    @classmethod
+    def _no_size_when_missing(cls, size: int, info: ValidationInfo) -> int:
+        if "hash" in info.data and info.data["hash"] is None and size != 0:
+            raise PydanticCustomError("missing_size", "missing_size")
+        return size
+
+    def to_dep(self) -> LockedDep:
+        return LockedDep(self.path, MISSING_HASH if self.hash is None else self.hash, self.size,
+                         self.nfiles)
 
 
 class _Out(_Dep):
@@ -266,7 +302,7 @@ class _LockDoc(BaseModel):
     params: dict[str, Any]
     deps: list[_Dep]
     outs: list[_Out]
-    discovered: list[_Dep] | None = None  # absent: None; null is refused below
+    discovered: list[_Discovered] | None = None  # absent: None; null is refused below
 
     @field_validator("discovered", mode="before")
     @classmethod
@@ -376,7 +412,9 @@ def _reason(exc: ValidationError, data: Any, stage: str | None) -> str:
     if key == "path":
         return f"{where}.path is not a project-relative path: {value!r}"
     if kind == "file_nfiles":
-        return f"{where} has nfiles but a file hash"
+        return f"{where} has nfiles but a file hash (or null)"
+    if kind == "missing_size":
+        return f"{where}.size is not 0 for a missing file (hash null)"
     return f"{where}.{key} {_ENTRY_FIELD[str(key)]}"
 
 

@@ -132,9 +132,9 @@ def cc_world() -> World:
 def test_discovered_deps_are_locked_hashed_and_recorded_in_the_run_entry():
     world = cc_world()
     cc = world.project.stages["cc"]
-    # given unsorted, twice, with a declared dep and a path that vanished after the run
+    # given unsorted, twice, with a declared dep
     world.committer.commit(cc, discovered=["include/util.h", "calc.c", "include/calc.h",
-                                           "include/gone.h", "include/util.h"])
+                                           "include/util.h"])
     lock = world.locks.get("cc")
     assert [(d.path, d.hash, d.size) for d in lock.discovered] == [
         ("include/calc.h", digest_of("h1"), 2), ("include/util.h", digest_of("u1"), 2)]
@@ -144,6 +144,18 @@ def test_discovered_deps_are_locked_hashed_and_recorded_in_the_run_entry():
     assert entry["discovered"] == [d.to_dict() for d in lock.discovered]
     # the input hash is the declared inputs' only
     assert lock.input_hash == world.committer.snapshot(cc, discovered=[]).input_hash
+
+
+def test_a_discovered_dep_missing_after_the_run_is_locked_null_and_not_run_cached():
+    world = cc_world()
+    world.committer.commit(world.project.stages["cc"],
+                           discovered=["include/calc.h", "include/gone.h"])
+    lock = world.locks.get("cc")
+    assert [(d.path, d.missing) for d in lock.discovered] == [
+        ("include/calc.h", False), ("include/gone.h", True)]
+    assert '"hash": null' in world.locks.texts["cc"]
+    assert lock.input_hash not in world.cache.runs
+    assert world.plan()["cc"].status != UP_TO_DATE
 
 
 def test_a_stage_that_discovers_nothing_gets_an_empty_list_and_others_no_key():

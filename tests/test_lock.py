@@ -11,6 +11,7 @@ import xxhash
 
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.lock import (
+    MISSING_HASH,
     Lock,
     LockedDep,
     LockedOut,
@@ -467,6 +468,20 @@ def test_discovered_is_written_sorted_only_when_present_and_round_trips(tmp_path
     assert read_lock(path).discovered is None
 
 
+def test_a_missing_discovered_dep_is_written_with_a_null_hash_and_read_back(tmp_path):
+    found = sample(discovered=[LockedDep("gen.h", MISSING_HASH, 0), LockedDep("a.h", H1, 3)])
+    doc = json.loads(found.to_json())
+    assert doc["discovered"] == [{"hash": H1, "path": "a.h", "size": 3},
+                                 {"hash": None, "path": "gen.h", "size": 0}]
+    path = tmp_path / "locks" / "train.json"
+    write_lock(path, found)
+    back = read_lock(path)
+    assert back == found and [d.missing for d in back.discovered] == [False, True]
+    doc["deps"] = [{"hash": None, "path": "gen.h", "size": 0}]  # only discovered may be null
+    path.write_text(json.dumps(doc))
+    assert isinstance(read_lock(path), LockProblem)
+
+
 def test_a_lock_without_discovered_stays_valid(tmp_path):
     path = tmp_path / "train.json"
     path.write_text(EXPECTED)
@@ -483,6 +498,11 @@ def test_a_lock_without_discovered_stays_valid(tmp_path):
      "discovered lists 'a.h' twice"),
     ([{"hash": H1, "path": "a.h", "size": 1, "cache": True}],
      "discovered[0] has an unknown key 'cache'"),
+    ([{"hash": None, "path": "a.h", "size": 3}],
+     "discovered[0].size is not 0 for a missing file (hash null)"),
+    ([{"hash": None, "path": "a.h", "size": 0, "nfiles": 1}],
+     "discovered[0] has nfiles but a file hash (or null)"),
+    ([{"hash": "", "path": "a.h", "size": 0}], "discovered[0].hash is not a hash"),
 ])
 def test_a_bad_discovered_list_is_a_problem_naming_it(tmp_path, value, reason):
     doc = json.loads(EXPECTED)

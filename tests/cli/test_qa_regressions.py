@@ -7,7 +7,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from tests.cli.conftest import run
+from tests.cli.conftest import lock, ran, run
 
 
 def _git(root: Path, *args: str) -> None:
@@ -267,3 +267,26 @@ def test_checkout_of_an_older_lock_replaces_content_the_cache_holds(project: Pat
     assert (project / "f").read_text() == "never committed\n"
     assert (project / "o").read_text() == "hand edit\n"
     assert (project / "d" / "stray").read_text() == "mine\n"
+
+
+def test_a_depfile_prerequisite_that_is_missing_keeps_the_stage_stale(project: Path) -> None:
+    """A depfile naming a header that did not exist locked 'discovered: []', and creating the
+    header later was never noticed. It is recorded with a null hash: the stage is stale
+    (dep-missing, discovered) while it is missing, and runs again once it exists."""
+    (project / "in.c").write_text("int x;\n")
+    (project / "pivot.toml").write_text(
+        "[stages.cc]\ncmd = 'echo cc >> runs.log && echo o: in.c gen.h > o.d && cp in.c o'\n"
+        "deps = ['in.c']\nouts = ['o']\ndepfile = 'o.d'\n")
+    assert run(["repro"], cwd=project).code == 0
+    assert lock(project, "cc")["discovered"] == [{"hash": None, "path": "gen.h", "size": 0}]
+    for _ in range(2):  # the no-op snapshot must not call it up to date either
+        result = run(["status"], cwd=project)
+        assert result.code == 0 and "gen.h" in result.out and "discovered" in result.out
+    assert run(["repro"], cwd=project).code == 0
+    assert ran(project) == ["cc", "cc"]
+    (project / "gen.h").write_text("#define N 1\n")
+    assert run(["repro"], cwd=project).code == 0
+    assert ran(project) == ["cc", "cc", "cc"]
+    assert lock(project, "cc")["discovered"][0]["hash"] is not None
+    assert run(["repro"], cwd=project).code == 0
+    assert ran(project) == ["cc", "cc", "cc"]
