@@ -43,6 +43,7 @@ from pivotbuild.plan import (
     Decision,
     Planner,
     Reason,
+    glob_hint,
 )
 from pivotbuild.runners import Cancel, OutputSink, StageRunner, StageSpec
 from pivotbuild.store.objects import CorruptObjectsError, MissingObjectsError
@@ -400,7 +401,8 @@ class Executor:
         as `commit` names it), or None."""
         if decision.missing_deps:
             missing = ", ".join(repr(p) for p in decision.missing_deps)
-            return f"missing dependency {missing}"
+            hint = next(filter(None, map(glob_hint, decision.missing_deps)), None)
+            return f"missing dependency {missing}" + (f" ({hint})" if hint else "")
         problems = [digest.problem(str(self.project.root)) for digest in decision.deps.values()
                     if digest.hash is None and not digest.missing]
         if problems:

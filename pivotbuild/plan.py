@@ -237,7 +237,8 @@ class Planner:
             reasons.extend(self._compare(stage, found, decision))
             reasons.extend(self._compare_discovered(stage, found, decision))
         if found is None or isinstance(found, LockProblem):
-            reasons.extend(Reason("dep-missing", path=p) for p in decision.missing_deps)
+            reasons.extend(Reason("dep-missing", path=p, detail=glob_hint(p))
+                           for p in decision.missing_deps)
         reasons.extend(Reason("upstream-stale", stage=up) for up in stale_upstream)
         if stage.always_changed:
             reasons.append(Reason("always-changed"))
@@ -407,15 +408,25 @@ def cached_paths(stage: Stage) -> frozenset[str]:
     return frozenset(out.path for out in stage.outs if out.cache)
 
 
+GLOB_HINT = "globs are not expanded in deps; use foreach = { glob = ... }"
+
+
+def glob_hint(path: str) -> str | None:
+    """For a dep that is missing: GLOB_HINT when its path holds a glob character (a user who
+    wrote ``deps = ["src/*.c"]``), else None."""
+    return GLOB_HINT if any(c in path for c in "*?[") else None
+
+
 def _compare_paths(kind: str, current: Mapping[str, PathDigest], locked: Mapping[str, str]
                    ) -> list[Reason]:
     """<kind>-added, -missing, -changed (by content hash) and -removed, in path order."""
     reasons = []
     for path, digest in sorted(current.items()):
+        hint = glob_hint(path) if kind == "dep" and digest.missing else None
         if path not in locked:
-            reasons.append(Reason(f"{kind}-added", path=path))
+            reasons.append(Reason(f"{kind}-added", path=path, detail=hint))
         elif digest.missing:
-            reasons.append(Reason(f"{kind}-missing", path=path))
+            reasons.append(Reason(f"{kind}-missing", path=path, detail=hint))
         elif digest.hash != locked[path]:
             problem = digest.errors[0][1] if digest.hash is None and digest.errors else None
             reasons.append(Reason(f"{kind}-changed", path=path, detail=problem))

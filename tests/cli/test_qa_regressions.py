@@ -290,3 +290,23 @@ def test_a_depfile_prerequisite_that_is_missing_keeps_the_stage_stale(project: P
     assert lock(project, "cc")["discovered"][0]["hash"] is not None
     assert run(["repro"], cwd=project).code == 0
     assert ran(project) == ["cc", "cc", "cc"]
+
+
+def test_a_glob_in_deps_is_hinted_at_in_status_and_repro(project: Path) -> None:
+    """deps = ["src/*.c"] said only 'dep added: src/*.c' and 'missing dependency'; both now
+    say that globs are not expanded in deps and point to foreach."""
+    (project / "src").mkdir()
+    (project / "src" / "a.c").write_text("int a;\n")
+    (project / "pivot.toml").write_text(
+        "[stages.a]\ncmd = 'echo > o'\ndeps = ['src/*.c']\nouts = ['o']\n")
+    hint = "(globs are not expanded in deps; use foreach = { glob = ... })"
+    status = run(["status"], cwd=project)
+    assert status.code == 0 and f"dep missing: src/*.c {hint}" in status.out
+    result = run(["repro"], cwd=project)
+    assert result.code == 1 and result.err.count("missing dependency") == 1
+    assert f"missing dependency 'src/*.c' {hint}" in result.err
+    assert not (project / "o").exists()
+    (project / "pivot.toml").write_text(  # a plain missing dep gets no hint
+        "[stages.a]\ncmd = 'echo > o'\ndeps = ['src/b.c']\nouts = ['o']\n")
+    result = run(["repro"], cwd=project)
+    assert result.code == 1 and "globs" not in result.err
