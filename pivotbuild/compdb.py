@@ -15,8 +15,9 @@ def compdb_entries(project: Project, stages: Iterable[Stage]) -> tuple[list[dict
                                                                        list[str]]:
     """One compilation-database entry per stage with a dep and an out: ``directory`` (the
     absolute wdir), ``command`` (the expanded cmd: of several, the first that names the
-    file, else the first that names the output; a stage with neither is left out), ``file`` (the first declared dep) and ``output`` (the first out),
-    both relative to ``directory``. The second list: stages left out, and why."""
+    file, else the first that names the output; a stage with neither is left out),
+    ``file`` (the first declared dep) and ``output`` (the first out), both relative to
+    ``directory``. The second list: stages left out, and why."""
     entries: list[dict[str, str]] = []
     skipped: list[str] = []
     for stage in stages:
