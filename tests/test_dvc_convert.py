@@ -274,7 +274,7 @@ def test_a_param_edit_makes_stale_what_dvc_status_says(tmp_path):
     assert stale | always == set(dvc_status)
     assert always == {name for name, why in dvc_status.items() if "always changed" in why}
     assert _problems(root)["train@small"] == [
-        "train@small: param 'lr' in train.yaml differs from dvc.lock"]
+        "DVC stage 'train@small': param 'lr' in train.yaml differs from dvc.lock"]
 
 
 def test_a_cmd_or_structure_change_is_a_problem_before_hashing(tmp_path):
@@ -284,8 +284,8 @@ def test_a_cmd_or_structure_change_is_a_problem_before_hashing(tmp_path):
     text = text.replace("    - ../scripts/report.py\n", "")  # the dep, not the cmd
     (root / "dvc.yaml").write_text(text)
     checks = {c.dvc_stage: c for c in convert(root).checks}
-    assert checks["baseline"].problems == ("baseline: cmd differs from dvc.lock",)
-    assert checks["report"].problems == ("report: deps differ from dvc.lock",)
+    assert checks["baseline"].problems == ("cmd differs from dvc.lock",)
+    assert checks["report"].problems == ("deps differ from dvc.lock",)
     assert checks["prepare"].problems == ()
 
 
@@ -413,7 +413,7 @@ def test_matrix_using_key_and_stage_vars_is_unrolled(tmp_path):
     stages = tomllib.loads(conversion.toml)["stages"]
     assert stages == {"m-1": {"cmd": "run 1 L 1"}, "m-2": {"cmd": "run 2 L 2"}}
     assert [c.dvc_stage for c in conversion.checks] == ["m@1", "m@2"]
-    assert all(c.problems == (f"{c.dvc_stage}: not in dvc.lock (DVC never ran it)",)
+    assert all(c.problems == (f"DVC stage {c.dvc_stage!r}: not in dvc.lock (DVC never ran it)",)
                for c in conversion.checks)
 
 

@@ -387,31 +387,33 @@ class _Converter:
 
     # -- dvc.lock -----------------------------------------------------------------------------
     def check(self, inst: _Instance) -> StageCheck:
+        """The stage's check against dvc.lock. Its problems do not repeat the stage's name (the
+        CLI prints 'stale: NAME: ...'), except the DVC name of one renamed (``m@1`` → ``m-1``)."""
         lock = self.lock.get(inst.dvc_name)
         problems: list[str] = []
         found: dict[str, list[LockedPath]] = {"deps": [], "outs": []}
         params: dict[str, Any] = {}
         if not isinstance(lock, dict):
-            problems.append(f"{inst.dvc_name}: not in dvc.lock (DVC never ran it)")
+            problems.append(f"{_who(inst)}not in dvc.lock (DVC never ran it)")
         else:
             def as_list(c: Any) -> list[Any]:
                 return [c] if isinstance(c, str) else list(c or [])
 
             if as_list(lock.get("cmd")) != as_list(inst.cmd):
-                problems.append(f"{inst.dvc_name}: cmd differs from dvc.lock")
+                problems.append(f"{_who(inst)}cmd differs from dvc.lock")
             for section, paths in (("deps", inst.deps), ("outs", inst.outs)):
                 locked: dict[str, LockedPath] = {}
                 for e in lock.get(section) or []:
                     entry = locked_path(inst.wdir, e)
                     if entry is None:
                         label = e.get("path") if isinstance(e, dict) else e
-                        problems.append(f"{inst.dvc_name}: dvc.lock {section} entry {label!r} "
+                        problems.append(f"{_who(inst)}dvc.lock {section} entry {label!r} "
                                         "has no md5 inside the project to check")
                     else:
                         locked[entry.path] = entry
                 wanted = {p for p in (norm(inst.wdir, x) for x in paths) if p}
                 if set(locked) != wanted:
-                    problems.append(f"{inst.dvc_name}: {section} differ from dvc.lock")
+                    problems.append(f"{_who(inst)}{section} differ from dvc.lock")
                 found[section] = [locked[p] for p in sorted(locked)]
             params = self.locked_params(inst, lock.get("params") or {}, problems)
         return StageCheck(
@@ -425,16 +427,16 @@ class _Converter:
                     for f, kv in (lock.items() if isinstance(lock, dict) else [])
                     for k, v in (kv.items() if isinstance(kv, dict) else [])}
         if set(recorded) != set(inst.params):
-            problems.append(f"{inst.dvc_name}: params differ from dvc.lock")
+            problems.append(f"{_who(inst)}params differ from dvc.lock")
         for (file, k), v in sorted(recorded.items()):
             values[k if file == PARAMS_YAML else f"{file}:{k}"] = v
             try:
                 current = lookup(self.file_data(file), k)
             except KeyError:
-                problems.append(f"{inst.dvc_name}: param {k!r} is no longer in {file}")
+                problems.append(f"{_who(inst)}param {k!r} is no longer in {file}")
                 continue
             if current != v:
-                problems.append(f"{inst.dvc_name}: param {k!r} in {file} differs from dvc.lock")
+                problems.append(f"{_who(inst)}param {k!r} in {file} differs from dvc.lock")
         return values
 
     # -- top-level sections -------------------------------------------------------------------
@@ -561,3 +563,8 @@ def convert(root: Path) -> Conversion:
     if not (root / DVC_YAML).is_file() and not (root / ".dvc").is_dir():
         raise ConfigError(DVC_YAML, "", f"not found in {root} (and no .dvc directory either)")
     return _Converter(root).run()
+
+
+def _who(inst: _Instance) -> str:
+    """What a problem of ``inst`` starts with: the DVC stage's name when pivotbuild's differs."""
+    return "" if inst.dvc_name == inst.pivot_name else f"DVC stage {inst.dvc_name!r}: "

@@ -310,3 +310,18 @@ def test_a_glob_in_deps_is_hinted_at_in_status_and_repro(project: Path) -> None:
         "[stages.a]\ncmd = 'echo > o'\ndeps = ['src/b.c']\nouts = ['o']\n")
     result = run(["repro"], cwd=project)
     assert result.code == 1 and "globs" not in result.err
+
+
+def test_import_dvc_names_a_stale_stage_once(project: Path) -> None:
+    """'stale: a: a: not in dvc.lock': the reason repeated the stage's name."""
+    (project / "pivot.toml").unlink()
+    (project / ".dvc").mkdir()
+    (project / "dvc.yaml").write_text(
+        "stages:\n  a:\n    cmd: echo hi > o\n    outs:\n      - o\n"
+        "  m:\n    foreach: [x]\n    do:\n      cmd: echo ${item} > m-${item}\n"
+        "      outs:\n        - m-${item}\n")
+    result = run(["import-dvc"], cwd=project)
+    assert result.code == 0, result.err
+    lines = [line for line in (result.out + result.err).splitlines() if "stale" in line]
+    assert lines == ["stale: a: not in dvc.lock (DVC never ran it)",
+                     "stale: m@x: not in dvc.lock (DVC never ran it)"]
