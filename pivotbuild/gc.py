@@ -130,7 +130,8 @@ def revision_refs(root: Path, revs: Sequence[str], all_commits: bool
     revisions ``revs`` (and with ``all_commits`` of every commit) reference."""
     from pivotbuild import gitrev
 
-    why = ("gc --all-commits" if all_commits else "gc --rev") + " cannot keep what its "         "commits reference (drop the option, or run gc inside the git work tree)"
+    why = (("gc --all-commits" if all_commits else "gc --rev") + " cannot keep what its "
+           "commits reference (drop the option, or run gc inside the git work tree)")
     gitrev.repository(root, why)  # outside a work tree: one clear line, before anything
     blobs: dict[str, tuple[str, str]] = {}  # blob id -> (path in the project, where found)
     if all_commits:

@@ -76,8 +76,8 @@ def dir_hash(manifest: bytes, hash_bytes: Callable[[bytes], str] | None = None) 
 
 
 def object_name(digest: str) -> str:
-    """``ab/cdef…`` (``ab/cdef….dir`` for a directory): where the object ``digest`` lives below a
-    store's ``files/``."""
+    """``ab/cdef…`` (``ab/cdef….dir`` for a directory): where the object ``digest`` lives
+    below a store's ``files/``."""
     check_hash(digest)
     return f"{digest[:2]}/{digest[2:]}"
 

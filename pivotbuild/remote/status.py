@@ -55,8 +55,9 @@ class RemoteStatus:
 def status_remote(pipeline: Pipeline, names: list[str], remote: Remote,
                   tracked: Sequence[Record] = ()) -> RemoteStatus:
     """For each cached output the locks of ``names`` record, and each ``tracked`` path: is it
-    complete on the remote, in the local cache, both, or neither. A directory's manifest is read from the local cache, or
-    from the remote (validated, not stored) when only the remote has it."""
+    complete on the remote, in the local cache, both, or neither. A directory's manifest is
+    read from the local cache, or from the remote (validated, not stored) when only the
+    remote has it."""
     result = RemoteStatus(remote.name)
     scope = Scope.of(pipeline)
     refs = scope.lock_refs(scope.locks(names, result.problems)) + tracked_refs(tracked)

@@ -119,8 +119,9 @@ def push(pipeline: Pipeline, names: list[str], remote: Remote, jobs: int = 0,
          run_cache: bool = False, progress: bool | None = None,
          tracked: Sequence[Record] = ()) -> TransferReport:
     """Upload the objects the locks of ``names`` and the ``tracked`` paths' records reference
-    (and with ``run_cache`` the locks' run-cache entries) that the remote lacks. Files go before the ``.dir`` manifests listing
-    them, objects before the run-cache entries naming them."""
+    (and with ``run_cache`` the locks' run-cache entries) that the remote lacks. Files go
+    before the ``.dir`` manifests listing them, objects before the run-cache entries naming
+    them."""
     jobs = jobs or default_jobs()
     report = TransferReport(remote.name, "push")
     scope = Scope.of(pipeline)
