@@ -116,6 +116,12 @@ def _first_line(data: bytes) -> str:
     return lines[0] if lines else "no message"
 
 
+def _has_commits(root: Path) -> bool:
+    """Whether HEAD names a commit (False in a repository where nothing was committed yet)."""
+    proc = _run(["rev-parse", "--verify", "-q", "HEAD^{commit}"], cwd=root)
+    return proc.returncode == 0
+
+
 def open_revision(root: str | os.PathLike[str], rev: str = "HEAD") -> Revision:
     """Resolve ``rev`` for the project at ``root``; raises the errors the module lists."""
     root = Path(root)
@@ -130,9 +136,12 @@ def open_revision(root: str | os.PathLike[str], rev: str = "HEAD") -> Revision:
             raise NotAGitRepository(f"{root}: not inside a git repository, so revision "
                                     f"{rev!r} cannot be read (git init, or compare nothing)")
         if proc.returncode == 1 or "Needed a single revision" in message or not proc.stderr:
-            hint = " (the repository has no commit yet)" if rev == "HEAD" else ""
+            where = lines[0] or root
+            if not _has_commits(root):
+                raise UnknownRevision(f"unknown revision {rev!r}: the git repository at {where} "
+                                      "has no commits yet (commit first, then compare)")
             raise UnknownRevision(f"unknown revision {rev!r}: no such commit in the git "
-                                  f"repository at {lines[0] or root}{hint}")
+                                  f"repository at {where}")
         raise GitFailed(f"git rev-parse {rev!r} failed: {message}")
     toplevel, prefix, commit = lines[0], lines[1], lines[2]
     if len(commit) not in (40, 64):

@@ -152,8 +152,9 @@ def test_unknown_revision_is_a_usage_error(repo: Path) -> None:
 def test_a_repository_without_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     git(tmp_path, "init", "-q")
-    with pytest.raises(UnknownRevision, match="has no commit yet"):
-        open_revision(tmp_path, "HEAD")
+    for rev in ("HEAD", "HEAD~1", "main"):
+        with pytest.raises(UnknownRevision, match="has no commits yet"):
+            open_revision(tmp_path, rev)
 
 
 def test_not_a_git_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

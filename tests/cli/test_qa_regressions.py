@@ -325,3 +325,13 @@ def test_import_dvc_names_a_stale_stage_once(project: Path) -> None:
     lines = [line for line in (result.out + result.err).splitlines() if "stale" in line]
     assert lines == ["stale: a: not in dvc.lock (DVC never ran it)",
                      "stale: m@x: not in dvc.lock (DVC never ran it)"]
+
+
+def test_comparing_in_a_repository_without_commits_says_so(project: Path) -> None:
+    """metrics diff / params diff / diff before the first commit said only "unknown revision
+    'HEAD'"; they now say the repository has no commits yet (still a usage error)."""
+    _git(project, "init", "-q")
+    for command in (["metrics", "diff"], ["params", "diff"], ["diff"], ["metrics", "diff", "v1"]):
+        result = run(command, cwd=project)
+        assert result.code == 2, (command, result.err)
+        assert result.err.count("\n") == 1 and "has no commits yet" in result.err, command
