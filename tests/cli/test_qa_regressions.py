@@ -335,3 +335,26 @@ def test_comparing_in_a_repository_without_commits_says_so(project: Path) -> Non
         result = run(command, cwd=project)
         assert result.code == 2, (command, result.err)
         assert result.err.count("\n") == 1 and "has no commits yet" in result.err, command
+
+
+def test_a_glob_key_outside_the_stage_name_characters_is_a_config_error(project: Path) -> None:
+    """'cc@ünï.é' was accepted although stage names are ASCII (SPEC §1): a glob match whose
+    key holds another character is a one-line config error naming pivot.toml, the key and
+    the file; exclude skips it."""
+    (project / "src").mkdir()
+    (project / "src" / "ok.c").write_text("int a;\n")
+    (project / "src" / "ünï.é.c").write_text("int b;\n")
+    (project / "pivot.toml").write_text(
+        "[stages.cc]\nforeach = { glob = 'src/*.c' }\ncmd = 'echo ${item.key} >> runs.log'\n"
+        "deps = ['${item.path}']\n")
+    for command in (["status"], ["repro"], ["list"]):
+        result = run(command, cwd=project)
+        assert result.code == 2, (command, result.err)
+        assert result.err.count("\n") == 1
+        assert result.err.startswith("pivotbuild: error: pivot.toml: stages.cc.foreach.glob: ")
+        assert "'src/ünï.é.c'" in result.err and "ASCII" in result.err
+    assert ran(project) == []
+    (project / "pivot.toml").write_text((project / "pivot.toml").read_text().replace(
+        "'src/*.c' }", "'src/*.c', exclude = ['src/ünï.é.c'] }"))
+    assert run(["repro"], cwd=project).code == 0
+    assert ran(project) == ["ok"]
