@@ -231,7 +231,8 @@ def test_checkout_link_modes(pipe, mode):
     same = (pipe / "clean.txt").stat().st_ino == obj.stat().st_ino
     assert same == (mode == "hardlink")
     if mode == "copy":
-        assert os.access(pipe / "clean.txt", os.W_OK) and (pipe / "clean.txt").stat().st_mode & 0o200
+        assert os.access(pipe / "clean.txt", os.W_OK)
+        assert (pipe / "clean.txt").stat().st_mode & 0o200
 
 
 # ---- verify and gc ------------------------------------------------------------------

@@ -60,14 +60,16 @@ def history(project: Path) -> tuple[Path, set[str], set[str]]:
     return root, first | {first_raw}, second
 
 
-def test_plain_gc_drops_what_only_an_older_commit_references(history: tuple[Path, set[str], set[str]]) -> None:
+def test_plain_gc_drops_what_only_an_older_commit_references(
+        history: tuple[Path, set[str], set[str]]) -> None:
     root, first, second = history
     gc(root)
     assert second <= objects(root)
     assert not (first - second) & objects(root)
 
 
-def test_gc_rev_keeps_the_older_commits_outputs_and_tracked_data(history: tuple[Path, set[str], set[str]]) -> None:
+def test_gc_rev_keeps_the_older_commits_outputs_and_tracked_data(
+        history: tuple[Path, set[str], set[str]]) -> None:
     root, first, second = history
     result = gc(root, "--rev", "HEAD~1")
     assert first | second <= objects(root)
@@ -85,7 +87,8 @@ def test_gc_rev_keeps_the_older_commits_outputs_and_tracked_data(history: tuple[
     assert (root / "runs.log").read_text() == "run\nrun\n"
 
 
-def test_gc_all_commits_keeps_every_commits_objects(history: tuple[Path, set[str], set[str]]) -> None:
+def test_gc_all_commits_keeps_every_commits_objects(
+        history: tuple[Path, set[str], set[str]]) -> None:
     root, first, second = history
     git(root, "checkout", "-q", "-b", "side", "HEAD~1")  # a branch: --all follows every ref
     git(root, "checkout", "-q", "-")

@@ -1,8 +1,8 @@
 """Fault injection: kill pivotbuild at random moments and check that nothing is lost.
 
 Each round prepares a change, starts one command (repro -j 2 of several stages with
-file and directory outputs, from the run cache or running them, commit, checkout, gc, push or pull to a local directory, push
-or pull to S3 on a loopback moto server), kills it after a random delay (SIGKILL, or now
+file and directory outputs, from the run cache or running them, commit, checkout, gc,
+push or pull to a local directory, push or pull to S3 on a loopback moto server), kills it after a random delay (SIGKILL, or now
 and then SIGTERM, which must end it as Ctrl-C does), and checks the invariants:
 - every lock parses and is either the one before the command or the one it would
   write (locks are byte-identical across checkouts, so the expected bytes come from
