@@ -12,9 +12,10 @@ the tables are written. On the way:
   item's ``path`` / ``dir`` are project-relative, whatever the stage's wdir (deps and outs are
   wdir-relative: a stage with a wdir writes ``../${item.path}``). A match whose path holds a
   character the shell acts on (``$``, a backquote, quotes, ``\\``, ``;&|<>()``) is an error:
-  the item's fields enter cmd unquoted (exclude such files). So is a key holding anything but
-  ASCII letters, digits, ``_``, ``.`` and ``-`` (``ü``, ``+``, ``@``): it is part of a stage
-  name, whose pattern (SPEC §1) is ASCII.
+  the item's fields enter cmd unquoted (exclude such files). So is a key holding a non-ASCII
+  character (``cc@ünï.é``): it is part of a stage name, and stage names are ASCII (SPEC §1;
+  mapping it would make names nobody wrote, and collisions). Other generated-name rules are
+  template.py's (no ``/``, whitespace or control character).
 - Group references: a deps entry that is exactly ``${stages.NAME.outs}`` stands for every
   out of every instance of table NAME, in instance order (each instance's outs in declared
   order); in cmd the reference renders those paths relative to the stage's wdir (its cmd's
@@ -33,7 +34,6 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
-import string
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,6 @@ _KeyPart = str | int
 # Characters a POSIX shell acts on inside an unquoted word: a glob match holding one would be
 # expanded, split or run by the shell when ${item.path} (or name, stem, dir, key) enters cmd.
 _SHELL_SPECIAL = frozenset("$`\"'\\;&|<>()")
-# What a glob match's key may hold: it becomes part of a stage name (SPEC §1: ASCII letters,
-# digits, '_', '.', '-'). Mapping the others would make names nobody wrote, and collisions.
-_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_.-")
 
 class StageBuilder:
     """Builds every stage table of one pivot.toml; holds what all of them share."""
@@ -237,12 +234,12 @@ class StageBuilder:
                                   f"shell character {special!r}: ${{item...}} enters cmd "
                                   "unquoted, so the shell would act on it (rename the file, "
                                   "or exclude it)")
-            odd = next((ch for ch in m.key if ch not in _NAME_CHARS), None)
+            odd = next((ch for ch in m.key if not ch.isascii()), None)
             if odd is not None:
                 raise ConfigError(PROJECT_FILE, key_path("stages", base, *where, "glob"),
                                   f"glob {pattern!r} matches {m.path!r}, whose key {m.key!r} "
-                                  f"holds {odd!r}: a stage name may only hold ASCII letters, "
-                                  "digits, '_', '.' and '-' (rename the file, or exclude it)")
+                                  f"holds the non-ASCII character {odd!r}: stage names are "
+                                  "ASCII (rename the file, or exclude it)")
         return [{"path": m.path, "name": m.name, "stem": m.stem, "dir": m.dir, "key": m.key}
                 for m in result.matches]
 
