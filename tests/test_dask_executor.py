@@ -8,7 +8,6 @@ slowest (S3, a killed worker, SIGINT and SIGTERM) are marked slow."""
 from __future__ import annotations
 
 import json
-
 import os
 import signal
 import subprocess
@@ -316,13 +315,12 @@ def test_a_result_naming_an_undeclared_path_is_rejected(tmp_path: Path) -> None:
     once, with a well-formed hash; inline content only for a non-cached out."""
     from pivotbuild.config import load_project
     from pivotbuild.errors import OperationError
-    from pivotbuild.runners.dask import DaskRunner
+    from pivotbuild.runners.daskcheck import validated_outs
 
     root = make_project(tmp_path / "p", '[stages.s]\ncmd = "true"\n'
                         'outs = ["out.txt", { path = "m.json", cache = false }]\n')
     project = load_project(root)
     stage = project.stages["s"]
-    runner = DaskRunner(project, None, None, project.executor, None, False)  # type: ignore
     good = {"path": "out.txt", "hash": "0" * 32}
     for outs, inline in (
         ([good, {"path": "../etc/passwd", "hash": "1" * 32}], []),
@@ -332,8 +330,8 @@ def test_a_result_naming_an_undeclared_path_is_rejected(tmp_path: Path) -> None:
         ([good], [{"path": "out.txt", "files": [["", b"x", False]]}]),
     ):
         with pytest.raises(OperationError, match="rejected"):
-            runner._validated(stage, {"outs": outs, "inline": inline})
-    assert runner._validated(stage, {"outs": [good], "inline": []}) == [good]
+            validated_outs(stage, {"outs": outs, "inline": inline})
+    assert validated_outs(stage, {"outs": [good], "inline": []}) == [good]
 
 
 # ---- configuration ----------------------------------------------------------------------------

@@ -38,10 +38,8 @@ address that is not loopback is refused unless ``insecure = true``; use ``tls://
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import secrets
-import shutil
 import tempfile
 import threading
 import time
@@ -54,9 +52,15 @@ import pivotbuild
 from pivotbuild import paths
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.runners import INTERRUPTED, Cancel, OutputSink, StageSpec
+from pivotbuild.runners.daskcheck import (
+    CheckedCommitter,
+    check_address,
+    validated_outs,
+    write_inline,
+)
 
 if TYPE_CHECKING:
-    from pivotbuild.commit import CommitResult, Committer, Snapshot
+    from pivotbuild.commit import Committer
     from pivotbuild.config import ExecutorSettings, Project, Stage
     from pivotbuild.hasher import Hasher, PathDigest
     from pivotbuild.plan import Decision
@@ -73,32 +77,9 @@ NO_WORKERS_WAIT_S = 60.0  # a cluster with no worker at all: how long a stage wa
 #: A LocalCluster's scheduler: no dashboard, and the small HTTP server it keeps (health
 #: checks) on a free loopback port, not 8787 (another cluster's: a warning, then any port).
 LOCAL_SCHEDULER_OPTIONS = {"dashboard_address": "127.0.0.1:0"}
-_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
 # ---- choosing and checking the executor -------------------------------------------------------
-
-
-def check_address(address: str, insecure: bool) -> None:
-    """UsageError for an address this client must not connect to: a ``tcp://`` (or schemeless)
-    address whose host is not loopback, unless ``insecure``."""
-    scheme, sep, rest = address.partition("://")
-    if not sep:
-        scheme, rest = "tcp", address
-    if scheme != "tcp" or insecure:
-        return
-    host = rest.rsplit(":", 1)[0] if not rest.startswith("[") else rest[1:].split("]")[0]
-    host = host.split("/")[0]
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host.lower() in _LOOPBACK_NAMES
-    if not loopback:
-        raise UsageError(
-            f"executor address {address!r} is a plain tcp:// address that is not loopback: "
-            f"Dask runs pickled code, so anyone who can reach the scheduler can run commands "
-            f"as its workers; use tls:// (with certificates in the Dask config), or set "
-            f"insecure = true in [executor] on a network you trust")
 
 
 def dask_runner(pipeline: Any, kind: str | None = None, address: str | None = None,
@@ -607,7 +588,7 @@ class DaskRunner:
         if self.settings.transfer == "shared":
             self._wait_visible(stage)
             return 0
-        outs = self._validated(stage, result)
+        outs = validated_outs(stage, result)
         started = time.monotonic()
         self._bring_back(stage, outs, result.get("inline", []))
         self._record({"stage": spec.name, "worker": where, "timings": result.get("timings"),
@@ -626,33 +607,6 @@ class DaskRunner:
         with self._lock, open(target, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
 
-    def _validated(self, stage: Stage, result: dict[str, Any]) -> list[dict[str, Any]]:
-        """The result's outs, refused unless each is a declared out, once, with a
-        well-formed hash."""
-        from pivotbuild.names import is_hash
-
-        declared = {o.path: o for o in stage.outs}
-        seen: set[str] = set()
-        outs = result.get("outs")
-        if not isinstance(outs, list):
-            raise OperationError(f"stage '{stage.name}': the worker's result has no outs list")
-        for out in outs:
-            path = out.get("path") if isinstance(out, dict) else None
-            if not isinstance(path, str) or path not in declared or path in seen:
-                raise OperationError(f"stage '{stage.name}': the worker's result names "
-                                     f"{path!r}, which is not a declared output; rejected")
-            if not is_hash(out.get("hash")):
-                raise OperationError(f"stage '{stage.name}': the worker's result has no valid "
-                                     f"hash for {path!r}; rejected")
-            seen.add(path)
-        for item in result.get("inline", []):
-            path = item.get("path") if isinstance(item, dict) else None
-            if path not in seen or declared[path].cache:
-                raise OperationError(f"stage '{stage.name}': the worker's result inlines "
-                                     f"{path!r}, which is not a declared non-cached output; "
-                                     f"rejected")
-        return outs
-
     def _bring_back(self, stage: Stage, outs: list[dict[str, Any]],
                     inline: list[dict[str, Any]]) -> None:
         """Fetched (rehashed) and inline outputs placed in the workspace; their hashes kept
@@ -664,7 +618,7 @@ class DaskRunner:
         to_temp = [o for o in outs if o["path"] not in inline_paths and o not in to_cache]
         for item in inline:
             digest = next(o["hash"] for o in outs if o["path"] == item["path"])
-            _write_inline(self.project.root, item["path"], item["files"], digest)
+            write_inline(self.project.root, item["path"], item["files"], digest)
         if to_cache:
             self._fetch_and_place(stage, to_cache, self.cache, self.project.checkout)
         if to_temp:
@@ -708,89 +662,3 @@ class DaskRunner:
 def _set_quietly(event: Any) -> None:
     with contextlib.suppress(Exception):
         event.set()
-
-
-def _write_inline(root: Path, path: str, files: Iterable[Any], digest: str) -> None:
-    """An inline output written atomically, after checking it against the worker's hash."""
-    from pivotbuild import manifest
-    from pivotbuild.atomic import write_atomic
-    from pivotbuild.hashing import get_backend
-    from pivotbuild.names import dir_hash, is_dir_hash
-
-    backend = get_backend()
-    items = [(str(rel), bytes(data), bool(executable)) for rel, data, executable in files]
-    if is_dir_hash(digest):
-        entries = []
-        for rel, data, executable in items:
-            manifest.check_relative_path(os.fsencode(rel))
-            entries.append(manifest.ManifestEntry(rel, backend.hash_bytes(data), len(data),
-                                                  executable))
-        actual = dir_hash(manifest.build(entries))
-    else:
-        if len(items) != 1 or items[0][0]:
-            raise OperationError(f"{path}: the worker's inline output is malformed; rejected")
-        actual = backend.hash_bytes(items[0][1])
-    if actual != digest:
-        raise OperationError(f"{path}: the worker's inline output hashes to {actual}, not to "
-                             f"{digest} as it said; rejected")
-    dest = paths.resolve(root, path)
-    if not is_dir_hash(digest):
-        paths.make_parent(root, path)
-        if os.path.isdir(dest) and not os.path.islink(dest):
-            paths.remove(root, path)
-        _, data, executable = items[0]
-        write_atomic(dest, data, mode=0o755 if executable else 0o644)
-        return
-    temp = tempfile.mkdtemp(prefix=".pivotbuild-inline-", dir=paths.make_parent(root, path).parent)
-    try:
-        for rel, data, executable in items:
-            target = os.path.join(temp, rel)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(target, "wb") as f:
-                f.write(data)
-            os.chmod(target, 0o755 if executable else 0o644)
-        os.chmod(temp, 0o755)
-        if os.path.lexists(dest):
-            paths.remove(root, path)
-        os.rename(temp, dest)
-        temp = ""
-    finally:
-        if temp:
-            shutil.rmtree(temp, ignore_errors=True)
-
-
-# ---- the commit writer, checked against the worker ----------------------------------------------
-
-
-class CheckedCommitter:
-    """The commit writer, unchanged, with one check first: an output that ran on a worker
-    must hash in the workspace to what the worker said it hashed to."""
-
-    def __init__(self, inner: Committer, expected: dict[str, dict[str, str]]) -> None:
-        self.inner = inner
-        self.expected = expected
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def snapshot(self, stage: Stage, *args: Any, **kwargs: Any) -> Snapshot:
-        snap = self.inner.snapshot(stage, *args, **kwargs)
-        self._check(stage, snap)
-        return snap
-
-    def commit(self, stage: Stage, snapshot: Snapshot | None = None, *args: Any,
-               **kwargs: Any) -> CommitResult:
-        snap = snapshot or self.inner.snapshot(stage, *args, **kwargs)
-        self._check(stage, snap)
-        return self.inner.commit(stage, snap, *args, **kwargs)
-
-    def _check(self, stage: Stage, snap: Snapshot) -> None:
-        expected = self.expected.pop(stage.name, None)
-        if not expected:
-            return
-        for path, digest in expected.items():
-            got = snap.outs[path].hash if path in snap.outs else None
-            if got != digest:
-                raise OperationError(f"output {path!r} hashes to {got} in the workspace but "
-                                     f"to {digest} on the worker; nothing committed for it")
-
