@@ -257,7 +257,7 @@ outs = ["two.txt"]
             proc.kill()
     try:
         assert proc.returncode == 128 + sig, err
-        assert "Traceback" not in err
+        assert "Traceback" not in err, err
         deadline = time.monotonic() + 5
         while _running(marker) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -464,3 +464,75 @@ def test_transfer_shared_runs_in_the_project_itself(tmp_path: Path, cluster: str
     assert (root / ".pivotbuild/locks/s.json").exists()
     remote = root.parent / f"{root.name}-remote"
     assert not any(p.is_file() for p in remote.rglob("*"))  # nothing went through it
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_losing_the_scheduler_fails_the_stage_in_flight_and_keeps_the_committed(
+        tmp_path: Path) -> None:
+    """A scheduler of its own (SIGKILLed mid-run) and one worker: the stage in flight fails
+    with exit 1, the stage committed before stays committed, no lock for the lost one."""
+    marker, started = f"{uuid.uuid4().int % 10**6}{os.getpid()}", tmp_path / "started"
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    env = {**os.environ, "PIVOTBUILD_WORKER_CACHE": str(tmp_path / "worker-cache")}
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
+                                  "--host", "127.0.0.1", "--port", str(port),
+                                  "--dashboard-address", "127.0.0.1:0"], env=env, **quiet)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                               "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                              env=env, **quiet)
+    proc = None
+    try:
+        _wait_for_workers(address, 1)
+        root = make_project(tmp_path / "p", f'''
+[stages.first]
+cmd = "echo first > first.txt"
+outs = ["first.txt"]
+
+[stages.second]
+cmd = "cat first.txt > second.txt && touch {started} && sleep 30.{marker}"
+deps = ["first.txt"]
+outs = ["second.txt"]
+''')
+        proc = subprocess.Popen([sys.executable, "-m", "pivotbuild", "repro",
+                                 "--executor-address", address], cwd=root,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the second stage never started"
+            time.sleep(0.1)
+        lock = root / ".pivotbuild/locks/first.json"
+        committed = lock.read_bytes()
+        scheduler.kill()
+        scheduler.wait()
+        _, err = proc.communicate(timeout=90)
+        assert proc.returncode == 1, err
+        assert "Traceback" not in err, err
+        assert "scheduler" in err and "second" in err
+        assert lock.read_bytes() == committed
+        assert json.loads(committed)  # intact
+        assert (root / "first.txt").read_text() == "first\n"
+        assert not (root / ".pivotbuild/locks/second.json").exists()
+        deadline = time.monotonic() + 10
+        while _running(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _running(marker) == []  # the worker stops its commands as it closes
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        for server in (worker, scheduler):
+            if server.poll() is None:
+                server.kill()
+            server.wait()
+        for pid in _running(marker):
+            os.kill(pid, signal.SIGKILL)

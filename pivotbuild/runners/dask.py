@@ -38,6 +38,7 @@ address that is not loopback is refused unless ``insecure = true``; use ``tls://
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import tempfile
@@ -391,8 +392,15 @@ class DaskRunner:
                     client.cancel(futures)
             with contextlib.suppress(Exception):
                 client.unsubscribe_topic(self.topic)
-            with contextlib.suppress(Exception):
-                client.close()
+            # a lost scheduler: the client's cancelled reconnect logs a traceback on close
+            quiet = logging.getLogger("distributed.client")
+            level = quiet.level
+            quiet.setLevel(logging.CRITICAL)
+            try:
+                with contextlib.suppress(Exception):
+                    client.close()
+            finally:
+                quiet.setLevel(level)
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close()
@@ -525,9 +533,10 @@ class DaskRunner:
                         return None
                     if future.status == "cancelled" or type(exc).__name__ in (
                             "CancelledError", "FutureCancelledError", "CommClosedError"):
+                        said = " ".join(str(exc).split())  # one line
                         raise OperationError(
                             f"the Dask scheduler was lost while stage '{task['stage']}' ran "
-                            f"({type(exc).__name__}: {exc})") from None
+                            f"({type(exc).__name__}: {said})") from None
                     raise OperationError(f"stage '{task['stage']}' failed on the cluster: "
                                          f"{type(exc).__name__}: {exc}") from None
             result.setdefault("timings", {})["submit_to_result_s"] = time.monotonic() - submitted

@@ -409,9 +409,10 @@ class _CancelWatch:
     that is set, stops the commands of every stage of the run registered here. Shared by the
     run's stages on this worker, so that a stage pays no Event and no thread of its own."""
 
-    def __init__(self, name: str, event: Any) -> None:
+    def __init__(self, name: str, event: Any, worker: Any = None) -> None:
         self.name = name
         self.event = event
+        self.worker = worker  # closing (its scheduler lost): the commands stop too
         self.stops: dict[int, Callable[[], None]] = {}
         self.cancelled = False
         self.idle_since = time.monotonic()
@@ -437,6 +438,8 @@ class _CancelWatch:
             except Exception:  # noqa: BLE001 - the scheduler is away: ask again later
                 fired = False
                 time.sleep(_CANCEL_POLL_S)
+            status = getattr(getattr(self.worker, "status", None), "name", "")
+            fired = fired or status in ("closing", "closed", "failed")
             with _watches_lock:
                 if fired:
                     self.cancelled = True  # stays registered: later stages stop at once
@@ -465,7 +468,7 @@ def _register_cancel(name: str | None, token: int, stop: Callable[[], None]
             # Bound to the worker's client here, in a task's thread: the watcher's own
             # thread has no task context.
             event = Event(name, client=get_client())  # type: ignore[no-untyped-call]
-            watch = _watches[name] = _CancelWatch(name, event)
+            watch = _watches[name] = _CancelWatch(name, event, _worker())
             threading.Thread(target=watch.watch, name="pivotbuild-cancel", daemon=True).start()
         registered = watch.add(token, stop)
     if not registered:
