@@ -51,11 +51,12 @@ from typing import TYPE_CHECKING, Any
 
 import pivotbuild
 from pivotbuild import paths
-from pivotbuild.errors import OperationError, UsageError
+from pivotbuild.errors import OperationError
 from pivotbuild.runners import INTERRUPTED, Cancel, OutputSink, StageSpec
-from pivotbuild.runners.daskcheck import (
+from pivotbuild.runners.daskcheck import (  # noqa: F401 (dask_runner: the entry point)
     CheckedCommitter,
     check_address,
+    dask_runner,
     validated_outs,
     write_inline,
 )
@@ -81,36 +82,6 @@ LOCAL_SCHEDULER_OPTIONS = {"dashboard_address": "127.0.0.1:0"}
 
 
 # ---- choosing and checking the executor -------------------------------------------------------
-
-
-def dask_runner(pipeline: Any, kind: str | None = None, address: str | None = None,
-                no_commit: bool = False) -> DaskRunner | None:
-    """The runner ``[executor]`` (or ``--executor`` / ``--executor-address``) asks for: None
-    for the local one. UsageError (exit 2) for a dask executor that cannot be used: no
-    ``distributed`` installed, no address or cluster, an unsafe address, no remote."""
-    import importlib.util
-
-    project: Project = pipeline.project
-    settings = project.executor
-    if (kind or settings.kind) != "dask":
-        return None
-    if importlib.util.find_spec("distributed") is None:
-        raise UsageError("executor kind \"dask\" needs Dask's distributed, which is not "
-                         "installed: pip install 'pivotbuild[dask]'")
-    if address:
-        settings = settings.model_copy(update={"address": address, "cluster": None,
-                                               "workers": None})
-    if settings.address is None and settings.cluster is None:
-        raise UsageError("executor kind \"dask\" needs an address (executor.address, in "
-                         "pivot.toml or .pivotbuild/config.local.toml, or --executor-address) "
-                         "or cluster = \"local\"")
-    if settings.address is not None:
-        check_address(settings.address, settings.insecure)
-    if settings.transfer == "remote" and settings.remote is None:
-        raise UsageError("executor transfer = \"remote\" needs a remote: set "
-                         "executor.remote or project.default_remote")
-    remote = settings.remote if settings.transfer == "remote" else None
-    return DaskRunner(project, pipeline.hasher, pipeline.cache, settings, remote, no_commit)
 
 
 # ---- what the client waits for -------------------------------------------------------------

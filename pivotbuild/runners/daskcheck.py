@@ -19,7 +19,7 @@ from pivotbuild.errors import OperationError, UsageError
 
 if TYPE_CHECKING:
     from pivotbuild.commit import CommitResult, Committer, Snapshot
-    from pivotbuild.config import Stage
+    from pivotbuild.config import Project, Stage
 
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
@@ -44,6 +44,38 @@ def check_address(address: str, insecure: bool) -> None:
             f"Dask runs pickled code, so anyone who can reach the scheduler can run commands "
             f"as its workers; use tls:// (with certificates in the Dask config), or set "
             f"insecure = true in [executor] on a network you trust")
+
+
+def dask_runner(pipeline: Any, kind: str | None = None, address: str | None = None,
+                no_commit: bool = False) -> Any:
+    """The runner ``[executor]`` (or ``--executor`` / ``--executor-address``) asks for: None
+    for the local one. UsageError (exit 2) for a dask executor that cannot be used: no
+    ``distributed`` installed, no address or cluster, an unsafe address, no remote."""
+    import importlib.util
+
+    project: Project = pipeline.project
+    settings = project.executor
+    if (kind or settings.kind) != "dask":
+        return None
+    if importlib.util.find_spec("distributed") is None:
+        raise UsageError("executor kind \"dask\" needs Dask's distributed, which is not "
+                         "installed: pip install 'pivotbuild[dask]'")
+    if address:
+        settings = settings.model_copy(update={"address": address, "cluster": None,
+                                               "workers": None})
+    if settings.address is None and settings.cluster is None:
+        raise UsageError("executor kind \"dask\" needs an address (executor.address, in "
+                         "pivot.toml or .pivotbuild/config.local.toml, or --executor-address) "
+                         "or cluster = \"local\"")
+    if settings.address is not None:
+        check_address(settings.address, settings.insecure)
+    if settings.transfer == "remote" and settings.remote is None:
+        raise UsageError("executor transfer = \"remote\" needs a remote: set "
+                         "executor.remote or project.default_remote")
+    remote = settings.remote if settings.transfer == "remote" else None
+    from pivotbuild.runners.dask import DaskRunner  # distributed loads only to run
+
+    return DaskRunner(project, pipeline.hasher, pipeline.cache, settings, remote, no_commit)
 
 
 def validated_outs(stage: Stage, result: dict[str, Any]) -> list[dict[str, Any]]:
