@@ -344,7 +344,7 @@ def test_a_non_loopback_tcp_address_is_refused_unless_insecure(tmp_path: Path) -
     assert "not loopback" in result.err and "tls://" in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert not (root / "o").exists()
-    from pivotbuild.runners.dask import check_address
+    from pivotbuild.runners.daskcheck import check_address
 
     check_address("tcp://10.1.2.3:8786", insecure=True)
     check_address("tls://sched.example:8786", insecure=False)
@@ -374,7 +374,7 @@ def test_kind_dask_without_distributed_or_an_address_is_a_usage_error(
 
     from pivotbuild.config import load_project
     from pivotbuild.errors import UsageError
-    from pivotbuild.runners import dask as dask_module
+    from pivotbuild.runners import daskcheck as dask_module
 
     root = make_project(tmp_path / "p", '[stages.s]\ncmd = "true"\n',
                         executor='[executor]\nkind = "dask"\n')

@@ -174,7 +174,7 @@ def repro_command(obj: Context, targets: tuple[str, ...], overrides: dict[str, s
         runner = None
         if not dry_run and (executor_address or pipeline.project.executor.kind != "local"
                             or executor == "dask"):
-            from pivotbuild.runners.dask import dask_runner  # distributed loads only to run
+            from pivotbuild.runners.daskcheck import dask_runner  # distributed loads only to run
 
             runner = dask_runner(pipeline, executor or ("dask" if executor_address else None),
                                  executor_address, no_commit=no_commit)

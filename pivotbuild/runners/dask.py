@@ -53,10 +53,8 @@ import pivotbuild
 from pivotbuild import paths
 from pivotbuild.errors import OperationError
 from pivotbuild.runners import INTERRUPTED, Cancel, OutputSink, StageSpec
-from pivotbuild.runners.daskcheck import (  # noqa: F401 (dask_runner: the entry point)
+from pivotbuild.runners.daskcheck import (
     CheckedCommitter,
-    check_address,
-    dask_runner,
     validated_outs,
     write_inline,
 )
