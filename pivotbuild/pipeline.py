@@ -163,7 +163,7 @@ class Pipeline:
         if self.orphaned_locks():  # status lists them; the fast path does not know them
             snapshot.forget(str(self.root))
             return
-        snapshot.refresh(self, decisions, len(decisions) == self.graph.number_of_nodes(),
+        snapshot.refresh(self, decisions, len(decisions) == len(self.graph),
                          self._snapshot_key)
 
     def repro(self, names: list[str], *, options: RunOptions, reporter: Reporter,

@@ -266,7 +266,7 @@ def build(pipeline: Pipeline, decisions: list[Decision], key: dict[str, Any]
 
     root = str(pipeline.root)
     graph = pipeline.graph
-    if len(decisions) != graph.number_of_nodes():
+    if len(decisions) != len(graph):
         return None
     if any(d.status not in (UP_TO_DATE, FROZEN) for d in decisions):
         return None
@@ -287,7 +287,7 @@ def build(pipeline: Pipeline, decisions: list[Decision], key: dict[str, Any]
         if record is None:
             return None
         stages.append(record)
-    edges = sorted((position[u], position[v]) for u, v in graph.edges)
+    edges = sorted((position[u], position[v]) for u, v in graph.edges())
     tracked = _tracked_part(pipeline, memo, now_ns, plain_dirs)
     if tracked is None:
         return None
