@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pivotbuild import manifest
-from pivotbuild.config import Project, Stage
+from pivotbuild.config_models import Project, Stage
 from pivotbuild.discovery import discovers, recorded, undeclared
 from pivotbuild.errors import OperationError
 from pivotbuild.hasher import PathDigest

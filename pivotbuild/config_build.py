@@ -336,9 +336,7 @@ class StageBuilder:
             params.append(entry)
 
         desc = None if raw.desc is None else tmpl(raw.desc, "desc", groups=True)
-        return Stage.model_construct(
-            # Everything was validated above; skipping re-validation keeps 5,000-stage
-            # projects quick to load.
+        return Stage(
             name=name, cmd=cmd, deps=deps, outs=outs, params=params, param_values=values,
             wdir=wdir, desc=desc, always_changed=raw.always_changed, frozen=raw.frozen,
             base=base, depfile=depfile, discover=list(raw.discover), pool=raw.pool,

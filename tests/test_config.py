@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
 import shutil
@@ -329,7 +330,7 @@ def test_stage_defaults_and_list_cmd(tmp_path: Path) -> None:
 
 def test_stage_is_frozen_model(tmp_path: Path) -> None:
     stage = load(tmp_path, "[stages.a]\ncmd = 'x'\n").stages["a"]
-    with pytest.raises(ValueError, match="frozen"):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         stage.name = "b"  # type: ignore[misc]
 
 

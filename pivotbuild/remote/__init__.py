@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pivotbuild.config import Project
+from pivotbuild.config_models import Project
 from pivotbuild.errors import UsageError
 from pivotbuild.remote.base import Remote, object_rel, run_rel
 from pivotbuild.remote.refs import OutputRef, TransferReport

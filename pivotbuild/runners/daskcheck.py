@@ -51,6 +51,7 @@ def dask_runner(pipeline: Any, kind: str | None = None, address: str | None = No
     """The runner ``[executor]`` (or ``--executor`` / ``--executor-address``) asks for: None
     for the local one. UsageError (exit 2) for a dask executor that cannot be used: no
     ``distributed`` installed, no address or cluster, an unsafe address, no remote."""
+    import dataclasses
     import importlib.util
 
     project: Project = pipeline.project
@@ -61,8 +62,7 @@ def dask_runner(pipeline: Any, kind: str | None = None, address: str | None = No
         raise UsageError("executor kind \"dask\" needs Dask's distributed, which is not "
                          "installed: pip install 'pivotbuild[dask]'")
     if address:
-        settings = settings.model_copy(update={"address": address, "cluster": None,
-                                               "workers": None})
+        settings = dataclasses.replace(settings, address=address, cluster=None, workers=None)
     if settings.address is None and settings.cluster is None:
         raise UsageError("executor kind \"dask\" needs an address (executor.address, in "
                          "pivot.toml or .pivotbuild/config.local.toml, or --executor-address) "
