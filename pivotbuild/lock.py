@@ -67,26 +67,15 @@ from __future__ import annotations
 
 import errno
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
-from pydantic_core import ErrorDetails, PydanticCustomError
+from typing import Any
 
 from pivotbuild.atomic import write_if_changed
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.hashing import get_backend
-from pivotbuild.names import is_dir_hash, is_hash
+from pivotbuild.names import is_hash
 from pivotbuild.paths import LOCKS_DIR
 
 SCHEMA_VERSION = 1
@@ -187,11 +176,12 @@ class Lock:
 
         ``stage``, when given, is the name the lock must carry (its file name).
         """
-        try:
-            doc = _LockDoc.model_validate(data, context={"stage": stage})
-        except ValidationError as exc:
-            raise LockFormatError(_reason(exc, data, stage)) from None
-        return doc.to_lock()
+        lock = _accept(data, stage)
+        if lock is not None:
+            return lock
+        from pivotbuild.lockschema import validate_dict  # pydantic: only for a doubtful lock
+
+        return validate_dict(data, stage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,14 +195,11 @@ class LockProblem:
         return self.message
 
 
-# ---- validation (pydantic; measured a little faster than the hand-written checks it replaced)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+# ---- validation -----------------------------------------------------------------------------
+# A sound lock is accepted by the hand-written checks below, which import nothing heavy. They
+# check what the schema (lockschema.py, pydantic) checks, and more (paths sorted, counts below
+# 2**63); whatever they do not recognise as valid is judged by the schema, which then names
+# the problem. So they are never looser than the schema: tests/test_lock.py runs both.
 
 
 def is_safe_path(path: Any) -> bool:
@@ -226,196 +213,95 @@ def is_safe_path(path: Any) -> bool:
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
-def _rule(check: Callable[[Any], bool], kind: str) -> AfterValidator:
-    """A check whose failure is a pydantic error of type ``kind`` (_reason words it)."""
-    def validate(value: Any) -> Any:
-        if not check(value):
-            raise PydanticCustomError(kind, kind)
-        return value
-    return AfterValidator(validate)
+_TOP_KEYS = frozenset(("cmd", "deps", "input_hash", "outs", "params", "schema", "stage"))
+_TOP_KEYS_DISCOVERED = _TOP_KEYS | {"discovered"}
+_FILE_KEYS = frozenset(("hash", "path", "size"))
+_DIR_KEYS = _FILE_KEYS | {"nfiles"}
+_FLAG_KEYS = frozenset(("cache", "persist"))
+_FILE_OUT_KEYS = _FILE_KEYS | _FLAG_KEYS
+_DIR_OUT_KEYS = _DIR_KEYS | _FLAG_KEYS
+_COUNT_LIMIT = 1 << 63  # a size or nfiles beyond any real one goes to the schema
 
 
-_STRICT = ConfigDict(strict=True, extra="forbid")
-_ABSENT = object()  # no "nfiles" key (null is a value, and wrong beside a file hash)
+def _count(value: Any) -> bool:
+    return type(value) is int and 0 <= value < _COUNT_LIMIT  # not a bool, not a float
 
 
-class _Dep(BaseModel):
-    model_config = _STRICT
-    path: Annotated[str, _rule(is_safe_path, "path")]
-    hash: Annotated[str, _rule(is_hash, "hash")]
-    size: Annotated[int, Field(ge=0)]
-    nfiles: Any = Field(_ABSENT, validate_default=True)
-
-    @field_validator("nfiles")
-    @classmethod
-    def _nfiles_with_a_dir_hash_only(cls, nfiles: Any, info: ValidationInfo) -> Any:
-        if "hash" in info.data and info.data["hash"] is None:  # a missing discovered dep
-            if nfiles is not _ABSENT:
-                raise PydanticCustomError("file_nfiles", "file_nfiles")
+def _accept_entries(items: Any, kind: str) -> list[Any] | None:
+    """The entries of a ``deps``, ``outs`` or ``discovered`` list if each is plainly valid
+    and the paths strictly ascend (sorted, unique); None otherwise."""
+    if type(items) is not list:
+        return None
+    found: list[Any] = []
+    last = None
+    out = kind == "outs"
+    for item in items:
+        if type(item) is not dict:
             return None
-        digest = info.data.get("hash")
-        if digest is None:  # the hash is wrong already
+        path: Any = item.get("path")
+        digest: Any = item.get("hash")
+        size: Any = item.get("size")
+        if type(path) is not str or not is_safe_path(path) or (last is not None
+                                                                and not last < path):
             return None
-        if is_dir_hash(digest):
-            if type(nfiles) is not int or nfiles < 0:
-                raise PydanticCustomError("nfiles", "nfiles")
-        elif nfiles is not _ABSENT:
-            raise PydanticCustomError("file_nfiles", "file_nfiles")
-        return None if nfiles is _ABSENT else nfiles
-
-    def to_dep(self) -> LockedDep:
-        return LockedDep(self.path, self.hash, self.size, self.nfiles)
-
-
-class _Discovered(_Dep):
-    # null: missing when its run was committed (a dep's field, widened: pydantic's override)
-    hash: Annotated[  # type: ignore[assignment]
-        str | None, _rule(lambda v: v is None or is_hash(v), "hash")]
-
-    @field_validator("size")
-    @classmethod
-    def _no_size_when_missing(cls, size: int, info: ValidationInfo) -> int:
-        if "hash" in info.data and info.data["hash"] is None and size != 0:
-            raise PydanticCustomError("missing_size", "missing_size")
-        return size
-
-    def to_dep(self) -> LockedDep:
-        return LockedDep(self.path, MISSING_HASH if self.hash is None else self.hash, self.size,
-                         self.nfiles)
-
-
-class _Out(_Dep):
-    cache: bool
-    persist: bool
-
-    def to_out(self) -> LockedOut:
-        return LockedOut(self.path, self.hash, self.size, self.cache, self.persist, self.nfiles)
+        last = path
+        if not _count(size):
+            return None
+        keys = item.keys()
+        nfiles = None
+        if digest is None and kind == "discovered":  # missing when its run was committed
+            if size != 0 or keys != _FILE_KEYS:
+                return None
+            digest = MISSING_HASH
+        elif is_hash(digest, directory=False):
+            if keys != (_FILE_OUT_KEYS if out else _FILE_KEYS):
+                return None
+        elif is_hash(digest, directory=True):
+            nfiles = item.get("nfiles")
+            if keys != (_DIR_OUT_KEYS if out else _DIR_KEYS) or not _count(nfiles):
+                return None
+        else:
+            return None
+        if out:
+            cache, persist = item["cache"], item["persist"]
+            if type(cache) is not bool or type(persist) is not bool:
+                return None
+            found.append(LockedOut(path, digest, size, cache, persist, nfiles))
+        else:
+            found.append(LockedDep(path, digest, size, nfiles))
+    return found
 
 
-class _LockDoc(BaseModel):
-    model_config = _STRICT
-    schema_: Annotated[int, Field(alias="schema"),
-                       _rule(lambda v: v == SCHEMA_VERSION, "schema")]
-    stage: str
-    cmd: list[str]
-    input_hash: Annotated[str, _rule(lambda v: is_hash(v, directory=False), "hash")]
-    params: dict[str, Any]
-    deps: list[_Dep]
-    outs: list[_Out]
-    discovered: list[_Discovered] | None = None  # absent: None; null is refused below
-
-    @field_validator("discovered", mode="before")
-    @classmethod
-    def _a_list_when_present(cls, value: Any) -> Any:
-        if value is None:
-            raise PydanticCustomError("list_type", "list_type")
-        return value
-
-    @field_validator("stage")
-    @classmethod
-    def _the_files_stage(cls, name: str, info: ValidationInfo) -> str:
-        expected = (info.context or {}).get("stage")
-        if not name:
-            raise PydanticCustomError("stage", "stage")
-        if expected is not None and name != expected:
-            raise PydanticCustomError("other_stage", "other_stage")
-        return name
-
-    def to_lock(self) -> Lock:
-        """The Lock, once the paths are known to be unique."""
-        lists: list[tuple[str, list[Any]]] = [("deps", self.deps), ("outs", self.outs),
-                                              ("discovered", self.discovered or [])]
-        for where, entries in lists:
-            seen: set[str] = set()
-            for entry in entries:
-                if entry.path in seen:
-                    raise LockFormatError(f"{where} lists {entry.path!r} twice")
-                seen.add(entry.path)
-        return Lock(stage=self.stage, cmd=self.cmd, deps=[d.to_dep() for d in self.deps],
-                    outs=[o.to_out() for o in self.outs], params=self.params,
-                    input_hash=self.input_hash, schema=self.schema_,
-                    discovered=None if self.discovered is None
-                    else [d.to_dep() for d in self.discovered])
-
-
-_TOP_FIELD = {"stage": "stage is not a stage name", "cmd": "cmd is not a list of strings",
-              "input_hash": "input_hash is not a hash", "params": "params is not an object"}
-_ENTRY_FIELD = {"hash": "is not a hash", "size": "is not a size",
-                "nfiles": "is missing or not a count", "cache": "is not true or false",
-                "persist": "is not true or false"}
-_FIELDS = ("stage", "cmd", "input_hash", "params", "deps", "outs", "discovered")
-_ENTRY_FIELDS = ("path", "hash", "size", "nfiles", "cache", "persist")
-
-
-def _order(error: ErrorDetails) -> tuple[Any, ...]:
-    """Where a problem comes in the order the format is checked (and documented): schema,
-    missing keys, unknown keys, then field by field, entry by entry."""
-    loc, kind = error["loc"], error["type"]
-    if not loc or loc[0] == "schema":
-        return (0,)
-    if len(loc) == 1 and kind in ("missing", "extra_forbidden"):
-        return (1 if kind == "missing" else 2, loc[0])
-    place = (3, _FIELDS.index(str(loc[0])), *loc[1:2])
-    if len(loc) < 3 or loc[0] not in ("deps", "outs", "discovered"):
-        return place
-    if kind in ("missing", "extra_forbidden"):
-        return (*place, 1 if kind == "missing" else 2, loc[2])
-    return (*place, 3, _ENTRY_FIELDS.index(str(loc[2])))
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _reason(exc: ValidationError, data: Any, stage: str | None) -> str:
-    """The first problem (see _order) in the document ``data``, worded as the format's fields
-    are named."""
-    # Without the inputs: pydantic cannot copy out a string holding a lone surrogate (a path
-    # of undecodable bytes); the value is read from data instead.
-    error = min(exc.errors(include_url=False, include_input=False), key=_order)
-    loc, kind = error["loc"], error["type"]
-    value = data
-    for part in loc:
-        value = value.get(part) if isinstance(value, dict) else (
-            value[part] if isinstance(value, list) and isinstance(part, int) else None)
-    if kind == "string_unicode" and isinstance(value, dict):
-        # A key pydantic cannot read (it holds a lone surrogate): unknown, whatever it says.
-        key = min(k for k in value if not _utf8(k))
-        return f"{loc[0]}[{loc[1]}] has an unknown key {key!r}" if loc else f"unknown key {key!r}"
-    if not loc:
-        return f"top level is {_kind(value)}, not an object"
-    if kind == "missing" and len(loc) == 1:
-        return f"missing key {loc[0]!r}"
-    if loc[0] == "schema":
-        return (f"unsupported schema {json.dumps(value)} (this pivotbuild reads schema "
-                f"{SCHEMA_VERSION})")
-    if kind == "extra_forbidden" and len(loc) == 1:
-        return f"unknown key {loc[0]!r}"
-    if kind == "other_stage":
-        return f"it belongs to stage {value!r}, not {stage!r}"
-    if loc[0] in _TOP_FIELD:
-        return _TOP_FIELD[str(loc[0])]
-    if len(loc) == 1:  # deps, outs or discovered
-        return f"{loc[0]} is {_kind(value)}, not a list"
-    where = f"{loc[0]}[{loc[1]}]"
-    if len(loc) == 2:
-        return f"{where} is {_kind(value)}, not an object"
-    key = loc[2]
-    if kind == "missing":
-        return f"{where} has no {key!r}"
-    if kind == "extra_forbidden":
-        return f"{where} has an unknown key {key!r}"
-    if key == "path":
-        return f"{where}.path is not a project-relative path: {value!r}"
-    if kind == "file_nfiles":
-        return f"{where} has nfiles but a file hash (or null)"
-    if kind == "missing_size":
-        return f"{where}.size is not 0 for a missing file (hash null)"
-    return f"{where}.{key} {_ENTRY_FIELD[str(key)]}"
+def _accept(data: Any, stage: str | None) -> Lock | None:
+    """The Lock of a parsed document that is plainly valid (the file's ``stage``, if known);
+    None for anything else, to be judged by the schema."""
+    if type(data) is not dict:
+        return None
+    keys = data.keys()
+    if keys != _TOP_KEYS and keys != _TOP_KEYS_DISCOVERED:
+        return None
+    schema, name, cmd, params = data["schema"], data["stage"], data["cmd"], data["params"]
+    if type(schema) is not int or schema != SCHEMA_VERSION:
+        return None
+    if type(name) is not str or not name or (stage is not None and name != stage):
+        return None
+    if type(cmd) is not list or any(type(part) is not str for part in cmd):
+        return None
+    if not is_hash(data["input_hash"], directory=False):
+        return None
+    if type(params) is not dict or any(type(key) is not str for key in params):
+        return None
+    deps = _accept_entries(data["deps"], "deps")
+    outs = _accept_entries(data["outs"], "outs")
+    discovered = None
+    if "discovered" in data:
+        discovered = _accept_entries(data["discovered"], "discovered")
+        if discovered is None:
+            return None
+    if deps is None or outs is None:
+        return None
+    return Lock(stage=name, cmd=list(cmd), deps=deps, outs=outs, params=dict(params),
+                input_hash=data["input_hash"], schema=schema, discovered=discovered)
 
 
 # ---- where locks live -----------------------------------------------------------------------
@@ -470,30 +356,21 @@ def _stage_of(path: Path) -> str | None:
 
 
 def parse_lock(text: bytes | str, stage: str | None = None) -> Lock:
-    """Parse lock file content; raises LockFormatError with a short reason."""
+    """Parse lock file content; raises LockFormatError with a short reason.
+
+    ``stage``, when given, is the name the lock must carry (its file's name).
+    """
     try:
-        # One pass in pydantic's JSON parser for the common case, a sound lock; anything
-        # else is diagnosed below, with Python's own words for a JSON syntax error.
-        return _LockDoc.model_validate_json(text, context={"stage": stage}).to_lock()
-    except ValidationError:
-        pass
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError:
-            raise LockFormatError("not UTF-8 text") from None
-    if not text.strip():
-        raise LockFormatError("the file is empty")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        # Some of json's messages end in "at" already ("Unterminated string starting at").
-        where = f"line {exc.lineno} column {exc.colno}"
-        what = f"{exc.msg} {where}" if exc.msg.endswith(" at") else f"{exc.msg} at {where}"
-        raise LockFormatError(f"not valid JSON, truncated? {what}") from None
-    except RecursionError:
-        raise LockFormatError("not valid JSON (nested too deeply)") from None
-    return Lock.from_dict(data, stage)
+        # The common case, a sound lock, without pydantic (see _accept).
+        data = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except Exception:  # noqa: BLE001 - whatever it is, the schema's path below names it
+        data = None
+    lock = _accept(data, stage)
+    if lock is not None:
+        return lock
+    from pivotbuild.lockschema import parse_checked  # pydantic: only for a doubtful lock
+
+    return parse_checked(text, stage)
 
 
 def read_lock(

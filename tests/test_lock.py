@@ -9,16 +9,20 @@ from pathlib import Path
 import pytest
 import xxhash
 
+from pivotbuild import lockschema
 from pivotbuild.errors import OperationError, UsageError
 from pivotbuild.lock import (
     MISSING_HASH,
     Lock,
     LockedDep,
     LockedOut,
+    LockFormatError,
     LockProblem,
+    _accept,
     input_form,
     input_hash,
     lock_path,
+    parse_lock,
     read_lock,
     write_lock,
 )
@@ -518,3 +522,273 @@ def test_a_bad_discovered_list_is_a_problem_naming_it(tmp_path, value, reason):
 def test_discovered_deps_are_not_part_of_the_input_hash():
     form = input_form(["cc"], {}, [("a.c", H1)], ["a.o"], ".")
     assert b"discovered" not in form
+
+
+# ---- the hand-written acceptor never accepts what the schema refuses ----------------------
+# parse_lock accepts a sound lock without pydantic (lock._accept); anything else goes to the
+# schema (lockschema.parse_checked: the parser as it was before the acceptor). Each case runs
+# through both: the acceptor may only pass a lock to the schema, never accept one it refuses,
+# and parse_lock's answer (Lock or reason) is the schema's.
+
+
+def _outcome(parse, content, stage="train"):
+    """What a parser makes of ``content``: ("lock", repr) or ("refused", reason).
+
+    repr, not ==: a NaN param never equals itself, and -0.0 must stay -0.0."""
+    try:
+        return ("lock", repr(parse(content, stage)))
+    except LockFormatError as exc:
+        return ("refused", str(exc))
+
+
+def _fast(content, stage="train"):
+    """The acceptor's Lock for ``content``, or None (not valid JSON, or passed on)."""
+    try:
+        data = json.loads(content.decode("utf-8") if isinstance(content, bytes) else content)
+    except Exception:  # noqa: BLE001 - as parse_lock does
+        return None
+    return _accept(data, stage)
+
+
+def _agree(content, stage="train"):
+    """Assert the acceptor and the schema agree on ``content``; the schema's outcome."""
+    schema = _outcome(lockschema.parse_checked, content, stage)
+    assert _outcome(parse_lock, content, stage) == schema
+    fast = _fast(content, stage)
+    if fast is not None:
+        assert schema == ("lock", repr(fast)), content
+    try:
+        data = json.loads(content)
+    except Exception:  # noqa: BLE001
+        return schema
+    dict_schema = _outcome(lockschema.validate_dict, data, stage)
+    assert _outcome(Lock.from_dict, data, stage) == dict_schema
+    if _accept(data, stage) is not None:
+        assert dict_schema[0] == "lock"
+    return schema
+
+
+def _replace(where: str, value):
+    return _with(_set(where, value))
+
+
+def _digits(n: int) -> str:
+    return EXPECTED.replace('"size": 1234', f'"size": {"9" * n}')
+
+
+REFUSED = {
+    **{f"corruption: {name}": content for name, (content, _) in CORRUPTIONS.items()},
+    "bool size false": _replace("deps.0.size", False),
+    "float size": _replace("deps.0.size", 1234.0),
+    "float size in text": EXPECTED.replace('"size": 1234', '"size": 1234.0'),
+    "exponent size": EXPECTED.replace('"size": 1234', '"size": 1e3'),
+    "size above i64": _replace("deps.0.size", -(2**64)),
+    "huge negative size": _replace("deps.0.size", -(10**40)),
+    "size of 5000 digits": _digits(5000),
+    "null size": _replace("deps.0.size", None),
+    "extra top key": _replace("checksum", "x"),
+    "extra out key": _replace("outs.1.mode", 0o644),
+    "dir hash without nfiles (dep)": _with(_set("deps", [{"hash": DIRH, "path": "s",
+                                                          "size": 1}])),
+    "nfiles null with a dir hash": _replace("outs.1.nfiles", None),
+    "nfiles bool": _replace("outs.1.nfiles", True),
+    "nfiles float": _replace("outs.1.nfiles", 12.0),
+    "nfiles negative": _replace("outs.1.nfiles", -1),
+    "nfiles with a file hash": _replace("outs.0.nfiles", 1),
+    "nfiles null with a file hash": _replace("outs.0.nfiles", None),
+    "null dep hash (only discovered may)": _replace("deps.0.hash", None),
+    "dir input hash": _replace("input_hash", DIRH),
+    "bad stage": _replace("stage", "other"),
+    "empty stage": _replace("stage", ""),
+    "stage a number": _replace("stage", 1),
+    "schema 2": _replace("schema", 2),
+    "schema 1.0": _replace("schema", 1.0),
+    "schema 0": _replace("schema", 0),
+    "schema null": _replace("schema", None),
+    "cmd of numbers": _replace("cmd", [1]),
+    "cmd null": _replace("cmd", None),
+    "cache 0": _replace("outs.0.cache", 0),
+    "persist null": _replace("outs.1.persist", None),
+    "persist string": _replace("outs.1.persist", "false"),
+    "duplicate out paths": _replace("outs.1.path", "metrics.json"),
+    "duplicate discovered": _replace("discovered", [{"hash": H1, "path": "a", "size": 1}] * 2),
+    "discovered null": _replace("discovered", None),
+    "missing discovered with size": _replace("discovered", [{"hash": None, "path": "a",
+                                                             "size": 1}]),
+    "missing discovered with nfiles": _replace("discovered", [{"hash": None, "path": "a",
+                                                               "size": 0, "nfiles": 0}]),
+    "discovered with flags": _replace("discovered", [{"cache": True, "hash": H1, "path": "a",
+                                                      "persist": False, "size": 1}]),
+    "path empty": _replace("deps.0.path", ""),
+    "path trailing slash": _replace("deps.0.path", "data/"),
+    "path with nul": _replace("deps.0.path", "a\0b"),
+    "path a number": _replace("deps.0.path", 7),
+    "entry a list": _replace("outs", [["metrics.json"]]),
+    "params a list": _replace("params", [1]),
+    "not utf-8 inside a string": EXPECTED.encode().replace(b"data/clean", b"data/cl\xe9an"),
+    "utf-16": EXPECTED.encode("utf-16"),
+    "byte order mark": b"\xef\xbb\xbf" + EXPECTED.encode(),
+    "trailing junk": EXPECTED + "x",
+    "a JSON string": '"train"',
+    "a JSON number": "1",
+    "null": "null",
+    "deeply nested": "[" * 100_000 + "]" * 100_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_what_the_schema_refuses_the_acceptor_never_accepts(name):
+    content = REFUSED[name]
+    outcome = _agree(content)
+    assert outcome[0] == "refused", outcome
+    assert _fast(content) is None
+
+
+def test_a_number_too_long_for_python_is_a_problem_not_a_crash(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text(_digits(5000))
+    problem = read_lock(path, shown="train.json")
+    assert isinstance(problem, LockProblem)
+    assert "(not valid JSON here (a number of more than 4300 digits))" in problem.message
+
+
+ACCEPTED = {
+    "the documented example": EXPECTED,
+    "compact, keys unsorted": json.dumps(dict(reversed(list(_doc().items())))),
+    "directory dep": _replace("deps", [{"hash": DIRH, "nfiles": 0, "path": "src", "size": 0}]),
+    "root path": _replace("deps", [{"hash": DIRH, "nfiles": 2, "path": ".", "size": 5}]),
+    "no deps, no outs, no cmd": _with(lambda d: d.update(deps=[], outs=[], cmd=[])),
+    "discovered, one missing": _replace("discovered", [
+        {"hash": H1, "path": "a.h", "size": 3}, {"hash": None, "path": "gen.h", "size": 0}]),
+    "discovered empty": _replace("discovered", []),
+    "undecodable path": _replace("deps.0.path", os.fsdecode(b"caf\xff")),
+    "raw lone surrogate in a str": json.dumps(
+        {**_doc(), "cmd": [os.fsdecode(b"\xff")]}, ensure_ascii=False),
+    "params of every kind": _replace("params", {
+        "a.f": 0.1, "b.neg0": -0.0, "c.big": 10**30, "d.tiny": 5e-324, "e.list": [1, "x"],
+        "f.null": None, "g.bool": True, "h.obj": {"k": [{}]}, "i.str": "é\u2028"}),
+    "NaN and infinite params": EXPECTED.replace('"train.lr": 0.01',
+                                                '"a": NaN, "b": Infinity, "c": 1e400'),
+    # What the acceptor passes to the schema, which accepts it: the same Lock either way.
+    "deps unsorted": _with(lambda d: d["deps"].reverse()),
+    "huge size": _replace("deps.0.size", 2**64),
+    "huge nfiles": _replace("outs.1.nfiles", 10**30),
+    "a key given twice, the last one valid": EXPECTED.replace(
+        '"schema": 1', '"schema": 2, "schema": 1'),
+    "an entry's key given twice": EXPECTED.replace('"size": 1234', '"size": -1, "size": 1234'),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED))
+def test_valid_locks_parse_to_the_same_lock_both_ways(name):
+    outcome = _agree(ACCEPTED[name])
+    assert outcome[0] == "lock", outcome
+
+
+def test_the_acceptor_takes_the_locks_pivotbuild_writes():
+    """Sorted, plain locks (what write_lock writes) never need the schema."""
+    for name in ("the documented example", "directory dep", "discovered, one missing",
+                 "params of every kind", "undecodable path", "compact, keys unsorted"):
+        assert _fast(ACCEPTED[name]) is not None, name
+    assert _fast(ACCEPTED["deps unsorted"]) is None  # only the schema judges these
+    assert _fast(ACCEPTED["huge size"]) is None
+
+
+# ---- generated locks, and mutations of them -------------------------------------------------
+
+_PATHS = ["a", "b/c", "b/c/d", "data/clean.csv", "é/x", os.fsdecode(b"\xff"), "a b", ".",
+          "x.c", "include/calc.h", "z"]
+_ODD = [None, True, False, 0, 1, -1, 1.0, 0.5, 2**63, 2**64, -(2**63), "", "x", H1, DIRH,
+        H1.upper(), [], {}, ["a"], {"a": 1}, "../x", "/abs", "a//b", "./a", "train", 1e308]
+
+
+def _entry(rng, path, kind):
+    digest = rng.choice([H1, H2, H3, DIRH, "0" * 32 + ".dir"])
+    entry = {"hash": digest, "path": path, "size": rng.choice([0, 1, 1234, 2**40, 2**63 - 1])}
+    if digest.endswith(".dir"):
+        entry["nfiles"] = rng.choice([0, 3, 2**62])
+    if kind == "outs":
+        entry.update(cache=rng.random() < 0.7, persist=rng.random() < 0.2)
+    if kind == "discovered" and rng.random() < 0.3:
+        entry = {"hash": None, "path": path, "size": 0}
+    return entry
+
+
+def _value(rng, depth=0):
+    kinds = ["int", "float", "str", "bool", "null"] + (["list", "dict"] if depth < 2 else [])
+    kind = rng.choice(kinds)
+    if kind == "int":
+        return rng.choice([0, -5, 7, 2**70, -(2**64)])
+    if kind == "float":
+        return rng.choice([0.1, -0.0, 1e-300, 3.14159, 1e21, rng.random()])
+    if kind == "str":
+        return rng.choice(["", "x", "é", "\u2028", os.fsdecode(b"\xfe")])
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    if kind == "list":
+        return [_value(rng, depth + 1) for _ in range(rng.randrange(3))]
+    return {f"k{i}": _value(rng, depth + 1) for i in range(rng.randrange(3))}
+
+
+def _generated(rng):
+    doc = {
+        "cmd": rng.sample(["cc -c a.c", "echo", "", "é"], rng.randrange(3)),
+        "input_hash": rng.choice([H1, H2, H3]),
+        "params": {f"p.{i}": _value(rng) for i in range(rng.randrange(4))},
+        "schema": 1, "stage": "train",
+    }
+    for kind in ("deps", "outs", "discovered"):
+        if kind == "discovered" and rng.random() < 0.5:
+            continue
+        paths = sorted(rng.sample(_PATHS, rng.randrange(5)))
+        doc[kind] = [_entry(rng, path, kind) for path in paths]
+    return doc
+
+
+def _mutate(rng, doc):
+    """One random change somewhere in ``doc`` (often making it invalid)."""
+    lists = [doc[k] for k in ("deps", "outs", "discovered")
+             if isinstance(doc.get(k), list) and doc[k]]
+    target = rng.choice([doc] + [e for entries in lists for e in entries if isinstance(e, dict)])
+    action = rng.randrange(6)
+    if action == 0 and target:
+        del target[rng.choice(sorted(target))]
+    elif action == 1:
+        target[rng.choice(["extra", "nfiles", "cache", "persist", "discovered", "hash"])] = \
+            rng.choice(_ODD)
+    elif action == 2 and target:
+        target[rng.choice(sorted(target))] = rng.choice(_ODD)
+    elif action == 3 and lists:
+        rng.shuffle(rng.choice(lists))
+    elif action == 4 and lists:
+        entries = rng.choice(lists)
+        entries.append(dict(rng.choice(entries)))
+    else:
+        doc["schema"] = rng.choice([1, 2, True, 1.0])
+
+
+def _texts(rng, doc):
+    yield json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    text = json.dumps(doc)
+    if rng.random() < 0.1:
+        text = text[: rng.randrange(len(text))]  # truncated
+    yield text
+
+
+def test_generated_locks_and_their_mutations_agree_both_ways():
+    import random
+
+    rng = random.Random(20261201)
+    counts = {"fast": 0, "lock": 0, "refused": 0}
+    for _ in range(800):
+        doc = _generated(rng)
+        for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
+            _mutate(rng, doc)
+        for text in _texts(rng, doc):
+            counts[_agree(text)[0]] += 1
+            counts["fast"] += _fast(text) is not None
+    # Both kinds were exercised, and most valid locks took the fast path.
+    assert counts["refused"] > 300 and counts["lock"] > 300
+    assert counts["fast"] > counts["lock"] // 2
