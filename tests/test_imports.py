@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pivotbuild
@@ -146,3 +149,34 @@ def test_every_module_opens_with_its_role() -> None:
         if not (ast.get_docstring(ast.parse(path.read_text())) or "").strip()
     ]
     assert missing == []
+
+
+def test_reading_and_writing_sound_locks_imports_no_pydantic(tmp_path: Path) -> None:
+    """A sound lock is read (and written: write_lock validates it) without pydantic; only a
+    lock that is not sound loads the schema (lockschema.py) to name its problem."""
+    script = f"""
+import json, sys
+from pathlib import Path
+from pivotbuild.lock import Lock, LockedDep, LockedOut, parse_lock, read_lock, write_lock
+h = "0123456789abcdef0123456789abcdef"
+lock = Lock(stage="train", cmd=["cc"], deps=[LockedDep("a.c", h, 3)],
+            outs=[LockedOut("out", h + ".dir", 9, nfiles=2)], params={{"x": 1}}, input_hash=h,
+            discovered=[LockedDep("a.h", h, 1), LockedDep("gen.h", "", 0)])
+path = Path({str(tmp_path)!r}) / "locks" / "train.json"
+write_lock(path, lock)
+assert read_lock(path) == lock
+assert parse_lock(path.read_bytes(), "train") == lock
+assert Lock.from_dict(json.loads(path.read_text()), "train") == lock
+loaded = [m for m in ("pydantic", "pivotbuild.lockschema") if m in sys.modules]
+path.write_text(path.read_text().replace('"size": 3', '"size": true'))
+problem = read_lock(path, shown="train.json")
+print(json.dumps([loaded, "pydantic" in sys.modules, str(problem)]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    loaded, later, problem = json.loads(done.stdout)
+    assert loaded == []
+    assert later is True  # the check above would see it
+    assert problem == ("train.json: invalid lock (deps[0].size is not a size); "
+                       "the stage is treated as stale")
