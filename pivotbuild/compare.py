@@ -166,8 +166,8 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
                 return found, Path(doc["cache_dir"])
     except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError):
         pass
-    from pivotbuild.config import load_project
     from pivotbuild.hashtypes import RACY_WINDOW_NS
+    from pivotbuild.projectcache import load_project
 
     taken_ns = snapshot._now_ns()
     configs = snapshot.config_key(str(root))

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 from pivotbuild import dag
 from pivotbuild import lock as lockfile
 from pivotbuild.commit import Committer, MissingPathsError
-from pivotbuild.config import Project, load_project
+from pivotbuild.config_models import Project
 from pivotbuild.errors import OperationError
 from pivotbuild.hasher import Hasher, PathDigest
 from pivotbuild.lock import Lock, LockProblem
 from pivotbuild.plan import FROZEN, NOT_RUN, SKIP, STALE, Decision, Planner, RunCacheLookup
+from pivotbuild.projectcache import load_project
 from pivotbuild.state import StateDB
 from pivotbuild.store import Cache
 from pivotbuild.store.place import STAGING_DIR, Placer

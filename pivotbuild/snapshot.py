@@ -84,6 +84,7 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs the fast path st
 if TYPE_CHECKING:
     from typing import Any
 
+    from pivotbuild.config_models import Project
     from pivotbuild.hasher import PathDigest
     from pivotbuild.pipeline import Pipeline
     from pivotbuild.plan import Decision
@@ -161,15 +162,15 @@ def locks_key(root: str, now_ns: int) -> list[tuple[str, int, int, int, str, boo
     return entries
 
 
-def key_before(root: str) -> dict[str, Any]:
+def key_before(root: str, with_locks: bool = True) -> dict[str, Any]:
     """What a snapshot is valid for, taken BEFORE the configuration and the locks are read
     for a plan: a file that changes after this point no longer matches what the snapshot
     records, so no snapshot can pair new files with decisions made from old ones. (The
     other files and directories the expansion read are only known once it is done: see
-    _expansion_key.)"""
+    expansion_key.) ``with_locks`` False: the configuration's part only (projectcache.py)."""
     taken_ns = _now_ns()
-    return {"configs": config_key(root), "locks": locks_key(root, taken_ns),
-            "taken_ns": taken_ns}
+    return {"configs": config_key(root),
+            "locks": locks_key(root, taken_ns) if with_locks else None, "taken_ns": taken_ns}
 
 
 def dir_stamps(root: str, rels: list[str] | tuple[str, ...]
@@ -193,14 +194,13 @@ def dir_stamps(root: str, rels: list[str] | tuple[str, ...]
     return out
 
 
-def _expansion_key(root: str, pipeline: Pipeline, key: dict[str, Any]
-                   ) -> tuple[list[tuple[str, str | None]], list[tuple[str, int, int, int]]] | None:
+def expansion_key(root: str, project: Project, key: dict[str, Any]
+                  ) -> tuple[list[tuple[str, str | None]], list[tuple[str, int, int, int]]] | None:
     """``configs`` with every other file the expansion read (Project.sources: a params file
     in YAML or JSON, a ``FILE:key`` file), and the stamps of every directory a glob walked
     (Project.glob_dirs); None when one of them changed (its ctime: an mtime can be set
     back) after key_before or so shortly before it that what the expansion read cannot be
     told from what is there now."""
-    project = pipeline.project
     cutoff = key["taken_ns"] - RACY_WINDOW_NS
     configs = list(key["configs"])
     keyed = {rel for rel, _ in configs}
@@ -273,7 +273,7 @@ def build(pipeline: Pipeline, decisions: list[Decision], key: dict[str, Any]
     now_ns = _now_ns()
     if key["locks"] is None:
         return None
-    expansion = _expansion_key(root, pipeline, key)
+    expansion = expansion_key(root, pipeline.project, key)
     if expansion is None:
         return None
     configs, glob_dirs = expansion

@@ -37,7 +37,7 @@ def _objects(root: Path, cache_dir: Path, pull: bool, remote: str | None) -> Obj
     files = os.path.join(cache_dir, "files")
     fetch = None
     if pull:
-        from pivotbuild.config import load_project
+        from pivotbuild.projectcache import load_project
         from pivotbuild.store import Cache
 
         project = load_project(root)

@@ -411,7 +411,7 @@ def history_command(stage: str | None, limit: int | None, as_json: bool) -> None
         if stage is not None and not runs:
             # Only now is pivot.toml needed: is it a matrix base, a stage never run, or
             # no stage at all?
-            from pivotbuild.config import load_project
+            from pivotbuild.projectcache import load_project
 
             stages = load_project(root).stages
             if any(s.base == stage and s.name != stage for s in stages.values()):

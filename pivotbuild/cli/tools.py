@@ -143,7 +143,7 @@ def completion_command(ctx: click.Context, shell: str) -> None:
 def list_command(obj: Context | None, as_json: bool) -> None:
     """List the stages (matrix and foreach instances expanded) with their desc."""
     from pivotbuild.cli.common import project_root
-    from pivotbuild.config import load_project
+    from pivotbuild.projectcache import load_project
 
     project = load_project(project_root())
     stages = [{"name": s.name, "desc": s.desc} for s in project.stages.values()]
