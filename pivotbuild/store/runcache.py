@@ -66,8 +66,9 @@ _DEP_KEYS = ("path", "hash", "size", "nfiles")
 
 @functools.cache
 def _entry_model() -> Any:
-    """The pydantic model of an entry. Built on first use: pydantic is loaded by then (every
-    reader has loaded pivot.toml), and importing this module must not load it."""
+    """The pydantic model of an entry. Built on first use, for an entry the plain checks
+    (_plainly_valid) pass on: importing this module, or reading a sound entry, loads no
+    pydantic."""
     from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
     class RunDep(BaseModel):
@@ -165,8 +166,93 @@ def _dep_key(entries: Iterable[Any] | None) -> tuple[tuple[str, str], ...]:
                  for e in entries or ())
 
 
+_FILE_DEP_KEYS = frozenset(("hash", "path", "size"))
+_DIR_DEP_KEYS = _FILE_DEP_KEYS | {"nfiles"}
+_FILE_OUT_KEYS = _FILE_DEP_KEYS | {"cache"}
+_DIR_OUT_KEYS = _DIR_DEP_KEYS | {"cache"}
+_ENTRY_KEYS = {PLAIN_SCHEMA_VERSION: frozenset(("input_hash", "outs", "schema")),
+               RUN_SCHEMA_VERSION: frozenset(("discovered", "earlier", "input_hash", "outs",
+                                              "schema"))}
+_VARIANT_KEYS = frozenset(("discovered", "outs"))
+_COUNT_LIMIT = 1 << 63  # a size or nfiles beyond any real one goes to the model
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and 0 <= value < _COUNT_LIMIT  # not a bool, not a float
+
+
+def _plain_list(items: Any, out: bool) -> tuple[tuple[str, str], ...] | None:
+    """A plainly valid ``outs`` (``out``) or ``discovered`` list as _dep_key gives it; paths
+    strictly ascending (sorted, each once), as the writer writes them. None: anything else."""
+    if type(items) is not list:
+        return None
+    pairs: list[tuple[str, str]] = []
+    last = None
+    for item in items:
+        if type(item) is not dict:
+            return None
+        path: Any = item.get("path")
+        digest: Any = item.get("hash")
+        if type(path) is not str or path == "." or (last is not None and not last < path):
+            return None
+        last = path
+        try:
+            if normalize_path(path) != path:
+                return None
+        except PathProblem:
+            return None
+        if is_hash(digest, directory=False):
+            keys = _FILE_OUT_KEYS if out else _FILE_DEP_KEYS
+        elif is_hash(digest, directory=True) and _count(item.get("nfiles")):
+            keys = _DIR_OUT_KEYS if out else _DIR_DEP_KEYS
+        else:
+            return None
+        if item.keys() != keys or not _count(item["size"]):
+            return None
+        if out and type(item["cache"]) is not bool:
+            return None
+        pairs.append((path, digest))
+    return tuple(pairs)
+
+
+def _plainly_valid(doc: Any, input_hash: str) -> bool:
+    """Is ``doc`` an entry named ``input_hash`` by checks that need no pydantic? They check
+    what the model checks and more; False leaves the verdict (and its words) to the model."""
+    if type(doc) is not dict:
+        return False
+    schema = doc.get("schema")
+    if type(schema) is not int or schema not in _ENTRY_KEYS or doc.keys() != _ENTRY_KEYS[schema]:
+        return False
+    if type(doc["input_hash"]) is not str or doc["input_hash"] != input_hash:
+        return False
+    if _plain_list(doc["outs"], out=True) is None:
+        return False
+    if schema == PLAIN_SCHEMA_VERSION:
+        return True
+    earlier = doc["earlier"]
+    if type(earlier) is not list:
+        return False
+    lists = [_plain_list(doc["discovered"], out=False)]
+    for variant in earlier:
+        if (type(variant) is not dict or variant.keys() != _VARIANT_KEYS
+                or _plain_list(variant["outs"], out=True) is None):
+            return False
+        lists.append(_plain_list(variant["discovered"], out=False))
+    return None not in lists and len(set(lists)) == len(lists)
+
+
 def entry_problem(doc: Any, input_hash: str) -> str | None:
-    """Why ``doc`` (parsed JSON) is not a valid entry named ``input_hash``, or None."""
+    """Why ``doc`` (parsed JSON) is not a valid entry named ``input_hash``, or None.
+
+    A sound entry is recognised without pydantic (the planner reads one, a commit writes one,
+    on every run): only another needs the model, to say what is wrong."""
+    if _plainly_valid(doc, input_hash):
+        return None
+    return _model_problem(doc, input_hash)
+
+
+def _model_problem(doc: Any, input_hash: str) -> str | None:
+    """entry_problem by the pydantic model alone."""
     from pydantic import ValidationError
 
     if not isinstance(doc, dict):
