@@ -180,3 +180,26 @@ print(json.dumps([loaded, "pydantic" in sys.modules, str(problem)]))
     assert later is True  # the check above would see it
     assert problem == ("train.json: invalid lock (deps[0].size is not a size); "
                        "the stage is treated as stale")
+
+
+def test_recording_and_reading_a_run_cache_entry_imports_no_pydantic(tmp_path: Path) -> None:
+    """A commit records a run (entry_bytes validates it) and the planner reads one: a sound
+    entry is judged without pydantic; only an unsound one loads the model."""
+    script = f"""
+import json, sys
+from pathlib import Path
+from pivotbuild.store.runcache import RunCache
+h, d = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+runs = RunCache(Path({str(tmp_path)!r}), durable=False)
+outs = [{{"path": "a.o", "hash": d, "size": 4, "cache": True}}]
+runs.put(h, outs, [{{"path": "a.h", "hash": d, "size": 1}}])
+runs.put(h, outs, [{{"path": "a.h", "hash": h, "size": 1}}])
+entry = runs.get(h)
+loaded = "pydantic" in sys.modules
+runs.path(h).write_text(json.dumps({{**entry, "schema": 3}}))
+print(json.dumps([len(entry["earlier"]), loaded, runs.get(h), "pydantic" in sys.modules]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [1, False, None, True]
