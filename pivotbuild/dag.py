@@ -9,25 +9,32 @@ stages² comparisons.
 Order: every list of stage names this module returns is topological, ties broken by
 definition order in pivot.toml (matrix instances in expansion order), so output is stable
 across runs and machines and reads like the file.
+
+Planning walks a frozen adjacency (``StageGraph``: tuples per stage, the topological order
+computed once by a heap-based Kahn's algorithm); networkx only reports cycles. Every
+full-path command builds the graph, and importing networkx costs more CPU than building a
+thousand-stage graph, so it is imported lazily, only once the sort has left stages unplaced,
+to name the cycle exactly as it always has.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
-import networkx as nx
-
 from pivotbuild import render_dag
-from pivotbuild.config import Project, Stage
+from pivotbuild.config_models import Project, Stage
 from pivotbuild.errors import ConfigError, UsageError, key_path
 from pivotbuild.paths import PROJECT_FILE as _FILE
 from pivotbuild.paths import PathProblem, normalize_path
 
 __all__ = [
-    "CycleError", "OverlapError", "SelfDependencyError", "build_graph", "select", "to_dot",
+    "CycleError", "OverlapError", "SelfDependencyError", "StageGraph", "build_graph", "select",
+    "to_dot",
     "to_json", "to_mermaid", "to_text", "topological",
 ]
 
@@ -124,6 +131,158 @@ class OutIndex:
 
 
 # ---------------------------------------------------------------------------------------------
+# The graph
+# ---------------------------------------------------------------------------------------------
+
+_Pair = tuple[str, str]  # (dep of the downstream stage, out of the upstream stage)
+
+
+class StageGraph:
+    """The stages and their implied edges, frozen: built once (``build_graph``), then only read.
+
+    Every stage has its definition index; ``predecessors`` / ``successors`` are tuples in
+    definition order; ``order`` is the topological order, ties by definition order. The
+    constructor raises CycleError when the edges form a cycle."""
+
+    __slots__ = ("_index", "_paths", "_position", "_preds", "_stages", "_succs", "bases",
+                 "order", "out_index")
+
+    _stages: dict[str, Stage]
+    _index: dict[str, int]
+    _preds: dict[str, tuple[str, ...]]
+    _succs: dict[str, tuple[str, ...]]
+    _paths: dict[tuple[str, str], tuple[_Pair, ...]]
+    _position: dict[str, int]
+    order: tuple[str, ...]  # every stage, topological, ties by definition order
+    bases: Mapping[str, tuple[str, ...]]  # matrix / foreach base name -> its instances
+    out_index: OutIndex
+
+    def __init__(self, stages: Mapping[str, Stage],
+                 paths: Mapping[tuple[str, str], Sequence[_Pair]], out_index: OutIndex) -> None:
+        """``paths``: each edge (upstream, downstream) -> the (dep, out) pairs implying it; the
+        edges' order only matters for which cycle an error reports."""
+        init = object.__setattr__
+        index = {name: i for i, name in enumerate(stages)}
+        ups: dict[str, list[str]] = {name: [] for name in stages}
+        downs: dict[str, list[str]] = {name: [] for name in stages}
+        for up, down in paths:
+            ups[down].append(up)
+            downs[up].append(down)
+        bases: dict[str, list[str]] = {}
+        for name, stage in stages.items():
+            if stage.base != name:
+                bases.setdefault(stage.base, []).append(name)
+        init(self, "_stages", dict(stages))
+        init(self, "_index", index)
+        init(self, "_preds", {n: tuple(sorted(u, key=index.__getitem__)) for n, u in ups.items()})
+        init(self, "_succs", {n: tuple(sorted(d, key=index.__getitem__))
+                              for n, d in downs.items()})
+        init(self, "_paths", {edge: tuple(pairs) for edge, pairs in paths.items()})
+        init(self, "bases", MappingProxyType({b: tuple(n) for b, n in bases.items()}))
+        init(self, "out_index", out_index)
+        order = self._kahn()
+        if len(order) < len(index):
+            raise CycleError(_find_cycle(list(stages), list(paths)))
+        init(self, "order", order)
+        init(self, "_position", {name: i for i, name in enumerate(order)})
+
+    def _kahn(self) -> tuple[str, ...]:
+        """Kahn's algorithm with a heap of definition indices (what networkx's
+        lexicographical_topological_sort with key=index gives); stages on or below a cycle
+        are left out."""
+        names = list(self._stages)
+        index = self._index
+        waiting = [len(self._preds[name]) for name in names]
+        ready = [i for i, count in enumerate(waiting) if count == 0]
+        heapq.heapify(ready)
+        order: list[str] = []
+        while ready:
+            name = names[heapq.heappop(ready)]
+            order.append(name)
+            for down in self._succs[name]:
+                at = index[down]
+                waiting[at] -= 1
+                if waiting[at] == 0:
+                    heapq.heappush(ready, at)
+        return tuple(order)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a StageGraph is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a StageGraph is immutable: cannot delete {name!r}")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._stages
+
+    def __len__(self) -> int:
+        return len(self._stages)
+
+    def __iter__(self) -> Iterator[str]:
+        """The stage names in definition order."""
+        return iter(self._stages)
+
+    def stage(self, name: str) -> Stage:
+        """The stage of that name (KeyError if none)."""
+        return self._stages[name]
+
+    def index(self, name: str) -> int:
+        """The stage's definition index (its position in pivot.toml, instances expanded)."""
+        return self._index[name]
+
+    def predecessors(self, name: str) -> tuple[str, ...]:
+        """The stages directly upstream of ``name``, in definition order."""
+        return self._preds[name]
+
+    def successors(self, name: str) -> tuple[str, ...]:
+        """The stages directly downstream of ``name``, in definition order."""
+        return self._succs[name]
+
+    def edges(self) -> list[tuple[str, str]]:
+        """Every (upstream, downstream) pair, by upstream then downstream definition order."""
+        return [(up, down) for up in self._stages for down in self._succs[up]]
+
+    def paths(self, up: str, down: str) -> tuple[_Pair, ...]:
+        """The (dep, out) pairs that imply the edge up -> down (KeyError if there is none)."""
+        return self._paths[up, down]
+
+    def topological(self, names: Iterable[str] | None = None) -> list[str]:
+        """``names`` (default: every stage) in topological order, ties by definition order."""
+        if names is None:
+            return list(self.order)
+        wanted = set(names)
+        return [n for n in self.order if n in wanted]
+
+    def descendants(self, name: str) -> set[str]:
+        """Every stage downstream of ``name`` (not ``name`` itself)."""
+        found: set[str] = set()
+        stack = [name]
+        while stack:
+            for down in self._succs[stack.pop()]:
+                if down not in found:
+                    found.add(down)
+                    stack.append(down)
+        return found
+
+    def has_path(self, source: str, target: str) -> bool:
+        """True if ``target`` is ``source`` or lies downstream of it."""
+        if source == target:
+            return True
+        # A stage after the target in topological order cannot lead to it: prune there.
+        limit = self._position[target]
+        seen = {source}
+        stack = [source]
+        while stack:
+            for down in self._succs[stack.pop()]:
+                if down == target:
+                    return True
+                if down not in seen and self._position[down] < limit:
+                    seen.add(down)
+                    stack.append(down)
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
 # Building the graph
 # ---------------------------------------------------------------------------------------------
 
@@ -136,21 +295,14 @@ def _named(stage: Stage) -> str:
     return f"stage {stage.name!r}"
 
 
-def build_graph(project: Project) -> nx.DiGraph:
-    """One node per stage (attr ``stage``, ``index``), one edge per implied dependency.
+def build_graph(project: Project) -> StageGraph:
+    """The project's stages and the edges their deps and outs imply.
 
-    Edge attr ``paths`` lists the (dep, out) pairs that imply it. ``graph.graph`` holds the out
-    index and the matrix base → instances map that ``select`` uses. Raises OverlapError,
-    SelfDependencyError or CycleError (all ConfigError, exit 2).
+    Raises OverlapError, SelfDependencyError or CycleError (all ConfigError, exit 2).
     """
-    graph: nx.DiGraph = nx.DiGraph()
     index = OutIndex()
-    bases: dict[str, list[str]] = {}
     stages = project.stages
-    for position, (name, stage) in enumerate(stages.items()):
-        graph.add_node(name, stage=stage, index=position)
-        if stage.base != name:
-            bases.setdefault(stage.base, []).append(name)
+    for name, stage in stages.items():
         for i, out in enumerate(stage.outs):
             clash = index.add(out.path, (name, i))
             if clash is None:
@@ -163,6 +315,7 @@ def build_graph(project: Project) -> nx.DiGraph:
             raise OverlapError(_FILE, _out_key(stage, i),
                                f"output {out.path!r} of {_named(stage)} {relation} {whose}")
 
+    paths: dict[tuple[str, str], list[_Pair]] = {}
     for name, stage in stages.items():
         for i, dep in enumerate(stage.deps):
             for up, j in index.overlapping(dep):
@@ -171,28 +324,27 @@ def build_graph(project: Project) -> nx.DiGraph:
                     raise SelfDependencyError(
                         _FILE, key_path("stages", stage.base, "deps", i),
                         f"{_named(stage)} depends on its own output {out_path!r} (dep {dep!r})")
-                if graph.has_edge(up, name):
-                    graph.edges[up, name]["paths"].append((dep, out_path))
-                else:
-                    graph.add_edge(up, name, paths=[(dep, out_path)])
-
-    graph.graph["out_index"] = index
-    graph.graph["bases"] = bases
-    if not nx.is_directed_acyclic_graph(graph):
-        raise CycleError(_find_cycle(graph))
-    return graph
+                paths.setdefault((up, name), []).append((dep, out_path))
+    return StageGraph(stages, paths, index)
 
 
-def _find_cycle(graph: nx.DiGraph) -> list[str]:
-    # Start from the earliest-defined stage on any cycle so the message is stable.
+def _find_cycle(names: list[str], edges: list[tuple[str, str]]) -> list[str]:
+    """One cycle, as networkx finds it from the earliest-defined stage on any cycle (so the
+    message is stable). Only a failing build gets here: only it imports networkx."""
+    import networkx as nx
+
+    graph: Any = nx.DiGraph()
+    graph.add_nodes_from(names)  # definition order, then edges in discovery order: as before
+    graph.add_edges_from(edges)
+    index = {name: i for i, name in enumerate(names)}
     for component in sorted(
         (c for c in nx.strongly_connected_components(graph)
          if len(c) > 1 or any(graph.has_edge(n, n) for n in c)),
-        key=lambda c: min(graph.nodes[n]["index"] for n in c),
+        key=lambda c: min(index[n] for n in c),
     ):
-        start = min(component, key=lambda n: graph.nodes[n]["index"])
-        edges = nx.find_cycle(graph.subgraph(component), source=start)
-        return [edges[0][0], *(v for _, v in edges)]
+        start = min(component, key=index.__getitem__)
+        found = nx.find_cycle(graph.subgraph(component), source=start)
+        return [found[0][0], *(v for _, v in found)]
     return []  # unreachable: only called when the graph has a cycle
 
 
@@ -201,52 +353,46 @@ def _find_cycle(graph: nx.DiGraph) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def topological(graph: nx.DiGraph, names: Iterable[str] | None = None) -> list[str]:
+def topological(graph: StageGraph, names: Iterable[str] | None = None) -> list[str]:
     """``names`` (default: every stage) in topological order, ties by definition order."""
-    order = nx.lexicographical_topological_sort(graph, key=lambda n: graph.nodes[n]["index"])
-    if names is None:
-        return list(order)
-    wanted = set(names)
-    return [n for n in order if n in wanted]
+    return graph.topological(names)
 
 
-def _resolve(graph: nx.DiGraph, target: str) -> list[str]:
+def _resolve(graph: StageGraph, target: str) -> list[str]:
     """The stages one target names: a stage, a matrix base, or an output path."""
     if target in graph:
         return [target]
-    bases: dict[str, list[str]] = graph.graph.get("bases", {})
-    if target in bases:
-        return list(bases[target])
+    if target in graph.bases:
+        return list(graph.bases[target])
     try:
         path = normalize_path(target)
     except PathProblem:
         path = ""
-    index: OutIndex | None = graph.graph.get("out_index")
-    if path and path != "." and index is not None:
+    if path and path != ".":
         # A path equal to or inside an out selects its stage; a directory holding outs
         # selects every stage that writes into it (like `make build/` would).
-        owners = dict.fromkeys(name for name, _ in index.overlapping(path))
+        owners = dict.fromkeys(name for name, _ in graph.out_index.overlapping(path))
         if owners:
             return list(owners)
     raise UsageError(f"unknown stage or output: {target!r}")
 
 
-def stage_names(graph: nx.DiGraph, name: str) -> list[str]:
+def stage_names(graph: StageGraph, name: str) -> list[str]:
     """The stages a stage name or a matrix / foreach base name names; UsageError for any other
     (a path is no stage name)."""
     if name in graph:
         return [name]
-    instances: list[str] = graph.graph.get("bases", {}).get(name, [])
+    instances = graph.bases.get(name, ())
     if not instances:
         raise UsageError(f"unknown stage: '{name}'")
     return list(instances)
 
 
-def target_from_cwd(graph: nx.DiGraph, root: str, target: str) -> str:
+def target_from_cwd(graph: StageGraph, root: str, target: str) -> str:
     """A target as typed → what ``select`` takes: a stage or matrix base name as given, a path
     made project-relative (it is relative to the cwd); one outside the project as typed (that
     ``select`` then names as unknown)."""
-    if target in graph or target in graph.graph.get("bases", {}):
+    if target in graph or target in graph.bases:
         return target
     absolute = os.path.abspath(target)
     if absolute == root:
@@ -256,7 +402,7 @@ def target_from_cwd(graph: nx.DiGraph, root: str, target: str) -> str:
     return target
 
 
-def select(graph: nx.DiGraph, targets: list[str], *, single_item: bool = False,
+def select(graph: StageGraph, targets: list[str], *, single_item: bool = False,
            downstream: bool = False) -> list[str]:
     """The stages a command acts on, in topological order (ties by definition order).
 
@@ -267,27 +413,27 @@ def select(graph: nx.DiGraph, targets: list[str], *, single_item: bool = False,
     if single_item and downstream:
         raise UsageError("--single-item and --downstream cannot be combined")
     if not targets:
-        return topological(graph)
+        return graph.topological()
     chosen: dict[str, None] = {}
     for target in targets:
         chosen.update(dict.fromkeys(_resolve(graph, target)))
     if single_item:
-        return topological(graph, chosen)
+        return graph.topological(chosen)
     selected = set(chosen)
     if downstream:
         for name in chosen:
-            selected.update(nx.descendants(graph, name))
-        return topological(graph, selected)
+            selected.update(graph.descendants(name))
+        return graph.topological(selected)
     queue = deque(chosen)
     while queue:
         name = queue.popleft()
-        if graph.nodes[name]["stage"].frozen:
+        if graph.stage(name).frozen:
             continue  # a frozen stage never runs, so what feeds it does not matter
         for up in graph.predecessors(name):
             if up not in selected:
                 selected.add(up)
                 queue.append(up)
-    return topological(graph, selected)
+    return graph.topological(selected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,32 +441,32 @@ def select(graph: nx.DiGraph, targets: list[str], *, single_item: bool = False,
 # ---------------------------------------------------------------------------------------------
 
 
-def _view(graph: nx.DiGraph, names: list[str] | None
+def _view(graph: StageGraph, names: list[str] | None
           ) -> tuple[list[str], list[tuple[str, str]], set[str]]:
-    chosen = topological(graph) if names is None else list(names)
+    chosen = graph.topological() if names is None else list(names)
     wanted = set(chosen)
     edges = [(u, v) for u in chosen for v in graph.successors(u) if v in wanted]
-    frozen = {n for n in chosen if graph.nodes[n]["stage"].frozen}
+    frozen = {n for n in chosen if graph.stage(n).frozen}
     return chosen, render_dag.order_edges(chosen, edges), frozen
 
 
-def to_json(graph: nx.DiGraph, names: list[str] | None = None) -> dict[str, list[Any]]:
+def to_json(graph: StageGraph, names: list[str] | None = None) -> dict[str, list[Any]]:
     """``{"stages": [...], "edges": [[up, down], ...]}`` restricted to ``names``."""
     chosen, edges, _ = _view(graph, names)
     return render_dag.to_json(chosen, edges)
 
 
-def to_dot(graph: nx.DiGraph, names: list[str] | None = None) -> str:
+def to_dot(graph: StageGraph, names: list[str] | None = None) -> str:
     """A Graphviz ``digraph``; frozen stages are drawn dashed."""
     return render_dag.to_dot(*_view(graph, names))
 
 
-def to_mermaid(graph: nx.DiGraph, names: list[str] | None = None) -> str:
+def to_mermaid(graph: StageGraph, names: list[str] | None = None) -> str:
     """A Mermaid ``flowchart TD``; node ids are sanitised, labels are the real names."""
     chosen, edges, _ = _view(graph, names)
     return render_dag.to_mermaid(chosen, edges)
 
 
-def to_text(graph: nx.DiGraph, names: list[str] | None = None) -> str:
+def to_text(graph: StageGraph, names: list[str] | None = None) -> str:
     """One line per stage in the given order: ``name  <- up1, up2`` (upstream within names)."""
     return render_dag.to_text(*_view(graph, names))

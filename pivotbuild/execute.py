@@ -26,11 +26,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-import networkx as nx
-
 from pivotbuild import paths
 from pivotbuild.commit import Committer, MissingPathsError
-from pivotbuild.config import CONSOLE_POOL
+from pivotbuild.config_models import CONSOLE_POOL
 from pivotbuild.discovery import Discovery, discovers
 from pivotbuild.errors import OperationError
 from pivotbuild.plan import (
@@ -50,7 +48,8 @@ from pivotbuild.store.objects import CorruptObjectsError, MissingObjectsError
 
 if TYPE_CHECKING:
     from pivotbuild.auditrun import Audit
-    from pivotbuild.config import Project
+    from pivotbuild.config_models import Project
+    from pivotbuild.dag import StageGraph
     from pivotbuild.hasher import PathDigest
     from pivotbuild.store.place import Placer
 
@@ -138,7 +137,7 @@ class RunOptions:
 class Executor:
     """Carries out a plan."""
 
-    def __init__(self, project: Project, graph: nx.DiGraph, planner: Planner,
+    def __init__(self, project: Project, graph: StageGraph, planner: Planner,
                  committer: Committer, outputs: Outputs, runner: StageRunner,
                  history: History, reporter: Listener, options: RunOptions) -> None:
         self.project = project
@@ -248,7 +247,7 @@ class Executor:
     def _chain(self, names: list[str]) -> bool:
         """True if these stages (in topological order) can never run two at a time:
         each one lies downstream of the one before it."""
-        return all(nx.has_path(self.graph, a, b) for a, b in itertools.pairwise(names))
+        return all(self.graph.has_path(a, b) for a, b in itertools.pairwise(names))
 
     # ---- one stage --------------------------------------------------------------
 

@@ -39,9 +39,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pivotbuild.errors import OperationError
 
 if TYPE_CHECKING:  # lock.py (pydantic) loads on first use: report.py imports this vocabulary
-    import networkx as nx
-
-    from pivotbuild.config import Project, Stage
+    from pivotbuild.config_models import Project, Stage
+    from pivotbuild.dag import StageGraph
     from pivotbuild.hasher import PathDigest
     from pivotbuild.lock import Lock, LockedOut, LockProblem
 
@@ -159,7 +158,7 @@ class Planner:
     ``--no-run-cache``). The planner keeps one digest per path, hashed at most once unless
     asked again (``hash_paths``, after a stage ran)."""
 
-    def __init__(self, project: Project, graph: nx.DiGraph, hasher: PathHasher,
+    def __init__(self, project: Project, graph: StageGraph, hasher: PathHasher,
                  locks: LockStore, objects: ObjectStore, run_cache: RunCacheLookup | None
                  ) -> None:
         self.project = project
@@ -217,7 +216,7 @@ class Planner:
         """Decide one stage from the workspace as it is now."""
         from pivotbuild.lock import LockProblem
 
-        stage: Stage = self.graph.nodes[name]["stage"]
+        stage: Stage = self.graph.stage(name)
         if stage.frozen:
             return Decision(name, stage, FROZEN, SKIP)
         decision = Decision(name, stage, UP_TO_DATE, SKIP)
@@ -351,7 +350,7 @@ class Planner:
         stage no longer declares (or a stage no longer in pivot.toml) is not cached."""
         if name not in self.graph:
             return []
-        cached = cached_paths(self.graph.nodes[name]["stage"])
+        cached = cached_paths(self.graph.stage(name))
         return [out for out in lock.outs if out.path in cached]
 
     def _run_entry_usable(self, decision: Decision, entry: Mapping[str, Any]) -> bool:
@@ -377,7 +376,7 @@ class Planner:
         """Decide every stage of names (in topological order)."""
         forced = set(force)
         selected = set(names)
-        stages = {n: self.graph.nodes[n]["stage"] for n in names}
+        stages = {n: self.graph.stage(n) for n in names}
         # Every lock first, so that their discovered deps are hashed in the one batch too.
         self._read_ahead = {n: self._locks.read_lock(n) for n in names if not stages[n].frozen}
         self.hash_paths(p for n in names

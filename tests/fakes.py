@@ -375,6 +375,12 @@ class World:
         self.outputs = FakeOutputs(self.workspace, self.cache)
         self.runner: FakeRunner | None = None  # the last repro's
 
+    def restage(self, *stages: Stage) -> None:
+        """Replace these stages (as an edited pivot.toml would) and build the graph again."""
+        for new in stages:
+            self.project.stages[new.name] = new
+        self.graph = dag.build_graph(self.project)
+
     def planner(self, run_cache: bool = True) -> Planner:
         return Planner(self.project, self.graph, self.hasher, self.locks, self.cache.objects,
                        self.cache.lookup if run_cache else None)

@@ -16,6 +16,7 @@ from pivotbuild.dag import (
     CycleError,
     OverlapError,
     SelfDependencyError,
+    StageGraph,
     build_graph,
     select,
     stage_names,
@@ -35,17 +36,17 @@ def stage(name: str, deps: Sequence[str] = (), outs: Sequence[str] = (), *,
                  frozen=frozen, base=base or name)
 
 
-def graph_of(*stages: Stage) -> nx.DiGraph:
+def graph_of(*stages: Stage) -> StageGraph:
     return build_graph(Project(root=Path("/proj"), stages={s.name: s for s in stages}))
 
 
-def graph_from_toml(tmp_path: Path, toml: str) -> nx.DiGraph:
+def graph_from_toml(tmp_path: Path, toml: str) -> StageGraph:
     (tmp_path / "pivot.toml").write_text(toml)
     return build_graph(load_project(tmp_path))
 
 
-def edges(graph: nx.DiGraph) -> set[tuple[str, str]]:
-    return set(graph.edges)
+def edges(graph: StageGraph) -> set[tuple[str, str]]:
+    return set(graph.edges())
 
 
 # --- edges ---------------------------------------------------------------------------------
@@ -54,14 +55,14 @@ def edges(graph: nx.DiGraph) -> set[tuple[str, str]]:
 def test_nodes_carry_stage_in_definition_order() -> None:
     a, b = stage("b_first"), stage("a_second")
     graph = graph_of(a, b)
-    assert list(graph.nodes) == ["b_first", "a_second"]
-    assert graph.nodes["b_first"]["stage"] is a
+    assert list(graph) == ["b_first", "a_second"]
+    assert graph.stage("b_first") is a and graph.index("a_second") == 1
 
 
 def test_edge_when_dep_equals_out() -> None:
     graph = graph_of(stage("a", outs=["data/x"]), stage("b", deps=["data/x"]))
     assert edges(graph) == {("a", "b")}
-    assert graph.edges["a", "b"]["paths"] == [("data/x", "data/x")]
+    assert graph.paths("a", "b") == (("data/x", "data/x"),)
 
 
 def test_edge_when_dep_inside_out() -> None:
@@ -90,7 +91,7 @@ def test_edge_direction_does_not_depend_on_definition_order() -> None:
 def test_several_paths_give_one_edge() -> None:
     graph = graph_of(stage("a", outs=["x", "y"]), stage("b", deps=["x", "y/z"]))
     assert edges(graph) == {("a", "b")}
-    assert graph.edges["a", "b"]["paths"] == [("x", "x"), ("y/z", "y")]
+    assert graph.paths("a", "b") == (("x", "x"), ("y/z", "y"))
 
 
 def test_edges_from_toml_with_normalised_spellings(tmp_path: Path) -> None:
@@ -197,16 +198,94 @@ def test_five_thousand_stages() -> None:
                     outs=[f"data/s{i}/out", f"data/s{i}/log"]) for i in range(n)]
     stages.append(stage("all", deps=["data"]))
     graph = graph_of(*stages)
-    assert graph.number_of_edges() == (n - 1) + n
+    assert len(graph.edges()) == (n - 1) + n
     order = select(graph, ["all"])
     assert order[0] == "s0" and order[-1] == "all" and len(order) == n + 1
+
+
+# --- the graph's own API ---------------------------------------------------------------------
+
+
+def test_order_is_topological_with_ties_by_definition_order() -> None:
+    # Each step places the earliest-defined ready stage: z, then y (w is ready too, but defined
+    # later); that makes x ready, and x is defined before w; v waits for x.
+    graph = graph_of(stage("x", deps=["z.out", "y.out"], outs=["x.out"]),
+                     stage("z", outs=["z.out"]), stage("y", outs=["y.out"]),
+                     stage("w", outs=["w.out"]), stage("v", deps=["x.out"]))
+    assert graph.order == ("z", "y", "x", "w", "v")
+    assert graph.topological(["v", "w", "z"]) == ["z", "w", "v"]
+    assert graph.topological() == list(graph.order)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.integers(min_value=0, max_value=30), max_size=4), min_size=1,
+                max_size=30))
+def test_order_matches_networkx_lexicographical_sort(ups: list[list[int]]) -> None:
+    # Stage i may depend on any earlier-generated stage; definition order is shuffled by
+    # reversing every other pair so the topological order and the definition order differ.
+    n = len(ups)
+    names = [f"s{i}" for i in range(n)]
+    deps = {i: sorted({j % i for j in js}) if i else [] for i, js in enumerate(ups)}
+    defined = [i for pair in zip(range(1, n, 2), range(0, n, 2)) for i in pair]
+    defined += [i for i in range(n) if i not in defined]
+    graph = graph_of(*(stage(names[i], deps=[f"o/{j}" for j in deps[i]], outs=[f"o/{i}"])
+                       for i in defined))
+    reference = nx.DiGraph()
+    reference.add_nodes_from(names[i] for i in defined)
+    reference.add_edges_from((names[j], names[i]) for i in range(n) for j in deps[i])
+    position = {names[i]: at for at, i in enumerate(defined)}
+    expected = list(nx.lexicographical_topological_sort(reference, key=position.__getitem__))
+    assert list(graph.order) == expected
+    assert edges(graph) == set(reference.edges)
+    for name in names:
+        assert graph.descendants(name) == nx.descendants(reference, name)
+        assert list(graph.predecessors(name)) == sorted(reference.predecessors(name),
+                                                        key=position.__getitem__)
+
+
+def test_neighbours_are_in_definition_order_whatever_the_dep_order() -> None:
+    graph = graph_of(stage("a", outs=["a"]), stage("b", outs=["b"]),
+                     stage("d", deps=["b", "a"], outs=["d"]), stage("c", deps=["a"]))
+    assert graph.predecessors("d") == ("a", "b")
+    assert graph.successors("a") == ("d", "c")
+    assert graph.predecessors("a") == () and graph.successors("c") == ()
+    assert graph.edges() == [("a", "d"), ("a", "c"), ("b", "d")]
+    assert graph.paths("b", "d") == (("b", "b"),)
+    assert "d" in graph and "nope" not in graph and len(graph) == 4
+
+
+def test_descendants_and_has_path(pipeline: StageGraph) -> None:
+    assert pipeline.descendants("prep") == {"feats", "train", "report"}
+    assert pipeline.descendants("report") == set()
+    assert pipeline.has_path("prep", "report") and pipeline.has_path("feats", "report")
+    assert pipeline.has_path("train", "train")  # a stage reaches itself
+    assert not pipeline.has_path("report", "prep")  # edges only go downstream
+    assert not pipeline.has_path("lint", "report") and not pipeline.has_path("prep", "lint")
+
+
+def test_graph_cannot_be_changed(pipeline: StageGraph) -> None:
+    with pytest.raises(AttributeError, match="immutable"):
+        pipeline.order = ()  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="immutable"):
+        del pipeline.out_index
+    with pytest.raises(TypeError):
+        pipeline.bases["x"] = ("y",)  # type: ignore[index]
+    assert isinstance(pipeline.predecessors("train"), tuple)
+
+
+def test_cycle_below_a_stage_is_reported_alone() -> None:
+    # "after" depends on the cycle and is left unplaced too, but only the cycle is named.
+    with pytest.raises(CycleError) as info:
+        graph_of(stage("after", deps=["p"]), stage("root", outs=["r"]),
+                 stage("q", deps=["p", "r"], outs=["q"]), stage("p", deps=["q"], outs=["p"]))
+    assert info.value.cycle == ["q", "p", "q"]
 
 
 # --- selection -----------------------------------------------------------------------------
 
 
 @pytest.fixture
-def pipeline() -> nx.DiGraph:
+def pipeline() -> StageGraph:
     #   prep -> train -> report
     #        \-> feats -/        (train needs prep and feats; feats needs prep)
     #   lint (alone)
@@ -219,32 +298,32 @@ def pipeline() -> nx.DiGraph:
     )
 
 
-def test_select_all_is_topological_with_definition_order_ties(pipeline: nx.DiGraph) -> None:
+def test_select_all_is_topological_with_definition_order_ties(pipeline: StageGraph) -> None:
     # lint is defined before train/feats, so among ready stages it comes first.
     assert select(pipeline, []) == ["prep", "lint", "feats", "train", "report"]
 
 
-def test_select_default_walks_upstream(pipeline: nx.DiGraph) -> None:
+def test_select_default_walks_upstream(pipeline: StageGraph) -> None:
     assert select(pipeline, ["train"]) == ["prep", "feats", "train"]
     assert select(pipeline, ["report"]) == ["prep", "feats", "train", "report"]
     assert select(pipeline, ["lint"]) == ["lint"]
 
 
-def test_select_single_item(pipeline: nx.DiGraph) -> None:
+def test_select_single_item(pipeline: StageGraph) -> None:
     assert select(pipeline, ["report", "prep"], single_item=True) == ["prep", "report"]
 
 
-def test_select_downstream(pipeline: nx.DiGraph) -> None:
+def test_select_downstream(pipeline: StageGraph) -> None:
     assert select(pipeline, ["feats"], downstream=True) == ["feats", "train", "report"]
     assert select(pipeline, ["prep"], downstream=True) == ["prep", "feats", "train", "report"]
 
 
-def test_single_item_and_downstream_conflict(pipeline: nx.DiGraph) -> None:
+def test_single_item_and_downstream_conflict(pipeline: StageGraph) -> None:
     with pytest.raises(UsageError, match="cannot be combined"):
         select(pipeline, ["prep"], single_item=True, downstream=True)
 
 
-def test_select_unknown_target(pipeline: nx.DiGraph) -> None:
+def test_select_unknown_target(pipeline: StageGraph) -> None:
     for target in ("nope", "../escape", "raw.csv", "data/other"):
         with pytest.raises(UsageError) as info:
             select(pipeline, [target])
@@ -252,7 +331,7 @@ def test_select_unknown_target(pipeline: nx.DiGraph) -> None:
         assert info.value.exit_code == EXIT_USAGE
 
 
-def test_select_by_output_path(pipeline: nx.DiGraph) -> None:
+def test_select_by_output_path(pipeline: StageGraph) -> None:
     assert select(pipeline, ["metrics.json"], single_item=True) == ["train"]
     assert select(pipeline, ["./model/weights.bin"], single_item=True) == ["train"]
     assert select(pipeline, ["data/clean/"], single_item=True) == ["prep"]
@@ -356,14 +435,14 @@ outs = ["app"]
             stage_names(graph, not_a_name)
 
 
-def test_duplicate_targets_are_selected_once(pipeline: nx.DiGraph) -> None:
+def test_duplicate_targets_are_selected_once(pipeline: StageGraph) -> None:
     assert select(pipeline, ["train", "train", "model"], single_item=True) == ["train"]
 
 
 # --- renderers -----------------------------------------------------------------------------
 
 
-def test_to_json(pipeline: nx.DiGraph) -> None:
+def test_to_json(pipeline: StageGraph) -> None:
     names = select(pipeline, ["train"])
     assert to_json(pipeline, names) == {
         "stages": ["prep", "feats", "train"],
@@ -374,7 +453,7 @@ def test_to_json(pipeline: nx.DiGraph) -> None:
         "stages": ["train", "report"], "edges": [["train", "report"]]}
 
 
-def test_to_dot(pipeline: nx.DiGraph) -> None:
+def test_to_dot(pipeline: StageGraph) -> None:
     dot = to_dot(pipeline, ["feats", "train"])
     assert dot == (
         'digraph pivotbuild {\n  rankdir=TB;\n  "feats";\n  "train";\n'
@@ -400,7 +479,7 @@ def test_to_mermaid_sanitises_ids() -> None:
         "  s_c_a_1_5_2 --> s_end\n")
 
 
-def test_to_text(pipeline: nx.DiGraph) -> None:
+def test_to_text(pipeline: StageGraph) -> None:
     assert to_text(pipeline) == (
         "prep\n"
         "lint\n"

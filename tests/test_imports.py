@@ -151,6 +151,40 @@ def test_every_module_opens_with_its_role() -> None:
     assert missing == []
 
 
+_GRAPH_WITHOUT_NETWORKX = """
+import sys
+from pathlib import Path
+
+import pivotbuild.dag, pivotbuild.execute, pivotbuild.plan
+from pivotbuild.config_models import Out, Project, Stage
+from pivotbuild.dag import CycleError, build_graph, select
+
+def project(*specs):
+    return Project(root=Path("/proj"), stages={
+        name: Stage(name=name, cmd=["true"], deps=list(deps), outs=[Out(path=p) for p in outs])
+        for name, deps, outs in specs})
+
+graph = build_graph(project(("cc", ["a.c"], ["a.o"]), ("link", ["a.o"], ["app"])))
+print(select(graph, ["app"]), graph.has_path("cc", "link"), "networkx" in sys.modules)
+try:
+    build_graph(project(("a", ["y"], ["x"]), ("b", ["x"], ["y"])))
+except CycleError as error:
+    print(error, "networkx" in sys.modules)
+"""
+
+
+def test_building_and_walking_a_graph_imports_no_networkx() -> None:
+    """networkx costs more to import than a full-path command spends planning: only a cycle,
+    to be named in the error, loads it (dag.py's docstring)."""
+    proc = subprocess.run([sys.executable, "-c", _GRAPH_WITHOUT_NETWORKX], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "['cc', 'link'] True False",
+        "pivot.toml: cycle in the pipeline: a -> b -> a True",
+    ]
+
+
 def test_reading_and_writing_sound_locks_imports_no_pydantic(tmp_path: Path) -> None:
     """A sound lock is read (and written: write_lock validates it) without pydantic; only a
     lock that is not sound loads the schema (lockschema.py) to name its problem."""
