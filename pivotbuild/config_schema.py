@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from pivotbuild import tomlread
 from pivotbuild.config_models import EXECUTOR_KINDS, TRANSFER_MODES
 from pivotbuild.errors import ConfigError, key_path
 from pivotbuild.paths import CHECKOUT_METHODS
@@ -314,10 +314,10 @@ def read_toml(path: Path, label: str) -> dict[str, Any]:
     if text.startswith(_BOM):
         raise ConfigError(label, "line 1", _BOM_PROBLEM)
     try:
-        return tomllib.loads(text)
+        return tomlread.loads(text)
     except RecursionError:
         raise ConfigError(label, "", "values are nested too deeply") from None
-    except tomllib.TOMLDecodeError as exc:
+    except tomlread.TOMLDecodeError as exc:
         # Python 3.11's TOMLDecodeError only carries its position inside the message text.
         message = str(exc)
         match = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", message, re.DOTALL)

@@ -38,11 +38,11 @@ import datetime as _dt
 import json
 import math
 import os
-import tomllib
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from pivotbuild import tomlread
 from pivotbuild.errors import OperationError
 
 __all__ = [
@@ -86,12 +86,12 @@ def parse_document(path: str, data: bytes, rev: str | None = None) -> Any:
         if kind == "json":
             return json.loads(text)
         if kind == "toml":
-            return tomllib.loads(text)
+            return tomlread.loads(text)
         return _load_yaml(text)
     except json.JSONDecodeError as exc:
         raise MetricsError(f"{where}: not valid JSON: {exc.msg} at line {exc.lineno} "
                            f"column {exc.colno}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except tomlread.TOMLDecodeError as exc:
         raise MetricsError(f"{where}: not valid TOML: {_one_line(str(exc))}") from None
     except RecursionError:
         raise MetricsError(f"{where}: nested too deeply to read") from None

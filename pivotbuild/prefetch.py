@@ -3,7 +3,7 @@
 Loading pydantic, networkx and the config models takes a few hundred
 milliseconds of Python; stat'ing a 100,000-file dependency takes about as long
 in C, with the GIL released. Started first, this thread reads pivot.toml with
-tomllib (no validation) and hashes every plain dep and out path it names through
+tomlread (no validation) and hashes every plain dep and out path it names through
 the stat memo; ``take`` hands each result, at most once, to the hasher the
 planner hashes through (hasher.Hasher's ``ahead``). Anything it cannot make
 sense of (templated paths, a broken file) it simply leaves to the planner: it
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import threading
-import tomllib
 from pathlib import Path
 
+from pivotbuild import tomlread
 from pivotbuild.hasher import Hasher, PathDigest
 from pivotbuild.paths import PROJECT_FILE, STATE_DB_FILE, STATE_DIR
 from pivotbuild.state import StateDB
@@ -25,7 +25,7 @@ from pivotbuild.state import StateDB
 def _candidate_paths(root: Path) -> list[str]:
     """Absolute paths of the literal deps and outs in pivot.toml (no ${...})."""
     try:
-        document = tomllib.loads((root / PROJECT_FILE).read_text())
+        document = tomlread.loads((root / PROJECT_FILE).read_text())
     except (OSError, ValueError):
         return []
     stages = document.get("stages")

@@ -6,7 +6,7 @@
 - ``completion SHELL`` prints click's completion script for bash, zsh or fish. The script
   calls pivotbuild back with ``_PIVOTBUILD_COMPLETE`` set; ``complete`` answers that (cli's
   ``_invoke`` routes to it). Stage arguments complete stage names read from pivot.toml with
-  tomllib only (no pydantic, no graph), so a completion costs a few milliseconds.
+  tomlread only (no pydantic, no graph), so a completion costs a few milliseconds.
 - ``list`` prints every stage (matrix and foreach instances expanded) with its ``desc``.
 """
 
@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
 from click.shell_completion import CompletionItem
 
+from pivotbuild import tomlread
 from pivotbuild.cli.common import Context, say
 
 PROG = "pivotbuild"
@@ -61,9 +61,8 @@ def _stage_names(start: Path) -> list[str]:
     if root is None:
         return []
     try:
-        with open(root / "pivot.toml", "rb") as f:
-            stages = tomllib.load(f).get("stages", {})
-    except (OSError, tomllib.TOMLDecodeError):
+        stages = tomlread.loads((root / "pivot.toml").read_text()).get("stages", {})
+    except (OSError, UnicodeDecodeError, tomlread.TOMLDecodeError):
         return []
     names: list[str] = []
     for base, table in stages.items() if isinstance(stages, dict) else []:

@@ -22,11 +22,11 @@ import json
 import os
 import posixpath
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
+from pivotbuild import tomlread
 from pivotbuild.dvc.hashes import MD5, MD5_DOS2UNIX, LockedPath
 from pivotbuild.dvc.model import Conversion, TrackedPath
 from pivotbuild.errors import ConfigError
@@ -57,7 +57,7 @@ def load(root: Path, rel: str) -> Any:
         if rel.endswith(".json"):
             return json.loads(text)
         if rel.endswith(".toml"):
-            return tomllib.loads(text)
+            return tomlread.loads(text)
         return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
