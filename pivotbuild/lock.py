@@ -210,7 +210,8 @@ def is_safe_path(path: Any) -> bool:
         return True
     if path.startswith("/"):
         return False
-    return all(part not in ("", ".", "..") for part in path.split("/"))
+    parts = path.split("/")
+    return "" not in parts and "." not in parts and ".." not in parts
 
 
 _TOP_KEYS = frozenset(("cmd", "deps", "input_hash", "outs", "params", "schema", "stage"))
