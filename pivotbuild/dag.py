@@ -126,7 +126,8 @@ class OutIndex:
                 node = child
         if node.owner is not None:
             found.append(node.owner)
-        found.extend(self._below(node))
+        if node.children:  # most deps end at a leaf (a file out) or outside the trie
+            found.extend(self._below(node))
         return found
 
 
@@ -135,6 +136,10 @@ class OutIndex:
 # ---------------------------------------------------------------------------------------------
 
 _Pair = tuple[str, str]  # (dep of the downstream stage, out of the upstream stage)
+
+
+def _by_index(names: list[str], index: Mapping[str, int]) -> tuple[str, ...]:
+    return tuple(sorted(names, key=index.__getitem__)) if len(names) > 1 else tuple(names)
 
 
 class StageGraph:
@@ -174,9 +179,8 @@ class StageGraph:
                 bases.setdefault(stage.base, []).append(name)
         init(self, "_stages", dict(stages))
         init(self, "_index", index)
-        init(self, "_preds", {n: tuple(sorted(u, key=index.__getitem__)) for n, u in ups.items()})
-        init(self, "_succs", {n: tuple(sorted(d, key=index.__getitem__))
-                              for n, d in downs.items()})
+        init(self, "_preds", {n: _by_index(u, index) for n, u in ups.items()})
+        init(self, "_succs", {n: _by_index(d, index) for n, d in downs.items()})
         init(self, "_paths", {edge: tuple(pairs) for edge, pairs in paths.items()})
         init(self, "bases", MappingProxyType({b: tuple(n) for b, n in bases.items()}))
         init(self, "out_index", out_index)
