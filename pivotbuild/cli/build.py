@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,12 +19,13 @@ from pivotbuild.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
     from pivotbuild.config import Project
+    from pivotbuild.dag import StageGraph
 
 
-def _load(overrides: Mapping[str, str]) -> tuple[Project, Any]:
+def _load(overrides: Mapping[str, str]) -> tuple[Project, StageGraph]:
     """The project (``--set`` applied) and its stage graph."""
     from pivotbuild import dag
-    from pivotbuild.config import load_project
+    from pivotbuild.projectcache import load_project
 
     project = load_project(project_root(), overrides)
     return project, dag.build_graph(project)
