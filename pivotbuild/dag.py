@@ -34,8 +34,8 @@ from pivotbuild.paths import PathProblem, normalize_path
 
 __all__ = [
     "CycleError", "OverlapError", "SelfDependencyError", "StageGraph", "build_graph", "select",
-    "to_dot",
-    "to_json", "to_mermaid", "to_text", "topological",
+    "stage_names", "target_from_cwd", "to_dot", "to_json", "to_mermaid", "to_text",
+    "topological",
 ]
 
 
