@@ -4,6 +4,7 @@ change that must make the next command load pivot.toml again."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -213,3 +214,18 @@ def test_a_file_changed_inside_the_racy_window_is_not_kept(
     root = make(tmp_path / "p")  # src/ and extra.toml were just written
     projectcache.load_project(root)
     assert not cache_file(root).exists()
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("example", ["examples/datapipe", "examples/cbuild",
+                                     "benchmarks/cproject_real"])
+def test_the_shipped_projects_come_back_from_the_cache_unchanged(
+        tmp_path: Path, example: str) -> None:
+    root = tmp_path / "p"
+    shutil.copytree(REPO / example, root, ignore=shutil.ignore_patterns(".pivotbuild"))
+    (root / STATE_DIR).mkdir()
+    fresh = projectcache.load_project(root)
+    assert fresh.stages and cache_file(root).is_file()
+    assert from_cache(root) == fresh
