@@ -1,7 +1,8 @@
 """pivot.toml and its params files → a validated Project: loading and the project-wide rules.
 
-Loading happens in two passes. First the parsed TOML is checked against a strict pydantic schema
-(config_schema.py: unknown keys and wrong types are errors), then every stage table is expanded
+Loading happens in two passes. First the parsed TOML is checked against the strict raw schema
+(config_check.py, by hand; what it refuses, config_schema.py's pydantic models judge and word:
+unknown keys and wrong types are errors), then every stage table is expanded
 (matrix / foreach / glob) and templated (``${...}``) and its paths normalised and checked
 (config_build.py), giving the public ``Project`` / ``Stage`` / ``Out`` models
 (config_models.py, re-exported here) the rest of pivotbuild works with. Every problem is
@@ -54,6 +55,17 @@ from pathlib import Path
 from typing import Any
 
 from pivotbuild.config_build import StageBuilder
+from pivotbuild.config_check import (
+    ExecutorSpec,
+    FileSpec,
+    LocalExecutorSpec,
+    LocalFileSpec,
+    LocalProjectSpec,
+    ProjectSpec,
+    as_dict,
+    check_file,
+    check_local,
+)
 from pivotbuild.config_models import (
     CONSOLE_POOL,
     STAGE_NAME_RE,
@@ -63,18 +75,7 @@ from pivotbuild.config_models import (
     Remote,
     Stage,
 )
-from pivotbuild.config_schema import (
-    PARAMS_EXTENSIONS,
-    RawExecutor,
-    RawFile,
-    RawLocalExecutor,
-    RawLocalFile,
-    RawLocalProject,
-    RawProject,
-    read_params,
-    read_toml,
-    validate,
-)
+from pivotbuild.config_read import PARAMS_EXTENSIONS, read_params, read_toml
 from pivotbuild.errors import ConfigError, UsageError, key_path
 from pivotbuild.paths import (
     CACHE_DIR_ENV,
@@ -134,18 +135,18 @@ def _check_credentials(file: str, name: str, fields: Mapping[str, Any]) -> None:
                               f"the URL {problem}; {_CREDENTIALS_HINT}")
 
 
-def _remotes(raw: RawFile, local: RawLocalFile | None) -> dict[str, Remote]:
+def _remotes(raw: FileSpec, local: LocalFileSpec | None) -> dict[str, Remote]:
     merged: dict[str, dict[str, Any]] = {}
     for name, remote in raw.remotes.items():
         if not STAGE_NAME_RE.fullmatch(name):
             raise ConfigError(PROJECT_FILE, key_path("remotes", name), "invalid remote name")
         if not remote.url:
             raise ConfigError(PROJECT_FILE, key_path("remotes", name, "url"), "must not be empty")
-        _check_credentials(PROJECT_FILE, name, remote.model_dump())
-        merged[name] = remote.model_dump()
+        merged[name] = as_dict(remote)
+        _check_credentials(PROJECT_FILE, name, merged[name])
     if local is not None:
         for name, over in local.remotes.items():
-            fields = {k: v for k, v in over.model_dump().items() if v is not None}
+            fields = {k: v for k, v in as_dict(over).items() if v is not None}
             _check_credentials(LOCAL_CONFIG_FILE, name, fields)
             entry = {**merged.get(name, {}), **fields}
             if not entry.get("url"):
@@ -187,7 +188,7 @@ def _apply_overrides(variables: dict[str, Any], overrides: Mapping[str, str]) ->
     return result
 
 
-def _params_file(root: Path, raw: RawProject) -> str:
+def _params_file(root: Path, raw: ProjectSpec) -> str:
     if raw.params_file is None:
         return PARAMS_FILE
     where = "project.params_file"
@@ -204,7 +205,7 @@ def _params_file(root: Path, raw: RawProject) -> str:
     return rel
 
 
-def _pools(raw: RawFile) -> dict[str, int]:
+def _pools(raw: FileSpec) -> dict[str, int]:
     pools = {CONSOLE_POOL: 1}
     for name, size in raw.pools.items():
         if name == CONSOLE_POOL:
@@ -219,12 +220,13 @@ def _pools(raw: RawFile) -> dict[str, int]:
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _executor(raw: RawExecutor, local: RawLocalExecutor | None, remotes: Mapping[str, Remote],
-              default_remote: str | None, stages: Mapping[str, Stage]) -> ExecutorSettings:
-    fields: dict[str, Any] = raw.model_dump()
+def _executor(raw: ExecutorSpec, local: LocalExecutorSpec | None,
+              remotes: Mapping[str, Remote], default_remote: str | None,
+              stages: Mapping[str, Stage]) -> ExecutorSettings:
+    fields: dict[str, Any] = as_dict(raw)
     file_of = dict.fromkeys(fields, PROJECT_FILE)
     if local is not None:
-        for key, value in local.model_dump().items():
+        for key, value in as_dict(local).items():
             if value is not None:
                 fields[key], file_of[key] = value, LOCAL_CONFIG_FILE
     address = fields["address"]
@@ -291,7 +293,7 @@ def _load_project(root: Path, overrides: Mapping[str, str]) -> Project:
     if not (root / PROJECT_FILE).is_file():
         raise UsageError(f"no {PROJECT_FILE} in {root} (run 'pivotbuild init')")
     document = read_toml(root / PROJECT_FILE, PROJECT_FILE)
-    raw: RawFile = validate(RawFile, document, PROJECT_FILE)
+    raw = check_file(document, PROJECT_FILE)
     sources = [PROJECT_FILE]
 
     params_file = _params_file(root, raw.project)
@@ -300,10 +302,10 @@ def _load_project(root: Path, overrides: Mapping[str, str]) -> Project:
     if has_params:
         sources.append(params_file)
 
-    local: RawLocalFile | None = None
+    local: LocalFileSpec | None = None
     if (root / LOCAL_CONFIG_FILE).is_file():
-        local = validate(RawLocalFile, read_toml(root / LOCAL_CONFIG_FILE, LOCAL_CONFIG_FILE),
-                          LOCAL_CONFIG_FILE)
+        local = check_local(read_toml(root / LOCAL_CONFIG_FILE, LOCAL_CONFIG_FILE),
+                            LOCAL_CONFIG_FILE)
         sources.append(LOCAL_CONFIG_FILE)
 
     for reserved in ("item", "params", "stages"):
@@ -314,7 +316,7 @@ def _load_project(root: Path, overrides: Mapping[str, str]) -> Project:
     pools = _pools(raw)
 
     proj = raw.project
-    lproj = local.project if local is not None else RawLocalProject()
+    lproj = local.project if local is not None else LocalProjectSpec()
     checkout_src, checkout_file = ((lproj.checkout, LOCAL_CONFIG_FILE) if lproj.checkout is not None
                                    else (proj.checkout, PROJECT_FILE))
     checkout = (list(CHECKOUT_METHODS) if checkout_src is None else

@@ -38,8 +38,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pivotbuild.config_check import GlobSpec, StageSpec
 from pivotbuild.config_models import CONSOLE_POOL, STAGE_NAME_RE, Out, Stage
-from pivotbuild.config_schema import PARAMS_EXTENSIONS, RawGlob, RawStage, read_params, unrecordable
+from pivotbuild.config_read import PARAMS_EXTENSIONS, read_params, unrecordable
 from pivotbuild.errors import ConfigError, key_path
 from pivotbuild.globs import GlobError, Pattern, walk
 from pivotbuild.lock import stage_name_size_problem
@@ -86,7 +87,7 @@ class StageBuilder:
 
     # ---- every table ----------------------------------------------------------------------
 
-    def build_all(self, tables: Mapping[str, RawStage], cmd_is_str: Mapping[str, bool]
+    def build_all(self, tables: Mapping[str, StageSpec], cmd_is_str: Mapping[str, bool]
                   ) -> dict[str, Stage]:
         built: dict[str, list[Stage]] = {}
         for base in self._order(tables, cmd_is_str):
@@ -99,7 +100,7 @@ class StageBuilder:
         self._check_other_params_protected(stages)
         return stages
 
-    def _order(self, tables: Mapping[str, RawStage], cmd_is_str: Mapping[str, bool]
+    def _order(self, tables: Mapping[str, StageSpec], cmd_is_str: Mapping[str, bool]
                ) -> list[str]:
         """Table names, each after every table its group references name."""
         refs: dict[str, list[tuple[str, str]]] = {}  # base -> [(named table, key path)]
@@ -167,7 +168,7 @@ class StageBuilder:
 
     # ---- one table ------------------------------------------------------------------------
 
-    def build(self, base: str, raw: RawStage, cmd_is_str: bool) -> list[Stage]:
+    def build(self, base: str, raw: StageSpec, cmd_is_str: bool) -> list[Stage]:
         if not STAGE_NAME_RE.fullmatch(base):
             raise ConfigError(PROJECT_FILE, key_path("stages", base),
                               f"invalid stage name {base!r} (allowed: letters, digits, '_', "
@@ -176,12 +177,12 @@ class StageBuilder:
         if too_long:
             raise ConfigError(PROJECT_FILE, key_path("stages", base), too_long)
         foreach = (self._glob(base, raw.foreach, ("foreach",))
-                   if isinstance(raw.foreach, RawGlob) else raw.foreach)
+                   if isinstance(raw.foreach, GlobSpec) else raw.foreach)
         matrix = None if raw.matrix is None else {
-            axis: self._glob(base, values, ("matrix", axis)) if isinstance(values, RawGlob)
+            axis: self._glob(base, values, ("matrix", axis)) if isinstance(values, GlobSpec)
             else values for axis, values in raw.matrix.items()}
-        globbed_empty = ((isinstance(raw.foreach, RawGlob) and not foreach)
-                         or any(isinstance(v, RawGlob) and not matrix[a]  # type: ignore[index]
+        globbed_empty = ((isinstance(raw.foreach, GlobSpec) and not foreach)
+                         or any(isinstance(v, GlobSpec) and not matrix[a]  # type: ignore[index]
                                 for a, v in (raw.matrix or {}).items()))
         if globbed_empty and not (raw.foreach is not None and raw.matrix is not None):
             return []  # a glob matched nothing: no instance
@@ -194,7 +195,7 @@ class StageBuilder:
             stages.append(self._instance(base, name, raw, context, cmd_is_str))
         return stages
 
-    def _glob(self, base: str, spec: RawGlob, where: tuple[str, ...]) -> list[dict[str, str]]:
+    def _glob(self, base: str, spec: GlobSpec, where: tuple[str, ...]) -> list[dict[str, str]]:
         """The items of a glob foreach / matrix axis: one per matching file, sorted."""
         def tmpl(text: str, *key: _KeyPart) -> str:
             try:
@@ -243,7 +244,7 @@ class StageBuilder:
         return [{"path": m.path, "name": m.name, "stem": m.stem, "dir": m.dir, "key": m.key}
                 for m in result.matches]
 
-    def _instance(self, base: str, name: str, raw: RawStage, context: dict[str, Any],
+    def _instance(self, base: str, name: str, raw: StageSpec, context: dict[str, Any],
                   cmd_is_str: bool) -> Stage:
         suffix = f" (in {name})" if name != base else ""
 
@@ -359,7 +360,7 @@ class StageBuilder:
                     shlex.quote(p if wdir == "." else posixpath.relpath(p, wdir)) for p in paths)
         return tree
 
-    def _outs(self, base: str, raw: RawStage, wdir: str, fail: Callable[[str, str], ConfigError],
+    def _outs(self, base: str, raw: StageSpec, wdir: str, fail: Callable[[str, str], ConfigError],
               tmpl: Callable[..., str], path: Callable[..., str]) -> list[Out]:
         outs: list[Out] = []
         out_seen: dict[str, int] = {}
