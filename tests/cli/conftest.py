@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import ctypes
 import json
+import locale
 import os
 import runpy
 import subprocess
 import sys
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.cli.forkserver import ForkServer, Unavailable
 
 
 @dataclass
@@ -35,14 +40,54 @@ def _drop_dac_capabilities() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
+_SERVER_LOCK = threading.Lock()
+_SERVER: ForkServer | None = None
+_WARNED: set[str] = set()
+
+
+def _fork_server() -> ForkServer | None:
+    """This test process's fork server (started on first use), or None when
+    PIVOTBUILD_TEST_SUBPROCESS=1 asks for a real process per command."""
+    global _SERVER
+    if os.environ.get("PIVOTBUILD_TEST_SUBPROCESS") == "1":
+        return None
+    with _SERVER_LOCK:
+        if _SERVER is None:
+            _SERVER = ForkServer()
+        return _SERVER
+
+
+def _text(data: bytes) -> str:
+    """Output bytes as subprocess.run(text=True) gives them: decoded, newlines translated."""
+    text = data.decode(locale.getpreferredencoding(False))
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
         obey_permissions: bool = False) -> Result:
-    """Run pivotbuild; obey_permissions: as root, without the power to ignore them."""
+    """Run pivotbuild as ``python -m pivotbuild ARGS`` would, stdin /dev/null: through this
+    test process's fork server (forkserver.py), or as a real process when
+    PIVOTBUILD_TEST_SUBPROCESS=1, when ``env`` changes what the interpreter reads as it
+    starts, or when the server cannot serve. obey_permissions: as root, without the power
+    to ignore them."""
     full_env = {**os.environ, **(env or {})}
+    server = _fork_server()
+    if server is not None:
+        try:
+            code, out, err = server.run(args, cwd, full_env, obey_permissions, timeout=300)
+        except Unavailable:
+            if server.dead is not None and server.dead not in _WARNED:
+                _WARNED.add(server.dead)
+                warnings.warn(f"{server.dead}; pivotbuild runs as real processes", stacklevel=2)
+        else:
+            result = Result(code, _text(out), _text(err))
+            assert "Traceback" not in result.err, result.err
+            return result
     preexec = _drop_dac_capabilities if obey_permissions and os.geteuid() == 0 else None
     proc = subprocess.run(
         [sys.executable, "-m", "pivotbuild", *args], check=False, cwd=cwd, env=full_env,
-        capture_output=True, text=True, preexec_fn=preexec, timeout=300,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, preexec_fn=preexec,
+        timeout=300,
     )
     assert "Traceback" not in proc.stderr, proc.stderr
     return Result(proc.returncode, proc.stdout, proc.stderr)
