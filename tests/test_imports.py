@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,49 @@ print(json.dumps([len(entry["earlier"]), loaded, runs.get(h), "pydantic" in sys.
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [1, False, None, True]
+
+
+def test_loading_a_valid_project_imports_no_pydantic(tmp_path: Path) -> None:
+    """The first command after an edit of pivot.toml (no project cache) loads it through
+    config_check's hand-written checks; only a file they refuse loads the pydantic models
+    (config_schema.py), which word the problem."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.c").write_text("int a;\n")
+    (tmp_path / "pivot.toml").write_text(
+        '[project]\njobs = 2\n[remotes.r]\nurl = "s3://b/p"\n[vars]\nn = 1\n[pools]\ngpu = 1\n'
+        '[executor]\nenv = ["HOME"]\n'
+        '[stages.cc]\nforeach = { glob = "src/*.c" }\ncmd = "cc -c ${item.path}"\n'
+        'deps = ["${item.path}"]\nouts = ["${item.stem}.o"]\n'
+        '[stages.m]\nmatrix = { v = [1, 2] }\ncmd = ["echo ${item.v} > m${item.v}"]\n'
+        'params = ["lr"]\npool = "gpu"\n'
+        'outs = [{ path = "m${item.v}", cache = false, metric = true, plot = { x = "a" } }]\n')
+    (tmp_path / "params.toml").write_text("lr = 0.1\n")
+    (tmp_path / ".pivotbuild").mkdir()
+    (tmp_path / ".pivotbuild" / "config.local.toml").write_text(
+        '[project]\njobs = 3\n[remotes.r]\nprofile = "dev"\n')
+    script = f"""
+import json, sys
+from pathlib import Path
+from pivotbuild.config import load_project
+from pivotbuild.errors import ConfigError
+root = Path({str(tmp_path)!r})
+project = load_project(root)
+loaded = [m for m in ("pydantic", "pivotbuild.config_schema") if m in sys.modules]
+toml = root / "pivot.toml"
+toml.write_text(toml.read_text().replace("jobs = 2", "jobs = true"))
+try:
+    load_project(root)
+except ConfigError as error:
+    problem = str(error)
+print(json.dumps([sorted(project.stages), project.jobs, loaded, problem,
+                  "pydantic" in sys.modules]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False,
+                          env={**os.environ, "PIVOTBUILD_CACHE_DIR": ""})
+    assert done.returncode == 0, done.stderr
+    stages, jobs, loaded, problem, later = json.loads(done.stdout)
+    assert stages == ["cc@a", "m@1", "m@2"] and jobs == 3
+    assert loaded == []
+    assert problem == "pivot.toml: project.jobs: expected an integer, got boolean true"
+    assert later is True
