@@ -7,7 +7,6 @@ must not drift apart: same fields, same defaults, same choices.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import math
 from pathlib import Path
@@ -21,10 +20,14 @@ from pivotbuild import config_check, config_schema
 from pivotbuild.config import load_project
 from pivotbuild.config_check import (
     MODEL_SPECS,
+    ExecutorSpec,
     FileSpec,
     GlobSpec,
+    LocalExecutorSpec,
     LocalFileSpec,
+    LocalProjectSpec,
     OutSpec,
+    ProjectSpec,
     StageSpec,
     accept_file,
     accept_local,
@@ -38,22 +41,55 @@ from pivotbuild.paths import CHECKOUT_METHODS
 # ---- one source of truth: the models and their twins do not drift -------------------------
 
 
+# Each model: the smallest document it takes, where that document sits in a file (local: a
+# config.local.toml), and how to reach the model's twin in the file's checked values.
+MINIMAL: dict[str, tuple[Any, bool, Any, Any]] = {
+    "RawFile": ({}, False, lambda d: d, lambda f: f),
+    "RawProject": ({}, False, lambda d: {"project": d}, lambda f: f.project),
+    "RawExecutor": ({}, False, lambda d: {"executor": d}, lambda f: f.executor),
+    "RawRemote": ({"url": "u"}, False, lambda d: {"remotes": {"r": d}},
+                  lambda f: f.remotes["r"]),
+    "RawStage": ({"cmd": "x"}, False, lambda d: {"stages": {"s": d}}, lambda f: f.stages["s"]),
+    "RawOut": ({"path": "o"}, False, lambda d: {"stages": {"s": {"cmd": "x", "outs": [d]}}},
+               lambda f: f.stages["s"].outs[0]),
+    "RawGlob": ({"glob": "*"}, False, lambda d: {"stages": {"s": {"cmd": "x", "foreach": d}}},
+                lambda f: f.stages["s"].foreach),
+    "RawLocalFile": ({}, True, lambda d: d, lambda f: f),
+    "RawLocalProject": ({}, True, lambda d: {"project": d}, lambda f: f.project),
+    "RawLocalExecutor": ({}, True, lambda d: {"executor": d}, lambda f: f.executor),
+    "RawLocalRemote": ({}, True, lambda d: {"remotes": {"r": d}}, lambda f: f.remotes["r"]),
+}
+
+
 @pytest.mark.parametrize("model_name", sorted(MODEL_SPECS))
 def test_each_model_and_its_twin_have_the_same_fields_and_defaults(model_name: str) -> None:
+    """Same field names in the same order; the twin's class defaults (scalars only) and the
+    defaults the checks fill (lists and tables too) are the model's."""
     model = getattr(config_schema, model_name)
     spec = MODEL_SPECS[model_name]
-    spec_fields = {f.name: f for f in dataclasses.fields(spec)}
-    assert list(spec_fields) == list(model.model_fields)
+    assert list(spec._fields) == list(model.model_fields)
+    for name, default in spec._field_defaults.items():
+        assert not model.model_fields[name].is_required(), (model_name, name)
+        assert repr(default) == repr(model.model_fields[name].get_default()), (model_name, name)
+    minimal, local, place, reach = MINIMAL[model_name]
+    filled = reach((accept_local if local else accept_file)(place(minimal)))
+    assert type(filled) is spec
+    by_model = from_model(model.model_validate(minimal))
+    assert repr(filled) == repr(by_model)
     for name, info in model.model_fields.items():
-        f = spec_fields[name]
-        spec_required = (f.default is dataclasses.MISSING
-                         and f.default_factory is dataclasses.MISSING)
-        assert spec_required == info.is_required(), (model_name, name)
-        if spec_required:
-            continue
-        spec_default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        model_default = from_model(info.get_default(call_default_factory=True))
-        assert repr(spec_default) == repr(model_default), (model_name, name)
+        if info.is_required():
+            assert name in minimal, (model_name, name)
+        else:
+            default = from_model(info.get_default(call_default_factory=True))
+            assert repr(getattr(filled, name)) == repr(default), (model_name, name)
+
+
+def test_every_minimal_document_is_minimal() -> None:
+    assert set(MINIMAL) == set(MODEL_SPECS)
+    for name, (minimal, _, _, _) in MINIMAL.items():
+        model = getattr(config_schema, name)
+        assert set(minimal) == {n for n, info in model.model_fields.items()
+                                if info.is_required()}
 
 
 def test_every_model_has_a_twin() -> None:
@@ -186,16 +222,28 @@ def test_a_full_valid_document_is_taken_by_the_acceptor_with_the_models_values()
     assert stage.outs[1].plot == {"x": "step", "y": ["a"]}
     assert spec.stages["m"].matrix is not None
     assert spec.stages["m"].matrix["g"] == GlobSpec(glob="*.c", exclude=["x.c"])
-    assert spec.stages["f"].foreach == GlobSpec(glob="src/*.c")
+    assert spec.stages["f"].foreach == GlobSpec(glob="src/*.c", exclude=[])
     assert math.copysign(1, spec.stages["m"].matrix["v"][4]) == -1  # type: ignore[index]
 
 
 def test_empty_documents_give_the_defaults() -> None:
-    assert accept_file({}) == FileSpec()
-    assert accept_local({}) == LocalFileSpec()
+    executor = ExecutorSpec(kind="local", address=None, cluster=None, workers=None,
+                            transfer="remote", remote=None, env=[], local=[], retries=1,
+                            insecure=False)
+    assert accept_file({}) == FileSpec(project=ProjectSpec(), remotes={}, vars={}, stages={},
+                                       pools={}, executor=executor)
+    assert accept_local({}) == LocalFileSpec(project=LocalProjectSpec(), remotes={},
+                                             executor=LocalExecutorSpec())
     assert assert_agree({})[0] == "fast" and assert_agree_local({})[0] == "fast"
-    assert accept_file({"stages": {"s": {"cmd": "x"}}}) == FileSpec(
-        stages={"s": StageSpec(cmd=["x"])})
+    stage = StageSpec(cmd=["x"], deps=[], outs=[], params=[], wdir=".", desc=None,
+                      always_changed=False, frozen=False, matrix=None, foreach=None,
+                      depfile=None, discover=[], pool=None)
+    spec = accept_file({"stages": {"s": {"cmd": "x"}}})
+    assert spec is not None and spec.stages == {"s": stage}
+    two = accept_file({"stages": {"a": {"cmd": "x"}, "b": {"cmd": "y"}}})
+    assert two is not None
+    first, second = two.stages.values()
+    assert first.deps == [] and first.deps is not second.deps  # no shared default list
 
 
 REFUSED = {
@@ -292,9 +340,9 @@ def test_what_only_the_acceptor_refuses_is_taken_from_the_models() -> None:
     data = {"stages": {"s": {"cmd": "x", "desc": None, "matrix": None}},
             "project": {"jobs": None}}
     assert accept_file(data) is None
-    assert check_file(data, "pivot.toml") == FileSpec(stages={"s": StageSpec(cmd=["x"])})
+    assert check_file(data, "pivot.toml") == accept_file({"stages": {"s": {"cmd": "x"}}})
     assert assert_agree(data)[0] == "ok"
-    assert check_local({"executor": {"insecure": None}}, "x") == LocalFileSpec()
+    assert check_local({"executor": {"insecure": None}}, "x") == accept_local({})
 
 
 # ---- random and mutated documents ----------------------------------------------------------
