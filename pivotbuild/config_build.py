@@ -71,6 +71,7 @@ class StageBuilder:
                  params_file: str, has_params: bool, forbidden: list[str],
                  pools: Mapping[str, int]) -> None:
         self.root = root
+        self.root_text = str(root)  # os.path.join's argument, made once
         self.variables = variables
         self.params = params
         self.params_file = params_file
@@ -366,7 +367,7 @@ class StageBuilder:
         out_seen: dict[str, int] = {}
         for i, out in enumerate(raw.outs):
             norm = path(out.path, "outs", i)
-            problem = protected_out_problem(norm, self.protected, self.root)
+            problem = protected_out_problem(norm, self.protected, self.root_text)
             if problem:
                 raise fail(key_path("stages", base, "outs", i), f"{problem}: {out.path!r}")
             if norm in out_seen:
