@@ -26,7 +26,8 @@ pivot.toml takes to parse, check and expand.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 from pivotbuild.config_models import EXECUTOR_KINDS, TRANSFER_MODES
 from pivotbuild.paths import CHECKOUT_METHODS
@@ -164,6 +165,7 @@ class _Refused(Exception):
 
 _ABSENT: Any = object()
 _SCALARS = (str, int, float, bool)
+_T = TypeVar("_T")
 
 
 def _keys(spec: type[Any]) -> frozenset[str]:
@@ -265,12 +267,12 @@ def _checkout(table: dict[str, Any]) -> list[str] | None:
     return methods
 
 
-def _section(data: dict[str, Any], key: str, check: Any) -> Any:
+def _section(data: dict[str, Any], key: str, check: Callable[[Any], _T]) -> _T:
     """A table such as ``[project]``; absent, as an empty one (its defaults)."""
     return check(data.get(key, {}))
 
 
-def _named(data: dict[str, Any], key: str, check: Any) -> dict[str, Any]:
+def _named(data: dict[str, Any], key: str, check: Callable[[Any], _T]) -> dict[str, _T]:
     """A table of named tables (``[remotes.NAME]``, ``[stages.NAME]``), each checked."""
     value = data.get(key, _ABSENT)
     if value is _ABSENT:
