@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from pivotbuild.paths import CHECKOUT_METHODS, DEFAULT_CACHE_DIR, PARAMS_FILE, STATE_DIR
