@@ -10,7 +10,7 @@ a non-empty array of paths, for ``plot`` also a table), and the fixed choices (`
 becomes the ``*Spec`` values below, defaults filled, which config.py and
 config_build.StageBuilder consume. They are NamedTuples, not dataclasses: eleven classes
 cost ~2 ms to define instead of ~15, and a thousand stages build ~3x faster. Their lists
-and tables (and the empty ones given as defaults, shared) are never changed by anyone.
+and tables (a new empty one for each default) are never changed by anyone.
 
 Anything they do not accept (whatever the reason) goes to the pydantic models, imported
 only then: they name the problem (``config_schema.translate``: the messages are theirs), and
