@@ -4,6 +4,7 @@ cwd and environment, and run() falls back to a real process when the server cann
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ import pytest
 
 from tests.cli import conftest
 from tests.cli.conftest import Result, lock, ran, run
-from tests.cli.forkserver import ForkServer, Unavailable
+from tests.cli.forkserver import NOT_PRELOADED, ForkServer, Unavailable
 
 STAGES = """\
 [stages.gen]
@@ -253,3 +254,84 @@ def _files(root: Path) -> list[str]:
     projects (named after the project's path) made alike."""
     names = (p.relative_to(root).as_posix() for p in root.rglob("*") if "state.db" not in p.name)
     return sorted(re.sub(r"cache/projects/\w+", "cache/projects/P", name) for name in names)
+
+
+# ---- the preloaded modules take nothing at import that a fresh start takes afresh ---------
+
+# Module-level calls of these (and reads of os.environ, sys.argv) that would freeze, in the server, what a
+# command's own start would see: the environment, the cwd, argv, the terminal, the clock,
+# the process, the file system, randomness, threads, the hashing backend.
+AT_IMPORT = frozenset((
+    "environ", "getenv", "getcwd", "getcwdb", "cwd", "argv", "isatty", "get_terminal_size",
+    "time", "time_ns", "monotonic", "perf_counter", "process_time", "now", "today", "utcnow",
+    "cpu_count", "sched_getaffinity", "getpid", "getppid", "home", "expanduser", "expandvars",
+    "gettempdir", "mkdtemp", "mkstemp", "TemporaryFile", "NamedTemporaryFile", "umask",
+    "getuid", "geteuid", "getgid", "getlogin", "getuser", "gethostname", "uname", "node",
+    "random", "randint", "getrandbits", "urandom", "token_hex", "token_bytes", "uuid1",
+    "uuid4", "getlocale", "setlocale", "getpreferredencoding", "which", "stat", "lstat",
+    "exists", "isdir", "isfile", "listdir", "scandir", "open", "read_text", "read_bytes",
+    "getrlimit", "sysconf", "Thread", "Timer", "ThreadPoolExecutor", "ProcessPoolExecutor",
+    "start", "CDLL", "dlopen", "get_backend", "register_at_fork", "signal", "stdout",
+    "stderr", "stdin",
+))
+
+
+def _run_at_import(tree: ast.Module) -> Iterator[ast.AST]:
+    """The expressions a module evaluates when it is imported (function bodies left out)."""
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            pending += node.decorator_list
+            pending += [d for d in (*node.args.defaults, *node.args.kw_defaults) if d]
+        elif isinstance(node, ast.Lambda):
+            continue
+        elif isinstance(node, ast.stmt):
+            pending += ast.iter_child_nodes(node)
+        else:
+            yield node
+            pending += ast.iter_child_nodes(node)
+
+
+def _import_time_reads(path: Path) -> list[str]:
+    found = []
+    for node in _run_at_import(ast.parse(path.read_text(), str(path))):
+        name = None
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            name = name if name in AT_IMPORT else None
+        elif isinstance(node, ast.Attribute) and node.attr in ("environ", "argv"):
+            name = node.attr  # read, not called: os.environ["X"], sys.argv[1:]
+        if name is not None:
+            found.append(f"{path}:{node.lineno}: {name}")
+    return found
+
+
+PACKAGE = Path(__file__).resolve().parents[2] / "pivotbuild"
+
+
+def test_preloaded_modules_read_nothing_at_import_that_a_start_reads_afresh() -> None:
+    """What the fork server imports once must not hold what each command's own start would
+    read: a module that reads the environment, the cwd, the clock... at import goes in
+    forkserver.NOT_PRELOADED, or better, reads it when called."""
+    left_out = {name.removeprefix("pivotbuild.").replace(".", "/") + ".py"
+                for name in NOT_PRELOADED}
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative in left_out or relative.startswith("discover/") or relative == "_core_build.py":
+            continue  # discover/ runs in a stage's Python; _core_build.py only at install
+        found += _import_time_reads(path)
+    assert found == []
+
+
+def test_the_audit_sees_a_read_at_import(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("import os, time\n"
+                      "HOME = os.environ.get('HOME')\n"
+                      "class C:\n    started = time.monotonic()\n"
+                      "def f(x=os.getcwd()):\n    return os.environ['X'], time.time()\n")
+    found = _import_time_reads(module)
+    assert sorted(line.removeprefix(f"{module}:") for line in found) == [
+        "2: environ", "4: monotonic", "5: getcwd"]
