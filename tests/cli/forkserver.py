@@ -151,8 +151,8 @@ def _recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
 def _become_command(request: dict[str, Any], fds: list[int], dispositions: dict[int, object],
                     server_files: list[socket.socket | selectors.BaseSelector],
                     server_fds: list[int]) -> None:
-    """In the forked child: take on the client's process state and run pivotbuild as ``-m``
-    runs it. Returns only by raising (SystemExit and all), to the top of the script."""
+    """In the forked child: take on the client's process state, run pivotbuild as ``-m``
+    runs it and exit as the interpreter would. Never returns."""
     for thing in server_files:
         thing.close()  # through its object: a stale number must not close a file of the command
     for fd in server_fds:
@@ -178,7 +178,7 @@ def _become_command(request: dict[str, Any], fds: list[int], dispositions: dict[
         if signal.getsignal(signum) is not handler:
             signal.signal(signum, handler)  # type: ignore[arg-type]
     sys.path[0] = os.getcwd()  # as -m sets it
-    sys.argv = ["-m", *request["args"]]
+    sys.argv = ["-m", *request["args"]]  # runpy puts __main__.py's path first, as -m does
     import runpy
 
     interrupted = False
@@ -260,6 +260,10 @@ def serve(path: str, preload: Sequence[str]) -> None:
             importlib.import_module(name)
         except ImportError:
             continue
+    try:  # the server waits for its children through pidfds (Linux 5.3)
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError) as exc:
+        raise SystemExit(f"forkserver: no pidfd_open here: {exc}") from None
     leaked = NOT_PRELOADED & set(sys.modules)
     if leaked:
         raise SystemExit(f"forkserver: preloading imported {', '.join(sorted(leaked))}")
