@@ -17,9 +17,10 @@ one dict, PROJECT_CACHE_VERSION 1:
   ``python``: the interpreter's cache tag (marshal's format belongs to the interpreter);
 - ``fields``: the field names of each model (config_models.py), in the order the rows
   below give their values: a model that gained or lost a field never reads an old row;
-- ``root``: the project root's real path; ``env``: ``PIVOTBUILD_CACHE_DIR`` and ``HOME`` as
-  they were (the cache directory is resolved from them); ``overrides``: the ``--set``
-  pairs, sorted;
+- ``root``: the project root's real path; ``env``: ``PIVOTBUILD_CACHE_DIR`` made absolute
+  (snapshot.cache_dir_env: a relative one names a directory of the working directory) and
+  ``HOME`` (the cache directory is resolved from them); ``overrides``: the ``--set`` pairs,
+  sorted;
 - ``configs``: ``[(relpath, hash or None)]``: the XXH3-128 of pivot.toml, params.toml,
   config.local.toml and every other file the expansion read (None: absent);
 - ``glob_dirs``: ``[(relpath, mtime_ns, ctime_ns, ino)]`` of every directory a glob walked;
@@ -51,12 +52,15 @@ from typing import Any
 from pivotbuild import __version__, snapshot
 from pivotbuild.atomic import write_atomic
 from pivotbuild.config_models import ExecutorSettings, Out, Project, Remote, Stage
-from pivotbuild.paths import CACHE_DIR_ENV, GIT_DIR, STATE_DIR
+from pivotbuild.paths import GIT_DIR, STATE_DIR
 
 PROJECT_CACHE_VERSION = 1
 MAGIC = "pivotbuild-project"
 CACHE_FILE = "project-cache"
-_ENV = (CACHE_DIR_ENV, "HOME")
+
+
+def _env() -> list[str | None]:
+    return [snapshot.cache_dir_env(), os.environ.get("HOME")]
 
 
 def _names(model: type) -> tuple[str, ...]:
@@ -115,7 +119,7 @@ def _cached(real: str, pairs: list[tuple[str, str]]) -> Project | None:
     doc = _read_doc(real)
     if doc is None or doc.get("root") != real or doc.get("overrides") != pairs:
         return None
-    if doc.get("env") != [os.environ.get(name) for name in _ENV]:
+    if doc.get("env") != _env():
         return None
     try:
         configs, glob_dirs = doc["configs"], doc["glob_dirs"]
@@ -176,7 +180,7 @@ def _save(real: str, pairs: list[tuple[str, str]], project: Project,
     doc = {
         "magic": MAGIC, "version": PROJECT_CACHE_VERSION, "pivotbuild": __version__,
         "python": sys.implementation.cache_tag, "fields": _FIELDS, "root": real,
-        "env": [os.environ.get(name) for name in _ENV], "overrides": pairs,
+        "env": _env(), "overrides": pairs,
         "configs": configs, "glob_dirs": glob_dirs, "project": _dump(project),
     }
     try:

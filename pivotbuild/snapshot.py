@@ -14,7 +14,8 @@ atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 
   ``pivotbuild``: the package version; ``python``: the interpreter's cache tag
   (marshal's format belongs to the interpreter);
 - ``root``: the project root's real path; ``cache_dir``: the cache directory
-  the project resolved to; ``env_cache_dir``: ``PIVOTBUILD_CACHE_DIR`` as it was;
+  the project resolved to; ``env_cache_dir``: ``PIVOTBUILD_CACHE_DIR`` as it was, made
+  absolute (cache_dir_env: a relative value names a directory of the working directory);
 - ``configs``: ``[(relpath, hash or None)]``: the XXH3-128 of each file that
   decides the expansion (pivot.toml, params.toml, config.local.toml, and every
   other file it read: Project.sources); None: the file was absent. Checked by
@@ -97,6 +98,14 @@ CONFIG_FILES = (PROJECT_FILE, PARAMS_FILE, LOCAL_CONFIG_FILE)
 
 def snapshot_path(root: str) -> str:
     return os.path.join(root, STATE_DIR, SNAPSHOT_FILE)
+
+
+def cache_dir_env() -> str | None:
+    """``PIVOTBUILD_CACHE_DIR`` as the directory it names (as config.py resolves it: a
+    relative value is relative to the working directory, ``~`` the home), or as it is when
+    unset or empty."""
+    value = os.environ.get(CACHE_DIR_ENV)
+    return os.path.abspath(os.path.expanduser(value)) if value else value
 
 
 def content_hash(data: bytes) -> str:
@@ -237,7 +246,7 @@ def load(root: str) -> dict[str, Any] | None:
     if (doc.get("version"), doc.get("pivotbuild"), doc.get("python")) != (
             SNAPSHOT_VERSION, __version__, sys.implementation.cache_tag):
         return None
-    if doc.get("root") != root or doc.get("env_cache_dir") != os.environ.get(CACHE_DIR_ENV):
+    if doc.get("root") != root or doc.get("env_cache_dir") != cache_dir_env():
         return None
     return doc
 
@@ -295,7 +304,7 @@ def build(pipeline: Pipeline, decisions: list[Decision], key: dict[str, Any]
         "magic": MAGIC, "version": SNAPSHOT_VERSION, "pivotbuild": __version__,
         "python": sys.implementation.cache_tag, "root": root,
         "cache_dir": str(pipeline.project.cache_dir),
-        "env_cache_dir": os.environ.get(CACHE_DIR_ENV),
+        "env_cache_dir": cache_dir_env(),
         "configs": configs, "glob_dirs": glob_dirs, "locks": key["locks"], "stages": stages,
         "edges": edges,
         "tracked": tracked,
