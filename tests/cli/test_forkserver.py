@@ -161,7 +161,7 @@ def test_a_timeout_kills_the_command_and_the_server_serves_on(server: ForkServer
     (project / "pivot.toml").write_text('[stages.slow]\ncmd = "echo $PPID > pid; sleep 30"\n'
                                         'outs = ["out.txt"]\n')
     with pytest.raises(subprocess.TimeoutExpired):
-        server.run(["repro"], project, dict(os.environ), timeout=3)
+        server.run(["repro"], project, dict(os.environ), timeout=6)
     pid = int((project / "pid").read_text())
     assert not Path(f"/proc/{pid}").exists(), "the timed-out command was killed and reaped"
     assert through(server, ["list"], project).out == "slow\n"
