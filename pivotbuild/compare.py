@@ -143,8 +143,10 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
 
     One exception, for the usual edit of a params value: when no ``${...}`` of pivot.toml
     names ``params``, a params file decides no stage, out or flag, only the values of its
-    params; then a change of its content keeps the memo, and ``params diff`` reads that
-    file's values from it again (``Targets.param_values`` loses them)."""
+    params and whether pivot.toml is valid; then a change of its content keeps the memo
+    while the file still parses and holds every key the stages list (``_reread_params``,
+    which puts the new values in ``Targets.param_values``); else the project is loaded, and
+    its ConfigError says what is wrong."""
     import marshal
 
     from pivotbuild import snapshot
@@ -161,9 +163,8 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
             changed = {f for (f, h), (_, was) in zip(now, doc["configs"]) if h != was}
             if changed <= set(doc["values_only"]):
                 found = _targets_from(doc["targets"])
-                for file in changed:
-                    found.param_values.pop(file, None)
-                return found, Path(doc["cache_dir"])
+                if _reread_params(root, changed, found):
+                    return found, Path(doc["cache_dir"])
     except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError):
         pass
     from pivotbuild.hashtypes import RACY_WINDOW_NS
@@ -205,6 +206,29 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
         except OSError:
             pass  # a memo only: the next command loads pivot.toml again
     return found, project.cache_dir
+
+
+def _reread_params(root: Path, files: Iterable[str], found: Targets) -> bool:
+    """Read each changed params file as loading pivot.toml would, and take its values for
+    the keys the stages use into ``found``; False if one no longer parses or lacks one of
+    them (or, when they use it, is gone), for loading pivot.toml to report."""
+    from pivotbuild.config_read import read_params
+    from pivotbuild.errors import ConfigError
+    from pivotbuild.template import lookup
+
+    for file in files:
+        wanted = sorted(found.params.get(file, ()))
+        found.param_values.pop(file, None)
+        if not os.path.isfile(os.path.join(root, file)):
+            if wanted:
+                return False
+            continue
+        try:
+            data = read_params(root, file, file)
+            found.param_values[file] = {key: metrics.plain(lookup(data, key)) for key in wanted}
+        except (ConfigError, KeyError):
+            return False
+    return True
 
 
 def _targets_doc(found: Targets) -> dict[str, Any]:

@@ -74,7 +74,8 @@ class GlobMatch:
 @dataclass(frozen=True)
 class DirStamp:
     """A directory the walk looked into: lstat's mtime_ns and inode, or -1 and 0 if the path
-    was missing or not a (real) directory then."""
+    was missing or not a (real) directory then. A symlink the walk met is stamped too (-1,
+    0): whether it matches depends on its target, which snapshot.dir_stamps checks."""
 
     path: str
     mtime_ns: int
@@ -283,12 +284,20 @@ class _Walker:
                 if entry.name in NEVER_ENTERED:
                     continue
                 if entry.is_symlink():
+                    self.stamp_link(f"{rel}/{entry.name}" if rel else entry.name)
                     result.append((entry.name, False, self.symlink_is_file(entry.path)))
                 else:
                     is_dir = entry.is_dir(follow_symlinks=False)
                     result.append((entry.name, is_dir,
                                    not is_dir and entry.is_file(follow_symlinks=False)))
         return result
+
+    def stamp_link(self, rel: str) -> None:
+        """Keep a symlink met among the stamps: its target, not any directory listed, decides
+        whether it matches (a dangling one starts to when its target appears)."""
+        if rel not in self.stamps:
+            self.stamps[rel] = DirStamp(rel, -1, 0)
+            self.enterable[rel] = False
 
     def symlink_is_file(self, path: str) -> bool:
         target = os.path.realpath(path)
@@ -301,6 +310,7 @@ class _Walker:
         except (FileNotFoundError, NotADirectoryError):
             return False
         if stat.S_ISLNK(st.st_mode):
+            self.stamp_link(rel)
             return self.symlink_is_file(path)
         return stat.S_ISREG(st.st_mode)
 
@@ -343,7 +353,7 @@ _BRACES_RE = re.compile(r"\{[^{}/]*,[^{}/]*\}")  # a shell's {a,b}: not glob syn
 def walk(root: str | os.PathLike[str], pattern: str, exclude: Iterable[str] = (),
          check_keys: bool = True) -> GlobWalk:
     """The matches of ``pattern`` minus ``exclude`` under ``root``, and the stamps of every
-    directory looked into (sorted by path). Raises GlobError for a bad pattern or (unless
+    directory looked into and every symlink met (sorted by path). Raises GlobError for a bad pattern or (unless
     ``check_keys`` is false) colliding keys; an unreadable directory raises PermissionError
     (an OSError naming it)."""
     compiled = Pattern(pattern)

@@ -78,6 +78,7 @@ from pivotbuild.paths import (
     PROJECT_FILE,
     STATE_DIR,
     TRACK_SUFFIX,
+    is_inside,
 )
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs the fast path start-up
@@ -186,18 +187,31 @@ def dir_stamps(root: str, rels: list[str] | tuple[str, ...]
                ) -> list[tuple[str, int, int, int]]:
     """(relpath, mtime_ns, ctime_ns, ino) of each directory, (relpath, -1, -1, 0) for one
     that is missing or not a directory: adding, removing or renaming an entry moves its
-    mtime, and moving the directory itself (or another one into its place) its ctime."""
+    mtime, and moving the directory itself (or another one into its place) its ctime.
+    A symlink a glob met (globs.walk stamps them: whether it matches is decided by its
+    target) gives (relpath, -2, ctime_ns, 0) if it resolves to a regular file inside the
+    project (as a glob requires), else (relpath, -3, ctime_ns, 0), ``ctime_ns`` being that
+    of the directory its resolved path lies in (-1: missing), where the target comes or goes."""
     import stat
 
     out = []
     for rel in rels:
+        path = os.path.join(root, rel)
         try:
-            st = os.lstat(os.path.join(root, rel))
+            st = os.lstat(path)
         except OSError:
             out.append((rel, -1, -1, 0))
             continue
         if stat.S_ISDIR(st.st_mode):
             out.append((rel, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        elif stat.S_ISLNK(st.st_mode):
+            target = os.path.realpath(path)
+            try:
+                changed_ns = os.stat(os.path.dirname(target)).st_ctime_ns
+            except OSError:
+                changed_ns = -1
+            is_file = is_inside(target, root) and os.path.isfile(target)
+            out.append((rel, -2 if is_file else -3, changed_ns, 0))
         else:
             out.append((rel, -1, -1, 0))
     return out

@@ -3,9 +3,13 @@ path): each test is a way a demanding user got, or could get, a wrong answer fro
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
-from .conftest import run
+import pytest
+
+from .conftest import git, run
 
 COPY = """\
 [stages.a]
@@ -39,3 +43,80 @@ def test_a_relative_cache_dir_env_means_the_working_directory_of_each_command(
     assert run(["repro"], sub, env).code == 0
     assert list((sub / "cc" / "files").rglob("*")), "the out was not stored in sub/cc"
     assert run(["verify"], sub, env).code == 0
+
+
+GLOB = """\
+[stages.cc]
+foreach = { glob = "src/*.c" }
+cmd = "cp ${item.path} out/${item.stem}.o && echo ${item.stem} >> runs.log"
+deps = ["${item.path}"]
+outs = ["out/${item.stem}.o"]
+"""
+
+
+def _stage_names(root: Path, env: dict[str, str] | None = None) -> list[str]:
+    result = run(["status", "--json"], root, env)
+    assert result.code == 0, result.err
+    return [stage["name"] for stage in json.loads(result.out)["stages"]]
+
+
+def _status_three_ways(root: Path) -> list[list[str]]:
+    """The stage names status lists: as a user runs it, without the fast path, and with no
+    project cache either: the three must agree."""
+    answers = [_stage_names(root), _stage_names(root, {"PIVOTBUILD_NO_FASTPATH": "1"})]
+    (root / ".pivotbuild" / "project-cache").unlink(missing_ok=True)
+    answers.append(_stage_names(root, {"PIVOTBUILD_NO_FASTPATH": "1"}))
+    return answers
+
+
+def test_a_globbed_symlink_whose_target_appears_or_goes_changes_the_stages(
+        project: Path) -> None:
+    (project / "pivot.toml").write_text(GLOB)
+    for name in ("src", "lib", "out", ".pivotbuild"):
+        (project / name).mkdir()
+    (project / "src" / "a.c").write_text("a\n")
+    (project / "src" / "b.c").symlink_to("../lib/b.c")  # dangling: matches nothing yet
+    time.sleep(2.1)  # the glob's directories age out of the racy window (their ctimes)
+    assert run(["repro"], project).code == 0
+    assert _stage_names(project) == ["cc@a"]  # the project cache and snapshot are kept
+    assert (project / ".pivotbuild" / "project-cache").is_file()
+    (project / "lib" / "b.c").write_text("b\n")
+    assert _status_three_ways(project) == [["cc@a", "cc@b"]] * 3
+    assert run(["repro"], project).code == 0
+    assert (project / "out" / "b.o").read_text() == "b\n"
+    assert _stage_names(project) == ["cc@a", "cc@b"]
+    (project / "lib" / "b.c").unlink()
+    assert _status_three_ways(project) == [["cc@a"]] * 3
+
+
+METRIC = """\
+[stages.a]
+cmd = "echo '{\\"acc\\": 1}' > m.json"
+params = ["lr", "seed"]
+outs = [{ path = "m.json", metric = true, cache = false }]
+"""
+
+
+@pytest.mark.parametrize("params", ["lr = 0.2\n", "lr = 0.2\nseed = \n"],
+                         ids=["key-removed", "not-toml"])
+def test_a_params_edit_that_breaks_pivot_toml_is_reported_by_the_compare_commands(
+        project: Path, params: str) -> None:
+    # The targets memo survives a params edit when no ${...} reads params; an edit that makes
+    # pivot.toml invalid (a key a stage lists is gone, the file no longer parses) must still
+    # be the config error loading pivot.toml gives, not a diff.
+    (project / "pivot.toml").write_text(METRIC)
+    (project / "params.toml").write_text("lr = 0.1\nseed = 1\n")
+    git(project, "init", "-q")
+    assert run(["repro"], project).code == 0
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "one")
+    for _ in range(2):  # the second one answers from the targets memo
+        assert run(["params", "diff"], project).code == 0
+    assert (project / ".pivotbuild" / "compare-targets").is_file()
+    (project / "params.toml").write_text(params)
+    for command in (["params", "diff"], ["metrics", "diff"], ["params", "diff"]):
+        result = run(command, project)
+        assert result.code == 2 and "params.toml" in result.err, (command, result)
+    (project / "params.toml").write_text("lr = 0.2\nseed = 1\n")
+    result = run(["params", "diff"], project)
+    assert result.code == 0 and "0.2" in result.out and "seed" not in result.out, result
