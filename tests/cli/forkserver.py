@@ -60,6 +60,8 @@ PRELOAD = (
     "pivotbuild.plan", "pivotbuild.commit", "pivotbuild.report", "pivotbuild.state",
     "pivotbuild.hashing", "pivotbuild.core", "pivotbuild._core", "pivotbuild.runners.local",
     "pivotbuild.store.place", "pivotbuild.store.runcache", "pivotbuild.projectlock",
+    "pivotbuild.config_schema", "pivotbuild.hashcmd", "pivotbuild.verify", "pivotbuild.gc",
+    "pivotbuild.checkout", "pivotbuild.remote.transfer", "pivotbuild.remote.localdir",
 )
 # Never preloaded: read at import what a fresh start reads afresh (see the module docstring).
 NOT_PRELOADED = frozenset(("pivotbuild.entry", "pivotbuild.__main__"))
