@@ -189,6 +189,7 @@ def test_run_falls_back_to_a_real_process_when_the_server_dies(
             dying.run(["list"], staged, dict(os.environ))
         assert dying.dead is not None
         monkeypatch.setattr(conftest, "_SERVER", dying)
+        monkeypatch.setattr(conftest, "_WARNED", set())
         with pytest.warns(UserWarning, match="fork server"):
             result = run(["repro"], staged)
         assert result.code == 0 and ran(staged) == ["gen", "count"]
