@@ -105,7 +105,7 @@ def targets(project: Project) -> Targets:
 # ---- the targets memo: pivot.toml's answer without loading pivot.toml ------------------------
 
 MEMO_FILE = "compare-targets"  # in .pivotbuild/, per machine, never committed
-MEMO_VERSION = 2
+MEMO_VERSION = 3  # 3: keyed on HOME too
 
 
 def _memo_path(root: Path) -> str:
@@ -118,12 +118,13 @@ def _memo_header() -> dict[str, Any]:
     import sys
 
     from pivotbuild import __version__
-    from pivotbuild.paths import CACHE_DIR_ENV
+    from pivotbuild.snapshot import cache_dir_env
 
-    env = os.environ.get(CACHE_DIR_ENV)
-    where = os.getcwd() if env and not os.path.isabs(env) else None  # relative: to the cwd
+    # The cache directory is resolved from PIVOTBUILD_CACHE_DIR (made absolute) and HOME (a
+    # cache_dir of "~/...").
     return {"version": MEMO_VERSION, "pivotbuild": __version__,
-            "python": sys.implementation.cache_tag, "env": (env, where)}
+            "python": sys.implementation.cache_tag,
+            "env": (cache_dir_env(), os.environ.get("HOME"))}
 
 
 #: A template expression that reads a params file: ``${params.x}``, ``${ params['x'] }``.
@@ -137,7 +138,8 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
     third of a second, pydantic included), so the answer is kept in ``.pivotbuild/
     compare-targets`` (marshal) with what it was read from, as the no-op snapshot is
     (snapshot.py): the content hash of every file the expansion read (pivot.toml, the params
-    files, config.local.toml) and the stamps of every directory a glob walked. Any
+    files, config.local.toml), the stamps of every directory a glob walked, and the
+    environment the cache directory is resolved from (``_memo_header``). Any
     difference, or anything unreadable, and the project is loaded again; a file changed while
     it was being read leaves no memo (the racy rule).
 

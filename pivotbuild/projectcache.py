@@ -11,7 +11,7 @@ Ninja file once would. ``load_project`` is the one way in: cached, or loaded by
 
 File: ``.pivotbuild/project-cache`` (per machine, never committed), written atomically but
 not durably (losing it only costs a validation). Its content is ``marshal.dumps(doc)`` of
-one dict, PROJECT_CACHE_VERSION 1:
+one dict, PROJECT_CACHE_VERSION 2:
 
 - ``magic``: ``"pivotbuild-project"``; ``version``; ``pivotbuild``: the package version;
   ``python``: the interpreter's cache tag (marshal's format belongs to the interpreter);
@@ -23,7 +23,8 @@ one dict, PROJECT_CACHE_VERSION 1:
   sorted;
 - ``configs``: ``[(relpath, hash or None)]``: the XXH3-128 of pivot.toml, params.toml,
   config.local.toml and every other file the expansion read (None: absent);
-- ``glob_dirs``: ``[(relpath, mtime_ns, ctime_ns, ino)]`` of every directory a glob walked;
+- ``glob_dirs``: ``[(relpath, mtime_ns, ctime_ns, ino)]`` of every directory a glob walked,
+  and of every symlink one met (where it leads: snapshot.dir_stamps);
 - ``project``: the Project's fields as rows (``_dump``), stages in definition order.
 
 It is used only when every part of that key matches what is there now. One check of
@@ -54,7 +55,7 @@ from pivotbuild.atomic import write_atomic
 from pivotbuild.config_models import ExecutorSettings, Out, Project, Remote, Stage
 from pivotbuild.paths import GIT_DIR, STATE_DIR
 
-PROJECT_CACHE_VERSION = 1
+PROJECT_CACHE_VERSION = 2  # 2: glob_dirs holds the symlinks a glob met
 MAGIC = "pivotbuild-project"
 CACHE_FILE = "project-cache"
 

@@ -8,7 +8,7 @@ stage and found nothing stale, it leaves this snapshot behind, and the next
 with a stat per path, importing none of them.
 
 File: ``.pivotbuild/snapshot`` (per machine, never committed), written
-atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 3:
+atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 4:
 
 - ``magic``: ``"pivotbuild-snapshot"``; ``version``: SNAPSHOT_VERSION;
   ``pivotbuild``: the package version; ``python``: the interpreter's cache tag
@@ -22,7 +22,8 @@ atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 
   content, so an edit of the same size in the same second is still seen;
 - ``glob_dirs``: ``[(relpath, mtime_ns, ctime_ns, ino)]`` for every directory a
   glob walked (Project.glob_dirs), -1, -1, 0 where it was missing: a match
-  that appears or goes changes its directory's stamp;
+  that appears or goes changes its directory's stamp; and for every symlink a glob
+  met, where it leads (dir_stamps);
 - ``locks``: ``[(file name, size, mtime_ns, ino, hash, trusted)]`` for every
   file in ``.pivotbuild/locks``; the directory listing must be the same set;
 - ``stages``: in topological order, ``(name, base, status, input_hash, files,
@@ -91,7 +92,8 @@ if TYPE_CHECKING:
     from pivotbuild.pipeline import Pipeline
     from pivotbuild.plan import Decision
 
-SNAPSHOT_VERSION = 3  # 2: tracked paths; 3: directories checked by their memo and stamps
+SNAPSHOT_VERSION = 4  # 2: tracked paths; 3: directories checked by their memo and stamps;
+# 4: glob_dirs holds the symlinks a glob met
 MAGIC = "pivotbuild-snapshot"
 SNAPSHOT_FILE = "snapshot"
 CONFIG_FILES = (PROJECT_FILE, PARAMS_FILE, LOCAL_CONFIG_FILE)

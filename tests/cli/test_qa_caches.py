@@ -120,3 +120,25 @@ def test_a_params_edit_that_breaks_pivot_toml_is_reported_by_the_compare_command
     (project / "params.toml").write_text("lr = 0.2\nseed = 1\n")
     result = run(["params", "diff"], project)
     assert result.code == 0 and "0.2" in result.out and "seed" not in result.out, result
+
+
+def test_the_compare_commands_resolve_a_home_cache_dir_in_each_home(
+        project: Path, tmp_path: Path) -> None:
+    # cache_dir = "~/c": another HOME is another cache, which lacks HEAD's metrics object.
+    (project / "pivot.toml").write_text(
+        '[project]\ncache_dir = "~/c"\n\n[stages.a]\n'
+        'cmd = "echo {\\\\\\"acc\\\\\\": $(cat in.txt)} > m.json"\n'
+        'deps = ["in.txt"]\nouts = [{ path = "m.json", metric = true }]\n')
+    (project / "in.txt").write_text("1\n")
+    one, two = {"HOME": str(tmp_path / "h1")}, {"HOME": str(tmp_path / "h2")}
+    git(project, "init", "-q")
+    assert run(["repro"], project, one).code == 0
+    git(project, "add", "pivot.toml", "in.txt", ".pivotbuild")  # m.json: from the cache
+    git(project, "commit", "-qm", "one")
+    (project / "in.txt").write_text("2\n")
+    assert run(["repro"], project, one).code == 0
+    for _ in range(2):  # the second one answers from the targets memo
+        result = run(["metrics", "diff"], project, one)
+        assert result.code == 0 and "+1" in result.out, result
+    result = run(["metrics", "diff"], project, two)
+    assert result.code == 1 and "not in the cache" in result.err, result
