@@ -138,8 +138,8 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
     third of a second, pydantic included), so the answer is kept in ``.pivotbuild/
     compare-targets`` (marshal) with what it was read from, as the no-op snapshot is
     (snapshot.py): the content hash of every file the expansion read (pivot.toml, the params
-    files, config.local.toml), the stamps of every directory a glob walked, and the
-    environment the cache directory is resolved from (``_memo_header``). Any
+    files, config.local.toml), the stamps of every directory a glob walked, the project
+    root's real path and the environment the cache directory is resolved from. Any
     difference, or anything unreadable, and the project is loaded again; a file changed while
     it was being read leaves no memo (the racy rule).
 
@@ -154,7 +154,7 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
     from pivotbuild import snapshot
 
     path = _memo_path(root)
-    header = _memo_header()
+    header = {**_memo_header(), "root": os.path.realpath(root)}  # a copy has its own cache
     try:
         with open(path, "rb") as handle:
             doc = marshal.loads(handle.read())

@@ -10,8 +10,9 @@ Ninja file once would. ``load_project`` is the one way in: cached, or loaded by
 ``config.load_project`` and then kept.
 
 File: ``.pivotbuild/project-cache`` (per machine, never committed), written atomically but
-not durably (losing it only costs a validation). Its content is ``marshal.dumps(doc)`` of
-one dict, PROJECT_CACHE_VERSION 2:
+not durably (losing it only costs a validation). Its content is the XXH3-128 (32 hex digits)
+of what follows, then ``marshal.dumps(doc)`` of one dict (a file damaged on disk fails the
+hash, and is not read), PROJECT_CACHE_VERSION 2:
 
 - ``magic``: ``"pivotbuild-project"``; ``version``; ``pivotbuild``: the package version;
   ``python``: the interpreter's cache tag (marshal's format belongs to the interpreter);
@@ -58,6 +59,7 @@ from pivotbuild.paths import GIT_DIR, STATE_DIR
 PROJECT_CACHE_VERSION = 2  # 2: glob_dirs holds the symlinks a glob met
 MAGIC = "pivotbuild-project"
 CACHE_FILE = "project-cache"
+_DIGEST = 32  # the hex XXH3-128 of the marshal bytes that follow it
 
 
 def _env() -> list[str | None]:
@@ -105,7 +107,11 @@ def load_project(root: Path, overrides: Mapping[str, str] | None = None) -> Proj
 def _read_doc(real: str) -> dict[str, Any] | None:
     try:
         with open(cache_path(real), "rb") as handle:
-            doc = marshal.loads(handle.read())
+            data = handle.read()
+        body = data[_DIGEST:]
+        if data[:_DIGEST] != snapshot.content_hash(body).encode():
+            return None
+        doc = marshal.loads(body)
     except (OSError, EOFError, ValueError, TypeError):
         return None
     if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
@@ -185,9 +191,10 @@ def _save(real: str, pairs: list[tuple[str, str]], project: Project,
         "configs": configs, "glob_dirs": glob_dirs, "project": _dump(project),
     }
     try:
-        data = marshal.dumps(doc)
+        body = marshal.dumps(doc)
     except ValueError:
         return  # a value marshal cannot hold (a TOML date): validate every time
+    data = snapshot.content_hash(body).encode() + body
     try:
         write_atomic(cache_path(real), data, durable=False)
     except OSError:

@@ -8,7 +8,9 @@ stage and found nothing stale, it leaves this snapshot behind, and the next
 with a stat per path, importing none of them.
 
 File: ``.pivotbuild/snapshot`` (per machine, never committed), written
-atomically. Its content is ``marshal.dumps(doc)`` of one dict, SNAPSHOT_VERSION 4:
+atomically. Its content is the XXH3-128 (32 hex digits) of what follows, then
+``marshal.dumps(doc)`` of one dict (a file damaged on disk fails the hash, and is not read),
+SNAPSHOT_VERSION 4:
 
 - ``magic``: ``"pivotbuild-snapshot"``; ``version``: SNAPSHOT_VERSION;
   ``pivotbuild``: the package version; ``python``: the interpreter's cache tag
@@ -96,6 +98,7 @@ SNAPSHOT_VERSION = 4  # 2: tracked paths; 3: directories checked by their memo a
 # 4: glob_dirs holds the symlinks a glob met
 MAGIC = "pivotbuild-snapshot"
 SNAPSHOT_FILE = "snapshot"
+_DIGEST = 32  # the hex XXH3-128 of the marshal bytes that follow it
 CONFIG_FILES = (PROJECT_FILE, PARAMS_FILE, LOCAL_CONFIG_FILE)
 
 
@@ -253,8 +256,11 @@ def load(root: str) -> dict[str, Any] | None:
     data = _read(snapshot_path(root))
     if data is None:
         return None
+    body = data[_DIGEST:]
+    if data[:_DIGEST] != content_hash(body).encode():
+        return None  # damaged on disk (or torn by a copy)
     try:
-        doc = marshal.loads(data)
+        doc = marshal.loads(body)
     except (EOFError, ValueError, TypeError):
         return None
     if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
@@ -268,8 +274,9 @@ def load(root: str) -> dict[str, Any] | None:
 
 
 def save(root: str, doc: dict[str, Any]) -> None:
+    body = marshal.dumps(doc)
     try:
-        write_atomic(snapshot_path(root), marshal.dumps(doc), durable=False)
+        write_atomic(snapshot_path(root), content_hash(body).encode() + body, durable=False)
     except OSError:
         pass  # only ever saves time
 

@@ -4,12 +4,13 @@ path): each test is a way a demanding user got, or could get, a wrong answer fro
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import git, run
+from .conftest import git, ran, run
 
 COPY = """\
 [stages.a]
@@ -142,3 +143,56 @@ def test_the_compare_commands_resolve_a_home_cache_dir_in_each_home(
         assert result.code == 0 and "+1" in result.out, result
     result = run(["metrics", "diff"], project, two)
     assert result.code == 1 and "not in the cache" in result.err, result
+
+
+@pytest.mark.parametrize("name", ["project-cache", "snapshot"])
+def test_a_damaged_cache_file_is_never_believed(project: Path, name: str) -> None:
+    # A per-machine cache damaged on disk (a changed byte, a torn copy) must cost a load,
+    # never run a stage from a cmd pivot.toml does not hold, misname a stage or its status,
+    # nor fail inside pivotbuild. The project cache is read with the fast path off.
+    (project / "pivot.toml").write_text(COPY)
+    (project / "in.txt").write_text("one\n")
+    (project / ".pivotbuild").mkdir()
+    assert run(["repro"], project).code == 0
+    env = {"PIVOTBUILD_NO_FASTPATH": "1"} if name == "project-cache" else {}
+    reference = run(["status", "--json"], project, env)
+    assert reference.code == 0 and '"up-to-date"' in reference.out
+    cache = project / ".pivotbuild" / name
+    good = cache.read_bytes()
+    step = max(1, len(good) // 40)
+    at = [good.find(text) for text in (b"up-to-date", b"out.txt", b"in.txt")]
+    flips = sorted({*range(0, len(good), step), *(i + 1 for i in at if i >= 0)})
+    damaged = [good.replace(b"echo a", b"echo b"), good[:len(good) // 2],
+               *(good[:i] + bytes([good[i] ^ 0x04]) + good[i + 1:] for i in flips)]
+    for data in damaged:
+        cache.write_bytes(data)
+        result = run(["status", "--json"], project, env)
+        assert (result.code, result.out, result.err) == (0, reference.out, ""), data
+        cache.write_bytes(good)  # the fast path's status would otherwise write a new one
+    cache.write_bytes(good.replace(b"echo a", b"echo b").replace(b'"a"', b'"b"'))
+    assert run(["repro"], project, env).code == 0
+    assert ran(project) == ["a"]
+
+
+def test_a_copied_project_compares_through_its_own_cache(project: Path, tmp_path: Path) -> None:
+    # cp -a copies .pivotbuild/ with its memos; the copy's cache is its own .pivotbuild/cache.
+    (project / "pivot.toml").write_text(
+        '[stages.a]\ncmd = "echo {\\\\\\"acc\\\\\\": $(cat in.txt)} > m.json"\n'
+        'deps = ["in.txt"]\nouts = [{ path = "m.json", metric = true }]\n')
+    (project / "in.txt").write_text("1\n")
+    git(project, "init", "-q")
+    (project / ".pivotbuild").mkdir()
+    assert run(["repro"], project).code == 0
+    git(project, "add", "pivot.toml", "in.txt", ".pivotbuild")  # m.json: from the cache
+    git(project, "commit", "-qm", "one")
+    (project / "in.txt").write_text("2\n")
+    assert run(["repro"], project).code == 0
+    for _ in range(2):  # the second one answers from the targets memo
+        result = run(["metrics", "diff"], project)
+        assert result.code == 0 and "+1" in result.out, result
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy, symlinks=True)
+    shutil.rmtree(copy / ".pivotbuild" / "cache")
+    result = run(["metrics", "diff"], copy)
+    assert result.code == 1 and "not in the cache" in result.err, result
+    assert run(["metrics", "diff"], project).code == 0
