@@ -105,7 +105,7 @@ def targets(project: Project) -> Targets:
 # ---- the targets memo: pivot.toml's answer without loading pivot.toml ------------------------
 
 MEMO_FILE = "compare-targets"  # in .pivotbuild/, per machine, never committed
-MEMO_VERSION = 3  # 3: keyed on HOME too
+MEMO_VERSION = 3  # 3: keyed on HOME and the root; sealed
 
 
 def _memo_path(root: Path) -> str:
@@ -118,13 +118,10 @@ def _memo_header() -> dict[str, Any]:
     import sys
 
     from pivotbuild import __version__
-    from pivotbuild.snapshot import cache_dir_env
+    from pivotbuild.snapshot import cache_env
 
-    # The cache directory is resolved from PIVOTBUILD_CACHE_DIR (made absolute) and HOME (a
-    # cache_dir of "~/...").
     return {"version": MEMO_VERSION, "pivotbuild": __version__,
-            "python": sys.implementation.cache_tag,
-            "env": (cache_dir_env(), os.environ.get("HOME"))}
+            "python": sys.implementation.cache_tag, "env": cache_env()}
 
 
 #: A template expression that reads a params file: ``${params.x}``, ``${ params['x'] }``.
@@ -136,10 +133,10 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
 
     Loading a big pivot.toml costs more than the rest of `metrics diff` (a thousand stages: a
     third of a second, pydantic included), so the answer is kept in ``.pivotbuild/
-    compare-targets`` (marshal) with what it was read from, as the no-op snapshot is
-    (snapshot.py): the content hash of every file the expansion read (pivot.toml, the params
-    files, config.local.toml), the stamps of every directory a glob walked, the project
-    root's real path and the environment the cache directory is resolved from. Any
+    compare-targets`` (marshal, snapshot.sealed) with what it was read from, as the no-op
+    snapshot is (snapshot.py): the content hash of every file the expansion read (pivot.toml,
+    the params files, config.local.toml), the stamps of every directory a glob walked, the
+    project root's real path and the environment the cache directory is resolved from. Any
     difference, or anything unreadable, and the project is loaded again; a file changed while
     it was being read leaves no memo (the racy rule).
 
@@ -157,7 +154,7 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
     header = {**_memo_header(), "root": os.path.realpath(root)}  # a copy has its own cache
     try:
         with open(path, "rb") as handle:
-            doc = marshal.loads(handle.read())
+            doc = marshal.loads(snapshot.unsealed(handle.read()))
         if ({k: doc.get(k) for k in header} == header
                 and snapshot.dir_stamps(str(root), [d[0] for d in doc["stamps"]])
                 == doc["stamps"]):
@@ -204,7 +201,7 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
         doc = {**header, "configs": configs, "stamps": stamps, "values_only": values_only,
                "cache_dir": str(project.cache_dir), "targets": _targets_doc(found)}
         try:
-            write_atomic(path, marshal.dumps(doc), durable=False)
+            write_atomic(path, snapshot.sealed(marshal.dumps(doc)), durable=False)
         except OSError:
             pass  # a memo only: the next command loads pivot.toml again
     return found, project.cache_dir
@@ -465,7 +462,8 @@ class _ParamsMemo:
     """The values of the keys a params diff wants, per params file content: parsing a big
     TOML file costs more than reading it from git (a thousand tables: ~70 ms), and the
     revision compared with (HEAD) seldom changes between two runs. ``.pivotbuild/
-    compare-params`` (marshal) holds the last few ``(file, content hash, keys) -> values``."""
+    compare-params`` (marshal, snapshot.sealed) holds the last few ``(file, content hash,
+    keys) -> values``."""
 
     KEEP = 8
 
@@ -473,13 +471,14 @@ class _ParamsMemo:
         import marshal
 
         from pivotbuild.paths import STATE_DIR
+        from pivotbuild.snapshot import unsealed
 
         self.path = os.path.join(root, STATE_DIR, "compare-params")
         self.entries: dict[tuple[str, str, tuple[str, ...]], dict[str, Any]] = {}
         self.changed = False
         try:
             with open(self.path, "rb") as handle:
-                doc = marshal.loads(handle.read())
+                doc = marshal.loads(unsealed(handle.read()))
             if doc.get("header") == _memo_header():
                 self.entries = dict(doc["entries"])
         except (OSError, ValueError, EOFError, TypeError, KeyError, AttributeError):
@@ -504,11 +503,12 @@ class _ParamsMemo:
         import marshal
 
         from pivotbuild.atomic import write_atomic
+        from pivotbuild.snapshot import sealed
 
         kept = list(self.entries.items())[-self.KEEP:]
         try:
-            write_atomic(self.path, marshal.dumps({"header": _memo_header(), "entries": kept}),
-                         durable=False)
+            write_atomic(self.path, sealed(marshal.dumps({"header": _memo_header(),
+                                                          "entries": kept})), durable=False)
         except (OSError, ValueError):
             pass  # a memo only
 

@@ -353,9 +353,9 @@ _BRACES_RE = re.compile(r"\{[^{}/]*,[^{}/]*\}")  # a shell's {a,b}: not glob syn
 def walk(root: str | os.PathLike[str], pattern: str, exclude: Iterable[str] = (),
          check_keys: bool = True) -> GlobWalk:
     """The matches of ``pattern`` minus ``exclude`` under ``root``, and the stamps of every
-    directory looked into and every symlink met (sorted by path). Raises GlobError for a bad pattern or (unless
-    ``check_keys`` is false) colliding keys; an unreadable directory raises PermissionError
-    (an OSError naming it)."""
+    directory looked into and every symlink met (sorted by path). Raises GlobError for a bad
+    pattern or (unless ``check_keys`` is false) colliding keys; an unreadable directory raises
+    PermissionError (an OSError naming it)."""
     compiled = Pattern(pattern)
     excludes = [_Exclude(text) for text in exclude]
     started = time.time_ns()

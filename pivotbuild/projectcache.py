@@ -10,18 +10,18 @@ Ninja file once would. ``load_project`` is the one way in: cached, or loaded by
 ``config.load_project`` and then kept.
 
 File: ``.pivotbuild/project-cache`` (per machine, never committed), written atomically but
-not durably (losing it only costs a validation). Its content is the XXH3-128 (32 hex digits)
-of what follows, then ``marshal.dumps(doc)`` of one dict (a file damaged on disk fails the
-hash, and is not read), PROJECT_CACHE_VERSION 2:
+not durably (losing it only costs a validation). Its content is ``snapshot.sealed`` (the
+XXH3-128 of what follows in 32 hex digits: a file damaged on disk fails it, and is not read)
+of ``marshal.dumps(doc)`` of one dict, PROJECT_CACHE_VERSION 2:
 
 - ``magic``: ``"pivotbuild-project"``; ``version``; ``pivotbuild``: the package version;
   ``python``: the interpreter's cache tag (marshal's format belongs to the interpreter);
 - ``fields``: the field names of each model (config_models.py), in the order the rows
   below give their values: a model that gained or lost a field never reads an old row;
-- ``root``: the project root's real path; ``env``: ``PIVOTBUILD_CACHE_DIR`` made absolute
-  (snapshot.cache_dir_env: a relative one names a directory of the working directory) and
-  ``HOME`` (the cache directory is resolved from them); ``overrides``: the ``--set`` pairs,
-  sorted;
+- ``root``: the project root's real path; ``env``: snapshot.cache_env(),
+  ``PIVOTBUILD_CACHE_DIR`` made absolute (a relative one names a directory of the working
+  directory) and ``HOME`` (the cache directory is resolved from them); ``overrides``: the
+  ``--set`` pairs, sorted;
 - ``configs``: ``[(relpath, hash or None)]``: the XXH3-128 of pivot.toml, params.toml,
   config.local.toml and every other file the expansion read (None: absent);
 - ``glob_dirs``: ``[(relpath, mtime_ns, ctime_ns, ino)]`` of every directory a glob walked,
@@ -59,11 +59,6 @@ from pivotbuild.paths import GIT_DIR, STATE_DIR
 PROJECT_CACHE_VERSION = 2  # 2: glob_dirs holds the symlinks a glob met
 MAGIC = "pivotbuild-project"
 CACHE_FILE = "project-cache"
-_DIGEST = 32  # the hex XXH3-128 of the marshal bytes that follow it
-
-
-def _env() -> list[str | None]:
-    return [snapshot.cache_dir_env(), os.environ.get("HOME")]
 
 
 def _names(model: type) -> tuple[str, ...]:
@@ -107,11 +102,7 @@ def load_project(root: Path, overrides: Mapping[str, str] | None = None) -> Proj
 def _read_doc(real: str) -> dict[str, Any] | None:
     try:
         with open(cache_path(real), "rb") as handle:
-            data = handle.read()
-        body = data[_DIGEST:]
-        if data[:_DIGEST] != snapshot.content_hash(body).encode():
-            return None
-        doc = marshal.loads(body)
+            doc = marshal.loads(snapshot.unsealed(handle.read()))
     except (OSError, EOFError, ValueError, TypeError):
         return None
     if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
@@ -126,7 +117,7 @@ def _cached(real: str, pairs: list[tuple[str, str]]) -> Project | None:
     doc = _read_doc(real)
     if doc is None or doc.get("root") != real or doc.get("overrides") != pairs:
         return None
-    if doc.get("env") != _env():
+    if doc.get("env") != snapshot.cache_env():
         return None
     try:
         configs, glob_dirs = doc["configs"], doc["glob_dirs"]
@@ -187,14 +178,13 @@ def _save(real: str, pairs: list[tuple[str, str]], project: Project,
     doc = {
         "magic": MAGIC, "version": PROJECT_CACHE_VERSION, "pivotbuild": __version__,
         "python": sys.implementation.cache_tag, "fields": _FIELDS, "root": real,
-        "env": _env(), "overrides": pairs,
+        "env": snapshot.cache_env(), "overrides": pairs,
         "configs": configs, "glob_dirs": glob_dirs, "project": _dump(project),
     }
     try:
-        body = marshal.dumps(doc)
+        data = snapshot.sealed(marshal.dumps(doc))
     except ValueError:
         return  # a value marshal cannot hold (a TOML date): validate every time
-    data = snapshot.content_hash(body).encode() + body
     try:
         write_atomic(cache_path(real), data, durable=False)
     except OSError:

@@ -16,8 +16,9 @@ SNAPSHOT_VERSION 4:
   ``pivotbuild``: the package version; ``python``: the interpreter's cache tag
   (marshal's format belongs to the interpreter);
 - ``root``: the project root's real path; ``cache_dir``: the cache directory
-  the project resolved to; ``env_cache_dir``: ``PIVOTBUILD_CACHE_DIR`` as it was, made
-  absolute (cache_dir_env: a relative value names a directory of the working directory);
+  the project resolved to; ``env``: what it was resolved from (cache_env):
+  ``PIVOTBUILD_CACHE_DIR`` made absolute (a relative value names a directory of the working
+  directory) and ``HOME`` (a ``cache_dir`` of ``~/...``);
 - ``configs``: ``[(relpath, hash or None)]``: the XXH3-128 of each file that
   decides the expansion (pivot.toml, params.toml, config.local.toml, and every
   other file it read: Project.sources); None: the file was absent. Checked by
@@ -98,7 +99,7 @@ SNAPSHOT_VERSION = 4  # 2: tracked paths; 3: directories checked by their memo a
 # 4: glob_dirs holds the symlinks a glob met
 MAGIC = "pivotbuild-snapshot"
 SNAPSHOT_FILE = "snapshot"
-_DIGEST = 32  # the hex XXH3-128 of the marshal bytes that follow it
+_DIGEST = 32  # a sealed file's hex XXH3-128 of the bytes that follow it
 CONFIG_FILES = (PROJECT_FILE, PARAMS_FILE, LOCAL_CONFIG_FILE)
 
 
@@ -114,10 +115,29 @@ def cache_dir_env() -> str | None:
     return os.path.abspath(os.path.expanduser(value)) if value else value
 
 
+def cache_env() -> list[str | None]:
+    """What the cache directory is resolved from besides the configuration: a cache of it
+    is valid only while this is the same."""
+    return [cache_dir_env(), os.environ.get("HOME")]
+
+
 def content_hash(data: bytes) -> str:
     import xxhash
 
     return xxhash.xxh3_128_hexdigest(data)
+
+
+def sealed(body: bytes) -> bytes:
+    """A cache file's bytes: the hex XXH3-128 of ``body``, then ``body``."""
+    return content_hash(body).encode() + body
+
+
+def unsealed(data: bytes) -> bytes:
+    """The body of a ``sealed`` file; ValueError if it was damaged (it fails its hash)."""
+    body = data[_DIGEST:]
+    if data[:_DIGEST] != content_hash(body).encode():
+        raise ValueError("a damaged cache file")
+    return body
 
 
 def _read(path: str) -> bytes | None:
@@ -256,11 +276,8 @@ def load(root: str) -> dict[str, Any] | None:
     data = _read(snapshot_path(root))
     if data is None:
         return None
-    body = data[_DIGEST:]
-    if data[:_DIGEST] != content_hash(body).encode():
-        return None  # damaged on disk (or torn by a copy)
     try:
-        doc = marshal.loads(body)
+        doc = marshal.loads(unsealed(data))
     except (EOFError, ValueError, TypeError):
         return None
     if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
@@ -268,15 +285,14 @@ def load(root: str) -> dict[str, Any] | None:
     if (doc.get("version"), doc.get("pivotbuild"), doc.get("python")) != (
             SNAPSHOT_VERSION, __version__, sys.implementation.cache_tag):
         return None
-    if doc.get("root") != root or doc.get("env_cache_dir") != cache_dir_env():
+    if doc.get("root") != root or doc.get("env") != cache_env():
         return None
     return doc
 
 
 def save(root: str, doc: dict[str, Any]) -> None:
-    body = marshal.dumps(doc)
     try:
-        write_atomic(snapshot_path(root), content_hash(body).encode() + body, durable=False)
+        write_atomic(snapshot_path(root), sealed(marshal.dumps(doc)), durable=False)
     except OSError:
         pass  # only ever saves time
 
@@ -327,7 +343,7 @@ def build(pipeline: Pipeline, decisions: list[Decision], key: dict[str, Any]
         "magic": MAGIC, "version": SNAPSHOT_VERSION, "pivotbuild": __version__,
         "python": sys.implementation.cache_tag, "root": root,
         "cache_dir": str(pipeline.project.cache_dir),
-        "env_cache_dir": cache_dir_env(),
+        "env": cache_env(),
         "configs": configs, "glob_dirs": glob_dirs, "locks": key["locks"], "stages": stages,
         "edges": edges,
         "tracked": tracked,

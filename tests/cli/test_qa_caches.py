@@ -174,8 +174,9 @@ def test_a_damaged_cache_file_is_never_believed(project: Path, name: str) -> Non
     assert ran(project) == ["a"]
 
 
-def test_a_copied_project_compares_through_its_own_cache(project: Path, tmp_path: Path) -> None:
-    # cp -a copies .pivotbuild/ with its memos; the copy's cache is its own .pivotbuild/cache.
+def _metric_committed_then_changed(project: Path) -> None:
+    """HEAD records m.json's acc as 1 (through its lock and the cache), the workspace has 2;
+    ``metrics diff`` has been run twice (the second answered from the targets memo)."""
     (project / "pivot.toml").write_text(
         '[stages.a]\ncmd = "echo {\\\\\\"acc\\\\\\": $(cat in.txt)} > m.json"\n'
         'deps = ["in.txt"]\nouts = [{ path = "m.json", metric = true }]\n')
@@ -187,12 +188,47 @@ def test_a_copied_project_compares_through_its_own_cache(project: Path, tmp_path
     git(project, "commit", "-qm", "one")
     (project / "in.txt").write_text("2\n")
     assert run(["repro"], project).code == 0
-    for _ in range(2):  # the second one answers from the targets memo
+    for _ in range(2):
         result = run(["metrics", "diff"], project)
         assert result.code == 0 and "+1" in result.out, result
+    assert (project / ".pivotbuild" / "compare-targets").is_file()
+
+
+def test_a_copied_project_compares_through_its_own_cache(project: Path, tmp_path: Path) -> None:
+    # cp -a copies .pivotbuild/ with its memos; the copy's cache is its own .pivotbuild/cache.
+    _metric_committed_then_changed(project)
     copy = tmp_path / "copy"
     shutil.copytree(project, copy, symlinks=True)
     shutil.rmtree(copy / ".pivotbuild" / "cache")
     result = run(["metrics", "diff"], copy)
     assert result.code == 1 and "not in the cache" in result.err, result
     assert run(["metrics", "diff"], project).code == 0
+
+
+def test_verify_resolves_a_home_cache_dir_in_each_home(project: Path, tmp_path: Path) -> None:
+    # The no-op fast path's verify checks the cache the snapshot recorded: under another HOME,
+    # cache_dir = "~/c" is another cache, which lacks the out.
+    (project / "pivot.toml").write_text('[project]\ncache_dir = "~/c"\n\n' + COPY)
+    (project / "in.txt").write_text("one\n")
+    (project / ".pivotbuild").mkdir()
+    one, two = {"HOME": str(tmp_path / "h1")}, {"HOME": str(tmp_path / "h2")}
+    assert run(["repro"], project, one).code == 0
+    assert run(["status"], project, one).code == 0
+    assert (project / ".pivotbuild" / "snapshot").is_file()
+    assert run(["verify"], project, one).code == 0
+    result = run(["verify"], project, two)
+    assert result.code == 1 and "missing" in result.err, result
+
+
+def test_a_damaged_targets_memo_is_never_believed(project: Path) -> None:
+    _metric_committed_then_changed(project)
+    memo = project / ".pivotbuild" / "compare-targets"
+    good = memo.read_bytes()
+    reference = run(["metrics", "diff", "--json"], project)
+    assert reference.code == 0
+    at = [good.find(text) for text in (b"m.json", b".pivotbuild/cache", b"in.txt")]
+    flips = sorted({*range(0, len(good), max(1, len(good) // 30)), *(i + 1 for i in at if i >= 0)})
+    for i in flips:
+        memo.write_bytes(good[:i] + bytes([good[i] ^ 0x04]) + good[i + 1:])
+        result = run(["metrics", "diff", "--json"], project)
+        assert (result.code, result.out, result.err) == (0, reference.out, ""), i
