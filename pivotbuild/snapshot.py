@@ -141,10 +141,12 @@ def unsealed(data: bytes) -> bytes:
 
 
 def _read(path: str) -> bytes | None:
+    """The file's bytes; None where there is no file (a directory there is none: loading the
+    project reads params.toml and config.local.toml only when they are files)."""
     try:
         with open(path, "rb") as handle:
             return handle.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
 
 

@@ -232,3 +232,21 @@ def test_a_damaged_targets_memo_is_never_believed(project: Path) -> None:
         memo.write_bytes(good[:i] + bytes([good[i] ^ 0x04]) + good[i + 1:])
         result = run(["metrics", "diff", "--json"], project)
         assert (result.code, result.out, result.err) == (0, reference.out, ""), i
+
+
+@pytest.mark.parametrize("where", ["params.toml", ".pivotbuild/config.local.toml"])
+def test_a_directory_where_a_config_file_may_be_is_no_config_file(
+        project: Path, where: str) -> None:
+    # Loading pivot.toml reads params.toml and config.local.toml only when they are files;
+    # the caches keyed on them must not fail where the load does not.
+    (project / "pivot.toml").write_text(COPY)
+    (project / "in.txt").write_text("one\n")
+    (project / ".pivotbuild").mkdir()
+    assert run(["repro"], project).code == 0
+    assert run(["status"], project).code == 0  # the project cache and the snapshot are kept
+    (project / where).mkdir()
+    for env in ({}, {"PIVOTBUILD_NO_FASTPATH": "1"}):
+        result = run(["status", "--json"], project, env)
+        assert result.code == 0 and '"up-to-date"' in result.out, result
+    assert run(["repro"], project).code == 0
+    assert ran(project) == ["a"]
