@@ -240,7 +240,7 @@ class _Check:
         for index, (rel, mtime_ns, trusted, listing) in enumerate(part["dirs"]):
             full = self.root if rel == "." else os.path.join(self.root, rel)
             try:
-                moved = os.lstat(full).st_mtime_ns
+                moved = os.lstat(full).st_ctime_ns
             except OSError:
                 return False
             if moved == mtime_ns and trusted:
@@ -269,7 +269,8 @@ class _Check:
                     st = os.lstat(os.path.join(directory, rel))
                 except OSError:
                     return None
-                signature = stats[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
+                changed_ns = st.st_ctime_ns if lock_files else st.st_mtime_ns
+                signature = stats[rel] = (st.st_size, changed_ns, st.st_ino)
             if signature != (size, mtime_ns, ino):
                 return None
             if not trusted:

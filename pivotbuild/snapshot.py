@@ -10,7 +10,7 @@ with a stat per path, importing none of them.
 File: ``.pivotbuild/snapshot`` (per machine, never committed), written
 atomically. Its content is the XXH3-128 (32 hex digits) of what follows, then
 ``marshal.dumps(doc)`` of one dict (a file damaged on disk fails the hash, and is not read),
-SNAPSHOT_VERSION 4:
+SNAPSHOT_VERSION 5:
 
 - ``magic``: ``"pivotbuild-snapshot"``; ``version``: SNAPSHOT_VERSION;
   ``pivotbuild``: the package version; ``python``: the interpreter's cache tag
@@ -27,17 +27,18 @@ SNAPSHOT_VERSION 4:
   glob walked (Project.glob_dirs), -1, -1, 0 where it was missing: a match
   that appears or goes changes its directory's stamp; and for every symlink a glob
   met, where it leads (dir_stamps);
-- ``locks``: ``[(file name, size, mtime_ns, ino, hash, trusted)]`` for every
-  file in ``.pivotbuild/locks``; the directory listing must be the same set;
+- ``locks``: ``[(file name, size, ctime_ns, ino, hash, trusted)]`` for every
+  file in ``.pivotbuild/locks``; the directory listing must be the same set (the full path
+  reads every lock whole, so the ctime, which touch -d cannot set back, signs them);
 - ``stages``: in topological order, ``(name, base, status, input_hash, files,
   dirs, outs)``: ``status`` "up-to-date" or "frozen"; ``files``:
   ``[(relpath, size, mtime_ns, ino, hash, trusted)]`` for every file dep and
   out; ``dirs``: ``[(relpath, hash, tree)]`` for directory deps and outs;
   ``outs``: ``[(relpath, hash, cached)]`` as the lock records them, for ``verify``;
 - ``edges``: ``[(upstream index, downstream index)]`` into ``stages``;
-- ``tracked`` (tracked.py's records, all found up to date): ``dirs``: ``[(relpath, mtime_ns,
+- ``tracked`` (tracked.py's records, all found up to date): ``dirs``: ``[(relpath, ctime_ns,
   trusted, listing)]`` for every directory tracked.find_records looked inside, ``listing``
-  being listing_key's answer (a directory whose mtime moved is listed again: only a new
+  being listing_key's answer (a directory whose ctime moved is listed again: only a new
   record, subdirectory or venv marker there matters); ``pvts``: the record files, as
   ``locks`` (content hash); ``paths``: the tracked paths in record order; ``files`` and
   ``tree``: the tracked files and directories, as a stage's ``files`` and ``dirs``; ``outs``:
@@ -95,8 +96,8 @@ if TYPE_CHECKING:
     from pivotbuild.pipeline import Pipeline
     from pivotbuild.plan import Decision
 
-SNAPSHOT_VERSION = 4  # 2: tracked paths; 3: directories checked by their memo and stamps;
-# 4: glob_dirs holds the symlinks a glob met
+SNAPSHOT_VERSION = 5  # 2: tracked paths; 3: directories checked by their memo and stamps;
+# 4: glob_dirs holds the symlinks a glob met; 5: locks, records and their directories by ctime
 MAGIC = "pivotbuild-snapshot"
 SNAPSHOT_FILE = "snapshot"
 _DIGEST = 32  # a sealed file's hex XXH3-128 of the bytes that follow it
@@ -160,9 +161,11 @@ def config_key(root: str, files: tuple[str, ...] | list[str] = CONFIG_FILES
     return key
 
 
-def _stat_entry(path: str, rel: str, known_hash: str, now_ns: int
+def _stat_entry(path: str, rel: str, known_hash: str, now_ns: int, by_ctime: bool = False
                 ) -> tuple[str, int, int, int, str, bool] | None:
-    """(rel, size, mtime_ns, ino, hash, trusted) for a regular file, None otherwise."""
+    """(rel, size, mtime_ns, ino, hash, trusted) for a regular file, None otherwise.
+    ``by_ctime``: the ctime in mtime's place, for a file the full path reads whole (a lock,
+    a tracked-path record): an edit in place whose mtime was set back still moves it."""
     try:
         st = os.lstat(path)
     except OSError:
@@ -171,8 +174,9 @@ def _stat_entry(path: str, rel: str, known_hash: str, now_ns: int
 
     if not stat.S_ISREG(st.st_mode):
         return None
-    trusted = st.st_mtime_ns < now_ns - RACY_WINDOW_NS
-    return (rel, st.st_size, st.st_mtime_ns, st.st_ino, known_hash, trusted)
+    changed_ns = st.st_ctime_ns if by_ctime else st.st_mtime_ns
+    trusted = changed_ns < now_ns - RACY_WINDOW_NS
+    return (rel, st.st_size, changed_ns, st.st_ino, known_hash, trusted)
 
 
 def locks_key(root: str, now_ns: int) -> list[tuple[str, int, int, int, str, bool]] | None:
@@ -187,7 +191,7 @@ def locks_key(root: str, now_ns: int) -> list[tuple[str, int, int, int, str, boo
     entries = []
     for name in names:
         path = os.path.join(directory, name)
-        entry = _stat_entry(path, name, "", now_ns)
+        entry = _stat_entry(path, name, "", now_ns, by_ctime=True)
         if entry is None:
             return None
         if not entry[5]:
@@ -460,13 +464,14 @@ def _tracked_part(pipeline: Pipeline, memo: dict[str, Any], now_ns: int,
     for rel in walked:
         full = root if rel == "." else os.path.join(root, rel)
         try:
-            mtime_ns = os.lstat(full).st_mtime_ns  # after the listing: a later change moves it
+            mtime_ns = os.lstat(full).st_ctime_ns  # after the listing: a later change moves it
         except OSError:
             return None
         dirs.append((rel, mtime_ns, mtime_ns < now_ns - RACY_WINDOW_NS, listings[rel]))
     pvts, records = [], []
     for file in files:
-        entry = _stat_entry(os.path.join(root, file), file, "", now_ns)  # stat, then read
+        entry = _stat_entry(os.path.join(root, file), file, "", now_ns,  # stat, then read
+                            by_ctime=True)
         data = _read(os.path.join(root, file))
         if entry is None or data is None:
             return None

@@ -4,6 +4,7 @@ path): each test is a way a demanding user got, or could get, a wrong answer fro
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -250,3 +251,29 @@ def test_a_directory_where_a_config_file_may_be_is_no_config_file(
         assert result.code == 0 and '"up-to-date"' in result.out, result
     assert run(["repro"], project).code == 0
     assert ran(project) == ["a"]
+
+
+def test_a_lock_edited_in_place_with_its_mtime_set_back_is_read_again(project: Path) -> None:
+    # Same size, same inode, mtime restored (touch -d): only the ctime tells; the full path
+    # reads the lock, so the fast path must not answer from its stat.
+    (project / "pivot.toml").write_text(COPY)
+    (project / "in.txt").write_text("one\n")
+    (project / ".pivotbuild").mkdir()
+    assert run(["repro"], project).code == 0
+    lock_file = project / ".pivotbuild" / "locks" / "a.json"
+    st = lock_file.stat()
+    os.utime(lock_file, ns=(st.st_atime_ns, st.st_mtime_ns - 60_000_000_000))
+    time.sleep(2.1)  # the lock's ctime ages out of the racy window
+    assert run(["status"], project).code == 0  # the snapshot, every entry trusted
+    assert '"up-to-date"' in run(["status", "--json"], project).out
+    st = lock_file.stat()
+    text = lock_file.read_bytes()
+    at = text.index(b'"hash": "') + 9
+    edited = text[:at] + (b"1" if text[at:at + 1] == b"0" else b"0") + text[at + 1:]
+    with open(lock_file, "r+b") as handle:
+        handle.write(edited)
+    os.utime(lock_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (lock_file.stat().st_ino, lock_file.stat().st_size) == (st.st_ino, st.st_size)
+    for env in ({}, {"PIVOTBUILD_NO_FASTPATH": "1"}):
+        result = run(["status", "--json"], project, env)
+        assert result.code == 0 and '"dep-changed"' in result.out, (env, result)
