@@ -137,8 +137,9 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
     snapshot is (snapshot.py): the content hash of every file the expansion read (pivot.toml,
     the params files, config.local.toml), the stamps of every directory a glob walked, the
     project root's real path and the environment the cache directory is resolved from. Any
-    difference, or anything unreadable, and the project is loaded again; a file changed while
-    it was being read leaves no memo (the racy rule).
+    difference, anything unreadable, or an out that now holds ``.git`` (loading refuses it),
+    and the project is loaded again; a file changed while it was being read leaves no memo
+    (the racy rule).
 
     One exception, for the usual edit of a params value: when no ``${...}`` of pivot.toml
     names ``params``, a params file decides no stage, out or flag, only the values of its
@@ -160,7 +161,7 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
                 == doc["stamps"]):
             now = snapshot.config_key(str(root), [f for f, _ in doc["configs"]])
             changed = {f for (f, h), (_, was) in zip(now, doc["configs"]) if h != was}
-            if changed <= set(doc["values_only"]):
+            if changed <= set(doc["values_only"]) and not _holds_git(root, doc["outs"]):
                 found = _targets_from(doc["targets"])
                 if _reread_params(root, changed, found):
                     return found, Path(doc["cache_dir"])
@@ -198,13 +199,23 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
             text = b"${params}"  # unknown: as if templated
         if not _PARAMS_TEMPLATE.search(text):
             values_only = sorted({found.params_file, *found.params} & keyed)
+        outs = [out.path for stage in project.stages.values() for out in stage.outs]
         doc = {**header, "configs": configs, "stamps": stamps, "values_only": values_only,
-               "cache_dir": str(project.cache_dir), "targets": _targets_doc(found)}
+               "cache_dir": str(project.cache_dir), "targets": _targets_doc(found),
+               "outs": outs}
         try:
             write_atomic(path, snapshot.sealed(marshal.dumps(doc)), durable=False)
         except OSError:
             pass  # a memo only: the next command loads pivot.toml again
     return found, project.cache_dir
+
+
+def _holds_git(root: Path, outs: list[str]) -> bool:
+    """Whether an out has become a directory holding ``.git``, which loading pivot.toml
+    refuses (paths.protected_out_problem): then it is loaded, to say so."""
+    from pivotbuild.paths import GIT_DIR
+
+    return any(os.path.lexists(os.path.join(root, out, GIT_DIR)) for out in outs)
 
 
 def _reread_params(root: Path, files: Iterable[str], found: Targets) -> bool:

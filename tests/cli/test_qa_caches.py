@@ -277,3 +277,23 @@ def test_a_lock_edited_in_place_with_its_mtime_set_back_is_read_again(project: P
     for env in ({}, {"PIVOTBUILD_NO_FASTPATH": "1"}):
         result = run(["status", "--json"], project, env)
         assert result.code == 0 and '"dep-changed"' in result.out, (env, result)
+
+
+def test_an_out_that_became_a_git_repository_is_refused_by_the_compare_commands(
+        project: Path) -> None:
+    # Loading pivot.toml refuses an out directory holding .git; the targets memo must too.
+    (project / "pivot.toml").write_text(
+        '[stages.a]\ncmd = "mkdir -p od && echo {\\\\\\"acc\\\\\\": 1} > od/m.json"\n'
+        'outs = [{ path = "od", metric = ["od/m.json"] }]\n')
+    git(project, "init", "-q")
+    (project / ".pivotbuild").mkdir()
+    assert run(["repro"], project).code == 0
+    git(project, "add", "pivot.toml", ".pivotbuild")
+    git(project, "commit", "-qm", "one")
+    for _ in range(2):  # the second one answers from the targets memo
+        assert run(["metrics", "diff"], project).code == 0
+    assert (project / ".pivotbuild" / "compare-targets").is_file()
+    git(project / "od", "init", "-q")
+    for command in (["metrics", "diff"], ["metrics", "show"], ["status"]):
+        result = run(command, project)
+        assert result.code == 2 and "od/.git" in result.err, (command, result)
