@@ -482,8 +482,10 @@ local = ["gen"]
 cmd = "python gen.py ${n}"
 deps = ["gen.py"]
 params = ["train.lr"]
-outs = ["data/raw.csv", { path = "metrics", cache = false, metric = ["metrics/m.json"],
-        plot = { x = "step", y = "loss" } }]
+outs = [
+  "data/raw.csv",
+  { path = "metrics", cache = false, metric = ["metrics/m.json"], plot = {x = "step", y = "loss"} },
+]
 pool = "gpu"
 [stages.cc]
 foreach = { glob = "src/*.c" }

@@ -297,3 +297,15 @@ def test_an_out_that_became_a_git_repository_is_refused_by_the_compare_commands(
     for command in (["metrics", "diff"], ["metrics", "show"], ["status"]):
         result = run(command, project)
         assert result.code == 2 and "od/.git" in result.err, (command, result)
+
+
+@pytest.mark.parametrize("line", ['outs = [{ path = "out.txt", cache = true, }]',
+                                  'desc = "a\\e"'], ids=["trailing-comma", "escape-e"])
+def test_pivot_toml_is_toml_1_0_whichever_tomli_is_installed(project: Path, line: str) -> None:
+    # TOML 1.1 syntax (tomli >= 2.4 takes it; Python's tomllib, the fallback, does not) is a
+    # config error, so that a pivot.toml means the same on every install.
+    (project / "pivot.toml").write_text(COPY.replace('outs = ["out.txt"]', line))
+    (project / "in.txt").write_text("one\n")
+    result = run(["status"], project)
+    assert result.code == 2 and result.err.startswith("pivotbuild: error: pivot.toml: line "), (
+        result)
