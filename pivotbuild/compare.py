@@ -218,10 +218,12 @@ def _holds_git(root: Path, outs: list[str]) -> bool:
     return any(os.path.lexists(os.path.join(root, out, GIT_DIR)) for out in outs)
 
 
-def _reread_params(root: Path, files: Iterable[str], found: Targets) -> bool:
+def _reread_params(root: Path, files: set[str], found: Targets) -> bool:
     """Read each changed params file as loading pivot.toml would, and take its values for
     the keys the stages use into ``found``; False if one no longer parses or lacks one of
     them (or, when they use it, is gone), for loading pivot.toml to report."""
+    if not files:
+        return True
     from pivotbuild.config_read import read_params
     from pivotbuild.errors import ConfigError
     from pivotbuild.template import lookup
