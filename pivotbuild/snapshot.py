@@ -254,10 +254,21 @@ def expansion_key(root: str, project: Project, key: dict[str, Any]
     in YAML or JSON, a ``FILE:key`` file), and the stamps of every directory a glob walked
     (Project.glob_dirs); None when one of them changed (its ctime: an mtime can be set
     back) after key_before or so shortly before it that what the expansion read cannot be
-    told from what is there now."""
+    told from what is there now, or when a file key_before hashed was written since (even
+    back to the same bytes: the expansion may have read what was there in between)."""
     cutoff = key["taken_ns"] - RACY_WINDOW_NS
     configs = list(key["configs"])
     keyed = {rel for rel, _ in configs}
+    for rel, digest in configs:  # as key_before hashed them, and not written since
+        path = os.path.join(root, rel)
+        data = _read(path)  # read, then stat: a write in between shows in the ctime
+        if (None if data is None else content_hash(data)) != digest:
+            return None
+        try:
+            if data is not None and os.stat(path).st_ctime_ns >= key["taken_ns"]:
+                return None  # written back to what was hashed, but loaded in between
+        except OSError:
+            return None
     for rel in getattr(project, "sources", ()):
         if rel in keyed:
             continue

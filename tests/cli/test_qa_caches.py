@@ -309,3 +309,30 @@ def test_pivot_toml_is_toml_1_0_whichever_tomli_is_installed(project: Path, line
     result = run(["status"], project)
     assert result.code == 2 and result.err.startswith("pivotbuild: error: pivot.toml: line "), (
         result)
+
+
+def test_a_pivot_toml_rewritten_while_it_loads_leaves_no_cache(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A checkout or an editor writing pivot.toml while a command loads it, then writing the
+    # old text back (git stash; ...; git stash pop): the cache must not pair the old text with
+    # the project loaded from the new one.
+    from pivotbuild import config, projectcache
+
+    old = COPY
+    new = COPY.replace("echo a", "echo new")
+    (project / "pivot.toml").write_text(old)
+    (project / ".pivotbuild").mkdir()
+    load = config.load_project
+
+    def racing(root: Path, overrides: dict[str, str] | None = None) -> object:
+        (project / "pivot.toml").write_text(new)
+        try:
+            return load(root, overrides)
+        finally:
+            (project / "pivot.toml").write_text(old)
+
+    monkeypatch.setattr(config, "load_project", racing)
+    assert "echo new" in projectcache.load_project(project).stages["a"].cmd[0]
+    monkeypatch.undo()
+    assert "echo a " in projectcache.load_project(project).stages["a"].cmd[0]
+    assert run(["status", "--json"], project).code == 0
