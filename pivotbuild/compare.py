@@ -167,30 +167,19 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
                     return found, Path(doc["cache_dir"])
     except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError):
         pass
-    from pivotbuild.hashtypes import RACY_WINDOW_NS
     from pivotbuild.projectcache import load_project
 
-    taken_ns = snapshot._now_ns()
-    configs = snapshot.config_key(str(root))
+    key = snapshot.key_before(str(root), with_locks=False)
     project = load_project(root)
     found = targets(project)
-    keyed = {rel for rel, _ in configs}
-    cutoff = taken_ns - RACY_WINDOW_NS
-    racy = False
-    for rel in project.sources:
-        if rel in keyed:
-            continue
-        key = snapshot.config_key(str(root), [rel])[0]
-        try:
-            racy |= os.stat(os.path.join(root, rel)).st_ctime_ns >= cutoff
-        except OSError:
-            racy = True
-        configs.append(key)
-        keyed.add(rel)
-    stamps = snapshot.dir_stamps(str(root), project.glob_dirs)
-    racy |= any(ctime_ns >= cutoff for _rel, _mtime_ns, ctime_ns, _ino in stamps)
-    if not racy and os.path.isdir(os.path.dirname(path)):
+    # None: a file or directory it was read from changed during the load, or so shortly
+    # before it that what was read cannot be told from what is there now (the racy rule).
+    expansion = snapshot.expansion_key(str(root), project, key)
+    if expansion is not None and os.path.isdir(os.path.dirname(path)):
         from pivotbuild.atomic import write_atomic
+
+        configs, stamps = expansion
+        keyed = {rel for rel, _ in configs}
 
         values_only: list[str] = []
         try:

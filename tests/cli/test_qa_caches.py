@@ -336,3 +336,26 @@ def test_a_pivot_toml_rewritten_while_it_loads_leaves_no_cache(
     monkeypatch.undo()
     assert "echo a " in projectcache.load_project(project).stages["a"].cmd[0]
     assert run(["status", "--json"], project).code == 0
+
+
+def test_a_pivot_toml_rewritten_while_it_loads_leaves_no_targets_memo(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pivotbuild import compare, config
+
+    old = '[stages.a]\ncmd = "true"\nouts = [{ path = "m.json", cache = false }]\n'
+    new = old.replace("cache = false", "cache = false, metric = true")
+    (project / "pivot.toml").write_text(old)
+    (project / ".pivotbuild").mkdir()
+    load = config.load_project
+
+    def racing(root: Path, overrides: dict[str, str] | None = None) -> object:
+        (project / "pivot.toml").write_text(new)
+        try:
+            return load(root, overrides)
+        finally:
+            (project / "pivot.toml").write_text(old)
+
+    monkeypatch.setattr(config, "load_project", racing)
+    assert compare.project_targets(project)[0].metrics == ["m.json"]
+    monkeypatch.undo()
+    assert compare.project_targets(project)[0].metrics == []
