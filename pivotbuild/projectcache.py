@@ -36,8 +36,8 @@ broken pivot.toml is validated, and reported, every time.
 
 The cache is written only where ``.pivotbuild/`` already exists (a read-only command
 never creates it), and not when a file the expansion read, or a directory a glob walked,
-changed so shortly before loading that what was read cannot be told from what is there
-now (snapshot.expansion_key's racy rule). Values marshal cannot hold (a TOML date in
+changed while it loaded (even back to the same bytes) or so shortly before that what was
+read cannot be told from what is there now (snapshot.expansion_key's racy rule). Values marshal cannot hold (a TOML date in
 ``[vars]`` or a params file) mean no cache: the next command validates again.
 """
 
