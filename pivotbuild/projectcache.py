@@ -1,13 +1,14 @@
-"""The project cache: pivot.toml as last validated and expanded, reused while nothing it read changed.
+"""The project cache: pivot.toml as last checked and expanded, reused while nothing it read changed.
 
-Validating pivot.toml takes pydantic, and expanding it (matrix, foreach, globs, templates)
-takes Python time per stage: together more than an incremental build's own work (one
-compile and a link) or a ``metrics diff``. The files and directories that decide the
-expansion are known (``Project.sources``, ``Project.glob_dirs``), so a command whose
-pivot.toml, params files and globbed directories are as they were takes the expanded
-``Project`` from here without importing pydantic, as a build system that generates its
-Ninja file once would. ``load_project`` is the one way in: cached, or loaded by
-``config.load_project`` and then kept.
+Checking pivot.toml (config_check.py) and expanding it (matrix, foreach, globs, templates)
+takes Python time per stage: for a big file, more than a ``metrics diff`` of it, and for
+any file, time an incremental build (one compile and a link) would rather not spend. The
+files and directories that decide the expansion are known (``Project.sources``,
+``Project.glob_dirs``), so a command whose pivot.toml, params files and globbed
+directories are as they were takes the expanded ``Project`` from here without parsing or
+checking anything, as a build system that generates its Ninja file once would.
+``load_project`` is the one way in: cached, or loaded by ``config.load_project`` and then
+kept.
 
 File: ``.pivotbuild/project-cache`` (per machine, never committed), written atomically but
 not durably (losing it only costs a validation). Its content is ``snapshot.sealed`` (the
@@ -37,8 +38,9 @@ broken pivot.toml is validated, and reported, every time.
 The cache is written only where ``.pivotbuild/`` already exists (a read-only command
 never creates it), and not when a file the expansion read, or a directory a glob walked,
 changed while it loaded (even back to the same bytes) or so shortly before that what was
-read cannot be told from what is there now (snapshot.expansion_key's racy rule). Values marshal cannot hold (a TOML date in
-``[vars]`` or a params file) mean no cache: the next command validates again.
+read cannot be told from what is there now (snapshot.expansion_key's racy rule). Values
+marshal cannot hold (a TOML date in ``[vars]`` or a params file) mean no cache: the next
+command validates again.
 """
 
 from __future__ import annotations
