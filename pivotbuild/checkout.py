@@ -3,16 +3,16 @@
 Tracked paths (``.pvt`` records, tracked.py) are restored by the same rules as outputs, but
 never hardlinked to the cache unless the project allows nothing else (tracked.py says why).
 
-It never loses work: a workspace file whose content differs from its lock is replaced only
-when that content is already a sound object in the cache (as after ``git checkout`` of an
-older lock or ``.pvt``: the newer version was committed, nothing is lost); otherwise it is left
-alone and reported unless ``force``. A file inside an output directory that the lock's
-manifest does not list is replaced (removed) only when the whole directory as it stands is a
-committed version (its ``.dir`` object and every file in the cache). A missing cache
-object is reported with a hint to pull; the rest is still restored. An object whose content does not match its name is never placed:
-it is removed from the cache and reported (exit 1). Outputs that pivot.toml does
-not cache (``cache = false``, whatever the lock says) are never touched. A second
-checkout finds everything in place and does nothing.
+It never loses work: a workspace file whose content differs from its lock is replaced only when
+that content is already a sound object in the cache (as after ``git checkout`` of an older lock
+or ``.pvt``: the newer version was committed, nothing is lost); otherwise it is left alone and
+reported unless ``force``. A file inside an output directory that the lock's manifest does not
+list is replaced (removed) only when the whole directory as it stands is a committed version
+(its ``.dir`` object and every file in the cache). A missing cache object is reported with a
+hint to pull; the rest is still restored. An object whose content does not match its name is
+never placed: it is removed from the cache and reported (exit 1). Outputs that pivot.toml does
+not cache (``cache = false``, whatever the lock says) are never touched. A second checkout
+finds everything in place and does nothing.
 """
 
 from __future__ import annotations

@@ -12,10 +12,11 @@ Per run of a stage that discovers (``discovers(stage)``: a ``depfile``, ``discov
 
 Before the run, a depfile left by an earlier run is deleted and its directory created (a
 declared out's preparation does both). ``collect`` reads the depfile the commands wrote
-(depfile.read; a depfile that is missing or malformed fails the stage with one line naming it), turns its prerequisites into discovered
-paths (depfile.discovered: inside the project, not declared) and deletes it unless it is a
-declared out; then it reads the import record (discovered.read). Paths the stage declares as
-deps or outs (or that lie below one) are never discovered.
+(depfile.read; a depfile that is missing or malformed fails the stage with one line naming it),
+turns its prerequisites into discovered paths (depfile.discovered: inside the project, not
+declared) and deletes it unless it is a declared out; then it reads the import record
+(discovered.read). Paths the stage declares as deps or outs (or that lie below one) are never
+discovered.
 
 ``recorded`` is what `commit` (the command, which runs nothing) uses instead: the lock's
 discovered list, plus the prerequisites of a depfile present on disk, which it leaves there.

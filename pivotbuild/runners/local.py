@@ -1,13 +1,13 @@
 """The local runner: a stage's commands as processes here, that never outlive pivotbuild.
 
-Each command runs under ``/bin/sh -c`` in a session (hence a process group) of its own, and
-is stopped with its group: no controlling terminal, and Ctrl-C is pivotbuild's to forward.
-A small watchdog process guards them. pivotbuild tells it each command's group as it starts and ends, through
-a pipe whose write end only pivotbuild holds. When pivotbuild ends in any way (SIGKILL and
-crashes included) the kernel closes that end, the watchdog reads end-of-file and kills every
-group it was told of, then every process whose environment carries this run's
-``PIVOTBUILD_RUN`` token (a command started in the instant before it was reported, or a
-child that left its group).
+Each command runs under ``/bin/sh -c`` in a session (hence a process group) of its own, and is
+stopped with its group: no controlling terminal, and Ctrl-C is pivotbuild's to forward. A small
+watchdog process guards them. pivotbuild tells it each command's group as it starts and ends,
+through a pipe whose write end only pivotbuild holds. When pivotbuild ends in any way (SIGKILL
+and crashes included) the kernel closes that end, the watchdog reads end-of-file and kills
+every group it was told of, then every process whose environment carries this run's
+``PIVOTBUILD_RUN`` token (a command started in the instant before it was reported, or a child
+that left its group).
 
 That pipe is the parent-death signal, for the whole process: ``prctl(PR_SET_PDEATHSIG)`` on
 each command would fire when the *thread* that forked it ends (commands start from pool
