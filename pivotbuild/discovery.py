@@ -28,7 +28,6 @@ file per run, removed by ``discard``; one left by a killed pivotbuild holds only
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,6 +98,8 @@ class Discovery:
             directory = self.root / RECORD_DIR
             try:
                 directory.mkdir(parents=True, exist_ok=True)
+                import tempfile  # here: only a stage that discovers needs it
+
                 handle, name = tempfile.mkstemp(prefix="run-", suffix=".rec", dir=directory)
             except OSError as exc:
                 raise OperationError(f"{RECORD_DIR}: cannot create the import record: "

@@ -27,7 +27,6 @@ processes are then left alone, as make and ninja leave them.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -117,7 +116,7 @@ class Commands:
         self._running: set[subprocess.Popen[bytes]] = set()
         self._console: set[subprocess.Popen[bytes]] = set()  # in our process group (start)
         self._stopping = False
-        self._token = secrets.token_hex(12)
+        self._token = os.urandom(12).hex()  # not secrets: it imports hmac and hashlib
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._lifeline: int | None = None
 
