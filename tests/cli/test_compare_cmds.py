@@ -249,6 +249,11 @@ def test_errors_are_one_line_with_the_documented_exit_code(clone: Path, tmp_path
     env = {"PYTHONPATH": str(stub.parent)}
     one_line(run(["plots", "show"], clone, env=env), 1, "pip install 'pivotbuild[plots]'")
     one_line(run(["plots", "diff"], clone, env=env), 1, "pip install 'pivotbuild[plots]'")
+    # A broken pivot.toml and an unknown revision: pivot.toml's problem is the one reported
+    # (params diff reads the revision's locks while it loads pivot.toml).
+    (clone / "pivot.toml").write_text((clone / "pivot.toml").read_text() + "\n[stages.x]\n")
+    for command in (["params", "diff", "nosuchrev"], ["metrics", "diff", "nosuchrev"]):
+        one_line(run(command, clone), 2, "pivot.toml", "stages.x")
 
 
 def test_what_pivot_toml_marks_is_remembered_until_a_file_it_was_read_from_changes(
