@@ -396,30 +396,26 @@ def metrics_diff(root: Path, found: Targets, rev: str, objects: ObjectReader,
     return revision, doc
 
 
-def params_diff(root: Path, rev: str, all: bool = False
+def params_diff(root: Path, found: Targets, rev: str, all: bool = False
                 ) -> tuple[Revision, dict[str, Any]]:
     """``params diff REV``: the params the workspace's stages and REV's locks use, keyed by
-    params file, REV (from git) against the workspace.
-
-    REV's locks are read from git on a second thread while the project is loaded
-    (project_targets): waiting for git's processes overlaps loading pivot.toml, which is
-    most of the first run after an edit of it. A problem with pivot.toml is reported before
-    one with REV, as when they ran one after the other."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1, thread_name_prefix="git") as pool:
-        reading = pool.submit(_locks_in_revision, root, rev)
-        found, _cache_dir = project_targets(root)
-        revision, lock_entries, contents = reading.result()
+    params file, REV (from git) against the workspace."""
+    revision = open_revision(root, rev)
+    lock_entries = [e for e in revision.list_dir(LOCKS_PATH)
+                    if e.kind == "blob" and e.path.endswith(".json")]
     keys: dict[str, set[str]] = {f: set(k) for f, k in found.params.items()}
+    files = [*keys, found.params_file]
+    same = _same_as_workspace(root, lock_entries)
+    contents = revision.read_files([*(e for e in lock_entries if e.path not in same), *files])
+    contents.update(same)
     locked = metrics.param_keys_from_lock_files({e.path: contents[e.path] for e in lock_entries},
                                                 found.params_file)
     for file, names in locked.items():
         keys.setdefault(file, set()).update(names)
-    order = sorted(keys.keys() | {found.params_file},
-                   key=lambda f: (f != found.params_file, f))
-    contents.update(revision.read_files(order))
-    order = [f for f in order if f in keys]
+    extra = [f for f in keys if f not in contents]
+    if extra:
+        contents.update(revision.read_files(extra))
+    order = sorted(keys, key=lambda f: (f != found.params_file, f))
     disk = workspace_files(root, order)
     memo = _ParamsMemo(root)
     old: dict[str, dict[str, Any]] = {}
@@ -439,19 +435,6 @@ def params_diff(root: Path, rev: str, all: bool = False
             new[file] = memo.values(file, disk[file] or b"", wanted, None)
     memo.save()
     return revision, metrics.params_diff(old, new, all=all)
-
-
-def _locks_in_revision(root: Path, rev: str
-                       ) -> tuple[Revision, list[TreeEntry], dict[str, bytes | None]]:
-    """REV opened, the lock files it holds, and their bytes (from the workspace where they
-    are the same blob, else from git in one batch)."""
-    revision = open_revision(root, rev)
-    lock_entries = [e for e in revision.list_dir(LOCKS_PATH)
-                    if e.kind == "blob" and e.path.endswith(".json")]
-    same = _same_as_workspace(root, lock_entries)
-    contents = revision.read_files([e for e in lock_entries if e.path not in same])
-    contents.update(same)
-    return revision, lock_entries, contents
 
 
 def _same_as_workspace(root: Path, entries: Sequence[TreeEntry]) -> dict[str, bytes]:

@@ -139,7 +139,8 @@ def params_diff_command(rev: str, as_json: bool, md: bool, show_all: bool) -> No
     from pivotbuild.compare import WORKSPACE, params_diff
 
     _formats(as_json, md)
-    revision, doc = params_diff(project_root(), rev, all=show_all)
+    root, found, _cache_dir = _project()
+    revision, doc = params_diff(root, found, rev, all=show_all)
     if as_json:
         _print_json(doc)
         return
