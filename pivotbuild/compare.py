@@ -401,15 +401,26 @@ def params_diff(root: Path, found: Targets, rev: str, all: bool = False
     """``params diff REV``: the params the workspace's stages and REV's locks use, keyed by
     params file, REV (from git) against the workspace."""
     revision = open_revision(root, rev)
-    lock_entries = [e for e in revision.list_dir(LOCKS_PATH)
-                    if e.kind == "blob" and e.path.endswith(".json")]
+    memo = _ParamsMemo(root)
     keys: dict[str, set[str]] = {f: set(k) for f, k in found.params.items()}
     files = [*keys, found.params_file]
-    same = _same_as_workspace(root, lock_entries)
-    contents = revision.read_files([*(e for e in lock_entries if e.path not in same), *files])
-    contents.update(same)
-    locked = metrics.param_keys_from_lock_files({e.path: contents[e.path] for e in lock_entries},
-                                                found.params_file)
+    # REV's locks directory, by git's id of its tree: the same id, the same locks.
+    locks_tree = next((e.oid for e in revision.list_dir(LOCKS_PATH.rpartition("/")[0])
+                       if e.path == LOCKS_PATH and e.kind == "tree"), None)
+    locked = memo.lock_keys(locks_tree, found.params_file)
+    if locked is not None:
+        contents = revision.read_files(files)
+    else:
+        listed = revision.list_dir(LOCKS_PATH)
+        lock_entries = [e for e in listed if e.kind == "blob" and e.path.endswith(".json")]
+        same = _same_as_workspace(root, lock_entries)
+        contents = revision.read_files([*(e for e in lock_entries if e.path not in same),
+                                        *files])
+        contents.update(same)
+        locked = metrics.param_keys_from_lock_files(
+            {e.path: contents[e.path] for e in lock_entries}, found.params_file)
+        if locks_tree is not None and not any(e.is_symlink for e in listed):
+            memo.keep_lock_keys(locks_tree, found.params_file, locked)
     for file, names in locked.items():
         keys.setdefault(file, set()).update(names)
     extra = [f for f in keys if f not in contents]
@@ -417,7 +428,6 @@ def params_diff(root: Path, found: Targets, rev: str, all: bool = False
         contents.update(revision.read_files(extra))
     order = sorted(keys, key=lambda f: (f != found.params_file, f))
     disk = workspace_files(root, order)
-    memo = _ParamsMemo(root)
     old: dict[str, dict[str, Any]] = {}
     new: dict[str, dict[str, Any]] = {}
     for file in order:
@@ -465,7 +475,10 @@ class _ParamsMemo:
     TOML file costs more than reading it from git (a thousand tables: ~70 ms), and the
     revision compared with (HEAD) seldom changes between two runs. ``.pivotbuild/
     compare-params`` (marshal, snapshot.sealed) holds the last few ``(file, content hash,
-    keys) -> values``."""
+    keys) -> values``, and the last few ``("locks", tree id, default params file) ->
+    {params file: keys}``: the params a revision's locks use, by git's object id of its
+    locks directory (a tree holding no symlink), which names their content exactly: the
+    thousand locks need not be listed, read or parsed again."""
 
     KEEP = 8
 
@@ -498,6 +511,15 @@ class _ParamsMemo:
             self.entries[key] = found
             self.changed = True
         return found
+
+    def lock_keys(self, tree: str | None, default_file: str) -> dict[str, set[str]] | None:
+        found = self.entries.get(("locks", tree, (default_file,))) if tree else None
+        return None if found is None else {file: set(keys) for file, keys in found.items()}
+
+    def keep_lock_keys(self, tree: str, default_file: str, keys: dict[str, set[str]]) -> None:
+        self.entries[("locks", tree, (default_file,))] = {
+            file: sorted(names) for file, names in keys.items()}
+        self.changed = True
 
     def save(self) -> None:
         if not self.changed or not os.path.isdir(os.path.dirname(self.path)):
