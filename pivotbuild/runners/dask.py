@@ -72,6 +72,10 @@ LINES_WAIT_S = 5.0  # after a result: how long its last output batches get to ar
 VISIBLE_WAIT_S = 30.0  # transfer = "shared": how long outputs get to appear
 INLINE_MAX = 1 << 20  # non-cached outputs up to this many bytes (per stage) travel inline
 _POLL_S = 0.25
+
+
+class FutureCancelled(Exception):
+    """A task's future found cancelled (by the scheduler's loss, or our own cancel)."""
 TIMINGS_ENV = "PIVOTBUILD_EXECUTOR_TIMINGS"
 NO_WORKERS_WAIT_S = 60.0  # a cluster with no worker at all: how long a stage waits for one
 #: A LocalCluster's scheduler: no dashboard, and the small HTTP server it keeps (health
@@ -476,6 +480,12 @@ class DaskRunner:
         submitted = time.monotonic()
         future = client.submit(worker_side.run_stage, {**task, "key": key}, key=key, pure=False,
                                retries=self.settings.retries)
+        # Finished (done, failed or cancelled): told by Dask's callback, so that the wait below
+        # is a plain threading wait. Polling future.result(timeout=...) instead races in
+        # distributed's sync(): when its asyncio.wait_for timeout meets the result, a
+        # CancelledError escapes and result() raises UnboundLocalError (seen under load).
+        finished = threading.Event()
+        future.add_done_callback(lambda _future: finished.set())
         with self._lock:
             self._futures[key] = future
         polls, no_workers = 0, []  # type: tuple[int, list[float]]
@@ -487,21 +497,24 @@ class DaskRunner:
                     deadline = time.monotonic() + REPORT_WAIT_S
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
-                try:
-                    result: dict[str, Any] = future.result(timeout=_POLL_S)
-                    break
-                except TimeoutError:
+                if not finished.wait(_POLL_S) and not future.done():
                     polls += 1
                     if polls % 40 == 0:  # every 10 s
                         self._check_workers(client, no_workers)
                     continue
+                try:
+                    if future.cancelled():
+                        raise FutureCancelled(f"{key} was cancelled")
+                    result: dict[str, Any] = future.result()
+                    break
                 except KilledWorker:
                     return "lost"
                 except Exception as exc:  # noqa: BLE001 - the cluster's failure, in one line
                     if cancel.is_set():
                         return None
                     if future.status == "cancelled" or type(exc).__name__ in (
-                            "CancelledError", "FutureCancelledError", "CommClosedError"):
+                            "FutureCancelled", "CancelledError", "FutureCancelledError",
+                            "CommClosedError"):
                         said = " ".join(str(exc).split())  # one line
                         raise OperationError(
                             f"the Dask scheduler was lost while stage '{task['stage']}' ran "
