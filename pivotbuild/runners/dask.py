@@ -58,6 +58,7 @@ from pivotbuild.runners.daskcheck import (
     validated_outs,
     write_inline,
 )
+from pivotbuild.runners.fetchback import fetch_and_place
 
 if TYPE_CHECKING:
     from pivotbuild.commit import Committer
@@ -611,34 +612,15 @@ class DaskRunner:
             digest = next(o["hash"] for o in outs if o["path"] == item["path"])
             write_inline(self.project.root, item["path"], item["files"], digest)
         if to_cache:
-            self._fetch_and_place(stage, to_cache, self.cache, self.project.checkout)
+            fetch_and_place(self.remote, self.project, stage.name, to_cache, self.cache,
+                            self.project.checkout)
         if to_temp:
             with self._temp_cache() as temp:
-                self._fetch_and_place(stage, to_temp, temp, ["copy"])
+                fetch_and_place(self.remote, self.project, stage.name, to_temp, temp, ["copy"])
         with self._lock:
             self._expected[stage.name] = {o["path"]: o["hash"] for o in outs}
             # The worker uploaded its cached outputs: a downstream stage need not look.
             self._on_remote.update(o["hash"] for o in to_cache)
-
-    def _fetch_and_place(self, stage: Stage, outs: list[dict[str, Any]], cache: Cache,
-                         methods: list[str]) -> None:
-        assert self.remote is not None
-        from pivotbuild.remote.fetcher import Fetcher
-        from pivotbuild.remote.refs import OutputRef, TransferReport
-        from pivotbuild.runners import worker as worker_side
-        from pivotbuild.store.place import STAGING_DIR, Placer
-
-        report = TransferReport(self.remote.name, "fetch")
-        refs = [OutputRef(stage.name, o["path"], o["hash"]) for o in outs]
-        executable = {o["hash"] for o in outs if o.get("exec")}
-        complete = Fetcher(cache, self.remote, 8, report, worker_side._NoProgress()).objects(
-            refs, executable)
-        if report.failed or any(r.hash not in complete for r in refs):
-            what, why = report.failed[0] if report.failed else (refs[0].shown, "not fetched")
-            raise OperationError(f"cannot fetch the output {what}: {why}")
-        placer = Placer(cache.objects, self.project.root, self.project.state_dir / STAGING_DIR)
-        for out in outs:
-            placer.restore(out["hash"], out["path"], None, methods, overwrite=True)
 
     def _wait_visible(self, stage: Stage) -> None:
         """transfer = "shared": a file system may show a worker's writes a little later."""
