@@ -311,27 +311,36 @@ def test_pivot_toml_is_toml_1_0_whichever_tomli_is_installed(project: Path, line
         result)
 
 
+def _rewrite_while_loading(project: Path, monkeypatch: pytest.MonkeyPatch, during: str,
+                           after: str) -> None:
+    """Until monkeypatch.undo(): every load of pivot.toml finds ``during`` written there,
+    and ``after`` is written back as it ends (a checkout, then its undoing, mid-load)."""
+    from pivotbuild import config
+
+    load = config.load_project
+
+    def racing(root: Path, overrides: dict[str, str] | None = None) -> object:
+        (project / "pivot.toml").write_text(during)
+        try:
+            return load(root, overrides)
+        finally:
+            (project / "pivot.toml").write_text(after)
+
+    monkeypatch.setattr(config, "load_project", racing)
+
+
 def test_a_pivot_toml_rewritten_while_it_loads_leaves_no_cache(
         project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A checkout or an editor writing pivot.toml while a command loads it, then writing the
     # old text back (git stash; ...; git stash pop): the cache must not pair the old text with
     # the project loaded from the new one.
-    from pivotbuild import config, projectcache
+    from pivotbuild import projectcache
 
     old = COPY
     new = COPY.replace("echo a", "echo new")
     (project / "pivot.toml").write_text(old)
     (project / ".pivotbuild").mkdir()
-    load = config.load_project
-
-    def racing(root: Path, overrides: dict[str, str] | None = None) -> object:
-        (project / "pivot.toml").write_text(new)
-        try:
-            return load(root, overrides)
-        finally:
-            (project / "pivot.toml").write_text(old)
-
-    monkeypatch.setattr(config, "load_project", racing)
+    _rewrite_while_loading(project, monkeypatch, new, old)
     assert "echo new" in projectcache.load_project(project).stages["a"].cmd[0]
     monkeypatch.undo()
     assert "echo a " in projectcache.load_project(project).stages["a"].cmd[0]
@@ -340,22 +349,13 @@ def test_a_pivot_toml_rewritten_while_it_loads_leaves_no_cache(
 
 def test_a_pivot_toml_rewritten_while_it_loads_leaves_no_targets_memo(
         project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pivotbuild import compare, config
+    from pivotbuild import compare
 
     old = '[stages.a]\ncmd = "true"\nouts = [{ path = "m.json", cache = false }]\n'
     new = old.replace("cache = false", "cache = false, metric = true")
     (project / "pivot.toml").write_text(old)
     (project / ".pivotbuild").mkdir()
-    load = config.load_project
-
-    def racing(root: Path, overrides: dict[str, str] | None = None) -> object:
-        (project / "pivot.toml").write_text(new)
-        try:
-            return load(root, overrides)
-        finally:
-            (project / "pivot.toml").write_text(old)
-
-    monkeypatch.setattr(config, "load_project", racing)
+    _rewrite_while_loading(project, monkeypatch, new, old)
     assert compare.project_targets(project)[0].metrics == ["m.json"]
     monkeypatch.undo()
     assert compare.project_targets(project)[0].metrics == []
