@@ -147,16 +147,13 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
     while the file still parses and holds every key the stages list (``_reread_params``,
     which puts the new values in ``Targets.param_values``); else the project is loaded, and
     its ConfigError says what is wrong."""
-    import marshal
-
     from pivotbuild import snapshot
 
     path = _memo_path(root)
     header = {**_memo_header(), "root": os.path.realpath(root)}  # a copy has its own cache
     try:
-        with open(path, "rb") as handle:
-            doc = marshal.loads(snapshot.unsealed(handle.read()))
-        if ({k: doc.get(k) for k in header} == header
+        doc = snapshot.read_sealed(path)
+        if (isinstance(doc, dict) and {k: doc.get(k) for k in header} == header
                 and snapshot.dir_stamps(str(root), [d[0] for d in doc["stamps"]])
                 == doc["stamps"]):
             now = snapshot.config_key(str(root), [f for f, _ in doc["configs"]])
@@ -176,8 +173,6 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
     # before it that what was read cannot be told from what is there now (the racy rule).
     expansion = snapshot.expansion_key(str(root), project, key)
     if expansion is not None and os.path.isdir(os.path.dirname(path)):
-        from pivotbuild.atomic import write_atomic
-
         configs, stamps = expansion
         keyed = {rel for rel, _ in configs}
 
@@ -192,10 +187,7 @@ def project_targets(root: Path) -> tuple[Targets, Path]:
         doc = {**header, "configs": configs, "stamps": stamps, "values_only": values_only,
                "cache_dir": str(project.cache_dir), "targets": _targets_doc(found),
                "outs": outs}
-        try:
-            write_atomic(path, snapshot.sealed(marshal.dumps(doc)), durable=False)
-        except OSError:
-            pass  # a memo only: the next command loads pivot.toml again
+        snapshot.write_sealed(path, doc)  # a memo only: else pivot.toml is loaded again
     return found, project.cache_dir
 
 
@@ -483,18 +475,15 @@ class _ParamsMemo:
     KEEP = 8
 
     def __init__(self, root: Path) -> None:
-        import marshal
-
         from pivotbuild.paths import STATE_DIR
-        from pivotbuild.snapshot import unsealed
+        from pivotbuild.snapshot import read_sealed
 
         self.path = os.path.join(root, STATE_DIR, "compare-params")
         self.entries: dict[tuple[str, str, tuple[str, ...]], dict[str, Any]] = {}
         self.changed = False
         try:
-            with open(self.path, "rb") as handle:
-                doc = marshal.loads(unsealed(handle.read()))
-            if doc.get("header") == _memo_header():
+            doc = read_sealed(self.path)
+            if isinstance(doc, dict) and doc.get("header") == _memo_header():
                 self.entries = dict(doc["entries"])
         except (OSError, ValueError, EOFError, TypeError, KeyError, AttributeError):
             pass
@@ -524,17 +513,10 @@ class _ParamsMemo:
     def save(self) -> None:
         if not self.changed or not os.path.isdir(os.path.dirname(self.path)):
             return
-        import marshal
-
-        from pivotbuild.atomic import write_atomic
-        from pivotbuild.snapshot import sealed
+        from pivotbuild.snapshot import write_sealed
 
         kept = list(self.entries.items())[-self.KEEP:]
-        try:
-            write_atomic(self.path, sealed(marshal.dumps({"header": _memo_header(),
-                                                          "entries": kept})), durable=False)
-        except (OSError, ValueError):
-            pass  # a memo only
+        write_sealed(self.path, {"header": _memo_header(), "entries": kept})  # a memo only
 
 
 # ---- plots ----------------------------------------------------------------------------------

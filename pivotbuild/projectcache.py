@@ -45,7 +45,6 @@ command validates again.
 
 from __future__ import annotations
 
-import marshal
 import os
 import sys
 from collections.abc import Mapping
@@ -54,7 +53,6 @@ from pathlib import Path
 from typing import Any
 
 from pivotbuild import __version__, snapshot
-from pivotbuild.atomic import write_atomic
 from pivotbuild.config_models import ExecutorSettings, Out, Project, Remote, Stage
 from pivotbuild.paths import GIT_DIR, STATE_DIR
 
@@ -102,11 +100,7 @@ def load_project(root: Path, overrides: Mapping[str, str] | None = None) -> Proj
 
 
 def _read_doc(real: str) -> dict[str, Any] | None:
-    try:
-        with open(cache_path(real), "rb") as handle:
-            doc = marshal.loads(snapshot.unsealed(handle.read()))
-    except (OSError, EOFError, ValueError, TypeError):
-        return None
+    doc = snapshot.read_sealed(cache_path(real))
     if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
         return None
     if (doc.get("version"), doc.get("pivotbuild"), doc.get("python"), doc.get("fields")) != (
@@ -183,12 +177,5 @@ def _save(real: str, pairs: list[tuple[str, str]], project: Project,
         "env": snapshot.cache_env(), "overrides": pairs,
         "configs": configs, "glob_dirs": glob_dirs, "project": _dump(project),
     }
-    try:
-        data = snapshot.sealed(marshal.dumps(doc))
-    except ValueError:
-        return  # a value marshal cannot hold (a TOML date): validate every time
-    try:
-        write_atomic(cache_path(real), data, durable=False)
-    except OSError:
-        pass  # only ever saves time
+    snapshot.write_sealed(cache_path(real), doc)  # none for a TOML date: validate every time
 

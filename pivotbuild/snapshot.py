@@ -141,6 +141,26 @@ def unsealed(data: bytes) -> bytes:
     return body
 
 
+def read_sealed(path: str) -> Any:
+    """What ``write_sealed`` kept at ``path``; None if the file is missing, unreadable,
+    damaged (it fails its hash) or not marshal's. The caller checks the value's header."""
+    try:
+        with open(path, "rb") as handle:
+            return marshal.loads(unsealed(handle.read()))
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+
+
+def write_sealed(path: str, doc: Any) -> None:
+    """Keep ``doc`` at ``path`` for ``read_sealed``: marshal, sealed, written atomically but
+    not durably (the snapshot, the project cache and compare's memos: losing one only costs
+    work). A value marshal cannot hold (a TOML date), or a failed write, keeps nothing."""
+    try:
+        write_atomic(path, sealed(marshal.dumps(doc)), durable=False)
+    except (OSError, ValueError):
+        pass  # only ever saves time
+
+
 def _read(path: str) -> bytes | None:
     """The file's bytes; None where there is no file (a directory there is none: loading the
     project reads params.toml and config.local.toml only when they are files)."""
@@ -290,13 +310,7 @@ def expansion_key(root: str, project: Project, key: dict[str, Any]
 
 def load(root: str) -> dict[str, Any] | None:
     """The snapshot of this root if it is one this process can use, else None."""
-    data = _read(snapshot_path(root))
-    if data is None:
-        return None
-    try:
-        doc = marshal.loads(unsealed(data))
-    except (EOFError, ValueError, TypeError):
-        return None
+    doc = read_sealed(snapshot_path(root))
     if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
         return None
     if (doc.get("version"), doc.get("pivotbuild"), doc.get("python")) != (
@@ -308,10 +322,7 @@ def load(root: str) -> dict[str, Any] | None:
 
 
 def save(root: str, doc: dict[str, Any]) -> None:
-    try:
-        write_atomic(snapshot_path(root), sealed(marshal.dumps(doc)), durable=False)
-    except OSError:
-        pass  # only ever saves time
+    write_sealed(snapshot_path(root), doc)
 
 
 def forget(root: str) -> None:
